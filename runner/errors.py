@@ -1,0 +1,35 @@
+"""The one error type for bad input: a file, a place in it, and what was expected.
+
+Every command catches :class:`InputError` at its entry point, prints ``str(err)`` as one
+line on stderr and exits with code 2.  Nothing below the parsers sees raw, unchecked input.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some job failed; the others went on
+EXIT_BAD_INPUT = 2
+EXIT_TIME_BUDGET = 3  # time budget reached or interrupted: run the same command again to resume
+
+
+class InputError(Exception):
+    """Bad user input: a manifest, a data file, a checkpoint, a pickle.
+
+    ``str(err)`` is one line: ``FILE[:LINE]: WHERE: MESSAGE`` (parts that are unknown are
+    left out), so the user sees which file, which key/row/line, and what was expected.
+    """
+
+    def __init__(self, file: str | None, message: str, where: str | None = None,
+                 line: int | None = None):
+        self.file = None if file is None else str(file)
+        self.where = where
+        self.line = line
+        self.message = message
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        head = ""
+        if self.file:
+            head = self.file if self.line is None else f"{self.file}:{self.line}"
+        parts = [p for p in (head, self.where) if p]
+        return ": ".join(parts + [self.message]).replace("\n", " ")
