@@ -1,0 +1,184 @@
+"""Plan and status of a ~10,000-job study: goal under 1 second each on one core.
+
+    python benchmarks/plan_and_status.py [--seeds 93] [--repeat 3]
+
+Builds a manifest of 4 models x (8 single-task + 4 multi-task + 15 token-controlled) jobs
+per seed (93 seeds = 10,044 jobs) and a results folder in a temporary directory where 60%
+of the jobs are done (a 2 KB result.json each), 2% failed, 1% interrupted and 4 running
+(claim + heartbeat).  Then, in this process, the best of --repeat runs of
+
+    plan            load_manifest + build_plan (parse, expand, hash every job)
+    plan table      the `python -m runner plan` text (includes a ledger snapshot)
+    status          the `python -m runner status` text (snapshot + states + report)
+    baseline        naive status: per job, stat result.json and open its claim and failure
+                    files (json.load), i.e. a few syscalls per job instead of a few scans
+    baseline+parse  the same, also json.load of every result.json
+
+and the wall time of the two real commands (`python -m runner plan|status`, interpreter
+start-up included).  Prints seconds and the ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runner.executor import format_plan, job_states, status
+from runner.fsutil import atomic_write_json
+from runner.ledger import Ledger, Worker
+from runner.manifest import load_manifest
+from runner.plan import build_plan
+
+TASKS = ["bc2gm", "jnlpba", "chemprot", "ddi", "gad", "hoc", "pubmedqa", "biosses"]
+GOAL_S = 1.0
+
+
+def manifest_text(seeds: int) -> str:
+    models = '["bert-base-uncased", "biobert", "scibert", "pubmedbert"]'
+    return f"""
+[study]
+name = "bench"
+seeds = {list(range(seeds))}
+
+[[experiments]]
+name = "single_task"
+strategy = "single_task"
+models = {models}
+tasks = {json.dumps(TASKS)}
+
+[[experiments]]
+name = "multi_task"
+strategy = "multi_task"
+models = {models}
+task_sets = [["bc2gm", "jnlpba"], ["chemprot", "ddi"], ["bc2gm", "chemprot", "gad"],
+             {json.dumps(TASKS)}]
+
+[[experiments]]
+name = "token_controlled"
+strategy = "token_controlled"
+reference = "multi_task"
+"""
+
+
+def populate(plan, results: Path) -> None:
+    ledger = Ledger(results)
+    ledger.ensure()
+    filler = "x" * 2000  # a result.json of about 2 KB
+    n = len(plan.jobs)
+    for i, job in enumerate(plan.jobs):
+        if i % 100 < 60:
+            atomic_write_json(ledger.result_path(job.job_id),
+                              {"experiment_id": job.job_id, "pad": filler}, indent=None)
+        elif i % 100 < 62:
+            ledger.record_failure(job.job_id, "RuntimeError: CUDA out of memory", "w")
+        elif i % 100 < 63:
+            ledger.job_dir(job.job_id).mkdir(exist_ok=True)
+    for job in plan.jobs[n - 4:]:
+        claim = ledger.try_claim(job.job_id, Worker("bench"), None)
+        ledger.heartbeat(claim, {"step": 10, "total_steps": 100, "tokens": 5000,
+                                 "elapsed_s": 30.0})
+
+
+def naive_status(plan, results: Path, parse_results: bool) -> dict[str, str]:
+    """Per job: stat its result, open its failure record and claim (plain string paths)."""
+    out = {}
+    root = os.fspath(results)
+    for job in plan.jobs:
+        result = f"{root}/{job.job_id}/result.json"
+        if os.path.exists(result):
+            if parse_results:
+                with open(result) as fh:
+                    json.load(fh)
+            out[job.job_id] = "done"
+            continue
+        try:
+            with open(f"{root}/ledger/failed/{job.job_id}.json") as fh:
+                json.load(fh)
+            out[job.job_id] = "failed"
+            continue
+        except FileNotFoundError:
+            pass
+        try:
+            with open(f"{root}/ledger/claims/{job.job_id}.0.claim") as fh:
+                json.load(fh)
+            out[job.job_id] = "running"
+        except FileNotFoundError:
+            out[job.job_id] = "ready"
+    return out
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=93)
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        mpath = tmp / "bench.toml"
+        mpath.write_text(manifest_text(args.seeds))
+        data = tmp / "data"
+        results = tmp / "results"
+        plan = build_plan(load_manifest(mpath), data)
+        n = len(plan.jobs)
+        populate(plan, results)
+        snap = Ledger(results).snapshot(j.job_id for j in plan.jobs)
+        states = job_states(plan.jobs, snap)
+        naive = naive_status(plan, results, False)
+        assert sum(s == "done" for s in states.values()) == sum(
+            s == "done" for s in naive.values())
+
+        t_plan = best(lambda: build_plan(load_manifest(mpath), data), args.repeat)
+        t_table = best(lambda: format_plan(plan, job_states(
+            plan.jobs, Ledger(results).snapshot(j.job_id for j in plan.jobs))), args.repeat)
+        t_status = best(lambda: status(plan, results), args.repeat)
+        t_naive = best(lambda: naive_status(plan, results, False), args.repeat)
+        t_naive_parse = best(lambda: naive_status(plan, results, True), args.repeat)
+
+        def cli(cmd: str) -> float:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "runner", cmd, str(mpath), "--data-dir",
+                            str(data), "--results-dir", str(results)], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL)
+            return time.perf_counter() - t0
+        t_cli_plan = min(cli("plan") for _ in range(args.repeat))
+        t_cli_status = min(cli("status") for _ in range(args.repeat))
+
+    print(f"{n} jobs (60% done, 2% failed, 1% interrupted, 4 running); best of {args.repeat}; "
+          f"cpu: {os.cpu_count()} cores visible, one used")
+    rows = [
+        ("plan (parse + expand + hash)", t_plan, None),
+        ("plan table (incl. snapshot)", t_table, None),
+        ("status", t_status, t_naive),
+        ("baseline: naive per-job status", t_naive, None),
+        ("baseline: naive + parse results", t_naive_parse, None),
+        ("`python -m runner plan` wall", t_cli_plan, None),
+        ("`python -m runner status` wall", t_cli_status, None),
+    ]
+    for name, secs, base in rows:
+        goal = "ok" if secs < GOAL_S else "OVER"
+        ratio = f"  {base / secs:5.1f}x faster than the naive baseline" if base else ""
+        print(f"  {name:34s} {secs:7.3f} s  (goal < {GOAL_S:.0f} s: {goal}){ratio}")
+    print(f"  status vs baseline+parse: {t_naive_parse / t_status:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,490 @@
+"""Run a plan's jobs through the ledger: each job once, resumable, within a time budget.
+
+``run_plan`` loops: take one look at the ledger, start the first ready job in plan order
+that this worker can claim, repeat.  When nothing is ready but jobs are running elsewhere
+(or wait on jobs running elsewhere) it polls.  Any number of workers -- processes or
+machines sharing the results folder -- may run the same plan at once.
+
+Job states (``status`` and ``plan`` print them):
+    done         result.json exists
+    failed       a failure record exists (retried only with --retry-failed)
+    running      claimed by a live worker
+    stale        claimed by a worker that stopped heartbeating: will be taken over
+    interrupted  started earlier and stopped (checkpoint kept): will resume
+    blocked      a job it depends on failed
+    ready        its dependencies are done (or it has none)
+    pending      waits for a dependency that is not done yet
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from runner.errors import EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET, InputError
+from runner.fsutil import sha256_file
+from runner.jobapi import JobContext, JobFailed, JobInterrupted
+from runner.ledger import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S, Claim, Ledger, Snapshot, Worker
+from runner.plan import Job, Plan
+
+STATES = ("pending", "ready", "blocked", "running", "stale", "interrupted", "done", "failed")
+RESUME_HINT = "run the same command again to resume"
+
+JobFn = Callable[[Job, JobContext], dict]
+
+
+# ------------------------------------------------------------------------ helpers
+_BUDGET_RE = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+
+
+def parse_time_budget(text: str) -> float:
+    """'11h30m', '45m', '90s', '1.5h' or plain seconds -> seconds."""
+    s = str(text).strip().lower()
+    try:
+        value = float(s)
+    except ValueError:
+        pos, total = 0, 0.0
+        for m in _BUDGET_RE.finditer(s):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1}[m.group(2)]
+            pos = m.end()
+        if pos != len(s) or not s:
+            raise InputError(None, f"expected a duration like 11h30m, 45m or 90s, got {text!r}",
+                             where="--time-budget") from None
+        value = total
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(None, f"expected a positive duration, got {text!r}",
+                         where="--time-budget")
+    return value
+
+
+def safety_margin_s(budget_s: float) -> float:
+    """Seconds before the budget's end at which running jobs are told to checkpoint:
+    2% of the budget but at least 60 s, and never more than a tenth of the budget."""
+    return min(max(60.0, 0.02 * budget_s), 0.1 * budget_s)
+
+
+def job_states(jobs, snap: Snapshot) -> dict[str, str]:
+    """The state of every job (see the module docstring) from one ledger snapshot."""
+    base: dict[str, str] = {}
+    for job in jobs:
+        jid = job.job_id
+        claim = snap.claims.get(jid)
+        if jid in snap.done:
+            state = "done"
+        elif jid in snap.failed:
+            state = "failed"
+        elif claim is not None and claim.status == "running":
+            state = "running"
+        elif claim is not None and claim.status == "stale":
+            state = "stale"
+        elif claim is not None or jid in snap.started:
+            state = "interrupted"
+        else:
+            state = "ready"
+        base[jid] = state
+    out: dict[str, str] = {}
+    for job in jobs:
+        state = base[job.job_id]
+        if state == "ready" and job.depends_on:
+            deps = [base.get(d, "pending") for d in job.depends_on]
+            if any(d in ("failed", "blocked") for d in deps):
+                state = "blocked"
+            elif any(d != "done" for d in deps):
+                state = "pending"
+        out[job.job_id] = state
+    return out
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _counts_line(title: str, counts: Counter, order) -> str:
+    keys = [k for k in order if counts.get(k)] + sorted(k for k in counts if k not in order)
+    return f"{title}: " + ", ".join(f"{k} {counts[k]}" for k in keys)
+
+
+def format_plan(plan: Plan, states: dict[str, str]) -> str:
+    """The job table, then counts per strategy and per state, and the total."""
+    header = ("job_id", "experiment", "strategy", "model", "tasks", "seed", "depends_on",
+              "state")
+    rows = [(j.job_id, j.experiment, j.strategy, j.model, "+".join(j.tasks), str(j.seed),
+             ",".join(j.depends_on) or "-", states[j.job_id]) for j in plan.jobs]
+    widths = [len(h) for h in header]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header).rstrip()]
+    lines.extend(fmt.format(*row).rstrip() for row in rows)
+    lines.append("")
+    lines.append(_counts_line("per strategy", Counter(j.strategy for j in plan.jobs),
+                              ("single_task", "multi_task", "token_controlled")))
+    lines.append(_counts_line("per state", Counter(states.values()), STATES))
+    lines.append(f"total: {len(plan.jobs)} jobs")
+    return "\n".join(lines)
+
+
+def format_status(plan: Plan, ledger: Ledger, snap: Snapshot, states: dict[str, str]) -> str:
+    """Counts per state, progress of running jobs, failed jobs with their reason."""
+    jobs = plan.by_id()
+    counts = Counter(states.values())
+    lines = [f"study {plan.manifest.study.name}: {len(plan.jobs)} jobs in {ledger.root}",
+             _counts_line("per state", counts, STATES)]
+    running = [j for j in plan.jobs if states[j.job_id] in ("running", "stale")]
+    if running:
+        lines.append("running:")
+    for job in running:
+        c = snap.claims[job.job_id]
+        p = c.progress
+        step, total = p.get("step"), p.get("total_steps")
+        tokens, target = p.get("tokens"), p.get("target_tokens")
+        eta = p.get("eta_s")
+        elapsed = p.get("elapsed_s")
+        if eta is None and isinstance(step, (int, float)) and isinstance(total, (int, float)) \
+                and step and isinstance(elapsed, (int, float)):
+            eta = elapsed * (total - step) / step
+        head = (f"  {job.job_id} {job.experiment} {job.model} {'+'.join(job.tasks)} "
+                f"seed {job.seed}: {states[job.job_id]}, worker {c.info.get('worker', '?')}")
+        parts = [head]
+        if step is not None:
+            parts.append(f"step {step}/{total if total is not None else '?'}")
+        if tokens is not None:
+            parts.append(f"tokens {tokens}" + (f"/{target}" if target is not None else ""))
+        if p.get("phase"):
+            parts.append(str(p["phase"]))
+        parts.append(f"ETA {_fmt_s(eta)}")
+        parts.append(f"heartbeat {_fmt_s(snap.taken_at - c.last_beat)} ago")
+        lines.append(", ".join(parts))
+    failed = [j for j in plan.jobs if states[j.job_id] == "failed"]
+    if failed:
+        lines.append("failed (rerun with --retry-failed):")
+    for job in failed:
+        reason = ledger.failure(job.job_id).get("reason", "?")
+        lines.append(f"  {job.job_id} {job.experiment} {job.model} {'+'.join(job.tasks)} "
+                     f"seed {job.seed}: {reason}")
+    blocked = [j for j in plan.jobs if states[j.job_id] == "blocked"]
+    if blocked:
+        lines.append(f"blocked: {len(blocked)} jobs wait on failed jobs "
+                     f"({', '.join(sorted({d for j in blocked for d in j.depends_on}))})")
+    del jobs
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- stopping
+class _Stop:
+    """should_stop(): a signal arrived, the budget is nearly spent, or the lease was lost."""
+
+    def __init__(self, stop_at: float | None):
+        self.stop_at = stop_at          # time.monotonic() seconds
+        self.signal: str | None = None
+
+    def budget_spent(self) -> bool:
+        return self.stop_at is not None and time.monotonic() >= self.stop_at
+
+    def __call__(self) -> bool:
+        return self.signal is not None or self.budget_spent()
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the claim every ``interval`` seconds with the job's latest progress."""
+
+    def __init__(self, ledger: Ledger, claim: Claim, interval: float, started: float):
+        super().__init__(daemon=True, name=f"heartbeat-{claim.job_id}")
+        self.ledger, self.claim, self.interval, self.started = ledger, claim, interval, started
+        self.progress: dict = {}
+        self.lost = False
+        self.done = threading.Event()
+
+    def beat(self) -> None:
+        progress = dict(self.progress)
+        progress.setdefault("elapsed_s", round(time.monotonic() - self.started, 1))
+        self.ledger.heartbeat(self.claim, progress)
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                if self.ledger.lost(self.claim):
+                    self.lost = True  # another worker took over: stop at the next check
+                    return
+                self.beat()
+            except OSError as exc:  # a shared folder hiccup: try again next beat
+                logging.getLogger("runner").warning("heartbeat failed: %s", exc)
+
+
+def _job_logger(job: Job, job_dir: Path) -> tuple[logging.Logger, list[logging.Handler]]:
+    logger = logging.getLogger(f"runner.job.{job.job_id}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    file_handler = logging.FileHandler(job_dir / "log.txt", encoding="utf-8")
+    file_handler.setFormatter(fmt)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter(f"[{job.job_id}] %(message)s"))
+    handlers = [file_handler, console]
+    for h in handlers:
+        logger.addHandler(h)
+    return logger, handlers
+
+
+def verify_job_data(job: Job, data_dir: Path) -> None:
+    """Raise InputError when a data file of the job changed since the plan was made."""
+    if not job.data_checksums:
+        return  # no SHA256SUMS entries for these tasks: nothing recorded to compare with
+    try:
+        from runner.data import verify_checksums
+    except ImportError:
+        verify_checksums = None
+    if verify_checksums is not None:
+        found = verify_checksums(data_dir, job.tasks)
+        for rel, digest in job.data_checksums.items():
+            if rel in found and found[rel] != digest:
+                raise InputError(str(Path(data_dir) / rel), "changed since the plan was made")
+        return
+    for rel, digest in job.data_checksums.items():
+        path = Path(data_dir) / rel
+        try:
+            actual = sha256_file(path)
+        except OSError:
+            raise InputError(str(path), "data file missing (listed in SHA256SUMS)") from None
+        if actual != digest:
+            raise InputError(str(path), "checksum differs from SHA256SUMS (modified or "
+                             "truncated): prepare the data again")
+
+
+def _default_job_fn() -> JobFn:
+    try:
+        from runner.engine import run_job  # lazily: plan and status never import torch
+    except ImportError as exc:
+        raise InputError(None, f"cannot import the training engine: {exc}; install the "
+                         f"project (pip install -e .)", where="runner.engine") from None
+    return run_job
+
+
+# -------------------------------------------------------------------------- run
+def run_plan(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None,
+             time_budget_s: float | None = None, retry_failed: bool = False,
+             worker_id: str | None = None, lease_s: float = DEFAULT_LEASE_S,
+             heartbeat_s: float = DEFAULT_HEARTBEAT_S, poll_s: float = 5.0,
+             out: Callable[[str], None] | None = None) -> int:
+    """Run every job of ``plan`` that is not done; return the exit code (0, 1 or 3)."""
+    say = out or (lambda msg: print(msg, flush=True))
+    started_at = time.monotonic()
+    deadline = None if time_budget_s is None else started_at + time_budget_s
+    stop = _Stop(None if deadline is None else deadline - safety_margin_s(time_budget_s))
+    ledger = Ledger(results_dir, lease_s=lease_s)
+    ledger.ensure()
+    worker = Worker(worker_id or Worker.default_id())
+    ids = [j.job_id for j in plan.jobs]
+    for jid in ids:
+        moved = ledger.set_aside_corrupt_result(jid)
+        if moved is not None:
+            say(f"warning: {jid}/result.json did not parse; moved to {moved.name}, "
+                f"the job runs again")
+    durations = ledger.durations()
+    retried: set[str] = set()
+    job_fn_resolved: list[JobFn] = [job_fn] if job_fn is not None else []
+
+    def on_signal(signum, frame):
+        if stop.signal is not None:   # second signal: stop now, without checkpointing
+            raise KeyboardInterrupt
+        # No printing here: a signal may arrive in the middle of another print.
+        stop.signal = signal.Signals(signum).name
+
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.signal(sig, on_signal)
+    stopped_for_budget = False
+    try:
+        while True:
+            if stop():
+                stopped_for_budget = stop.signal is None
+                break
+            snap = ledger.snapshot(ids)
+            states = job_states(plan.jobs, snap)
+            picked = None
+            skipped_for_time = False
+            for job in plan.jobs:
+                state = states[job.job_id]
+                runnable = state in ("ready", "stale", "interrupted") or (
+                    state == "failed" and retry_failed and job.job_id not in retried)
+                if not runnable:
+                    continue
+                past = durations.get(job.experiment)
+                if deadline is not None and past:
+                    estimate = sum(past) / len(past)   # seconds, same experiment
+                    if time.monotonic() + estimate > stop.stop_at:
+                        skipped_for_time = True
+                        continue
+                if not job_fn_resolved:   # before claiming: a missing engine claims nothing
+                    job_fn_resolved.append(_default_job_fn())
+                claim = ledger.try_claim(job.job_id, worker, snap.claims.get(job.job_id))
+                if claim is not None:
+                    picked = (job, claim, state)
+                    break
+            if picked is not None:
+                job, claim, state = picked
+                if state == "failed":
+                    retried.add(job.job_id)
+                outcome = _run_one(job, claim, state, plan, ledger, job_fn_resolved[0],
+                                   stop, deadline, heartbeat_s, durations, say)
+                if outcome == "interrupted":
+                    stopped_for_budget = stop.signal is None
+                    break
+                continue
+            if skipped_for_time:
+                stopped_for_budget = True
+                say("no remaining job can finish within the time budget")
+                break
+            waiting = [j for j in plan.jobs if states[j.job_id] in
+                       ("running", "pending", "ready", "stale", "interrupted")]
+            if not waiting:
+                break
+            # Jobs run elsewhere (or wait on jobs that do): poll until they finish.
+            end = time.monotonic() + poll_s
+            while time.monotonic() < end and not stop():
+                time.sleep(min(0.2, poll_s))
+    finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+
+    snap = ledger.snapshot(ids)
+    states = job_states(plan.jobs, snap)
+    counts = Counter(states.values())
+    summary = _counts_line("jobs", counts, STATES)
+    if stop.signal is not None:
+        say(f"{summary}\ninterrupted ({stop.signal}): {RESUME_HINT}")
+        return EXIT_TIME_BUDGET
+    if stopped_for_budget:
+        say(f"{summary}\ntime budget reached: {RESUME_HINT}")
+        return EXIT_TIME_BUDGET
+    if counts.get("failed") or counts.get("blocked"):
+        say(f"{summary}\nsome jobs failed: see `python -m runner status`; rerun with "
+            f"--retry-failed to retry them")
+        return EXIT_FAILED
+    say(f"{summary}\nall {len(plan.jobs)} jobs done")
+    return EXIT_OK
+
+
+def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job_fn: JobFn,
+             stop: _Stop, deadline: float | None, heartbeat_s: float,
+             durations: dict[str, list[float]], say) -> str:
+    """Run one claimed job; return "done", "failed", "interrupted" or "lost"."""
+    if ledger.is_done(job.job_id):   # finished by another worker since our snapshot
+        ledger.finish(job.job_id)
+        return "done"
+    if state == "failed":
+        ledger.clear_failure(job.job_id)
+    job_dir = ledger.job_dir(job.job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    beat = _Heartbeat(ledger, claim, heartbeat_s, t0)
+    logger, handlers = _job_logger(job, job_dir)
+    verb = "resuming" if state in ("stale", "interrupted") else "starting"
+    say(f"{verb} {job.job_id} {job.experiment} {job.strategy} {job.model} "
+        f"{'+'.join(job.tasks)} seed {job.seed}")
+
+    def should_stop() -> bool:
+        return beat.lost or stop()
+
+    def heartbeat(progress: dict) -> None:
+        beat.progress = dict(progress)
+
+    try:
+        beat.beat()
+        beat.start()
+        logger.info("job %s (%s, worker %s, claim generation %d)", job.job_id, verb,
+                    claim.worker, claim.gen)
+        verify_job_data(job, plan.data_dir)
+        deps = {}
+        for dep in job.depends_on:
+            result = ledger.load_result(dep)
+            if result is None:
+                raise JobFailed(f"dependency {dep} has no readable result.json")
+            deps[dep] = result
+        ctx = JobContext(job_dir=job_dir, data_dir=Path(plan.data_dir), dependency_results=deps,
+                         should_stop=should_stop, deadline=deadline, heartbeat=heartbeat,
+                         logger=logger)
+        result = job_fn(job, ctx)
+        if not isinstance(result, dict):
+            raise JobFailed(f"job function returned {type(result).__name__}, expected a dict")
+        try:
+            ledger.write_result(job.job_id, result)
+        except (TypeError, ValueError) as exc:
+            raise JobFailed(f"result is not JSON-serialisable: {exc}") from None
+    except JobInterrupted as exc:
+        beat.done.set()
+        if beat.lost:
+            say(f"lost {job.job_id}: another worker took it over")
+            return "lost"
+        ledger.release(claim, beat.progress)
+        logger.info("interrupted after %.1f s: %s", time.monotonic() - t0, exc)
+        say(f"interrupted {job.job_id} (checkpoint kept)")
+        return "interrupted"
+    except (InputError, JobFailed, Exception) as exc:
+        beat.done.set()
+        reason = str(exc) if isinstance(exc, (InputError, JobFailed)) else \
+            f"{type(exc).__name__}: {exc}"
+        logger.error("failed: %s", reason, exc_info=not isinstance(exc, (InputError,
+                                                                          JobFailed)))
+        ledger.record_failure(job.job_id, reason, claim.worker)
+        ledger.release(claim)
+        say(f"failed {job.job_id}: {' '.join(reason.split())}")
+        return "failed"
+    except BaseException:
+        beat.done.set()
+        ledger.release(claim, beat.progress)   # Ctrl-C twice: anyone may resume it at once
+        raise
+    finally:
+        beat.done.set()
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+    seconds = time.monotonic() - t0
+    ledger.record_duration(job.job_id, job.experiment, seconds)
+    durations.setdefault(job.experiment, []).append(seconds)
+    ledger.finish(job.job_id)
+    say(f"done {job.job_id} in {_fmt_s(seconds)}")
+    return "done"
+
+
+def run_claimed(job: Job, claim: Claim, state: str, ledger: Ledger, data_dir: str | Path, *,
+                job_fn: JobFn | None = None, should_stop: Callable[[], bool] = lambda: False,
+                deadline: float | None = None, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+                out: Callable[[str], None] | None = None) -> str:
+    """Run one job that ``claim`` holds, exactly as ``run_plan`` does (heartbeat, log.txt,
+    result.json last, failure record, release on interruption); return "done", "failed",
+    "interrupted" or "lost".  The seam for executors that place jobs elsewhere (Ray):
+    ``state`` is the job's state when it was claimed, ``deadline`` a time.monotonic()
+    value, ``should_stop`` is polled by the job."""
+    shim = Plan(manifest=None, data_dir=Path(data_dir), jobs=(job,))  # only data_dir is read
+    return _run_one(job, claim, state, shim, ledger, job_fn or _default_job_fn(), should_stop,
+                    deadline, heartbeat_s, ledger.durations(),
+                    out or (lambda msg: print(msg, flush=True)))
+
+def status(plan: Plan, results_dir: str | Path) -> str:
+    ledger = Ledger(results_dir)
+    snap = ledger.snapshot(j.job_id for j in plan.jobs)
+    return format_status(plan, ledger, snap, job_states(plan.jobs, snap))
+
+
+def plan_table(plan: Plan, results_dir: str | Path) -> str:
+    ledger = Ledger(results_dir)
+    snap = ledger.snapshot(j.job_id for j in plan.jobs)
+    return format_plan(plan, job_states(plan.jobs, snap))

@@ -1,0 +1,566 @@
+"""Study manifests: TOML parsed once into frozen dataclasses.
+
+Everything a manifest may say is checked here -- unknown keys and tables (with a "did you
+mean"), types, ranges, task and model names, references between experiments -- and every
+problem is one :class:`~runner.errors.InputError` line ``FILE:LINE: key.path: expected ...``.
+Code below this module never sees a raw TOML dict.
+
+Schema (see ``manifests/demo.toml`` for a commented example)::
+
+    [study]            name (str), results (str, default "results/<name>"), seeds (list of int)
+    [defaults]         training hyperparameters (HYPERPARAMETERS below), all optional
+    [models]           alias = "hub-id-or-path"  (adds to / overrides the built-in aliases)
+    [[experiments]]    name, strategy, then per strategy:
+        single_task       models, tasks                 (one job per model x task x seed)
+        multi_task        models, task_sets             (one job per model x set x seed)
+                          or task_sets = "pairs" + pair_tasks (every unordered pair)
+        token_controlled  reference (a multi_task experiment), parity "total" | "per_task"
+                          (one job per task of each referenced job; same models and seeds)
+      + any hyperparameter, overriding [defaults] for this experiment only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from runner.errors import InputError
+from runner.models_registry import BUILTIN_MODELS, known_aliases
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+# The study's tasks in their canonical order (used when runner.tasks is not importable).
+FALLBACK_TASKS: tuple[str, ...] = (
+    "bc2gm", "jnlpba", "chemprot", "ddi", "gad", "hoc", "pubmedqa", "biosses",
+    "ncbi_disease", "bc5cdr_chem", "bc5cdr_disease", "s800", "linnaeus",
+)
+
+STRATEGIES = ("single_task", "multi_task", "token_controlled")
+EXPERIMENT_TYPES = {
+    "single_task": "single_task_baseline",
+    "multi_task": "multi_task",
+    "token_controlled": "token_controlled_baseline",
+}
+PARITIES = ("total", "per_task")
+SAMPLINGS = ("proportional", "temperature", "capped")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def known_tasks() -> tuple[str, ...]:
+    """Task names from the registry (runner.tasks.TASKS), else the study's fixed list."""
+    try:
+        from runner.tasks import TASKS
+    except ImportError:
+        return FALLBACK_TASKS
+    return tuple(TASKS)
+
+
+# ---------------------------------------------------------------------------- values
+class _Bad(Exception):
+    """A value check failed; the caller turns it into an InputError with file and line."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        rng = f" in [{lo}, {hi}]" if hi is not None else (f" >= {lo}" if lo is not None else "")
+        if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise _Bad(f"expected an integer{rng}, got {v!r}")
+        return int(v)
+    return check
+
+
+def _float(lo: float, hi: float | None, lo_open: bool) -> Callable[[Any], float]:
+    def check(v: Any) -> float:
+        lo_txt = f"({lo}" if lo_open else f"[{lo}"
+        rng = f"{lo_txt}, {hi}]" if hi is not None else f"{lo_txt}, inf)"
+        ok = (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+        ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
+        if not ok:
+            raise _Bad(f"expected a number in {rng}, got {v!r}")
+        return float(v)
+    return check
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if not isinstance(v, str) or v not in options:
+            hint = _did_you_mean(v, options) if isinstance(v, str) else ""
+            raise _Bad(f"expected one of {', '.join(map(repr, options))}, got {v!r}{hint}")
+        return v
+    return check
+
+
+def _optional_int(lo: int) -> Callable[[Any], int | None]:
+    inner = _int(lo)
+
+    def check(v: Any) -> int | None:
+        # TOML has no null: leaving the key out means "no limit"; "none" says it explicitly.
+        if v == "none":
+            return None
+        return inner(v)
+    return check
+
+
+def _max_train_examples(v: Any) -> Mapping[str, int]:
+    """``{task = n, ...}`` per task, or one integer for every task of the job."""
+    if _is_int(v):
+        return MappingProxyType({"*": _int(1)(v)})
+    if not isinstance(v, dict):
+        raise _Bad(f"expected an integer >= 1 or a table task = integer, got {v!r}")
+    tasks = known_tasks()
+    out = {}
+    for task, n in v.items():
+        if task not in tasks:
+            raise _Bad(f"unknown task {task!r}{_did_you_mean(task, tasks)}")
+        if not _is_int(n) or n < 1:
+            raise _Bad(f"expected an integer >= 1 for task {task!r}, got {n!r}")
+        out[task] = int(n)
+    return MappingProxyType(out)
+
+
+# name -> (check, default).  Defaults are the methodology's; batch_size None means
+# "16 for single-task jobs, 8 for multi-task jobs".
+HYPERPARAMETERS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "learning_rate": (_float(0.0, 1.0, True), 2e-5),
+    "warmup_steps": (_int(0), 500),                 # optimizer steps
+    "weight_decay": (_float(0.0, 1.0, False), 0.01),
+    "max_length": (_int(8, 8192), 512),             # tokens per example
+    "batch_size": (_int(1, 65536), None),           # examples per optimizer micro-batch
+    "grad_accumulation": (_int(1, 4096), 1),
+    "max_epochs": (_int(1, 10000), 10),
+    "eval_every": (_int(1), 250),                   # optimizer steps between evaluations
+    "patience": (_int(1, 1000), 3),                 # evaluations without improvement
+    "min_delta": (_float(0.0, 1.0, False), 1e-4),   # smallest improvement that counts
+    "max_train_examples": (_max_train_examples, MappingProxyType({})),
+    "max_eval_examples": (_optional_int(1), None),  # cap on validation and test examples
+    "checkpoint_every_s": (_float(0.0, None, True), 300.0),  # seconds
+    "precision": (_choice(PRECISIONS), "auto"),
+    "sampling": (_choice(SAMPLINGS), "proportional"),
+    "temperature": (_float(0.0, 1000.0, True), 1.0),
+    "examples_cap": (_optional_int(1), None),
+    "max_steps": (_optional_int(1), None),          # optimizer steps; demos and tests
+}
+# Only multi-task jobs sample between tasks.
+SAMPLING_KEYS = ("sampling", "temperature", "examples_cap")
+SINGLE_BATCH, MULTI_BATCH = 16, 8
+
+
+# ---------------------------------------------------------------------- dataclasses
+@dataclass(frozen=True)
+class Study:
+    name: str
+    results: str          # folder of the study's results (relative to the working folder)
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    strategy: str                           # single_task | multi_task | token_controlled
+    models: tuple[str, ...]                 # aliases; token_controlled: the reference's
+    task_sets: tuple[tuple[str, ...], ...]  # one job per set (single_task: 1-task sets)
+    reference: str | None                   # token_controlled: a multi_task experiment
+    parity: str | None                      # token_controlled: "total" | "per_task"
+    overrides: Mapping[str, Any]            # validated hyperparameters for this experiment
+    line: int | None = None
+
+    @property
+    def experiment_type(self) -> str:
+        return EXPERIMENT_TYPES[self.strategy]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: str
+    study: Study
+    defaults: Mapping[str, Any]   # validated [defaults] (only the keys that were given)
+    models: Mapping[str, str]     # [models] aliases added by this manifest
+    experiments: tuple[Experiment, ...]
+
+    def experiment(self, name: str) -> Experiment:
+        for exp in self.experiments:
+            if exp.name == name:
+                return exp
+        raise KeyError(name)
+
+    def resolved_config(self, exp: Experiment, tasks: tuple[str, ...]) -> dict[str, Any]:
+        """Every hyperparameter of one job: defaults <- [defaults] <- experiment."""
+        given = {**self.defaults, **exp.overrides}
+        cfg: dict[str, Any] = {}
+        for key, (_, default) in HYPERPARAMETERS.items():
+            cfg[key] = given.get(key, default)
+        if cfg["batch_size"] is None:
+            cfg["batch_size"] = MULTI_BATCH if exp.strategy == "multi_task" else SINGLE_BATCH
+        caps = cfg["max_train_examples"]
+        cfg["max_train_examples"] = {t: caps.get(t, caps.get("*")) for t in tasks
+                                     if t in caps or "*" in caps}
+        if exp.strategy != "multi_task":
+            # Sampling means nothing for one task: keep it neutral so that editing the
+            # multi-task sampling in [defaults] never renames single-task jobs.
+            for key in SAMPLING_KEYS:
+                cfg[key] = HYPERPARAMETERS[key][1]
+        cfg["adapter"] = None  # reserved for adapter experiments (issue 6)
+        return cfg
+
+
+# ------------------------------------------------------------------------- parsing
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_RE = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+
+def _split_dotted(text: str) -> tuple[str, ...]:
+    return tuple(p.strip().strip("\"'") for p in text.split("."))
+
+
+class _Lines:
+    """Where a key path sits in the TOML source (best effort: plain keys and headers)."""
+
+    def __init__(self, text: str):
+        self.where: dict[tuple, int] = {}
+        counters: dict[tuple, int] = {}
+        table: tuple = ()
+        in_multiline = False
+        for no, line in enumerate(text.splitlines(), start=1):
+            # skip the inside of multi-line strings (rare in manifests)
+            if line.count('"""') % 2 == 1 or line.count("'''") % 2 == 1:
+                in_multiline = not in_multiline
+                continue
+            if in_multiline:
+                continue
+            m = _HEADER_RE.match(line)
+            if m and "=" not in m.group(2):
+                parts = _split_dotted(m.group(2))
+                if m.group(1) == "[[":
+                    idx = counters.get(parts, 0)
+                    counters[parts] = idx + 1
+                    table = parts + (idx,)
+                else:
+                    # [experiments.x] under an array of tables refers to its last element
+                    table = parts
+                self.where.setdefault(table, no)
+                continue
+            k = _KEY_RE.match(line)
+            if k:
+                self.where.setdefault(table + (k.group(1).strip("\"'"),), no)
+
+    def line(self, path: tuple) -> int | None:
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.where:
+                return self.where[path[:n]]
+        return None
+
+
+def _path_text(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+class _Parser:
+    def __init__(self, file: str, text: str):
+        self.file = file
+        self.lines = _Lines(text)
+        self.tasks = known_tasks()
+
+    def error(self, path: tuple, message: str) -> InputError:
+        return InputError(self.file, message, where=_path_text(path) or None,
+                          line=self.lines.line(path))
+
+    def table(self, value: Any, path: tuple, allowed, required=()) -> dict:
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a table, got {type(value).__name__}")
+        for key in value:
+            if key not in allowed:
+                raise self.error(path + (key,), f"unknown key{_did_you_mean(key, allowed)}; "
+                                 f"expected one of: {', '.join(sorted(allowed))}")
+        for key in required:
+            if key not in value:
+                raise self.error(path, f"missing key {key!r}")
+        return value
+
+    def string(self, value: Any, path: tuple, pattern: re.Pattern | None = None) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(path, f"expected a non-empty string, got {value!r}")
+        if pattern is not None and not pattern.match(value):
+            raise self.error(path, f"expected a name of letters, digits, '_', '-', '.' "
+                             f"(at most 64, starting with a letter or digit), got {value!r}")
+        return value
+
+    def str_list(self, value: Any, path: tuple, options, what: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.error(path, f"expected a non-empty list of {what} names, got {value!r}")
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or item not in options:
+                hint = _did_you_mean(item, options) if isinstance(item, str) else ""
+                raise self.error(path + (i,), f"unknown {what} {item!r}{hint}; "
+                                 f"expected one of: {', '.join(options)}")
+            if item in out:
+                raise self.error(path + (i,), f"{what} {item!r} is listed twice")
+            out.append(item)
+        return tuple(out)
+
+    def hyper(self, value: Mapping, path: tuple) -> Mapping[str, Any]:
+        out = {}
+        for key, (check, _) in HYPERPARAMETERS.items():
+            if key in value:
+                try:
+                    out[key] = check(value[key])
+                except _Bad as bad:
+                    raise self.error(path + (key,), str(bad)) from None
+        return MappingProxyType(out)
+
+    def canonical(self, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        # A task set is a set: its order is the study's task order, so that
+        # ["jnlpba", "bc2gm"] and ["bc2gm", "jnlpba"] are the same job.
+        return tuple(sorted(tasks, key=self.tasks.index))
+
+    # -- sections -------------------------------------------------------------
+    def study(self, doc: dict) -> Study:
+        path = ("study",)
+        if "study" not in doc:
+            raise self.error((), "missing table [study] (name, seeds)")
+        raw = self.table(doc["study"], path, ("name", "results", "seeds"), ("name", "seeds"))
+        name = self.string(raw["name"], path + ("name",), _NAME_RE)
+        results = (self.string(raw["results"], path + ("results",)) if "results" in raw
+                   else f"results/{name}")
+        seeds = raw["seeds"]
+        if not isinstance(seeds, list) or not seeds:
+            raise self.error(path + ("seeds",), f"expected a non-empty list of integers, "
+                             f"got {seeds!r}")
+        for i, s in enumerate(seeds):
+            if not _is_int(s) or not 0 <= s < 2**32:
+                raise self.error(path + ("seeds", i), f"expected an integer in [0, 2**32), "
+                                 f"got {s!r}")
+            if s in seeds[:i]:
+                raise self.error(path + ("seeds", i), f"seed {s} is listed twice")
+        return Study(name=name, results=results, seeds=tuple(int(s) for s in seeds))
+
+    def models(self, doc: dict) -> Mapping[str, str]:
+        raw = doc.get("models", {})
+        if not isinstance(raw, dict):
+            raise self.error(("models",), "expected a table alias = \"hub-id-or-path\"")
+        out = {}
+        for alias, target in raw.items():
+            if not _NAME_RE.match(alias):
+                raise self.error(("models", alias), "expected an alias of letters, digits, "
+                                 "'_', '-', '.'")
+            out[alias] = self.string(target, ("models", alias))
+        return MappingProxyType(out)
+
+    def experiment(self, raw: Any, idx: int, models: tuple[str, ...]) -> Experiment:
+        path = ("experiments", idx)
+        if not isinstance(raw, dict):
+            raise self.error(path, "expected a table")
+        if "strategy" not in raw:
+            raise self.error(path, "missing key 'strategy' (single_task | multi_task | "
+                             "token_controlled)")
+        strategy = raw["strategy"]
+        try:
+            _choice(STRATEGIES)(strategy)
+        except _Bad as bad:
+            raise self.error(path + ("strategy",), str(bad)) from None
+        if "adapter" in raw:
+            raise self.error(path + ("adapter",), "adapter experiments are not supported yet "
+                             "(a later version defines them); remove this key")
+        hyper_keys = [k for k in HYPERPARAMETERS
+                      if strategy == "multi_task" or k not in SAMPLING_KEYS]
+        structural = {
+            "single_task": ("name", "strategy", "models", "tasks"),
+            "multi_task": ("name", "strategy", "models", "task_sets", "pair_tasks"),
+            "token_controlled": ("name", "strategy", "reference", "parity"),
+        }[strategy]
+        required = {"single_task": ("name", "models", "tasks"),
+                    "multi_task": ("name", "models", "task_sets"),
+                    "token_controlled": ("name", "reference")}[strategy]
+        for key in raw:
+            if key in ("models", "tasks", "task_sets") and key not in structural:
+                why = {"token_controlled": "token_controlled experiments take their models, "
+                       "tasks and seeds from the referenced multi_task experiment",
+                       "single_task": "single_task experiments list 'tasks' (one job each)",
+                       "multi_task": "multi_task experiments list 'task_sets'"}[strategy]
+                raise self.error(path + (key,), f"not allowed here: {why}")
+            if key in SAMPLING_KEYS and strategy != "multi_task":
+                raise self.error(path + (key,), "sampling settings apply to multi_task "
+                                 "experiments only")
+        self.table(raw, path, tuple(structural) + tuple(hyper_keys), required)
+        name = self.string(raw["name"], path + ("name",), _NAME_RE)
+        overrides = self.hyper(raw, path)
+        exp_models: tuple[str, ...] = ()
+        task_sets: tuple[tuple[str, ...], ...] = ()
+        reference = parity = None
+        if strategy != "token_controlled":
+            exp_models = self.str_list(raw["models"], path + ("models",), models, "model")
+        if strategy == "single_task":
+            tasks = self.str_list(raw["tasks"], path + ("tasks",), self.tasks, "task")
+            task_sets = tuple((t,) for t in tasks)
+        elif strategy == "multi_task":
+            task_sets = self.task_sets(raw, path)
+        else:
+            reference = self.string(raw["reference"], path + ("reference",))
+            parity = raw.get("parity", "total")
+            try:
+                _choice(PARITIES)(parity)
+            except _Bad as bad:
+                raise self.error(path + ("parity",), str(bad)) from None
+        return Experiment(name=name, strategy=strategy, models=exp_models,
+                          task_sets=task_sets, reference=reference, parity=parity,
+                          overrides=overrides, line=self.lines.line(path))
+
+    def task_sets(self, raw: dict, path: tuple) -> tuple[tuple[str, ...], ...]:
+        value = raw["task_sets"]
+        if value == "pairs":
+            if "pair_tasks" not in raw:
+                raise self.error(path, "task_sets = \"pairs\" needs pair_tasks = [...] "
+                                 "(every unordered pair of these tasks is one job)")
+            tasks = self.str_list(raw["pair_tasks"], path + ("pair_tasks",), self.tasks, "task")
+            if len(tasks) < 2:
+                raise self.error(path + ("pair_tasks",), "expected at least 2 tasks")
+            return tuple(self.canonical(p) for p in itertools.combinations(tasks, 2))
+        if "pair_tasks" in raw:
+            raise self.error(path + ("pair_tasks",), "only used with task_sets = \"pairs\"")
+        if not isinstance(value, list) or not value:
+            raise self.error(path + ("task_sets",), "expected a non-empty list of task lists "
+                             "(e.g. [[\"bc2gm\", \"jnlpba\"]]) or \"pairs\"")
+        out: list[tuple[str, ...]] = []
+        for i, item in enumerate(value):
+            where = path + ("task_sets", i)
+            tasks = self.str_list(item, where, self.tasks, "task")
+            if len(tasks) < 2:
+                raise self.error(where, "expected at least 2 tasks in a multi-task set "
+                                 "(one task is a single_task experiment)")
+            tasks = self.canonical(tasks)
+            if tasks in out:
+                raise self.error(where, f"task set {list(tasks)} is listed twice")
+            out.append(tasks)
+        return tuple(out)
+
+    def manifest(self, doc: dict) -> Manifest:
+        top = ("study", "defaults", "models", "experiments")
+        for key in doc:
+            if key not in top:
+                raise self.error((key,), f"unknown table{_did_you_mean(key, top)}; expected "
+                                 f"one of: {', '.join(top)}")
+        study = self.study(doc)
+        defaults_raw = doc.get("defaults", {})
+        if "adapter" in (defaults_raw if isinstance(defaults_raw, dict) else {}):
+            raise self.error(("defaults", "adapter"), "adapter experiments are not supported "
+                             "yet (a later version defines them); remove this key")
+        self.table(defaults_raw, ("defaults",), tuple(HYPERPARAMETERS))
+        defaults = self.hyper(defaults_raw, ("defaults",))
+        models = self.models(doc)
+        aliases = tuple(known_aliases(models))
+        raw_exps = doc.get("experiments")
+        if raw_exps is None:
+            raise self.error((), "missing [[experiments]]: a study needs at least one")
+        if not isinstance(raw_exps, list) or not raw_exps:
+            raise self.error(("experiments",), "expected one or more [[experiments]] tables "
+                             "(an array of tables, each with a name)")
+        experiments: list[Experiment] = []
+        for i, raw in enumerate(raw_exps):
+            exp = self.experiment(raw, i, aliases)
+            if any(e.name == exp.name for e in experiments):
+                raise self.error(("experiments", i, "name"),
+                                 f"duplicate experiment name {exp.name!r}")
+            experiments.append(exp)
+        by_name = {e.name: e for e in experiments}
+        for i, exp in enumerate(experiments):
+            if exp.strategy != "token_controlled":
+                continue
+            ref = by_name.get(exp.reference)
+            where = ("experiments", i, "reference")
+            if ref is None:
+                names = [e.name for e in experiments if e.strategy == "multi_task"]
+                raise self.error(where, f"no experiment named {exp.reference!r}"
+                                 f"{_did_you_mean(exp.reference, names)}; expected the name "
+                                 f"of a multi_task experiment")
+            if ref.strategy != "multi_task":
+                raise self.error(where, f"experiment {ref.name!r} is {ref.strategy}; expected "
+                                 f"the name of a multi_task experiment")
+            experiments[i] = Experiment(
+                name=exp.name, strategy=exp.strategy, models=ref.models,
+                task_sets=ref.task_sets, reference=exp.reference, parity=exp.parity,
+                overrides=exp.overrides, line=exp.line)
+        for i, exp in enumerate(experiments):
+            cfg = {**defaults, **exp.overrides}
+            if exp.strategy != "multi_task":
+                continue
+            where = ("experiments", i)
+            if cfg.get("sampling") == "capped" and cfg.get("examples_cap") is None:
+                raise self.error(where + ("examples_cap",), "sampling = \"capped\" needs "
+                                 "examples_cap = K (examples per task)")
+            if cfg.get("sampling") == "temperature" and "temperature" not in cfg:
+                raise self.error(where + ("temperature",), "sampling = \"temperature\" needs "
+                                 "temperature = T (T > 0; 1 = proportional)")
+        return Manifest(path=self.file, study=study, defaults=defaults, models=models,
+                        experiments=tuple(experiments))
+
+
+_TOML_POS_RE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
+    """Parse manifest text; raise InputError (one line) for anything wrong."""
+    if not text.strip():
+        raise InputError(file, "empty manifest; expected [study] and [[experiments]] tables")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = _TOML_POS_RE.search(msg)
+        line = int(m.group(1)) if m else None
+        msg = _TOML_POS_RE.sub("", msg).strip()
+        raise InputError(file, f"TOML syntax error: {msg}", line=line) from None
+    return _Parser(file, text).manifest(doc)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(str(path), "manifest file not found") from None
+    except IsADirectoryError:
+        raise InputError(str(path), "expected a manifest file, got a folder") from None
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read manifest: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"expected UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from None
+    return parse_manifest(text, str(path))
+
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "HYPERPARAMETERS",
+    "Experiment",
+    "Manifest",
+    "Study",
+    "known_tasks",
+    "load_manifest",
+    "parse_manifest",
+]

@@ -1,0 +1,75 @@
+"""Atomic output files and the one bad-input error of ``stats``.
+
+``stats`` never imports ``runner`` (the paper must rebuild from a copied results folder with
+no torch), so it keeps its own copy of the two small things it needs: write to a temporary
+name in the same folder, fsync, rename; and an error that names the file and the place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2  # same meaning as runner.errors.EXIT_BAD_INPUT
+
+
+class StatsInputError(Exception):
+    """Bad input to ``python -m stats``; ``str(err)`` is one line ``FILE: WHERE: MESSAGE``."""
+
+    def __init__(self, file: str | os.PathLike | None, message: str, where: str | None = None):
+        self.file = None if file is None else str(file)
+        self.where = where
+        self.message = message
+        parts = [p for p in (self.file, where) if p]
+        super().__init__(": ".join(parts + [message]).replace("\n", " "))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` so a reader sees the old file or the whole new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """JSON with sorted keys; ``allow_nan=False`` so a NaN can never reach the file."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
+    """Save a matplotlib figure atomically (format taken from the final suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), **kwargs)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

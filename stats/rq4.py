@@ -1,0 +1,453 @@
+"""RQ4: negative transfer per ordered task pair, and whether task similarity predicts it.
+
+* **Gain** of target task t from partner s (one model, one pairwise multi-task experiment):
+  per seed k, ``g_k = primary_t(MT job on {t, s}, seed k) − primary_t(single-task job on t,
+  seed k)``; matched on seed.  Reported: mean gain, its t-interval over seeds, the paired
+  t-test of mean(g) = 0 (two-sided, scipy ``ttest_rel``), Holm across the ordered pairs of one
+  (model, multi-task experiment) family.  **Negative transfer** is flagged where the Holm-adjusted
+  p < alpha and the mean gain < 0 (positive transfer likewise with > 0).  One seed or
+  zero-variance gains: the test is n/a with the reason (the gain itself is still shown).
+  Where several single-task experiments ran t, the one sharing most seeds with the pair job is
+  used (noted).
+* **Similarity vs gain:** for every measure of ``task_similarity.json`` (runner similarity),
+  the points are the ordered pairs (sim(t, s), mean gain(t, s)); Spearman's ρ with its
+  two-sided p (scipy ``spearmanr``, ties averaged), and an OLS line gain = a + b·sim for the
+  plot.  ``unigram_jsd`` is a divergence: a negative ρ there means "more similar, more gain".
+  Fewer than 3 points or a constant axis: n/a with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from stats import tests
+from stats.fileio import StatsInputError
+from stats.load import JobResult, load_results
+from stats.rq2 import (
+    NA,
+    fmt,
+    latex_escape,
+    latex_table,
+    pyplot,
+    to_section_output,
+    write_outputs,
+)
+
+SIMILARITY_FILE = "task_similarity.json"
+SIMILARITY_SCHEMA = "task_similarity/1"
+MEASURE_LABELS = {"label_jaccard": "label-schema Jaccard", "word_jaccard": "word Jaccard",
+                  "wordpiece_jaccard": "word-piece Jaccard",
+                  "unigram_jsd": "unigram JSD (bits)"}
+
+
+# ============================================================================================
+# Similarity file
+# ============================================================================================
+
+def load_similarity(path: str | Path) -> dict:
+    """Read and check a ``task_similarity.json`` (schema ``task_similarity/1``)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise StatsInputError(path, f"unreadable JSON: {err}") from err
+    if not isinstance(doc, dict) or doc.get("schema") != SIMILARITY_SCHEMA:
+        raise StatsInputError(path, f"expected schema {SIMILARITY_SCHEMA!r}", where="schema")
+    tasks = doc.get("tasks")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks) \
+            or len(set(tasks)) != len(tasks):
+        raise StatsInputError(path, "expected a list of distinct task names", where="tasks")
+    measures = doc.get("measures")
+    if not isinstance(measures, dict) or not measures:
+        raise StatsInputError(path, "expected an object of matrices", where="measures")
+    n = len(tasks)
+    for name, mat in measures.items():
+        where = f"measures.{name}"
+        if not isinstance(mat, list) or len(mat) != n or \
+                any(not isinstance(r, list) or len(r) != n for r in mat):
+            raise StatsInputError(path, f"expected a {n} x {n} matrix", where=where)
+        for i, row in enumerate(mat):
+            for j, v in enumerate(row):
+                if v is None:
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                        not math.isfinite(v) or not 0 <= v <= 1:
+                    raise StatsInputError(path, f"[{i}][{j}] = {v!r} is not in [0, 1] or null",
+                                          where=where)
+                if mat[j][i] != v:
+                    raise StatsInputError(path, f"not symmetric at [{i}][{j}]", where=where)
+    return doc
+
+
+def find_similarity(results_dirs: Sequence[str | Path]) -> Path | None:
+    """The first ``task_similarity.json`` below the results folders (sorted), if any."""
+    for d in results_dirs:
+        found = sorted(Path(d).rglob(SIMILARITY_FILE))
+        if found:
+            return found[0]
+    return None
+
+
+def similarity_value(doc: dict, measure: str, a: str, b: str) -> float | None:
+    tasks = doc["tasks"]
+    if a not in tasks or b not in tasks or measure not in doc["measures"]:
+        return None
+    return doc["measures"][measure][tasks.index(a)][tasks.index(b)]
+
+
+# ============================================================================================
+# Gains
+# ============================================================================================
+
+def _primary(job: JobResult, task: str) -> float:
+    tr = job.per_task[task]
+    return tr.metrics[tr.primary_metric]
+
+
+def gains(jobs: Sequence[JobResult], alpha: float = 0.05, level: float = 0.95) -> list[dict]:
+    """One row per (model, pair experiment, target, partner); Holm per (model, experiment)."""
+    st: dict[tuple[str, str], dict[str, dict[int, JobResult]]] = defaultdict(
+        lambda: defaultdict(dict))
+    mt: dict[tuple[str, str, frozenset], dict[int, JobResult]] = defaultdict(dict)
+    for job in sorted(jobs, key=lambda j: j.job_id):
+        if job.strategy == "single_task" and len(job.tasks) == 1:
+            st[(job.model, job.tasks[0])][job.experiment].setdefault(job.seed, job)
+        elif job.strategy == "multi_task" and len(set(job.tasks)) == 2:
+            mt[(job.model, job.experiment, frozenset(job.tasks))].setdefault(job.seed, job)
+    families: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for (model, exp, pair), runs in sorted(mt.items(), key=lambda kv: (kv[0][0], kv[0][1],
+                                                                        sorted(kv[0][2]))):
+        for target in sorted(pair):
+            partner = next(t for t in pair if t != target)
+            row: dict[str, Any] = {"model": model, "mt_experiment": exp, "target": target,
+                                   "partner": partner, "p_holm": None, "significant": None,
+                                   "negative_transfer": None, "positive_transfer": None}
+            options = st.get((model, target), {})
+            if not options:
+                row.update(n=0, seeds=[], gains=[], mean_gain=None, st_experiment=None,
+                           paired_t=None, seed_interval=None,
+                           reason=f"no single-task run of {target} for {model}")
+                families[(model, exp)].append(row)
+                continue
+            st_exp = max(sorted(options), key=lambda e: len(set(options[e]) & set(runs)))
+            seeds = sorted(set(options[st_exp]) & set(runs))
+            if len(options) > 1:
+                row["note"] = (f"single-task experiments {sorted(options)} ran {target}; "
+                               f"using {st_exp} ({len(seeds)} matched seeds)")
+            mt_vals = [_primary(runs[k], target) for k in seeds]
+            st_vals = [_primary(options[st_exp][k], target) for k in seeds]
+            g = [a - b for a, b in zip(mt_vals, st_vals)]
+            t = tests.paired_t(mt_vals, st_vals)
+            row.update(st_experiment=st_exp, n=len(seeds), seeds=seeds,
+                       primary_metric=runs[seeds[0]].per_task[target].primary_metric
+                       if seeds else None,
+                       mt_values=mt_vals, st_values=st_vals, gains=g,
+                       mean_gain=float(np.mean(g)) if g else None,
+                       seed_interval=tests.seed_interval(g, level) if g else None,
+                       paired_t=t,
+                       reason=t["reason"] if seeds else
+                       f"no seed shared by {exp} and {st_exp}")
+            families[(model, exp)].append(row)
+    rows = []
+    for fam in families.values():
+        adjusted = tests.holm([(r.get("paired_t") or {}).get("p") for r in fam], alpha)
+        for r, p in zip(fam, adjusted):
+            r["p_holm"] = p
+            r["holm_family_size"] = sum(q is not None for q in adjusted)
+            if p is not None:
+                r["significant"] = bool(p < alpha)
+                r["negative_transfer"] = bool(p < alpha and r["mean_gain"] < 0)
+                r["positive_transfer"] = bool(p < alpha and r["mean_gain"] > 0)
+        rows.extend(fam)
+    return rows
+
+
+def similarity_vs_gain(rows: Sequence[dict], doc: dict | None) -> list[dict]:
+    """Spearman ρ, p and an OLS line of mean gain on each similarity measure, per model."""
+    if doc is None:
+        return []
+    out = []
+    for model in sorted({r["model"] for r in rows}):
+        for measure in doc["measures"]:
+            pts = []
+            for r in rows:
+                if r["model"] != model or r.get("mean_gain") is None:
+                    continue
+                x = similarity_value(doc, measure, r["target"], r["partner"])
+                if x is not None:
+                    pts.append({"target": r["target"], "partner": r["partner"],
+                                "mt_experiment": r["mt_experiment"], "similarity": float(x),
+                                "gain": float(r["mean_gain"])})
+            res: dict[str, Any] = {"model": model, "measure": measure, "n": len(pts),
+                                   "points": pts, "rho": None, "p": None, "slope": None,
+                                   "intercept": None, "reason": None}
+            xs = np.array([p["similarity"] for p in pts])
+            ys = np.array([p["gain"] for p in pts])
+            if len(pts) < 3:
+                res["reason"] = f"{len(pts)} ordered pair(s) with a gain and a similarity: " \
+                                "Spearman needs at least 3"
+            elif np.ptp(xs) == 0 or np.ptp(ys) == 0:
+                res["reason"] = "constant " + ("similarity" if np.ptp(xs) == 0 else "gain") + \
+                                ": rank correlation undefined"
+            else:
+                rho, p = sps.spearmanr(xs, ys)
+                slope, intercept = np.polyfit(xs, ys, 1)
+                res.update(rho=float(rho), p=float(p), slope=float(slope),
+                           intercept=float(intercept))
+            out.append(res)
+    return out
+
+
+# ============================================================================================
+# Tables and figures
+# ============================================================================================
+
+def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
+    measures = list(doc["measures"]) if doc else []
+    header = ["Model", "Experiment", "Target", "Partner", "n", "Gain [95% CI]", "p (Holm)",
+              "Transfer"] + [MEASURE_LABELS.get(m, m) for m in measures]
+    body = []
+    for r in rows:
+        if r.get("mean_gain") is None:
+            gain = latex_escape(f"n/a: {r['reason']}")
+        else:
+            si = r.get("seed_interval") or {}
+            ci = (f" [{fmt(si['low'], 1, 100, True)}, {fmt(si['high'], 1, 100, True)}]"
+                  if si.get("low") is not None else "")
+            gain = fmt(r["mean_gain"], 1, 100, True) + ci
+        verdict = ("negative" if r.get("negative_transfer") else
+                   "positive" if r.get("positive_transfer") else
+                   "not significant" if r.get("significant") is False else NA)
+        sims = [fmt(similarity_value(doc, m, r["target"], r["partner"]), 2) for m in measures]
+        body.append([latex_escape(r["model"]), latex_escape(r["mt_experiment"]),
+                     latex_escape(r["target"]), latex_escape(r["partner"]), str(r["n"]), gain,
+                     fmt(r.get("p_holm"), 3), verdict] + sims)
+    return latex_table(
+        header, body, align="llllrlrl" + "r" * len(measures), label="tab:rq4_gains",
+        caption="RQ4: transfer gain of the target task when trained with the partner "
+                "(multi-task minus single-task primary metric, points, mean over seeds with "
+                "t-interval); paired t-test, Holm across ordered pairs; negative transfer = "
+                "significantly below zero.",
+        notes=[("Similarity columns from task_similarity.json; unigram JSD is a divergence "
+                "(0 = identical unigram distributions).")])
+
+
+def correlation_table(corr: Sequence[dict]) -> str:
+    header = ["Model", "Similarity measure", "Pairs", "Spearman rho", "p", "Slope (points per unit)"]
+    body = []
+    for c in corr:
+        if c["rho"] is None:
+            body.append([latex_escape(c["model"]),
+                         latex_escape(MEASURE_LABELS.get(c["measure"], c["measure"])),
+                         str(c["n"]), latex_escape(f"n/a: {c['reason']}"), NA, NA])
+        else:
+            body.append([latex_escape(c["model"]),
+                         latex_escape(MEASURE_LABELS.get(c["measure"], c["measure"])),
+                         str(c["n"]), fmt(c["rho"], 2, sign=True), fmt(c["p"], 3),
+                         fmt(c["slope"], 1, 100, True)])
+    return latex_table(header, body, align="llrrrr", label="tab:rq4_similarity",
+                       caption="RQ4: does task similarity predict transfer gain? Spearman "
+                               "rank correlation over ordered task pairs.")
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe form of a model alias or experiment name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _ordered_tasks(rows: Sequence[dict]) -> list[str]:
+    return sorted({r["target"] for r in rows} | {r["partner"] for r in rows})
+
+
+def plot_gain_matrix(rows: Sequence[dict]) -> dict:
+    """Heatmap per (model, experiment): rows target, columns partner, gain in points."""
+    plt = pyplot()
+    figs = {}
+    for model, exp in sorted({(r["model"], r["mt_experiment"]) for r in rows}):
+        fam = [r for r in rows if (r["model"], r["mt_experiment"]) == (model, exp)]
+        tasks = _ordered_tasks(fam)
+        idx = {t: i for i, t in enumerate(tasks)}
+        mat = np.full((len(tasks), len(tasks)), np.nan)  # plot-only: blank cells
+        for r in fam:
+            if r.get("mean_gain") is not None:
+                mat[idx[r["target"]], idx[r["partner"]]] = 100 * r["mean_gain"]
+        vmax = float(np.nanmax(np.abs(mat))) if np.isfinite(mat).any() else 1.0
+        vmax = vmax or 1.0
+        size = 1.2 + 0.7 * len(tasks)
+        fig, ax = plt.subplots(figsize=(size + 1.2, size))
+        im = ax.imshow(mat, cmap="RdBu", vmin=-vmax, vmax=vmax)
+        for r in fam:
+            if r.get("mean_gain") is None:
+                continue
+            mark = "*" if r.get("significant") else ""
+            mark += " neg" if r.get("negative_transfer") else ""
+            ax.text(idx[r["partner"]], idx[r["target"]], f"{100 * r['mean_gain']:+.1f}{mark}",
+                    ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
+        ax.set_xlabel("partner task")
+        ax.set_ylabel("target task")
+        ax.set_title(f"{model} / {exp}: gain (points); * Holm p<0.05", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        figs[f"fig_rq4_gain_matrix_{_slug(model)}_{_slug(exp)}"] = fig
+    return figs
+
+
+def plot_similarity(doc: dict) -> dict:
+    plt = pyplot()
+    measures = list(doc["measures"])
+    tasks = doc["tasks"]
+    fig, axes = plt.subplots(1, len(measures), figsize=(3.6 * len(measures), 3.6),
+                             squeeze=False)
+    for ax, m in zip(axes[0], measures):
+        mat = np.array([[np.nan if v is None else v for v in row]
+                        for row in doc["measures"][m]], dtype=float)
+        im = ax.imshow(mat, cmap="viridis", vmin=0, vmax=1)
+        if len(tasks) <= 13:
+            for i in range(len(tasks)):
+                for j in range(len(tasks)):
+                    if np.isfinite(mat[i, j]):
+                        ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center",
+                                fontsize=6, color="white" if mat[i, j] < 0.5 else "black")
+        ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(tasks)), tasks, fontsize=7)
+        ax.set_title(MEASURE_LABELS.get(m, m), fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    return {"fig_rq4_similarity": fig}
+
+
+def plot_scatter(corr: Sequence[dict]) -> dict:
+    plt = pyplot()
+    figs = {}
+    for model in sorted({c["model"] for c in corr}):
+        cs = [c for c in corr if c["model"] == model]
+        fig, axes = plt.subplots(1, len(cs), figsize=(3.4 * len(cs), 3.2), squeeze=False)
+        for ax, c in zip(axes[0], cs):
+            xs = [p["similarity"] for p in c["points"]]
+            ys = [100 * p["gain"] for p in c["points"]]
+            ax.scatter(xs, ys, s=18, color="tab:blue")
+            ax.axhline(0, color="grey", lw=0.6)
+            if c["rho"] is not None:
+                grid = np.linspace(min(xs), max(xs), 20)
+                ax.plot(grid, 100 * (c["intercept"] + c["slope"] * grid), color="tab:red", lw=1)
+                ax.set_title(f"ρ = {c['rho']:+.2f}, p = {c['p']:.3g} (n={c['n']})", fontsize=8)
+            else:
+                ax.set_title(f"n/a: {c['reason']}"[:60], fontsize=7)
+            ax.set_xlabel(MEASURE_LABELS.get(c["measure"], c["measure"]), fontsize=8)
+            ax.set_ylabel("gain (points)", fontsize=8)
+        fig.tight_layout()
+        figs[f"fig_rq4_similarity_vs_gain_{_slug(model)}"] = fig
+    return figs
+
+
+def find_similarity_for_jobs(jobs: Sequence[JobResult]) -> Path | None:
+    """``results/<study>/task_similarity.json`` beside the jobs' folders (first, sorted)."""
+    for study_dir in sorted({Path(j.path).parent.parent for j in jobs}):
+        if (study_dir / SIMILARITY_FILE).is_file():
+            return study_dir / SIMILARITY_FILE
+    return None
+
+
+def summary_lines(stats_: dict) -> list[str]:
+    if stats_["reason"]:
+        return [f"not applicable: {stats_['reason']}"]
+    lines = []
+    for r in stats_["rows"]:
+        head = f"{r['model']} {r['mt_experiment']}: {r['target']} with {r['partner']}"
+        if r.get("mean_gain") is None:
+            lines.append(f"{head}: n/a: {r['reason']}")
+            continue
+        verdict = ("NEGATIVE TRANSFER" if r.get("negative_transfer") else
+                   "positive transfer" if r.get("positive_transfer") else
+                   "not significant" if r.get("significant") is False else
+                   f"test n/a ({r['reason']})")
+        lines.append(f"{head}: gain {fmt(r['mean_gain'], 1, 100, True)} points over {r['n']} "
+                     f"seed(s), Holm p {fmt(r.get('p_holm'), 3)} -> {verdict}")
+    if stats_["similarity_reason"]:
+        lines.append(f"similarity vs gain: n/a: {stats_['similarity_reason']}")
+    for c in stats_["correlations"]:
+        name = MEASURE_LABELS.get(c["measure"], c["measure"])
+        if c["rho"] is None:
+            lines.append(f"{c['model']} {name} vs gain: n/a: {c['reason']}")
+        else:
+            lines.append(f"{c['model']} {name} vs gain: Spearman rho {c['rho']:+.2f}, "
+                         f"p {fmt(c['p'], 3)}, n {c['n']} ordered pairs")
+    return lines
+
+
+def compute(jobs: Sequence[JobResult], rng_seed: int = 0, *, similarity: dict | None = None,
+            similarity_file: str | None = None, alpha: float = 0.05,
+            level: float = 0.95) -> dict:
+    """RQ4 without writing: {"tables", "figures", "statistics": {"rq4": ...}, "summary"}.
+
+    ``similarity`` is a loaded ``task_similarity.json`` (:func:`load_similarity`) or None.
+    ``rng_seed`` is unused (nothing here is random); kept for the common signature.
+    """
+    del rng_seed
+    rows = gains(jobs, alpha, level)
+    stats_: dict[str, Any] = {"rows": rows, "correlations": [], "reason": None,
+                              "similarity_file": similarity_file, "similarity_reason": None,
+                              "alpha": alpha}
+    tables: dict[str, str] = {}
+    figs: dict[str, Any] = {}
+    if similarity is None:
+        stats_["similarity_reason"] = f"no {SIMILARITY_FILE} (python -m runner similarity)"
+    else:
+        figs.update(plot_similarity(similarity))
+    if not rows:
+        stats_["reason"] = "no pairwise multi-task job (a multi-task job on exactly 2 tasks)"
+    else:
+        corr = similarity_vs_gain(rows, similarity)
+        stats_["correlations"] = corr
+        tables["table_rq4_gains.tex"] = gain_table(rows, similarity)
+        figs.update(plot_gain_matrix(rows))
+        if corr:
+            tables["table_rq4_similarity_gain.tex"] = correlation_table(corr)
+            figs.update(plot_scatter(corr))
+    return {"tables": tables, "figures": figs, "statistics": {"rq4": stats_},
+            "summary": ("RQ4: negative transfer and task similarity", summary_lines(stats_))}
+
+
+def section(jobs: Sequence[JobResult], out_dir: str | Path, rng_seed: int = 0, *,
+            similarity: dict | None = None, similarity_file: str | None = None,
+            alpha: float = 0.05, level: float = 0.95) -> dict:
+    """Compute and write RQ4's outputs; return statistics["rq4"] plus "files"."""
+    outputs = compute(jobs, rng_seed, similarity=similarity, similarity_file=similarity_file,
+                      alpha=alpha, level=level)
+    return {**outputs["statistics"]["rq4"], "rq": "rq4",
+            "files": write_outputs(outputs, out_dir)}
+
+
+def report_section(ctx):
+    """``stats.report`` section: ``Section("rq4", ("RQ4",), rq4.report_section)``.
+
+    The similarity file is ``results/<study>/task_similarity.json`` beside the jobs; a
+    malformed one raises :class:`StatsInputError` (bad input, exit 2).
+    """
+    path = find_similarity_for_jobs(ctx.study.jobs)
+    doc = None if path is None else load_similarity(path)
+    return to_section_output(compute(ctx.study.jobs, ctx.options.seed, similarity=doc,
+                                     similarity_file=None if path is None else str(path),
+                                     alpha=ctx.options.alpha, level=ctx.options.level))
+
+
+def build(results_dirs: Sequence[str | Path], out_dir: str | Path, rng_seed: int = 0,
+          similarity_path: str | Path | None = None, **kwargs) -> dict:
+    """Load results and the similarity file (given, or the first found below the folders)."""
+    loaded = load_results(list(results_dirs))
+    path = similarity_path or find_similarity(results_dirs)
+    doc = None if path is None else load_similarity(path)
+    out = section(loaded.jobs, out_dir, rng_seed, similarity=doc,
+                  similarity_file=None if path is None else str(path), **kwargs)
+    out["skipped"] = [asdict(s) for s in loaded.skipped]
+    return out

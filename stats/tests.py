@@ -1,0 +1,298 @@
+"""The study's statistics as pure functions (seeded where random), each returning a plain dict.
+
+Every result dict carries ``reason``: ``None`` when the statistic was computed, otherwise
+why it is not applicable (one seed, identical scores, ...) with its value fields ``None``.
+Tables print such a value as "n/a" with the reason; statistics.json keeps null + reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import special
+from scipy import stats as sps
+
+# the methodology's bands (section 7.2): |d| < 0.5 small, < 0.8 medium, >= 0.8 large
+EFFECT_BANDS = ((0.5, "small"), (0.8, "medium"), (math.inf, "large"))
+HEDGES_BELOW_N = 20  # Hedges' small-sample correction is applied when n < 20
+GENUINE = "genuine transfer"
+EXPOSURE = "data exposure"
+NOT_SHOWN = "not shown"
+_TOL = 1e-12  # scores closer than this are identical (metrics live in [0, 1] / [-1, 1])
+
+
+def _na(reason: str, **fields: Any) -> dict[str, Any]:
+    return {**fields, "reason": reason}
+
+
+def _f(x: Any) -> float | None:
+    """A finite float or None (JSON has no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError("paired samples must have the same length")
+    return a - b
+
+
+def paired_t(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Paired t-test of mean(a − b) = 0, two-sided (scipy.stats.ttest_rel).
+
+    d_i = a_i − b_i over matched units; t = mean(d) / (sd(d)/√n), sd with ddof=1, df = n−1.
+    Assumes the differences are roughly normal; n < 2 or zero-variance differences: n/a.
+    """
+    d = _differences(a, b)
+    n = len(d)
+    fields = {"n": n, "mean_diff": _f(d.mean()) if n else None, "sd_diff": None,
+              "t": None, "df": None, "p": None}
+    if n < 2:
+        return _na(f"{n} matched seed(s): a paired t-test needs at least 2", **fields)
+    sd = float(d.std(ddof=1))
+    fields["sd_diff"] = sd
+    if np.ptp(d) <= _TOL:
+        why = "identical scores" if abs(d[0]) <= _TOL else "identical differences"
+        return _na(f"{why} in all {n} matched seeds: zero variance, t undefined", **fields)
+    res = sps.ttest_rel(a, b)
+    return {**fields, "t": _f(res.statistic), "df": n - 1, "p": _f(res.pvalue), "reason": None}
+
+
+def wilcoxon(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Wilcoxon signed-rank test of the paired differences, two-sided (scipy, zeros dropped).
+
+    Distribution-free beside the t-test; with n ≤ 5 non-zero differences its exact p can
+    never fall below 0.0625, which the reader should know when it disagrees with t.
+    """
+    d = _differences(a, b)
+    nonzero = int((np.abs(d) > _TOL).sum())
+    fields = {"n": len(d), "n_nonzero": nonzero, "statistic": None, "p": None}
+    if nonzero == 0:
+        return _na("identical scores in every matched seed", **fields)
+    res = sps.wilcoxon(np.where(np.abs(d) > _TOL, d, 0.0), zero_method="wilcox")
+    return {**fields, "statistic": _f(res.statistic), "p": _f(res.pvalue), "reason": None}
+
+
+def hedges_j(df: int) -> float | None:
+    """Exact small-sample bias factor J(df) = Γ(df/2) / (√(df/2) Γ((df−1)/2)); None for df<2."""
+    if df < 2:
+        return None
+    return float(math.exp(special.gammaln(df / 2) - special.gammaln((df - 1) / 2))
+                 / math.sqrt(df / 2))
+
+
+def effect_band(d: float | None) -> str | None:
+    if d is None:
+        return None
+    for bound, name in EFFECT_BANDS:
+        if abs(d) < bound:
+            return name
+    return "large"
+
+
+def _effect(d: float, df: int, n: int, kind: str) -> dict[str, Any]:
+    j = hedges_j(df)
+    corrected = n < HEDGES_BELOW_N
+    if corrected and j is None:
+        return _na(f"Hedges' correction undefined with df = {df}", kind=kind, n=n, d=_f(d),
+                   g=None, reported=None, corrected=True, band=None)
+    reported = d * j if corrected else d
+    return {"kind": kind, "n": n, "d": _f(d), "g": _f(d * j) if j is not None else None,
+            "reported": _f(reported), "corrected": corrected,
+            "band": effect_band(reported), "reason": None}
+
+
+def cohens_dz(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Paired effect size d_z = mean(a−b) / sd(a−b) (ddof=1); Hedges' g = J(n−1)·d_z, n < 20.
+
+    ``reported`` is g when n < 20, else d_z; ``band`` from |reported| (methodology 7.2).
+    """
+    d = _differences(a, b)
+    n = len(d)
+    if n < 2:
+        return _na(f"{n} matched seed(s): no variance", kind="d_z", n=n, d=None, g=None,
+                   reported=None, corrected=None, band=None)
+    sd = d.std(ddof=1)
+    if sd <= _TOL:
+        return _na("zero variance of the differences: d_z undefined", kind="d_z", n=n, d=None,
+                   g=None, reported=None, corrected=None, band=None)
+    return _effect(float(d.mean() / sd), n - 1, n, "d_z")
+
+
+def pooled_d(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Unpaired d = (mean a − mean b) / s_p, s_p² = ((n_a−1)s_a² + (n_b−1)s_b²)/(n_a+n_b−2).
+
+    The methodology's formula; Hedges' g = J(n_a+n_b−2)·d when n_a + n_b < 20.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    na_, nb = len(a), len(b)
+    base = {"kind": "pooled_d", "n": na_ + nb, "d": None, "g": None, "reported": None,
+            "corrected": None, "band": None}
+    if na_ < 2 or nb < 2:
+        return {**base, "reason": "pooled d needs at least 2 seeds per system"}
+    sp2 = ((na_ - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / (na_ + nb - 2)
+    if sp2 <= _TOL ** 2:
+        return {**base, "reason": "zero pooled variance: d undefined"}
+    return _effect(float((a.mean() - b.mean()) / math.sqrt(sp2)), na_ + nb - 2, na_ + nb,
+                   "pooled_d")
+
+
+def seed_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """t-interval over seeds: mean ± t_{(1+level)/2, n−1} · sd/√n (sd ddof=1); n < 2: n/a."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    fields = {"n": n, "mean": _f(v.mean()) if n else None, "sd": None, "low": None,
+              "high": None, "level": level}
+    if n < 2:
+        return _na(f"{n} seed(s): no seed-level interval", **fields)
+    sd = float(v.std(ddof=1))
+    half = float(sps.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    return {**fields, "sd": sd, "low": _f(v.mean() - half), "high": _f(v.mean() + half),
+            "reason": None}
+
+
+def percentile_interval(distribution: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval [q_{(1−level)/2}, q_{(1+level)/2}] (numpy linear quantiles).
+
+    Resamples whose metric is undefined (NaN, e.g. a constant resample for Pearson) are
+    dropped; None when none is left.
+    """
+    dist = np.asarray(distribution, dtype=float)
+    dist = dist[np.isfinite(dist)]
+    if dist.size == 0:
+        return None
+    lo, hi = np.quantile(dist, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def berg_kirkpatrick_p(observed_delta: float, distribution: np.ndarray) -> float:
+    """Paired-bootstrap p-value of Berg-Kirkpatrick et al. (2012), one-sided "A better than B".
+
+    δ = metric(A) − metric(B) on the test set; δ*_i the same on resample i (same units for
+    both). p = #{i : δ*_i > 2δ} / B, i.e. how often the resampled gain exceeds its mean by
+    more than δ (the bootstrap distribution shifted to H0). δ ≤ 0 gives p = 1.
+    """
+    dist = np.asarray(distribution, dtype=float)
+    dist = dist[np.isfinite(dist)]
+    if observed_delta <= 0 or dist.size == 0:
+        return 1.0
+    return float((dist > 2 * observed_delta).mean())
+
+
+def holm(pvalues: Sequence[float | None], alpha: float = 0.05) -> list[float | None]:
+    """Holm step-down adjusted p-values (statsmodels ``multipletests(method="holm")``).
+
+    The family is the non-None p-values given; None stays None (a test that was n/a does
+    not count towards the family size).
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    out: list[float | None] = [None] * len(pvalues)
+    if not idx:
+        return out
+    # statsmodels' Holm branch calls gc.collect(): ~0.2 s per call in a process holding
+    # pandas and matplotlib. Freezing the existing objects makes that collection cheap.
+    gc.freeze()
+    try:
+        _, adj, _, _ = multipletests([pvalues[i] for i in idx], alpha=alpha, method="holm")
+    finally:
+        gc.unfreeze()
+    for i, p in zip(idx, adj):
+        out[i] = float(p)
+    return out
+
+
+def min_detectable_effect(n: int, sd_diff: float | None, alpha: float = 0.05,
+                          power: float = 0.8) -> dict[str, Any]:
+    """Smallest paired effect a two-sided paired t-test with n matched seeds detects at
+    ``power`` (statsmodels ``TTestPower.solve_power``): d_z, and d_z·sd(d) in metric units.
+
+    Uses the unadjusted alpha; Holm makes the first test of a family stricter still.
+    """
+    fields = {"n": n, "alpha": alpha, "power": power, "d_z": None, "raw": None}
+    if n < 2:
+        return _na(f"{n} matched seed(s): no power analysis", **fields)
+    d = _mde_dz(n, alpha, power)
+    raw = d * sd_diff if sd_diff is not None and sd_diff > _TOL else None
+    # raw stays None (shown "n/a") when the differences have no spread to scale d_z by
+    return {**fields, "d_z": _f(d), "raw": _f(raw), "reason": None}
+
+
+@functools.lru_cache(maxsize=256)
+def _mde_dz(n: int, alpha: float, power: float) -> float:
+    """d_z solving power(d_z; n, alpha) = power; depends on n, alpha, power only (cached:
+    statsmodels' root finder takes ~30 ms)."""
+    from statsmodels.stats.power import TTestPower
+
+    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
+                                          alternative="two-sided"))
+
+
+def token_parity(mt_tokens: int | None, tc_tokens: int | None, mt_tokenizer: str | None,
+                 tc_tokenizer: str | None, threshold: float = 0.05) -> dict[str, Any]:
+    """Token parity of one matched pair: gap = |MT − TC| / MT, holds when gap < threshold.
+
+    Token counts are only comparable under one tokenizer: different or unknown tokenizers
+    make parity n/a (never "holds").
+    """
+    fields = {"mt_tokens": mt_tokens, "tc_tokens": tc_tokens, "gap": None, "holds": None,
+              "threshold": threshold}
+    if mt_tokenizer is None or tc_tokenizer is None:
+        return _na("tokenizer not recorded: parity cannot be checked", **fields)
+    if mt_tokenizer != tc_tokenizer:
+        return _na(f"mixed tokenizers ({mt_tokenizer} vs {tc_tokenizer}): token counts "
+                   "are not comparable", **fields)
+    if mt_tokens is None or tc_tokens is None:
+        return _na("token count missing", **fields)
+    if mt_tokens <= 0:
+        return _na("multi-task job recorded 0 training tokens", **fields)
+    gap = abs(mt_tokens - tc_tokens) / mt_tokens
+    return {**fields, "gap": gap, "holds": gap < threshold, "reason": None}
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.2f} points"
+
+
+def rq5_verdict(parity_holds: bool | None, parity_detail: str, mt_tc_diff: float | None,
+                mt_tc_p_holm: float | None, mt_st_diff: float | None,
+                mt_st_p_holm: float | None, alpha: float = 0.05) -> tuple[str, str]:
+    """RQ5 verdict for one task and its reason, always with the numbers.
+
+    * "genuine transfer": parity holds and MT − TC > 0 with Holm-adjusted p < alpha;
+    * "data exposure": parity holds, MT − TC is not significantly positive, but MT − ST is
+      (the multi-task gain does not survive equal token exposure);
+    * "not shown": anything else (parity violated or not checkable, too few seeds, no
+      multi-task gain to explain).
+    """
+    def fmt_p(p: float | None) -> str:
+        return "n/a" if p is None else f"{p:.4g}"
+
+    tc = ("MT − TC n/a" if mt_tc_diff is None
+          else f"MT − TC = {_pts(mt_tc_diff)} (Holm p = {fmt_p(mt_tc_p_holm)})")
+    st = ("MT − ST n/a" if mt_st_diff is None
+          else f"MT − ST = {_pts(mt_st_diff)} (Holm p = {fmt_p(mt_st_p_holm)})")
+    if parity_holds is not True:
+        why = "parity violated" if parity_holds is False else "parity not checkable"
+        return NOT_SHOWN, f"{why}: {parity_detail}; {tc}"
+    if mt_tc_diff is None or mt_tc_p_holm is None:
+        return NOT_SHOWN, f"{tc}; parity holds ({parity_detail})"
+    if mt_tc_diff > 0 and mt_tc_p_holm < alpha:
+        return GENUINE, f"{tc} < {alpha}; parity holds ({parity_detail})"
+    if (mt_st_diff is not None and mt_st_p_holm is not None and mt_st_diff > 0
+            and mt_st_p_holm < alpha):
+        return EXPOSURE, (f"{st} < {alpha} but {tc} is not significant; parity holds "
+                          f"({parity_detail})")
+    return NOT_SHOWN, (f"{tc} not significantly positive and {st} not significantly "
+                       f"positive; parity holds ({parity_detail})")

@@ -1,0 +1,286 @@
+"""Synthetic result folders with known truth, written exactly per results/README.md.
+
+A study has single-task (ST), multi-task (MT) and token-controlled (TC) jobs for some
+tasks, models and seeds. Each system's quality is ``base[task] + seed effect + gain`` and
+the per-example predictions are drawn from it with common random numbers per seed (the
+same test entity is hard for every strategy of one seed), so paired differences are
+realistic. Metrics in result.json are computed here with plain numpy/scipy, independently
+of ``stats.metrics``, so a mismatch would show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+CHEMPROT_LABELS = ["false", "CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9"]
+KIND = {"bc2gm": "counts", "jnlpba": "counts", "chemprot": "classes", "biosses": "pairs"}
+PRIMARY = {"bc2gm": "f1", "jnlpba": "f1", "chemprot": "macro_f1", "biosses": "pearson"}
+TRAIN_TOKENS = {"bc2gm": 1_200_000, "jnlpba": 2_400_000, "chemprot": 4_000_000,
+                "biosses": 10_000}
+FP_PER_ENTITY = 0.1  # false positives per gold entity (NER)
+
+
+@dataclass
+class Design:
+    tasks: tuple[str, ...] = ("bc2gm", "chemprot", "biosses")
+    models: tuple[str, ...] = ("tiny",)
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    base: dict[str, float] = field(default_factory=lambda: {
+        "bc2gm": 0.80, "jnlpba": 0.75, "chemprot": 0.70, "biosses": 0.80})
+    mt_gain: dict[str, float] = field(default_factory=dict)  # MT − ST quality, per task
+    tc_gain: dict[str, float] = field(default_factory=dict)  # TC − ST quality, per task
+    tc_token_scale: dict[str, float] = field(default_factory=dict)  # TC tokens / MT tokens
+    tc_tokenizer: dict[str, str] = field(default_factory=dict)  # per task override
+    strategies: tuple[str, ...] = ("single_task", "multi_task", "token_controlled")
+    n_units: dict[str, int] = field(default_factory=lambda: {
+        "bc2gm": 600, "jnlpba": 600, "chemprot": 500, "biosses": 60})
+    seed_sd: float = 0.01  # seed-to-seed quality sd shared by the strategies
+    train_sd: float = 0.003  # independent training noise per job
+    tokenizer: str = "0123abcd4567"
+    write_predictions: bool = True
+    rng_seed: int = 0
+
+
+def job_id(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+
+
+def _test_sets(design: Design) -> dict[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(design.rng_seed)
+    sets = {}
+    for task in design.tasks:
+        n = design.n_units[task]
+        if KIND[task] == "counts":
+            sets[task] = {"entities": rng.poisson(1.2, n)}
+        elif KIND[task] == "classes":
+            p = [0.6] + [0.08] * 5
+            sets[task] = {"gold": rng.choice(len(CHEMPROT_LABELS), size=n, p=p)}
+        else:
+            sets[task] = {"gold": rng.uniform(0, 4, n)}
+    return sets
+
+
+def _predict(task: str, test: dict[str, np.ndarray], quality: float,
+             crn: np.random.Generator) -> pd.DataFrame:
+    """Predictions of a system of this quality; ``crn`` is reseeded per (model, seed, task)
+    so two strategies of one seed see the same random numbers."""
+    if KIND[task] == "counts":
+        g = test["entities"]
+        # F1 ≈ 2r/(1+r+f) for recall r and f false positives per gold entity: solve for r
+        r = float(np.clip(quality * (1 + FP_PER_ENTITY) / (2 - quality), 0, 1))
+        slots = g.max(initial=0) + 1
+        u = crn.uniform(size=(len(g), slots))
+        w = crn.uniform(size=(len(g), slots))
+        live = np.arange(slots)[None, :] < g[:, None]
+        tp = ((u < r) & live).sum(1)
+        fp = ((w < FP_PER_ENTITY) & live).sum(1)
+        frame = pd.DataFrame({"tp": tp.astype(np.int64), "fp": fp.astype(np.int64),
+                              "fn": (g - tp).astype(np.int64)})
+        frame["gold"] = [json.dumps(["B"] * int(k)) for k in g]
+        frame["pred"] = [json.dumps(["B"] * int(k)) for k in tp + fp]
+    elif KIND[task] == "classes":
+        gold = test["gold"]
+        u = crn.uniform(size=len(gold))
+        other = (gold + crn.integers(1, len(CHEMPROT_LABELS), len(gold))) % len(CHEMPROT_LABELS)
+        pred = np.where(u < quality, gold, other)
+        frame = pd.DataFrame({"gold_id": gold.astype(np.int64), "pred_id": pred.astype(np.int64)})
+        frame["gold"] = [json.dumps(CHEMPROT_LABELS[i]) for i in gold]
+        frame["pred"] = [json.dumps(CHEMPROT_LABELS[i]) for i in pred]
+    else:
+        gold = test["gold"]
+        noise = crn.normal(size=len(gold))
+        pred = gold + noise * 2.0 * (1 - quality)
+        frame = pd.DataFrame({"gold_value": gold, "pred_value": pred})
+        frame["gold"] = [json.dumps(float(x)) for x in gold]
+        frame["pred"] = [json.dumps(float(x)) for x in pred]
+    frame.insert(0, "unit_id", [f"{task}-{i:05d}" for i in range(len(frame))])
+    return frame
+
+
+def metrics_of(task: str, frame: pd.DataFrame) -> dict[str, float]:
+    """Independent re-implementation of the README formulas (loops, not stats.metrics)."""
+    if KIND[task] == "counts":
+        tp, fp, fn = (int(frame[c].sum()) for c in ("tp", "fp", "fn"))
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        return {"f1": f1, "precision": tp / (tp + fp) if tp + fp else 0.0,
+                "recall": tp / (tp + fn) if tp + fn else 0.0}
+    if KIND[task] == "classes":
+        gold, pred = list(frame["gold_id"]), list(frame["pred_id"])
+        f1s = []
+        tps = fps = fns = 0
+        out = {}
+        for c in range(1, len(CHEMPROT_LABELS)):
+            tp = sum(1 for g, p in zip(gold, pred) if g == c and p == c)
+            fp = sum(1 for g, p in zip(gold, pred) if p == c and g != c)
+            fn = sum(1 for g, p in zip(gold, pred) if g == c and p != c)
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+            out[f"f1_{CHEMPROT_LABELS[c]}"] = f1
+            f1s.append(f1)
+            tps, fps, fns = tps + tp, fps + fp, fns + fn
+        micro = 2 * tps / (2 * tps + fps + fns) if tps + fps + fns else 0.0
+        return {"macro_f1": sum(f1s) / len(f1s), "micro_f1": micro,
+                "accuracy": sum(1 for g, p in zip(gold, pred) if g == p) / len(gold), **out}
+    g, p = frame["gold_value"], frame["pred_value"]
+    return {"pearson": float(sps.pearsonr(g, p)[0]), "spearman": float(sps.spearmanr(g, p)[0])}
+
+
+def stat_spec(task: str) -> dict[str, Any]:
+    if KIND[task] == "classes":
+        return {"kind": "classes", "labels": CHEMPROT_LABELS, "scored": [1, 2, 3, 4, 5]}
+    return {"kind": KIND[task]}
+
+
+def _result(design: Design, *, etype: str, experiment: str, model: str, seed: int,
+            tasks: tuple[str, ...], per_task_metrics: dict[str, dict[str, float]],
+            tokens_per_task: dict[str, int], tokenizer: str, jid: str,
+            parity: dict | None = None) -> dict[str, Any]:
+    token_count = int(sum(tokens_per_task.values()))
+    per_task = {}
+    for t in tasks:
+        per_task[t] = {"primary_metric": PRIMARY[t], "metrics": per_task_metrics[t],
+                       "tokens": int(tokens_per_task[t]), "n_test": design.n_units[t],
+                       "stat_spec": stat_spec(t), "predictions": f"predictions/{t}.parquet"}
+    history = []
+    for k in range(1, 4):
+        history.append({"step": 250 * k, "tokens": token_count * k // 3, "epoch": k / 3,
+                        "metrics": {t: {PRIMARY[t]: per_task_metrics[t][PRIMARY[t]] * (0.7 + 0.1 * k)}
+                                    for t in tasks}, "score": 0.0})
+    data = {
+        "experiment_id": jid, "experiment_type": etype, "experiment": experiment,
+        "study": "synthetic", "model": model, "model_name": f"hub/{model}",
+        "tokenizer": tokenizer, "seed": seed, "tasks": list(tasks),
+        "config": {"learning_rate": 2e-5, "batch_size": 16},
+        "dataset_stats": {t: {"train_samples": 1000 + 10 * i, "val_samples": 200,
+                              "test_samples": design.n_units[t],
+                              "num_labels": 3 if KIND[t] == "counts" else (
+                                  len(CHEMPROT_LABELS) if KIND[t] == "classes" else 1)}
+                          for i, t in enumerate(tasks)},
+        "model_params": {"total": 1000, "trainable": 1000},
+        "train_results": {"train_loss": 0.1, "train_runtime": 12.5, "epochs_trained": 2.0,
+                          "train_samples_per_second": 10.0, "steps": 750},
+        "test_results": {f"eval_{t}_{m}": v for t in tasks for m, v in per_task_metrics[t].items()},
+        "token_count": token_count, "tokens_per_task": {t: int(v) for t, v in tokens_per_task.items()},
+        "per_task": per_task, "validation_history": history,
+        "provenance": {"runner_version": "0.1.0", "git_commit": "synthetic"},
+    }
+    if parity is not None:
+        data["parity"] = parity
+        data["config"]["target_tokens"] = parity["target_tokens"]
+    return data
+
+
+def generate(design: Design) -> list[tuple[dict[str, Any], dict[str, pd.DataFrame]]]:
+    """(result.json dict, {task: predictions frame}) for every job of the design."""
+    tests = _test_sets(design)
+    rng = np.random.default_rng(design.rng_seed + 1)
+    jobs = []
+    for mi, model in enumerate(design.models):
+        seed_eff = {s: rng.normal(0, design.seed_sd) for s in design.seeds}
+
+        def system(task: str, seed: int, gain: float, mi: int = mi,
+                   seed_eff: dict = seed_eff) -> tuple[dict[str, float], pd.DataFrame]:
+            q = design.base[task] + seed_eff[seed] + gain + rng.normal(0, design.train_sd)
+            crn = np.random.default_rng([design.rng_seed, mi, seed, design.tasks.index(task)])
+            frame = _predict(task, tests[task], q, crn)
+            return metrics_of(task, frame), frame
+
+        for seed in design.seeds:
+            if "single_task" in design.strategies:
+                for task in design.tasks:
+                    m, f = system(task, seed, 0.0)
+                    jid = job_id("st", model, seed, task)
+                    jobs.append((_result(design, etype="single_task_baseline", experiment="st",
+                                         model=model, seed=seed, tasks=(task,),
+                                         per_task_metrics={task: m},
+                                         tokens_per_task={task: 3 * TRAIN_TOKENS[task]},
+                                         tokenizer=design.tokenizer, jid=jid), {task: f}))
+            if "multi_task" in design.strategies:
+                mts, frames = {}, {}
+                for task in design.tasks:
+                    mts[task], frames[task] = system(task, seed, design.mt_gain.get(task, 0.0))
+                tpt = {t: 3 * TRAIN_TOKENS[t] for t in design.tasks}
+                mt_id = job_id("mt", model, seed, design.tasks)
+                jobs.append((_result(design, etype="multi_task", experiment="mt_all",
+                                     model=model, seed=seed, tasks=design.tasks,
+                                     per_task_metrics=mts, tokens_per_task=tpt,
+                                     tokenizer=design.tokenizer, jid=mt_id), frames))
+                if "token_controlled" in design.strategies:
+                    total = sum(tpt.values())
+                    for task in design.tasks:
+                        m, f = system(task, seed, design.tc_gain.get(task, 0.0))
+                        achieved = round(total * design.tc_token_scale.get(task, 1.0))
+                        jid = job_id("tc", model, seed, task)
+                        parity = {"mode": "total", "reference_job": mt_id, "target_tokens": total,
+                                  "achieved_tokens": achieved,
+                                  "relative_gap": abs(achieved - total) / total}
+                        jobs.append((_result(
+                            design, etype="token_controlled_baseline", experiment="tc",
+                            model=model, seed=seed, tasks=(task,), per_task_metrics={task: m},
+                            tokens_per_task={task: achieved},
+                            tokenizer=design.tc_tokenizer.get(task, design.tokenizer),
+                            jid=jid, parity=parity), {task: f}))
+    return jobs
+
+
+def write_study(root: Path, design: Design) -> list[str]:
+    """Write ``root/<job_id>/result.json`` (+ predictions); return the job ids."""
+    ids = []
+    for data, frames in generate(design):
+        job_dir = Path(root) / data["experiment_id"]
+        job_dir.mkdir(parents=True, exist_ok=True)
+        if design.write_predictions:
+            (job_dir / "predictions").mkdir(exist_ok=True)
+            for task, frame in frames.items():
+                frame.to_parquet(job_dir / "predictions" / f"{task}.parquet", index=False)
+        (job_dir / "result.json").write_text(json.dumps(data, indent=1))
+        ids.append(data["experiment_id"])
+    return ids
+
+
+def seed_level_study(rng: np.random.Generator, tasks: tuple[str, ...] = ("bc2gm", "chemprot", "biosses"),
+                     seeds: tuple[int, ...] = (1, 2, 3, 4, 5), mt_gain: dict[str, float] | None = None,
+                     tc_gain: dict[str, float] | None = None, seed_sd: float = 0.01,
+                     train_sd: float = 0.005) -> list[dict[str, Any]]:
+    """result.json dicts of an ST / MT / TC study without predictions (seed-level tests
+    only): score = base + seed effect + gain + training noise. Cheap enough for 200 studies."""
+    design = Design(tasks=tasks, seeds=seeds, write_predictions=False)
+    mt_gain, tc_gain = mt_gain or {}, tc_gain or {}
+    out = []
+    tpt = {t: 3 * TRAIN_TOKENS[t] for t in tasks}
+    seed_eff = {(s, t): rng.normal(0, seed_sd) for s in seeds for t in tasks}
+
+    def score(task: str, seed: int, gain: float) -> dict[str, float]:
+        return {PRIMARY[task]: float(design.base[task] + seed_eff[seed, task] + gain
+                                     + rng.normal(0, train_sd))}
+
+    for seed in seeds:
+        mt_id = job_id("mt", seed, tasks)
+        for task in tasks:
+            out.append(_result(design, etype="single_task_baseline", experiment="st", model="m",
+                               seed=seed, tasks=(task,),
+                               per_task_metrics={task: score(task, seed, 0.0)},
+                               tokens_per_task={task: tpt[task]}, tokenizer=design.tokenizer,
+                               jid=job_id("st", seed, task)))
+        out.append(_result(design, etype="multi_task", experiment="mt", model="m", seed=seed,
+                           tasks=tasks, per_task_metrics={t: score(t, seed, mt_gain.get(t, 0.0))
+                                                          for t in tasks},
+                           tokens_per_task=tpt, tokenizer=design.tokenizer, jid=mt_id))
+        total = sum(tpt.values())
+        for task in tasks:
+            out.append(_result(design, etype="token_controlled_baseline", experiment="tc",
+                               model="m", seed=seed, tasks=(task,),
+                               per_task_metrics={task: score(task, seed, tc_gain.get(task, 0.0))},
+                               tokens_per_task={task: total}, tokenizer=design.tokenizer,
+                               jid=job_id("tc", seed, task),
+                               parity={"mode": "total", "reference_job": mt_id,
+                                       "target_tokens": total, "achieved_tokens": total,
+                                       "relative_gap": 0.0}))
+    return out
