@@ -1,0 +1,475 @@
+"""The training engine on a tiny BERT (hidden 32, 2 layers) with a WordPiece tokenizer trained
+on the fly: sampler, batching, token counting, token-controlled trimming, early stopping,
+checkpoints (corrupt fallback, kill -9 and resume bit for bit), failures, result fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from runner.engine import batching
+from runner.engine import checkpoint as ckpt
+from runner.engine import job as engine_job
+from runner.engine import sampler as smp
+from runner.engine.train import trim_to_target
+from runner.jobapi import JobContext, JobFailed, JobInterrupted
+from runner.plan import Job
+from runner.tasks.spec import TaskSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+# ----------------------------------------------------------------------------- fixtures
+NER = TaskSpec(name="tiny_ner", kind="ner", labels=("O", "B", "I"), text_fields=("tokens",),
+               label_field="tags", max_length=24, primary_metric="f1",
+               metrics=("f1", "precision", "recall"), held_out=False, source="synthetic",
+               stat_kind="counts")
+CLS = TaskSpec(name="tiny_cls", kind="classification", labels=("0", "1"), text_fields=("text",),
+               label_field="label", max_length=24, primary_metric="f1",
+               metrics=("f1", "accuracy"), held_out=False, source="synthetic", scored=("1",),
+               stat_kind="classes")
+REG = TaskSpec(name="tiny_reg", kind="regression", labels=(), text_fields=("text_1", "text_2"),
+               label_field="label", max_length=24, primary_metric="pearson",
+               metrics=("pearson", "spearman"), held_out=False, source="synthetic",
+               stat_kind="pairs")
+SPECS = {s.name: s for s in (NER, CLS, REG)}
+
+FILLER = ["the", "of", "a", "in", "cells", "protein", "was", "were", "expression", "binding", "human", "cell", "and", "to"]
+GENES = ["p53", "brca1", "il2", "tnf", "egfr", "kras"]
+
+
+def make_frames(n: int, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Synthetic but learnable: genes are entities (B, then I for a following 'kinase')."""
+    rng = random.Random(seed)
+    ner, cls, reg = [], [], []
+    for i in range(n):
+        words, tags = [], []
+        for _ in range(rng.randint(3, 14)):
+            if rng.random() < 0.2:
+                words.append(rng.choice(GENES)); tags.append("B")
+                if rng.random() < 0.5:
+                    words.append("kinase"); tags.append("I")
+            else:
+                words.append(rng.choice(FILLER)); tags.append("O")
+        ner.append({"id": f"s{i}", "tokens": words, "tags": tags})
+        positive = any(t == "B" for t in tags)
+        cls.append({"id": f"c{i}", "document_id": f"d{i}", "text": " ".join(words),
+                    "label": "1" if positive else "0"})
+        reg.append({"id": f"r{i}", "text_1": " ".join(words), "text_2": " ".join(words[:3]),
+                    "label": float(sum(t == "B" for t in tags))})
+    return {"tiny_ner": pd.DataFrame(ner), "tiny_cls": pd.DataFrame(cls),
+            "tiny_reg": pd.DataFrame(reg)}
+
+
+def build_tiny_model(path: Path) -> Path:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=[
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    corpus = [" ".join(r) for r in make_frames(200, seed=9)["tiny_ner"]["tokens"]]
+    tok.train_from_iterator(corpus, trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   model_max_length=64)
+    fast.save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def base_config(**overrides) -> dict:
+    cfg = {"learning_rate": 3e-3, "warmup_steps": 2, "weight_decay": 0.01, "max_length": 512,
+           "batch_size": 4, "grad_accumulation": 1, "max_epochs": 3, "eval_every": 5,
+           "patience": 3, "min_delta": 1e-4, "max_train_examples": {}, "max_eval_examples": None,
+           "checkpoint_every_s": 300.0, "precision": "auto", "sampling": "proportional",
+           "temperature": 1.0, "examples_cap": None, "max_steps": None, "adapter": None}
+    cfg.update(overrides)
+    return cfg
+
+
+def make_job(model_path: Path, tasks=("tiny_ner",), strategy="single_task", seed=1,
+             depends_on=(), parity=None, **cfg) -> Job:
+    etype = engine_job.STRATEGY_EXPERIMENT_TYPE[strategy]
+    return Job(job_id="abcdef012345", study="unit", experiment=strategy, strategy=strategy,
+               experiment_type=etype, model="tiny", model_name=str(model_path),
+               tasks=tuple(tasks), seed=seed, config=base_config(**cfg),
+               depends_on=tuple(depends_on), parity=parity,
+               data_checksums={"tiny_ner/train.parquet": "0" * 64})
+
+
+def write_data(data_dir: Path, n_train=40, n_eval=16) -> None:
+    for split, n, seed in (("train", n_train, 1), ("validation", n_eval, 2), ("test", n_eval, 3)):
+        for task, df in make_frames(n, seed).items():
+            (data_dir / task).mkdir(parents=True, exist_ok=True)
+            df.to_parquet(data_dir / task / f"{split}.parquet")
+
+
+from runner.metrics import evaluate as EVALUATE
+
+
+def patch_data_side(target, data_dir: Path) -> None:
+    """Point the engine's seams at the synthetic tasks (set attributes on runner.engine.job)."""
+    target.get_task = lambda name: SPECS[name]
+    target.load_split = lambda d, task, split: pd.read_parquet(Path(d) / task / f"{split}.parquet")
+    target.evaluate = EVALUATE
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, tiny_model):
+    data_dir = tmp_path / "data"
+    write_data(data_dir)
+    monkeypatch.setattr(engine_job, "get_task", lambda name: SPECS[name])
+    monkeypatch.setattr(engine_job, "load_split", lambda d, task, split: pd.read_parquet(
+        Path(d) / task / f"{split}.parquet"))
+    monkeypatch.setattr(engine_job, "evaluate", EVALUATE)
+    torch.set_num_threads(1)
+
+    def ctx(name="job", **kw):
+        job_dir = tmp_path / name
+        job_dir.mkdir(exist_ok=True)
+        return JobContext(job_dir=job_dir, data_dir=data_dir, **kw)
+    return tiny_model, data_dir, ctx
+
+
+# ----------------------------------------------------------------------------- sampler
+def test_sampler_probabilities_follow_their_formulas():
+    sizes = {"a": 1000, "b": 100, "c": 10}
+    p = smp.task_probabilities(sizes)
+    assert p == pytest.approx({"a": 1000 / 1110, "b": 100 / 1110, "c": 10 / 1110})
+    t = smp.task_probabilities(sizes, "temperature", temperature=2.0)
+    w = {k: v ** 0.5 for k, v in sizes.items()}
+    assert t == pytest.approx({k: v / sum(w.values()) for k, v in w.items()})
+    c = smp.task_probabilities(sizes, "capped", examples_cap=100)
+    assert c == pytest.approx({"a": 100 / 210, "b": 100 / 210, "c": 10 / 210})
+    with pytest.raises(ValueError):
+        smp.task_probabilities(sizes, "capped")
+
+
+@pytest.mark.parametrize("strategy,kw", [("proportional", {}), ("temperature", {"temperature": 3.0}),
+                                         ("capped", {"examples_cap": 50})])
+def test_sampler_realised_shares_and_direct_restore(strategy, kw):
+    sizes = {"a": 600, "b": 300, "c": 100}
+    s = smp.TaskSampler(sizes, seed=7, strategy=strategy, **kw)
+    draws = [s.next_task() for _ in range(20000)]
+    for task, prob in s.probabilities.items():
+        assert draws.count(task) / len(draws) == pytest.approx(prob, abs=0.015)
+    state = json.loads(json.dumps(s.state_dict()))  # what a checkpoint stores
+    ahead = [s.next_task() for _ in range(50)]
+    fresh = smp.TaskSampler(sizes, seed=7, strategy=strategy, **kw)
+    fresh.load_state_dict(state)
+    assert [fresh.next_task() for _ in range(50)] == ahead
+    other = smp.TaskSampler(sizes, seed=8, strategy=strategy, **kw)
+    assert [other.next_task() for _ in range(50)] != draws[:50]
+
+
+# ----------------------------------------------------------------------------- batching
+def test_length_grouped_epoch_covers_every_example_once_with_little_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, size=3000)
+    plan = batching.epoch_plan(lengths, 16, seed=3, task="bc2gm", epoch=0)
+    flat = np.concatenate(plan)
+    assert sorted(flat.tolist()) == list(range(3000))
+    real = sum(int(lengths[b].sum()) for b in plan)
+    padded = sum(int(lengths[b].max()) * len(b) for b in plan)
+    assert real / padded > 0.95
+    again = batching.epoch_plan(lengths, 16, seed=3, task="bc2gm", epoch=0)
+    assert all((a == b).all() for a, b in zip(plan, again))
+    other = batching.epoch_plan(lengths, 16, seed=3, task="bc2gm", epoch=1)
+    assert any(len(a) != len(b) or (a != b).any() for a, b in zip(plan, other))
+    # random order between groups: batch lengths are not globally sorted
+    maxima = [int(lengths[b].max()) for b in plan]
+    assert maxima != sorted(maxima, reverse=True)
+
+
+def test_token_counts_equal_attention_mask_sums_and_labels_align(tiny_model):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    df = make_frames(30)["tiny_ner"]
+    split = batching.encode_split(NER, df, tok, 24)
+    batch = batching.collate(split, np.arange(30), tok.pad_token_id)
+    mask = batch.tensors["attention_mask"]
+    assert isinstance(batch.n_tokens, int)
+    assert batch.n_tokens == int(mask.sum()) == int(split.lengths.sum())
+    assert mask.shape[1] == int(split.lengths.max())  # padded to the longest, no further
+    # gold labels at first sub-tokens map back to the gold word tags (nothing truncated here)
+    for i, tags in enumerate(df["tags"]):
+        labels = split.labels[i]
+        ids = np.where(labels >= 0, labels, 0)
+        assert batching.word_predictions(split, i, ids, NER.labels) == list(tags)
+    # a truncated sentence: words past max_length are predicted "O"
+    short = batching.encode_split(NER, df, tok, 6)
+    i = int(np.argmax([len(t) for t in df["tokens"]]))
+    preds = batching.word_predictions(short, i, np.ones(6, dtype=int), NER.labels)
+    assert len(preds) == len(df["tokens"][i]) and preds[-1] == "O"
+
+
+def test_trim_lands_within_one_example_of_the_target():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 40, size=64)
+    for remaining in range(1, int(lengths[:16].sum()) + 5):
+        kept = trim_to_target(np.arange(16), lengths, remaining)
+        got, k = int(lengths[kept].sum()), len(kept)
+        assert k >= 1 and (kept == np.arange(k)).all()
+        if got == int(lengths[:16].sum()):
+            continue  # the whole batch fits
+        # the gap is less than the example at the boundary (the last taken or the next one)
+        boundary = int(lengths[k - 1]) if got > remaining else int(lengths[k])
+        assert abs(got - remaining) < boundary
+        prefix = np.cumsum(lengths[:16])
+        assert abs(got - remaining) == int(np.abs(prefix - remaining).min())  # the closest
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_corrupt_latest_checkpoint_falls_back_then_restarts(tmp_path, caplog):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    root = tmp_path / "checkpoints"
+    for step in (5, 10):
+        prog = ckpt.TrainingProgress("single_task", ["t"], 4, 1, 100, step=step,
+                                     tokens_per_task={"t": 7 * step})
+        ckpt.save_checkpoint(root, prog, model, opt, sched, scaler, keep_last=2)
+    (root / ".tmp-checkpoint-11-x").mkdir()  # a kill during a save leaves this behind
+    path, prog, *_ = ckpt.load_latest_checkpoint(root)
+    assert path.name == "checkpoint-10" and prog.tokens_per_task == {"t": 70}
+    assert not (root / ".tmp-checkpoint-11-x").exists()
+    data = (root / "checkpoint-10" / "model.pt").read_bytes()
+    (root / "checkpoint-10" / "model.pt").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING):
+        path, prog, *_ = ckpt.load_latest_checkpoint(root, logging.getLogger("t"))
+    assert path.name == "checkpoint-5" and prog.step == 5
+    assert "falling back to checkpoint-5" in caplog.text
+    (root / "checkpoint-5" / "progress.json").write_text("{}")
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.load_latest_checkpoint(root, logging.getLogger("t")) is None
+    assert "restarting the job from scratch" in caplog.text
+    # the default keeps only the newest
+    ckpt.save_checkpoint(root, replace(prog, step=20), model, opt, sched, scaler)
+    assert [p.name for _, p in ckpt.list_checkpoints(root)] == ["checkpoint-20"]
+
+
+# ----------------------------------------------------------------------------- jobs
+RESULT_KEYS = {"experiment_id", "experiment_type", "experiment", "study", "model", "model_name",
+               "tokenizer", "seed", "tasks", "config", "dataset_stats", "model_params",
+               "train_results", "test_results", "token_count", "tokens_per_task", "per_task",
+               "validation_history", "provenance"}
+
+
+def test_single_task_result_is_complete_and_tokens_exact(env):
+    model_path, data_dir, ctx = env
+    c = ctx()
+    job = make_job(model_path, max_epochs=2, patience=100, eval_every=4)
+    result = engine_job.run_job(job, c)
+    json.dumps(result, allow_nan=False)
+    assert RESULT_KEYS <= set(result)
+    assert result["experiment_type"] == "single_task_baseline"
+    # two full epochs, no early stopping: every training token exactly twice
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_path)
+    train_df = pd.read_parquet(data_dir / "tiny_ner" / "train.parquet")
+    per_epoch = int(batching.encode_split(NER, train_df, tok, 24).lengths.sum())
+    assert result["token_count"] == 2 * per_epoch == result["tokens_per_task"]["tiny_ner"]
+    assert isinstance(result["token_count"], int)
+    tr = result["train_results"]
+    assert tr["steps"] == 20 and tr["epochs_trained"] == 2.0 and tr["train_loss"] > 0
+    assert set(result["test_results"]) >= {"eval_loss", "eval_f1", "eval_precision",
+                                           "eval_recall"}
+    pt = result["per_task"]["tiny_ner"]
+    assert pt["stat_spec"] == {"kind": "counts"} and pt["n_test"] == 16
+    assert pt["tokens"] == result["token_count"]
+    preds = pd.read_parquet(c.job_dir / pt["predictions"])
+    assert len(preds) == 16 and {"unit_id", "gold", "pred"} <= set(preds.columns)
+    assert [h["step"] for h in result["validation_history"]] == [4, 8, 12, 16, 20]
+    assert result["model_params"]["total"] == result["model_params"]["trainable"] > 0
+    assert len(result["tokenizer"]) == 12
+    prov = result["provenance"]
+    assert prov["data_checksums"] == job.data_checksums and prov["torch"] == torch.__version__
+    # a finished job keeps only its best weights
+    assert sorted(p.name for p in (c.job_dir / "checkpoints").iterdir()) == ["best"]
+
+
+def test_early_stopping_restores_best_weights_for_the_test(env, monkeypatch):
+    model_path, data_dir, ctx = env
+    # the test split is the validation split, so test predictions must equal the validation
+    # predictions of the best evaluation
+    val = pd.read_parquet(data_dir / "tiny_ner" / "validation.parquet")
+    val.to_parquet(data_dir / "tiny_ner" / "test.parquet")
+    scores = iter([0.2, 0.5, 0.49, 0.5, 0.3, 0.9, 0.9])
+    seen = []
+
+    def scripted(spec, df, preds):
+        metrics, frame = EVALUATE(spec, df, preds)
+        seen.append(json.dumps(preds))
+        if len(seen) <= 5:  # five validations, then the test
+            metrics = {**metrics, "f1": next(scores)}
+        return metrics, frame
+
+    monkeypatch.setattr(engine_job, "evaluate", scripted)
+    result = engine_job.run_job(make_job(model_path, max_epochs=10, eval_every=3), ctx())
+    hist = result["validation_history"]
+    assert [h["score"] for h in hist] == [0.2, 0.5, 0.49, 0.5, 0.3]  # 0.5 is no gain: patience
+    assert result["train_results"]["stopped_early"] is True
+    assert result["train_results"]["best_step"] == 6 and result["train_results"]["steps"] == 15
+    assert len(seen) == 6 and seen[5] == seen[1]  # the test used step 6's weights
+    assert seen[5] != seen[4]
+
+
+def test_multi_task_shares_and_per_task_results(env):
+    model_path, _data_dir, ctx = env
+    job = make_job(model_path, tasks=("tiny_ner", "tiny_cls"), strategy="multi_task",
+                   max_epochs=2, patience=100, eval_every=10,
+                   max_train_examples={"tiny_cls": 20})
+    result = engine_job.run_job(job, ctx())
+    assert result["experiment_type"] == "multi_task"
+    assert result["token_count"] == sum(result["tokens_per_task"].values())
+    assert result["dataset_stats"]["tiny_cls"]["train_samples"] == 20
+    s = result["sampling"]
+    assert sum(s["batches"].values()) == 30  # 2 epochs x (10 + 5) batches of 4
+    assert s["batch_share"]["tiny_ner"] > s["batch_share"]["tiny_cls"] > 0
+    assert sum(s["token_share"].values()) == pytest.approx(1.0)
+    tr = result["test_results"]
+    assert {"eval_tiny_ner_f1", "eval_tiny_cls_f1", "eval_primary_mean", "eval_loss"} <= set(tr)
+    assert tr["eval_primary_mean"] == pytest.approx((tr["eval_tiny_ner_f1"] +
+                                                     tr["eval_tiny_cls_f1"]) / 2)
+    assert set(result["validation_history"][0]["metrics"]) == {"tiny_ner", "tiny_cls"}
+
+
+@pytest.mark.parametrize("parity", ["total", "per_task"])
+def test_token_controlled_reaches_target_past_max_epochs(env, parity):
+    model_path, _data_dir, ctx = env
+    target = 1237  # several epochs of the 40-sentence task (~10 tokens each), max_epochs 1
+    ref = {"token_count": target if parity == "total" else 99999,
+           "tokens_per_task": {"tiny_ner": target, "tiny_cls": 5}}
+    job = make_job(model_path, strategy="token_controlled", depends_on=("f00dfeedbeef",),
+                   parity=parity, max_epochs=1, eval_every=50)
+    result = engine_job.run_job(job, ctx(dependency_results={"f00dfeedbeef": ref}))
+    p = result["parity"]
+    assert p["target_tokens"] == target == result["config"]["target_tokens"]
+    assert p["mode"] == parity and p["reference_job"] == "f00dfeedbeef"
+    longest = 24
+    assert abs(result["token_count"] - target) <= longest
+    assert p["achieved_tokens"] == result["token_count"]
+    assert result["train_results"]["epochs_trained"] > 2  # went on past max_epochs = 1
+    assert result["experiment_type"] == "token_controlled_baseline"
+
+
+def test_token_controlled_refuses_an_unreachable_target(env):
+    model_path, _data_dir, ctx = env
+    job = make_job(model_path, strategy="token_controlled", depends_on=("f00dfeedbeef",),
+                   parity="total")
+    with pytest.raises(JobFailed, match="safety limit"):
+        engine_job.run_job(job, ctx(dependency_results={"f00dfeedbeef": {"token_count": 10**9}}))
+
+
+def test_nan_loss_fails_with_one_line_reason(env):
+    model_path, data_dir, ctx = env
+    df = pd.read_parquet(data_dir / "tiny_reg" / "train.parquet")
+    df.loc[:, "label"] = float("nan")
+    df.to_parquet(data_dir / "tiny_reg" / "train.parquet")
+    with pytest.raises(JobFailed) as err:
+        engine_job.run_job(make_job(model_path, tasks=("tiny_reg",)), ctx())
+    assert "loss is nan" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_model_fails(env, tmp_path):
+    _, _, ctx = env
+    with pytest.raises(JobFailed, match="model not found"):
+        engine_job.run_job(make_job(tmp_path / "no-such-model"), ctx())
+
+
+def test_should_stop_checkpoints_and_resume_is_exact(env):
+    model_path, _data_dir, ctx = env
+    job = make_job(model_path, tasks=("tiny_ner", "tiny_cls"), strategy="multi_task",
+                   max_epochs=2, eval_every=4, patience=100)
+    reference = engine_job.run_job(job, ctx("reference"))
+    calls = {"n": 0}
+
+    def stop_after_7():
+        calls["n"] += 1
+        return calls["n"] == 7
+    c = ctx("interrupted", should_stop=stop_after_7)
+    with pytest.raises(JobInterrupted):
+        engine_job.run_job(job, c)
+    assert [p.name for _, p in ckpt.list_checkpoints(c.job_dir / "checkpoints")] == \
+        ["checkpoint-7"]
+    resumed = engine_job.run_job(job, c)
+    assert resumed["test_results"] == reference["test_results"]
+    assert resumed["tokens_per_task"] == reference["tokens_per_task"]
+    assert resumed["validation_history"] == reference["validation_history"]
+    assert resumed["train_results"]["train_loss"] == reference["train_results"]["train_loss"]
+
+
+# ----------------------------------------------------------------------------- kill -9
+def child_main(model_path: str, data_dir: str, job_dir: str, out: str) -> None:
+    """Run one job in a subprocess (see the kill test); write its result to ``out``."""
+    torch.set_num_threads(1)
+    patch_data_side(engine_job, Path(data_dir))
+    job = make_job(Path(model_path), tasks=("tiny_ner", "tiny_cls"), strategy="multi_task",
+                   max_epochs=4, eval_every=6, patience=100, checkpoint_every_s=0.0)
+    # the heartbeat runs once per step: a short sleep spreads the run out for the kill to land
+    ctx = JobContext(job_dir=Path(job_dir), data_dir=Path(data_dir),
+                     heartbeat=lambda progress: time.sleep(0.02))
+    result = engine_job.run_job(job, ctx)
+    Path(out).write_text(json.dumps(result))
+
+
+def _child(args: list[str]) -> subprocess.Popen:
+    code = ("import sys; from tests.runner.test_engine import child_main; "
+            "child_main(*sys.argv[1:])")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env)
+
+
+def test_kill_minus_9_and_resume_equals_uninterrupted(env, tmp_path):
+    model_path, data_dir, _ = env
+    ref_out, out = tmp_path / "ref.json", tmp_path / "resumed.json"
+    ref = _child([str(model_path), str(data_dir), str(tmp_path / "ref"), str(ref_out)])
+    victim_dir = tmp_path / "victim"
+    victim = _child([str(model_path), str(data_dir), str(victim_dir), str(out)])
+    # wait for the first checkpoint, then kill -9 at a random moment
+    deadline = time.monotonic() + 120
+    while not ckpt.list_checkpoints(victim_dir / "checkpoints"):
+        assert victim.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 0.6))
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not out.exists(), "the job finished before the kill; make it longer"
+    resumed = _child([str(model_path), str(data_dir), str(victim_dir), str(out)])
+    assert resumed.wait(timeout=300) == 0 and ref.wait(timeout=300) == 0
+    a, b = json.loads(ref_out.read_text()), json.loads(out.read_text())
+    assert b["test_results"] == a["test_results"]
+    assert b["token_count"] == a["token_count"] and b["tokens_per_task"] == a["tokens_per_task"]
+    assert b["validation_history"] == a["validation_history"]
+    assert b["per_task"]["tiny_ner"]["metrics"] == a["per_task"]["tiny_ner"]["metrics"]
+    pa = pd.read_parquet(tmp_path / "ref" / "predictions" / "tiny_ner.parquet")
+    pb = pd.read_parquet(victim_dir / "predictions" / "tiny_ner.parquet")
+    pd.testing.assert_frame_equal(pa, pb)
