@@ -7,6 +7,8 @@
     python -m runner plan MANIFEST [--data-dir data] [--results-dir DIR]
     python -m runner status MANIFEST [--data-dir data] [--results-dir DIR]
     python -m runner prepare ...                                      (prepare the data)
+    python -m runner evaluate MANIFEST [--levels fp32,int8] [--batch-size 32] ...   (RQ3)
+    python -m runner similarity --tasks a,b,... --out FILE | --manifest MANIFEST    (RQ4)
 
 Exit codes: 0 all done, 1 some job failed (the others went on), 2 bad input (one line on
 stderr, nothing written), 3 time budget reached or interrupted: run the same command again.
@@ -17,9 +19,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runner.errors import EXIT_BAD_INPUT, EXIT_TIME_BUDGET, InputError
+from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIME_BUDGET, InputError
 
-COMMANDS = ("run", "plan", "status", "prepare")
+LEVELS_DEFAULT = ("fp32", "fp16", "bf16", "int8", "nf4")  # runner.calibration.LEVELS
+
+COMMANDS = ("run", "plan", "status", "prepare", "evaluate", "similarity")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +89,44 @@ def _parser() -> argparse.ArgumentParser:
     common(status)
     sub.add_parser("prepare", help="prepare the datasets (python -m runner prepare --help)",
                    add_help=False)
+    ev = sub.add_parser(
+        "evaluate", help="RQ3: evaluate finished jobs' best weights at fp32/fp16/bf16/int8/nf4",
+        description="For every finished job of the manifest (result.json present), rebuild the "
+        "model with the best weights it kept and write <job_dir>/evaluation/<level>.json: the "
+        "primary metric on the job's own test subset, ECE (15 bins) before/after temperature "
+        "scaling fitted on its validation subset, latency per example and throughput at "
+        "--batch-size (after a warm-up batch), peak memory, size on disk. fp16/bf16/nf4 need "
+        "a CUDA GPU (nf4 also bitsandbytes); int8 (dynamic quantisation of nn.Linear) runs on "
+        "CPU; a level that cannot run here is written as skipped with the reason. A level "
+        "whose file exists is not computed again (--force does).")
+    common(ev)
+    ev.add_argument("--levels", default=",".join(LEVELS_DEFAULT),
+                    help=f"comma-separated precision levels (default: {','.join(LEVELS_DEFAULT)})")
+    ev.add_argument("--batch-size", type=int, default=32,
+                    help="examples per inference batch for every level (default 32)")
+    ev.add_argument("--experiments", default=None, metavar="NAME,...",
+                    help="only the jobs of these experiments (default: all)")
+    ev.add_argument("--max-test-examples", type=int, default=None, metavar="N",
+                    help="at most N validation and test examples per task, drawn from the "
+                         "job's own subsets (default: exactly the job's, so numbers compare "
+                         "with its result.json)")
+    ev.add_argument("--force", action="store_true", help="recompute levels already written")
+    sim = sub.add_parser(
+        "similarity", help="RQ4: task similarity (label, word, word-piece Jaccard; unigram JSD)",
+        description="Write task_similarity.json from the prepared training data. --tasks: "
+        "the named tasks into --out. --manifest: the manifest's tasks into "
+        "<results>/task_similarity.json (or --out), word pieces under the manifest's model "
+        "tokenizer when it has one model in a local folder (minilm), else word-level only.")
+    which = sim.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tasks", default=None, metavar="A,B,...",
+                       help="task names, comma-separated (data/<task>/)")
+    which.add_argument("--manifest", default=None, help="a study manifest: its tasks")
+    sim.add_argument("--data-dir", default="data", help="prepared data (default: data)")
+    sim.add_argument("--results-dir", default=None,
+                     help="with --manifest: the study's results folder (default: the manifest's)")
+    sim.add_argument("--out", default=None, help="output file (needed with --tasks)")
+    sim.add_argument("--tokenizer", default=None,
+                     help="model folder or tokenizer.json for the word-piece Jaccard")
     return parser
 
 
@@ -113,8 +155,67 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TIME_BUDGET
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from runner.evaluate import evaluate_manifest, parse_levels, parse_names
+
+    summary = evaluate_manifest(args.manifest, results_dir=args.results_dir,
+                                data_dir=args.data_dir, levels=parse_levels(args.levels),
+                                batch_size=args.batch_size,
+                                experiments=parse_names(args.experiments),
+                                max_test_examples=args.max_test_examples, force=args.force)
+    return EXIT_FAILED if summary.skipped_jobs else 0
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runner import similarity
+    from runner.evaluate import parse_names, similarity_argv
+
+    if args.tasks is not None:
+        if args.out is None:
+            raise InputError(None, "--tasks needs --out FILE", where="--out")
+        argv = ["--tasks", *(parse_names(args.tasks) or ()), "--data-dir", args.data_dir,
+                "--out", args.out]
+        if args.tokenizer:
+            argv += ["--tokenizer", args.tokenizer]
+        return similarity.main(argv)
+    from runner.manifest import load_manifest
+    manifest = load_manifest(args.manifest)
+    argv, note = similarity_argv(manifest, Path(args.results_dir or manifest.study.results),
+                                 args.data_dir, args.out)
+    if args.tokenizer:
+        argv, note = [a for a in argv] + ["--tokenizer", args.tokenizer], None
+    if note:
+        print(f"note: {note}")
+    return similarity.main(argv)
+
+
+def _after_run(manifest, results_dir, data_dir, code: int) -> int:
+    """RQ4: a finished run of a manifest with a task_sets = "pairs" experiment writes the
+    study's task_similarity.json when it is absent (a failure here never fails the run)."""
+    from runner import similarity
+    from runner.evaluate import has_pair_experiment, similarity_argv
+
+    out = results_dir / "task_similarity.json"
+    if code != 0 or out.exists() or not has_pair_experiment(manifest):
+        return code
+    argv, note = similarity_argv(manifest, results_dir, data_dir)
+    if note:
+        print(f"note: {note}")
+    if similarity.main(argv) != 0:
+        print(f"warning: {out} not written (python -m runner similarity --manifest ...)",
+              file=sys.stderr)
+    return code
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "similarity":
+        return _similarity(args)
 
     from runner import executor
     from runner.manifest import load_manifest
@@ -140,8 +241,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise InputError(None, "--workers is for --executor local; Ray places the jobs "
                              "itself", where="--workers")
         from runner.ray_executor import run_ray
-        return run_ray(plan, results_dir, address=args.address, time_budget_s=budget,
+        code = run_ray(plan, results_dir, address=args.address, time_budget_s=budget,
                        retry_failed=args.retry_failed, cpus_per_job=args.cpus_per_job)
+        return _after_run(manifest, results_dir, args.data_dir, code)
     if args.address is not None or args.cpus_per_job is not None:
         raise InputError(None, "only with --executor ray", where="--address/--cpus-per-job")
     if args.workers is not None:
@@ -150,11 +252,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         if (n if n is not None else len(workers.visible_gpus())) > 1:
             child = [str(args.manifest), "--results-dir", str(results_dir),
                      "--data-dir", str(args.data_dir)]
-            return workers.run_workers(plan, results_dir, child, workers=n,
+            code = workers.run_workers(plan, results_dir, child, workers=n,
                                        time_budget_s=budget, retry_failed=args.retry_failed,
                                        worker_prefix=args.worker_id)
-    return executor.run_plan(plan, results_dir, time_budget_s=budget,
+            return _after_run(manifest, results_dir, args.data_dir, code)
+    code = executor.run_plan(plan, results_dir, time_budget_s=budget,
                              retry_failed=args.retry_failed, worker_id=args.worker_id)
+    return _after_run(manifest, results_dir, args.data_dir, code)
 
 
 if __name__ == "__main__":

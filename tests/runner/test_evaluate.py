@@ -1,0 +1,297 @@
+"""RQ3 ``python -m runner evaluate`` and RQ4 ``python -m runner similarity`` on a tiny BERT
+(hidden 32, 2 layers, WordPiece trained on the fly): a tiny study of four single-task jobs
+(NER, classification, multi-label, regression under the real task names, synthetic data) is
+trained through the executor and the engine, then evaluated at fp32 and int8 on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from runner.__main__ import _after_run
+from runner.__main__ import main as runner_main
+from runner.errors import InputError
+from runner.evaluate import evaluate_manifest, has_pair_experiment, parse_levels
+from runner.manifest import load_manifest, parse_manifest
+from runner.tasks import get_task
+
+FILLER = ["the", "of", "a", "in", "cells", "protein", "was", "were", "expression", "binding",
+          "human", "cell", "and", "to", "tumor", "growth"]
+GENES = ["p53", "brca1", "il2", "tnf", "egfr", "kras"]
+TASKS = ("bc2gm", "gad", "hoc", "biosses")
+
+
+def frames(n: int, seed: int) -> dict[str, pd.DataFrame]:
+    """Learnable synthetic rows in each real task's prepared columns."""
+    rng = random.Random(seed)
+    hallmarks = get_task("hoc").labels
+    rows = {t: [] for t in TASKS}
+    for i in range(n):
+        words, tags = [], []
+        for _ in range(rng.randint(3, 12)):
+            if rng.random() < 0.2:
+                words.append(rng.choice(GENES)); tags.append("B")
+                if rng.random() < 0.5:
+                    words.append("kinase"); tags.append("I")
+            else:
+                words.append(rng.choice(FILLER)); tags.append("O")
+        text = " ".join(words)
+        genes = sum(t == "B" for t in tags)
+        rows["bc2gm"].append({"id": f"s{i}", "tokens": words, "tags": tags})
+        rows["gad"].append({"id": f"g{i}", "document_id": f"d{i}", "text": text,
+                            "label": "1" if genes else "0"})
+        rows["hoc"].append({"id": f"h{i}", "document_id": f"a{i // 2}", "text": text,
+                            "labels": [hallmarks[0]] if genes else []})
+        rows["biosses"].append({"id": f"b{i}", "text_1": text, "text_2": " ".join(words[:3]),
+                                "label": float(min(genes, 4))})
+    return {t: pd.DataFrame(r) for t, r in rows.items()}
+
+
+def build_tiny_model(path: Path) -> Path:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=[
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator([" ".join(r) for r in frames(200, 9)["bc2gm"]["tokens"]], trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                            model_max_length=64).save_pretrained(path)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=64)).save_pretrained(path)
+    return path
+
+
+def manifest_text(model: Path, name: str = "tiny_rq3") -> str:
+    return f"""
+[study]
+name = "{name}"
+seeds = [1]
+
+[models]
+tiny = "{model}"
+
+[defaults]
+max_length = 64
+learning_rate = 3e-3
+warmup_steps = 2
+batch_size = 8
+max_epochs = 2
+eval_every = 5
+max_train_examples = 48
+max_eval_examples = 24        # the evaluation must use the same 24 test rows
+checkpoint_every_s = 300.0
+
+[[experiments]]
+name = "single"
+strategy = "single_task"
+models = ["tiny"]
+tasks = {json.dumps(list(TASKS))}
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A finished tiny study: (manifest path, results dir, data dir, plan)."""
+    from runner import executor
+    from runner.plan import build_plan
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("rq3")
+    model = build_tiny_model(root / "tiny_bert")
+    data = root / "data"
+    for split, n, seed in (("train", 60, 1), ("validation", 30, 2), ("test", 30, 3)):
+        for task, df in frames(n, seed).items():
+            (data / task).mkdir(parents=True, exist_ok=True)
+            df.to_parquet(data / task / f"{split}.parquet", index=False)
+    manifest = root / "tiny_rq3.toml"
+    manifest.write_text(manifest_text(model))
+    results = root / "results"
+    plan = build_plan(load_manifest(manifest), data)
+    assert executor.run_plan(plan, results) == 0
+    return manifest, results, data, plan
+
+
+def evaluation(results: Path, job_id: str, level: str) -> dict:
+    return json.loads((results / job_id / "evaluation" / f"{level}.json").read_text())
+
+
+def test_fp32_and_int8_on_cpu_and_gpu_levels_skipped(study):
+    manifest, results, data, plan = study
+    lines = []
+    summary = evaluate_manifest(manifest, results_dir=results, data_dir=data,
+                                levels=("fp32", "fp16", "int8", "nf4"), say=lines.append)
+    assert not summary.skipped_jobs and summary.unfinished == 0
+    kinds = {"bc2gm": "token", "gad": "multiclass", "hoc": "multilabel", "biosses": None}
+    for job in plan.jobs:
+        (task,) = job.tasks
+        result = json.loads((results / job.job_id / "result.json").read_text())
+        docs = {lv: evaluation(results, job.job_id, lv) for lv in ("fp32", "int8")}
+        for lv, doc in docs.items():
+            assert doc["schema"] == "evaluation/1" and doc["job_id"] == job.job_id
+            assert doc["level"] == lv and doc["status"] == "ok" and doc["reason"] is None
+            assert doc["device"].startswith("cpu") and doc["batch_size"] == 32
+            assert doc["latency_ms_per_example"] > 0 and doc["throughput_examples_per_s"] > 0
+            assert doc["throughput_examples_per_s"] == pytest.approx(
+                1000.0 / doc["latency_ms_per_example"])
+            assert doc["peak_memory_bytes"] >= 0 and doc["size_on_disk_bytes"] > 0
+            entry = doc["per_task"][task]
+            # the job's own test subset (max_eval_examples = 24 of 30 rows; HoC scores the
+            # abstracts of those 24 sentences)
+            assert entry["n_test"] == result["per_task"][task]["n_test"]
+            assert entry["n_test"] == 24 or task == "hoc"
+            assert entry["primary_metric"] == get_task(task).primary_metric
+            cal = entry["calibration"]
+            if kinds[task] is None:
+                assert cal is None and "regression" in entry["calibration_reason"]
+            else:
+                assert cal["kind"] == kinds[task] and len(cal["bins_before"]) == 15
+                assert cal["nll_val_after"] <= cal["nll_val_before"] + 1e-12
+                assert 0 <= cal["ece_before"] <= 1 and cal["temperature"] > 0
+                assert entry["calibration_reason"] is None
+        # fp32 reproduces the job's own test score: same rows, same weights, same batches
+        primary = get_task(task).primary_metric
+        expected = result["per_task"][task]["metrics"][primary]
+        got = docs["fp32"]["per_task"][task]["metrics"][primary]
+        assert (got is None and expected is None) or got == pytest.approx(expected, abs=1e-6)
+        assert docs["int8"]["size_on_disk_bytes"] < docs["fp32"]["size_on_disk_bytes"]
+        if not torch.cuda.is_available():
+            for lv in ("fp16", "nf4"):
+                doc = evaluation(results, job.job_id, lv)
+                assert doc["status"] == "skipped" and "CUDA" in doc["reason"]
+                assert set(doc) == {"schema", "job_id", "level", "status", "reason", "device"}
+    assert any(" int8: " in line and "ms/example" in line for line in lines), lines
+
+
+def test_stats_reads_the_evaluations(study):
+    from stats.load import load_results
+    from stats.rq3 import load_evaluations
+
+    manifest, results, data, _ = study
+    evaluate_manifest(manifest, results_dir=results, data_dir=data, levels=("fp32", "int8"),
+                      say=lambda s: None)     # computed here or kept from the test above
+    evals, skipped = load_evaluations(load_results([results]).jobs)
+    assert not skipped
+    assert {(e.level, e.status) for e in evals} >= {("fp32", "ok"), ("int8", "ok")}
+
+
+def test_rerun_keeps_existing_levels_and_force_recomputes(study):
+    manifest, results, data, plan = study
+    evaluate_manifest(manifest, results_dir=results, data_dir=data, levels=("fp32",),
+                      say=lambda s: None)
+    path = results / plan.jobs[0].job_id / "evaluation" / "fp32.json"
+    before = (path.stat().st_mtime_ns, path.read_text())
+    again = evaluate_manifest(manifest, results_dir=results, data_dir=data, levels=("fp32",),
+                              say=lambda s: None)
+    assert again.written == [] and len(again.kept) == len(plan.jobs)
+    assert (path.stat().st_mtime_ns, path.read_text()) == before
+    forced = evaluate_manifest(manifest, results_dir=results, data_dir=data, levels=("fp32",),
+                               experiments=("single",), max_test_examples=10, force=True,
+                               say=lambda s: None)
+    assert len(forced.written) == len(plan.jobs)
+    assert plan.jobs[0].tasks == ("bc2gm",)
+    assert json.loads(path.read_text())["per_task"]["bc2gm"]["n_test"] == 10
+
+
+def test_job_without_weights_is_reported_not_fatal(study, tmp_path, capsys):
+    manifest, results, data, plan = study
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    victim = plan.jobs[1].job_id
+    shutil.rmtree(copy / victim / "checkpoints" / "best")
+    for job in plan.jobs:
+        shutil.rmtree(copy / job.job_id / "evaluation", ignore_errors=True)
+    code = runner_main(["evaluate", str(manifest), "--results-dir", str(copy), "--data-dir",
+                        str(data), "--levels", "fp32", "--experiments", "single"])
+    out = capsys.readouterr().out
+    assert code == 1 and f"{victim}: skipped (no best weights kept" in out
+    assert not (copy / victim / "evaluation" / "fp32.json").exists()
+    assert (copy / plan.jobs[0].job_id / "evaluation" / "fp32.json").is_file()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--levels", "fp8"], "unknown level 'fp8'"),
+    (["--levels", "fp32,fp32"], "listed twice"),
+    (["--experiments", "nope"], "no experiment named 'nope'"),
+    (["--batch-size", "0"], "--batch-size"),
+])
+def test_evaluate_bad_input_exits_2(study, extra, needle, capsys):
+    manifest, results, data, _ = study
+    code = runner_main(["evaluate", str(manifest), "--results-dir", str(results),
+                        "--data-dir", str(data), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err and len(err.splitlines()) == 1
+
+
+def test_evaluate_missing_manifest_or_results_exits_2(study, tmp_path, capsys):
+    manifest, _, data, _ = study
+    assert runner_main(["evaluate", str(tmp_path / "none.toml")]) == 2
+    assert runner_main(["evaluate", str(manifest), "--results-dir", str(tmp_path / "empty"),
+                        "--data-dir", str(data)]) == 2
+    assert "no results folder" in capsys.readouterr().err
+    with pytest.raises(InputError):
+        parse_levels("")
+
+
+def test_similarity_subcommand_writes_a_valid_file(study, tmp_path, capsys):
+    from stats.rq4 import load_similarity
+
+    manifest, _, data, _ = study
+    out = tmp_path / "sim.json"
+    assert runner_main(["similarity", "--tasks", "bc2gm,gad,biosses", "--data-dir", str(data),
+                        "--out", str(out)]) == 0
+    doc = load_similarity(out)
+    assert doc["tasks"] == ["bc2gm", "gad", "biosses"] and doc["tokenizer"] is None
+    assert "wordpiece_jaccard" not in doc["measures"]
+    # NER and GAD share their words exactly here; biosses has no labels (null with itself)
+    assert doc["measures"]["word_jaccard"][0][1] == pytest.approx(1.0)
+    assert doc["measures"]["label_jaccard"][2][2] is None
+    # --manifest: its tasks and its (local) model's tokenizer, into the study's folder
+    res = tmp_path / "res"
+    assert runner_main(["similarity", "--manifest", str(manifest), "--data-dir", str(data),
+                        "--results-dir", str(res)]) == 0
+    doc = load_similarity(res / "task_similarity.json")
+    assert doc["tasks"] == list(TASKS) and doc["tokenizer"]["path"].endswith("tiny_bert")
+    assert "wordpiece_jaccard" in doc["measures"]
+    capsys.readouterr()
+    assert runner_main(["similarity", "--tasks", "gad"]) == 2            # no --out
+    assert runner_main(["similarity", "--tasks", "gad,nope", "--data-dir", str(data),
+                        "--out", str(tmp_path / "x.json")]) == 2         # no data for 'nope'
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_pairs_run_writes_task_similarity_once(study, tmp_path):
+    _, _, data, _ = study
+    base = ('[study]\nname = "p"\nseeds = [1]\n[[experiments]]\nname = "pairs"\n'
+            'strategy = "multi_task"\nmodels = ["minilm"]\n')
+    pairs = parse_manifest(base + 'task_sets = "pairs"\npair_tasks = ["bc2gm", "gad", "hoc"]\n')
+    one = parse_manifest(base + 'task_sets = [["bc2gm", "gad"]]\n')
+    assert has_pair_experiment(pairs) and not has_pair_experiment(one)
+    res = tmp_path / "p"
+    res.mkdir()
+    assert _after_run(pairs, res, data, 3) == 3                  # unfinished run: nothing
+    assert not (res / "task_similarity.json").exists()
+    assert _after_run(one, res, data, 0) == 0                    # no pairs: nothing
+    assert not (res / "task_similarity.json").exists()
+    assert _after_run(pairs, res, data, 0) == 0
+    doc = json.loads((res / "task_similarity.json").read_text())
+    assert doc["tasks"] == ["bc2gm", "gad", "hoc"]
+    stamp = os.stat(res / "task_similarity.json").st_mtime_ns
+    assert _after_run(pairs, res, data, 0) == 0                  # present: left alone
+    assert os.stat(res / "task_similarity.json").st_mtime_ns == stamp
