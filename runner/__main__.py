@@ -12,11 +12,16 @@
 
 Exit codes: 0 all done, 1 some job failed (the others went on), 2 bad input (one line on
 stderr, nothing written), 3 time budget reached or interrupted: run the same command again.
+A closed stdout (``python -m runner status M | head -2``) ends any command quietly with
+exit 1: not 0, because the reader got only part of the output and, for ``run``, jobs may
+be left (a script with ``set -o pipefail`` must not take that for success), and nonzero as
+a tool killed by SIGPIPE would be; ``run`` gives its claimed job back first.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIME_BUDGET, InputError
@@ -131,6 +136,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:   # whoever read our stdout stopped reading (`| head`)
+        _silence_stdout()
+        return EXIT_FAILED
+
+
+def _silence_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null: Python flushes stdout once more at
+    exit, and that flush into the closed pipe would print "Exception ignored ...
+    BrokenPipeError" on stderr."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):   # replaced by a non-file (tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "prepare":
         from runner.prepare import main as prepare_main  # lazily: only this command needs it

@@ -202,7 +202,14 @@ class _Stop:
 
 
 class _Heartbeat(threading.Thread):
-    """Renews the claim every ``interval`` seconds with the job's latest progress."""
+    """Renews the claim every ``interval`` seconds with the job's latest progress.
+
+    The owner's last word on a claim (``Ledger.release``: "anyone may take it over now")
+    goes to the same heartbeat file, so it must come after this thread's last write:
+    ``stop()`` waits for a beat in flight and no beat starts after it.  Without that, a
+    beat that woke just before the job stopped could rename its "released": false file
+    over the release, and the claim would look held by a live (or, once the process is
+    gone, a dead) owner instead of free."""
 
     def __init__(self, ledger: Ledger, claim: Claim, interval: float, started: float):
         super().__init__(daemon=True, name=f"heartbeat-{claim.job_id}")
@@ -210,21 +217,32 @@ class _Heartbeat(threading.Thread):
         self.progress: dict = {}
         self.lost = False
         self.done = threading.Event()
+        self._writing = threading.Lock()   # held for each beat; stop() takes it too
 
     def beat(self) -> None:
         progress = dict(self.progress)
         progress.setdefault("elapsed_s", round(time.monotonic() - self.started, 1))
         self.ledger.heartbeat(self.claim, progress)
 
+    def stop(self) -> None:
+        """No heartbeat is written once this returns (it waits for one in flight)."""
+        if self.done.is_set():
+            return
+        with self._writing:
+            self.done.set()
+
     def run(self) -> None:
         while not self.done.wait(self.interval):
-            try:
-                if self.ledger.lost(self.claim):
-                    self.lost = True  # another worker took over: stop at the next check
+            with self._writing:
+                if self.done.is_set():   # stopped while this beat waited for the lock
                     return
-                self.beat()
-            except OSError as exc:  # a shared folder hiccup: try again next beat
-                logging.getLogger("runner").warning("heartbeat failed: %s", exc)
+                try:
+                    if self.ledger.lost(self.claim):
+                        self.lost = True  # another worker took over: stop at the next check
+                        return
+                    self.beat()
+                except OSError as exc:  # a shared folder hiccup: try again next beat
+                    logging.getLogger("runner").warning("heartbeat failed: %s", exc)
 
 
 def _job_logger(job: Job, job_dir: Path) -> tuple[logging.Logger, list[logging.Handler]]:
@@ -397,8 +415,17 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
     beat = _Heartbeat(ledger, claim, heartbeat_s, t0)
     logger, handlers = _job_logger(job, job_dir)
     verb = "resuming" if state in ("stale", "interrupted") else "starting"
-    say(f"{verb} {job.job_id} {job.experiment} {job.strategy} {job.model} "
-        f"{'+'.join(job.tasks)} seed {job.seed}")
+    try:
+        say(f"{verb} {job.job_id} {job.experiment} {job.strategy} {job.model} "
+            f"{'+'.join(job.tasks)} seed {job.seed}")
+    except BaseException:
+        # e.g. BrokenPipeError: stdout was closed (`| head`); the job has not started, so
+        # give it back at once instead of leaving a claim that only a lease/pid check frees
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        ledger.release(claim)
+        raise
 
     def should_stop() -> bool:
         return beat.lost or stop()
@@ -429,7 +456,7 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
         except (TypeError, ValueError) as exc:
             raise JobFailed(f"result is not JSON-serialisable: {exc}") from None
     except JobInterrupted as exc:
-        beat.done.set()
+        beat.stop()
         if beat.lost:
             say(f"lost {job.job_id}: another worker took it over")
             return "lost"
@@ -438,7 +465,7 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
         say(f"interrupted {job.job_id} (checkpoint kept)")
         return "interrupted"
     except (InputError, JobFailed, Exception) as exc:
-        beat.done.set()
+        beat.stop()
         reason = str(exc) if isinstance(exc, (InputError, JobFailed)) else \
             f"{type(exc).__name__}: {exc}"
         logger.error("failed: %s", reason, exc_info=not isinstance(exc, (InputError,
@@ -448,11 +475,11 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
         say(f"failed {job.job_id}: {' '.join(reason.split())}")
         return "failed"
     except BaseException:
-        beat.done.set()
+        beat.stop()
         ledger.release(claim, beat.progress)   # Ctrl-C twice: anyone may resume it at once
         raise
     finally:
-        beat.done.set()
+        beat.stop()
         for h in handlers:
             logger.removeHandler(h)
             h.close()

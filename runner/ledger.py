@@ -65,18 +65,29 @@ def _machine_key() -> str:
 MACHINE = _machine_key()
 
 
-def pid_alive(pid: int) -> bool:
+def _pid_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:   # PermissionError: another user's process, alive
         return True
-    except OSError:
-        return True
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    """False once the process has exited, whether or not its parent has reaped it yet."""
+    if not _pid_exists(pid):
+        return False
     try:  # a killed child its parent has not reaped yet is a zombie: dead for us
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")   # X: being reaped
+    except (FileNotFoundError, ProcessLookupError):
+        # Either no procfs here (then the process exists: kill() found it), or a zombie
+        # was reaped between kill() and the read (ENOENT or ESRCH).  Ask kill() again
+        # rather than calling the vanished process alive: that made a dead owner's claim
+        # read "running" for a moment.
+        return _pid_exists(pid)
     except (OSError, IndexError):
         return True
 

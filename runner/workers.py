@@ -19,7 +19,8 @@ parent dies (``die_with_parent``).  The children enforce ``--time-budget`` thems
 (each starts with the budget left); at the budget's end the parent sends SIGTERM to any
 child still running, and SIGKILL ``STOP_GRACE_S`` later.
 Each child's output goes to ``<results>/ledger/workers/<worker_id>.log`` and, prefixed
-with the worker id, to this process's stdout.
+with the worker id, to this process's stdout; when that stdout is closed (``| head``) the
+parent tells the children to checkpoint and stop (SIGTERM), as one signal would.
 
 Exit code: 2 if a worker saw bad input; else 3 if a worker stopped for the budget or a
 signal, or died with jobs left (run again to resume); else 1 if jobs failed; else 0.
@@ -197,9 +198,16 @@ def run_workers(plan: Plan, results_dir: str | Path, child_args: Sequence[str], 
     base = list(command or [sys.executable, "-m", "runner", "run"])
     print_lock = threading.Lock()
 
+    stdout_gone = threading.Event()   # our reader went away (`| head`): BrokenPipeError
+
     def echo(line: str) -> None:
         with print_lock:
-            say(line)
+            if stdout_gone.is_set():
+                return   # every line is still in the worker's log file
+            try:
+                say(line)
+            except BrokenPipeError:   # in a pump thread: tell the main loop, no traceback
+                stdout_gone.set()
 
     procs: list[tuple[WorkerSlot, subprocess.Popen, threading.Thread]] = []
     signals: list[str] = []
@@ -243,6 +251,13 @@ def run_workers(plan: Plan, results_dir: str | Path, child_args: Sequence[str], 
                 proc.send_signal(signal.SIGTERM)
         while any(p.poll() is None for _, p, _ in procs):
             time.sleep(0.2)
+            if stdout_gone.is_set() and "closed stdout" not in signals:
+                # as `python -m runner run` alone stops at its next line of output: the
+                # workers checkpoint and give their jobs back; the entry point exits 1
+                signals.append("closed stdout")
+                for _, proc, _ in procs:
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGTERM)
             elapsed = time.monotonic() - started_at
             if time_budget_s is not None and elapsed > time_budget_s and not budget_kill_sent:
                 # the children should have stopped by now (they checkpoint a margin early)

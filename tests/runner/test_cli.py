@@ -136,3 +136,37 @@ def test_status_shows_progress_and_the_run_command_is_the_default(tmp_path, caps
     assert "all 5 jobs done" in capsys.readouterr().out
     assert main(["status", *args]) == 0
     assert "per state: done 5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["status"], ["plan"], ["--help"], ["run", "--help"]])
+# --help: argparse itself ignores a failed write of the help and exits 0
+def test_a_closed_stdout_ends_any_command_quietly_with_exit_1(command, tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)   # the reader is gone before the first line, as `| head -2` can be
+    args = command if "--help" in command else [
+        *command, str(SMALL), "--data-dir", str(tmp_path), "--results-dir", str(tmp_path / "r")]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "runner", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60,
+                              check=False)
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""          # no traceback, no "Exception ignored ... BrokenPipe"
+    assert proc.returncode == (0 if "--help" in command else 1)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_closed_stdout_during_run_gives_the_claimed_job_back(tmp_path, monkeypatch):
+    monkeypatch.delenv("STANDIN_LOG", raising=False)
+    res = tmp_path / "res"
+    plan = build_plan(load_manifest(SMALL), tmp_path)
+
+    def closed_pipe(msg):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        run_plan(plan, res, job_fn=standin_job, out=closed_pipe, poll_s=0.05)
+    snap = Ledger(res).snapshot(j.job_id for j in plan.jobs)
+    first = plan.jobs[0].job_id
+    assert set(snap.claims) == {first} and snap.claims[first].status == "released"
+    assert not snap.done    # stopped at its first line of output, before running anything

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,8 +16,16 @@ from pathlib import Path
 import pytest
 
 from runner.errors import InputError
-from runner.executor import job_states, parse_time_budget, run_plan, safety_margin_s, status
+from runner.executor import (
+    job_states,
+    parse_time_budget,
+    run_claimed,
+    run_plan,
+    safety_margin_s,
+    status,
+)
 from runner.fsutil import sha256_file
+from runner.jobapi import JobInterrupted
 from runner.ledger import Ledger, Worker
 from runner.manifest import load_manifest
 from runner.plan import build_plan
@@ -270,3 +279,46 @@ def test_a_job_function_returning_garbage_fails_the_job(env):
                if (out / "ledger/failed" / f"{j.job_id}.json").exists()}
     assert reasons and all("JSON" in r for r in reasons)
     assert not any((out / j.job_id / "result.json").exists() for j in plan.jobs)
+
+
+class _SlowBeats(Ledger):
+    """A ledger whose heartbeat thread's write stays in flight until the owner has written
+    its release (or 2 s have passed): the moment a beat that woke just before the job
+    stopped would land on top of the release."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.in_flight, self.released, self.written = (threading.Event(), threading.Event(),
+                                                       threading.Event())
+
+    def heartbeat(self, claim, progress, released=False):
+        if released or not threading.current_thread().name.startswith("heartbeat-"):
+            super().heartbeat(claim, progress, released)
+            return
+        self.in_flight.set()
+        self.released.wait(2.0)
+        super().heartbeat(claim, progress, released)
+        self.written.set()
+
+    def release(self, claim, progress=None):
+        super().release(claim, progress)
+        self.released.set()
+
+
+def test_a_heartbeat_in_flight_never_overwrites_the_release(env):
+    plan = build_plan(load_manifest(SMALL), env["data"])
+    job = plan.jobs[0]
+    ledger = _SlowBeats(env["tmp"] / "r")
+    claim = ledger.try_claim(job.job_id, Worker("a"), None)
+
+    def stops_mid_beat(job, ctx):
+        assert ledger.in_flight.wait(10)   # the heartbeat thread is writing right now
+        raise JobInterrupted("checkpointed")
+
+    outcome = run_claimed(job, claim, "ready", ledger, env["data"], job_fn=stops_mid_beat,
+                          heartbeat_s=0.05, out=lambda msg: None)
+    assert outcome == "interrupted"
+    assert ledger.written.wait(10)         # every heartbeat write has landed by now
+    seen = ledger.snapshot([job.job_id]).claims[job.job_id]
+    assert seen.status == "released", seen   # not "running": the release is the last word
+    assert ledger.try_claim(job.job_id, Worker("b"), seen) is not None   # free at once

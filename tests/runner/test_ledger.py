@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
 
-from runner.ledger import MACHINE, Ledger, Worker
+import pytest
+
+import runner.ledger
+from runner.ledger import MACHINE, Ledger, Worker, pid_alive
 
 JOB = "0123456789ab"
 
@@ -82,6 +86,33 @@ def test_a_dead_local_process_frees_its_claim_without_waiting_for_the_lease(tmp_
             "machine": MACHINE, "claimed_at": time.time(), "lease_s": 120.0}
     (ledger.claims / f"{JOB}.0.claim").write_text(json.dumps(info))
     assert ledger.snapshot([JOB]).claims[JOB].status == "stale"
+
+
+@pytest.mark.parametrize("vanished", [FileNotFoundError, ProcessLookupError])
+def test_a_zombie_reaped_between_the_two_looks_is_dead(vanished, monkeypatch):
+    """kill(pid, 0) still finds the zombie, then its new parent reaps it before
+    /proc/<pid>/stat is read (ENOENT or ESRCH): dead, not "alive" by default."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()                                   # exited and reaped: the pid is free
+    real_kill, kills = os.kill, []
+
+    def kill_once_finds_it(pid, sig):
+        kills.append(pid)
+        if len(kills) > 1:
+            return real_kill(pid, sig)
+
+    class ReapedPath(type(runner.ledger.Path())):
+        def read_text(self, *args, **kwargs):
+            raise vanished(f"{self} vanished")
+
+    monkeypatch.setattr(runner.ledger.os, "kill", kill_once_finds_it)
+    monkeypatch.setattr(runner.ledger, "Path", ReapedPath)
+    assert pid_alive(proc.pid) is False
+    assert kills == [proc.pid, proc.pid]          # it asked kill() again before deciding
+    monkeypatch.undo()
+    assert pid_alive(os.getpid()) is True         # the fallback keeps live processes alive
+    monkeypatch.setattr(runner.ledger, "Path", ReapedPath)   # e.g. no procfs at all
+    assert pid_alive(os.getpid()) is True
 
 
 def test_release_failure_and_finish(tmp_path):
