@@ -17,6 +17,19 @@ Schema (see ``manifests/demo.toml`` for a commented example)::
         token_controlled  reference (a multi_task experiment), parity "total" | "per_task"
                           (one job per task of each referenced job; same models and seeds)
       + any hyperparameter, overriding [defaults] for this experiment only.
+      + adapter (RQ2): a table {method = "lora", r, alpha, dropout, target_modules}, in
+        [defaults] or per experiment (runner.adapters.settings_from_table); absent = full
+        fine-tuning (config.adapter = null, so older job ids are unchanged).
+      + adapter_match = "<multi_task experiment>" (single_task only): one LoRA per task whose
+        rank is chosen at plan time so that its trainable parameters (LoRA + the task's head)
+        are closest to the multi-task job's (shared LoRA + all its heads); the adapter's
+        target_modules, dropout and alpha / r come from that experiment.
+      + heldout = true: after the job, evaluate its encoder on the [heldout] tasks.
+    [heldout]          tasks (held-out task names), seeds (default [1]), max_steps (200),
+                       max_train_examples (1000), max_eval_examples ("none"),
+                       learning_rate (1e-3), train_mode "head" | "head_and_adapter" ("head"):
+                       a fresh head (and the adapter) trained for this fixed budget per task
+                       and seed; applies only to experiments that say heldout = true.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -106,6 +119,12 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad(f"expected true or false, got {v!r}")
+    return v
+
+
 def _optional_int(lo: int) -> Callable[[Any], int | None]:
     inner = _int(lo)
 
@@ -155,6 +174,18 @@ HYPERPARAMETERS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "temperature": (_float(0.0, 1000.0, True), 1.0),
     "examples_cap": (_optional_int(1), None),
     "max_steps": (_optional_int(1), None),          # optimizer steps; demos and tests
+    # torch.compile the encoder (CUDA only; ignored on CPU): how, not what, so not in job ids
+    "compile": (_bool, False),
+}
+# RQ2 held-out evaluation ([heldout] table): key -> (check, default).
+HELDOUT_TASKS = ("ncbi_disease", "bc5cdr_chem", "bc5cdr_disease", "s800", "linnaeus")
+HELDOUT_TRAIN_MODES = ("head", "head_and_adapter")
+HELDOUT_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "max_steps": (_int(1), 200),                    # optimizer steps of the fresh head
+    "max_train_examples": (_int(1), 1000),          # training subset of the held-out task
+    "max_eval_examples": (_optional_int(1), None),  # cap on its validation and test examples
+    "learning_rate": (_float(0.0, 1.0, True), 1e-3),  # a fresh head needs more than 2e-5
+    "train_mode": (_choice(HELDOUT_TRAIN_MODES), "head"),
 }
 # Only multi-task jobs sample between tasks.
 SAMPLING_KEYS = ("sampling", "temperature", "examples_cap")
@@ -179,6 +210,9 @@ class Experiment:
     parity: str | None                      # token_controlled: "total" | "per_task"
     overrides: Mapping[str, Any]            # validated hyperparameters for this experiment
     line: int | None = None
+    adapter: Any = None                     # LoraSettings (own table, else [defaults]) | None
+    adapter_match: str | None = None        # single_task: multi_task experiment to match
+    heldout: bool = False                   # evaluate on the [heldout] tasks after the job
 
     @property
     def experiment_type(self) -> str:
@@ -192,6 +226,7 @@ class Manifest:
     defaults: Mapping[str, Any]   # validated [defaults] (only the keys that were given)
     models: Mapping[str, str]     # [models] aliases added by this manifest
     experiments: tuple[Experiment, ...]
+    heldout: Mapping[str, Any] | None = None  # resolved [heldout] settings (JSON-ready)
 
     def experiment(self, name: str) -> Experiment:
         for exp in self.experiments:
@@ -215,7 +250,12 @@ class Manifest:
             # multi-task sampling in [defaults] never renames single-task jobs.
             for key in SAMPLING_KEYS:
                 cfg[key] = HYPERPARAMETERS[key][1]
-        cfg["adapter"] = None  # reserved for adapter experiments (issue 6)
+        # adapter_match experiments get theirs (rank matched) from runner.plan
+        cfg["adapter"] = None if exp.adapter is None else exp.adapter.to_dict()
+        if exp.heldout and self.heldout is not None:
+            # only where asked: other jobs keep the config (and the job id) they had
+            cfg["heldout"] = {k: (list(v) if isinstance(v, tuple) else v)
+                              for k, v in self.heldout.items()}
         return cfg
 
 
@@ -370,7 +410,8 @@ class _Parser:
             out[alias] = self.string(target, ("models", alias))
         return MappingProxyType(out)
 
-    def experiment(self, raw: Any, idx: int, models: tuple[str, ...]) -> Experiment:
+    def experiment(self, raw: Any, idx: int, models: tuple[str, ...],
+                   default_adapter: Any = None) -> Experiment:
         path = ("experiments", idx)
         if not isinstance(raw, dict):
             raise self.error(path, "expected a table")
@@ -382,13 +423,10 @@ class _Parser:
             _choice(STRATEGIES)(strategy)
         except _Bad as bad:
             raise self.error(path + ("strategy",), str(bad)) from None
-        if "adapter" in raw:
-            raise self.error(path + ("adapter",), "adapter experiments are not supported yet "
-                             "(a later version defines them); remove this key")
         hyper_keys = [k for k in HYPERPARAMETERS
                       if strategy == "multi_task" or k not in SAMPLING_KEYS]
         structural = {
-            "single_task": ("name", "strategy", "models", "tasks"),
+            "single_task": ("name", "strategy", "models", "tasks", "adapter_match"),
             "multi_task": ("name", "strategy", "models", "task_sets", "pair_tasks"),
             "token_controlled": ("name", "strategy", "reference", "parity"),
         }[strategy]
@@ -405,7 +443,8 @@ class _Parser:
             if key in SAMPLING_KEYS and strategy != "multi_task":
                 raise self.error(path + (key,), "sampling settings apply to multi_task "
                                  "experiments only")
-        self.table(raw, path, tuple(structural) + tuple(hyper_keys), required)
+        self.table(raw, path, tuple(structural) + ("adapter", "heldout") + tuple(hyper_keys),
+                   required)
         name = self.string(raw["name"], path + ("name",), _NAME_RE)
         overrides = self.hyper(raw, path)
         exp_models: tuple[str, ...] = ()
@@ -425,9 +464,57 @@ class _Parser:
                 _choice(PARITIES)(parity)
             except _Bad as bad:
                 raise self.error(path + ("parity",), str(bad)) from None
+        adapter = self.adapter(raw["adapter"], path + ("adapter",)) if "adapter" in raw \
+            else default_adapter
+        adapter_match = None
+        if "adapter_match" in raw:
+            adapter_match = self.string(raw["adapter_match"], path + ("adapter_match",))
+            if "adapter" in raw:
+                raise self.error(path + ("adapter",), "not allowed with adapter_match: the "
+                                 "adapter comes from the matched multi_task experiment (its "
+                                 "target_modules, dropout and alpha / r; r is matched)")
+            adapter = None  # set from the matched experiment once all are parsed
+        heldout = raw.get("heldout", False)
+        if not isinstance(heldout, bool):
+            raise self.error(path + ("heldout",), f"expected true or false, got {heldout!r}")
         return Experiment(name=name, strategy=strategy, models=exp_models,
                           task_sets=task_sets, reference=reference, parity=parity,
-                          overrides=overrides, line=self.lines.line(path))
+                          overrides=overrides, line=self.lines.line(path), adapter=adapter,
+                          adapter_match=adapter_match, heldout=heldout)
+
+    def adapter(self, value: Any, path: tuple):
+        from runner.adapters import ADAPTER_KEYS, settings_from_table
+
+        self.table(value, path, ADAPTER_KEYS, ("r",))  # unknown keys with a "did you mean"
+        try:
+            return settings_from_table(value, self.file, where=_path_text(path))
+        except InputError as err:
+            raise InputError(self.file, err.message, where=err.where,
+                             line=self.lines.line(path)) from None
+
+    def heldout(self, doc: dict) -> Mapping[str, Any] | None:
+        if "heldout" not in doc:
+            return None
+        path = ("heldout",)
+        raw = self.table(doc["heldout"], path, ("tasks", "seeds") + tuple(HELDOUT_KEYS),
+                         ("tasks",))
+        out: dict[str, Any] = {"tasks": list(self.str_list(raw["tasks"], path + ("tasks",),
+                                                           HELDOUT_TASKS, "held-out task"))}
+        seeds = raw.get("seeds", [1])
+        if not isinstance(seeds, list) or not seeds:
+            raise self.error(path + ("seeds",), f"expected a non-empty list of integers, "
+                             f"got {seeds!r}")
+        for i, s in enumerate(seeds):
+            if not _is_int(s) or not 0 <= s < 2**32 or s in seeds[:i]:
+                raise self.error(path + ("seeds", i), f"expected distinct integers in "
+                                 f"[0, 2**32), got {s!r}")
+        out["seeds"] = [int(s) for s in seeds]
+        for key, (check, default) in HELDOUT_KEYS.items():
+            try:
+                out[key] = check(raw[key]) if key in raw else default
+            except _Bad as bad:
+                raise self.error(path + (key,), str(bad)) from None
+        return MappingProxyType(out)
 
     def task_sets(self, raw: dict, path: tuple) -> tuple[tuple[str, ...], ...]:
         value = raw["task_sets"]
@@ -458,18 +545,18 @@ class _Parser:
         return tuple(out)
 
     def manifest(self, doc: dict) -> Manifest:
-        top = ("study", "defaults", "models", "experiments")
+        top = ("study", "defaults", "models", "experiments", "heldout")
         for key in doc:
             if key not in top:
                 raise self.error((key,), f"unknown table{_did_you_mean(key, top)}; expected "
                                  f"one of: {', '.join(top)}")
         study = self.study(doc)
         defaults_raw = doc.get("defaults", {})
-        if "adapter" in (defaults_raw if isinstance(defaults_raw, dict) else {}):
-            raise self.error(("defaults", "adapter"), "adapter experiments are not supported "
-                             "yet (a later version defines them); remove this key")
-        self.table(defaults_raw, ("defaults",), tuple(HYPERPARAMETERS))
+        self.table(defaults_raw, ("defaults",), tuple(HYPERPARAMETERS) + ("adapter",))
         defaults = self.hyper(defaults_raw, ("defaults",))
+        default_adapter = (self.adapter(defaults_raw["adapter"], ("defaults", "adapter"))
+                           if "adapter" in defaults_raw else None)
+        heldout = self.heldout(doc)
         models = self.models(doc)
         aliases = tuple(known_aliases(models))
         raw_exps = doc.get("experiments")
@@ -480,7 +567,7 @@ class _Parser:
                              "(an array of tables, each with a name)")
         experiments: list[Experiment] = []
         for i, raw in enumerate(raw_exps):
-            exp = self.experiment(raw, i, aliases)
+            exp = self.experiment(raw, i, aliases, default_adapter)
             if any(e.name == exp.name for e in experiments):
                 raise self.error(("experiments", i, "name"),
                                  f"duplicate experiment name {exp.name!r}")
@@ -499,10 +586,8 @@ class _Parser:
             if ref.strategy != "multi_task":
                 raise self.error(where, f"experiment {ref.name!r} is {ref.strategy}; expected "
                                  f"the name of a multi_task experiment")
-            experiments[i] = Experiment(
-                name=exp.name, strategy=exp.strategy, models=ref.models,
-                task_sets=ref.task_sets, reference=exp.reference, parity=exp.parity,
-                overrides=exp.overrides, line=exp.line)
+            experiments[i] = replace(exp, models=ref.models, task_sets=ref.task_sets)
+        self.rq2_links(experiments, by_name, heldout)
         for i, exp in enumerate(experiments):
             cfg = {**defaults, **exp.overrides}
             if exp.strategy != "multi_task":
@@ -515,7 +600,40 @@ class _Parser:
                 raise self.error(where + ("temperature",), "sampling = \"temperature\" needs "
                                  "temperature = T (T > 0; 1 = proportional)")
         return Manifest(path=self.file, study=study, defaults=defaults, models=models,
-                        experiments=tuple(experiments))
+                        experiments=tuple(experiments), heldout=heldout)
+
+    def rq2_links(self, experiments: list[Experiment], by_name: dict, heldout) -> None:
+        """adapter_match references and heldout = true, checked once every experiment is
+        parsed (in place: a matched experiment takes its adapter from the reference)."""
+        for i, exp in enumerate(experiments):
+            if exp.adapter_match is not None:
+                where = ("experiments", i, "adapter_match")
+                ref = by_name.get(exp.adapter_match)
+                names = [e.name for e in experiments if e.strategy == "multi_task"]
+                if ref is None or ref.strategy != "multi_task":
+                    what = "no experiment named" if ref is None else "not a multi_task experiment:"
+                    raise self.error(where, f"{what} {exp.adapter_match!r}"
+                                     f"{_did_you_mean(exp.adapter_match, names)}; expected the "
+                                     f"name of a multi_task experiment with an adapter")
+                if ref.adapter is None:
+                    raise self.error(where, f"multi_task experiment {ref.name!r} has no adapter "
+                                     f"to match (add an adapter table to it or to [defaults])")
+                if len(ref.task_sets) != 1:
+                    raise self.error(where, f"multi_task experiment {ref.name!r} has "
+                                     f"{len(ref.task_sets)} task sets; matching needs exactly one")
+                missing = [m for m in exp.models if m not in ref.models]
+                if missing:
+                    raise self.error(where, f"model(s) {', '.join(missing)} are not in "
+                                     f"experiment {ref.name!r}, so there is nothing to match")
+                experiments[i] = exp = replace(exp, adapter=ref.adapter)
+            if exp.heldout:
+                where = ("experiments", i, "heldout")
+                if heldout is None:
+                    raise self.error(where, "heldout = true needs a [heldout] table (tasks, "
+                                     "seeds, max_steps, ...)")
+                if heldout["train_mode"] == "head_and_adapter" and exp.adapter is None:
+                    raise self.error(where, "[heldout] train_mode = \"head_and_adapter\" needs "
+                                     "an adapter on this experiment")
 
 
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column \d+\)")

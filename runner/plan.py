@@ -3,18 +3,25 @@
 ``job_id`` = the first 12 hex digits of sha256(canonical_json(identity)), where identity is
 
     {"strategy", "model" (hub id or path as written, never a machine's absolute path),
-     "tasks", "seed", "config" (every resolved hyperparameter except checkpoint_every_s,
-     which changes when state is saved, not what is computed), "parity",
+     "tasks", "seed", "config" (every resolved hyperparameter except checkpoint_every_s and
+     compile, which change when state is saved and how fast, not what is computed), "parity",
      "reference_job" (token_controlled: the multi-task job's id), "data_checksums"}
 
 Never the experiment name, its position or a counter: re-ordering or extending a
 manifest, or renaming an experiment, never renames a finished job.  The data checksums
 are the lines of ``<data_dir>/SHA256SUMS`` for the job's tasks ({} where the file is
 absent, e.g. before ``python -m runner prepare``).
+
+Adapter jobs (RQ2) carry ``config.adapter``; a single_task experiment with ``adapter_match``
+gets, per model and task, the LoRA rank whose trainable parameters (LoRA + the task's head)
+are closest to the matched multi-task job's (shared LoRA + all its heads), computed here from
+the encoder's config (``runner.adapters.match_rank``), and records it as
+``config.adapter.matched_to`` (so the matched multi-task job id is part of the identity).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +32,9 @@ from runner.fsutil import canonical_json
 from runner.manifest import Manifest
 from runner.models_registry import model_key, resolve_model
 
-# Saved-state cadence (seconds): how often, not what, so not part of a job's identity.
-NOT_IN_ID = ("checkpoint_every_s",)
+# Saved-state cadence (seconds) and torch.compile: how often and how fast, not what, so not
+# part of a job's identity.
+NOT_IN_ID = ("checkpoint_every_s", "compile")
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,46 @@ def _fast_id(config: str, data_checksums: str, model: str, parity: str, referenc
 
 
 def _copy(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Each job its own config (the only nested value is max_train_examples)."""
-    return {**cfg, "max_train_examples": dict(cfg["max_train_examples"])}
+    """Each job its own config (nested: max_train_examples, adapter, heldout)."""
+    return copy.deepcopy(cfg)
+
+
+# Offline shapes of the built-in hub models (all BERT-base: 12 layers, hidden 768, FFN 3072).
+# LoRA on Linear layers and the heads do not depend on the vocabulary, so these give the same
+# parameter counts as the hub configs; used only when AutoConfig cannot load them locally.
+BERT_BASE_SHAPE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                   "intermediate_size": 3072}
+OFFLINE_SHAPES = {"bert-base-uncased": BERT_BASE_SHAPE, "dmis-lab/biobert-v1.1": BERT_BASE_SHAPE,
+                  "allenai/scibert_scivocab_uncased": BERT_BASE_SHAPE,
+                  "microsoft/BiomedNLP-PubMedBERT-base-uncased-abstract": BERT_BASE_SHAPE}
+
+
+def encoder_config(model_name: str, key: str, file: str, where: str):
+    """The encoder's transformers config, from a local folder or the local hub cache only
+    (planning never downloads); the built-in BERT-base models fall back to their known shape;
+    anything else that cannot be loaded is an InputError naming the model."""
+    from transformers import AutoConfig, BertConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_name, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        if key in OFFLINE_SHAPES:
+            return BertConfig(**OFFLINE_SHAPES[key])
+        raise InputError(file, f"adapter_match needs the config of model {key!r} "
+                         f"({model_name}) at plan time, and it cannot be loaded offline "
+                         f"({str(exc).splitlines()[0][:120]}); download it first or use a "
+                         f"local path", where=where) from None
+
+
+def head_parameters(task: str, hidden: int) -> int:
+    """Parameters of a task's head (runner.engine.model): ner: Linear(hidden, n);
+    others: Linear(hidden, hidden) + Linear(hidden, n); n = 1 for regression."""
+    from runner.tasks import get_task
+
+    spec = get_task(task)
+    n = 1 if spec.kind == "regression" else len(spec.labels)
+    out = hidden * n + n
+    return out if spec.kind == "ner" else out + hidden * hidden + hidden
 
 
 def build_plan(manifest: Manifest, data_dir: str | Path = "data") -> Plan:
@@ -154,7 +200,41 @@ def build_plan(manifest: Manifest, data_dir: str | Path = "data") -> Plan:
     # token_controlled jobs need their reference's ids: build multi_task jobs first,
     # then emit everything in manifest order.
     by_exp: dict[str, list[Job]] = {}
-    ordered = sorted(manifest.experiments, key=lambda e: e.strategy == "token_controlled")
+    # adapter_match experiments need the matched multi-task job ids too.
+    ordered = sorted(manifest.experiments, key=lambda e: e.strategy == "token_controlled"
+                     or e.adapter_match is not None)
+    matches: dict[tuple, Any] = {}
+
+    def matched_adapter(exp, alias, task, seed) -> dict[str, Any]:
+        """exp's adapter with r matched to the multi-task job of this model and seed."""
+        from runner.adapters import lora_trainable, match_rank
+
+        ref_exp = manifest.experiment(exp.adapter_match)
+        (ref_set,) = ref_exp.task_sets
+        ref = mt_ids[(ref_exp.name, seed, alias, ref_set)]
+        where = f"experiments.{exp.name}.adapter_match"
+        key = (exp.name, alias, task)
+        if key not in matches:
+            settings = ref_exp.adapter
+            conf = encoder_config(resolve_model(alias, manifest.models),
+                                  model_key(alias, manifest.models), manifest.path, where)
+            hidden = int(conf.hidden_size)
+            target = lora_trainable(conf, settings.target_modules, settings.r,
+                                    sum(head_parameters(t, hidden) for t in ref_set))
+            try:
+                m = match_rank(target, conf, settings.target_modules,
+                               head_parameters(task, hidden))
+            except InputError as err:
+                raise InputError(manifest.path, err.message, where=where) from None
+            matches[key] = (settings, m)
+        settings, m = matches[key]
+        out = settings.to_dict()
+        # alpha / r (the update's scale) stays the matched experiment's
+        out["r"], out["alpha"] = m.r, settings.alpha * m.r / settings.r
+        out["matched_to"] = {"experiment": ref_exp.name, "job_id": ref.job_id,
+                             "target_trainable": m.target_trainable, "trainable": m.trainable,
+                             "relative_gap": m.relative_gap}
+        return out
     for exp in ordered:
         out: list[Job] = by_exp.setdefault(exp.name, [])
         for seed in manifest.study.seeds:
@@ -163,6 +243,11 @@ def build_plan(manifest: Manifest, data_dir: str | Path = "data") -> Plan:
                 for task_set in exp.task_sets:
                     if exp.strategy != "token_controlled":
                         cfg, cfg_json, tasks_json = config(exp, task_set)
+                        if exp.adapter_match is not None:
+                            cfg = {**cfg, "adapter": matched_adapter(exp, alias, task_set[0],
+                                                                     seed)}
+                            cfg_json = canonical_json({k: v for k, v in cfg.items()
+                                                       if k not in NOT_IN_ID})
                         data, data_json = checksums(task_set)
                         job_id = _fast_id(config=cfg_json, data_checksums=data_json,
                                           model=key_name, parity="null", reference_job="null",

@@ -1,8 +1,12 @@
 """``run_job(job, ctx)``: what one planned job computes, from prepared data to result dict.
 
 resolve the job -> load and tokenise its data -> train (resuming from the newest intact
-checkpoint) -> test the best weights -> ``predictions/<task>.parquet`` -> return the result dict
-of results/README.md (the executor writes it as ``result.json``, last).
+checkpoint) -> test the best weights -> ``predictions/<task>.parquet`` -> held-out evaluation
+(RQ2, ``config.heldout``: runner.engine.heldout) -> return the result dict of results/README.md
+(the executor writes it as ``result.json``, last).
+
+``config.adapter`` (RQ2): the encoder is wrapped with LoRA before training, so only the adapter
+and the task heads train (multi-task jobs: one adapter shared by every task head).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import torch
 import runner
 from runner.engine import checkpoint as ckpt
 from runner.engine.batching import effective_max_length, encode_split
-from runner.engine.model import build_model, parameter_counts
+from runner.engine.heldout import run_heldout
+from runner.engine.model import apply_adapter, build_model, parameter_counts
 from runner.engine.train import (
     TrainSetup,
     TrainTask,
@@ -165,7 +170,9 @@ def run_job(job, ctx) -> dict:
     if target is not None and target <= 0:
         raise JobFailed(f"token target {target} from {job.depends_on[0]} is not positive")
 
-    tokenizer = _load_tokenizer(job.model_name, any(s.kind == "ner" for s in specs.values()))
+    heldout_kinds = [get_task(t).kind for t in (cfg.get("heldout") or {}).get("tasks", ())]
+    tokenizer = _load_tokenizer(job.model_name, any(s.kind == "ner" for s in specs.values())
+                                or "ner" in heldout_kinds)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     # data: subsets are fixed (seed 0), tokenised once, unpadded
@@ -193,6 +200,10 @@ def run_job(job, ctx) -> dict:
         except OSError as exc:
             raise JobFailed(f"model not found: {job.model_name} "
                             f"({str(exc).splitlines()[0][:160]})") from None
+        apply_adapter(model, cfg.get("adapter"))
+        if cfg.get("compile") and device.type == "cuda":
+            # in place: the state_dict keys (checkpoints, best/) stay those of the plain model
+            model.encoder.compile()
         setup = TrainSetup(job.strategy, tasks, cfg, int(job.seed), device, pad_id, ckpt_root,
                            evaluate, batch_size, accumulation, target)
         try:
@@ -249,6 +260,22 @@ def run_job(job, ctx) -> dict:
         test_results["eval_primary_mean"] = float(np.mean(
             [pt["metrics"][pt["primary_metric"]] for pt in per_task.values()]))
 
+    def provenance(precision_dtype) -> dict:
+        return {"runner_version": runner.__version__, "git_commit": _git_commit(),
+                "torch": torch.__version__, "transformers": _transformers_version(),
+                "python": platform.python_version(), "device": _device_name(device),
+                "precision": (str(precision_dtype).replace("torch.", "") if precision_dtype
+                              else "float32"),
+                "data_checksums": dict(job.data_checksums),
+                "started_at": started_at, "finished_at": _now()}
+
+    # RQ2: the encoder on held-out tasks.  The training checkpoint (finished) is kept until
+    # this is done, so a stop here resumes without retraining.
+    model_params = parameter_counts(model)
+    run_heldout(job, ctx, model, tokenizer, pad_id, device, get_task=get_task,
+                load_split=load_split, evaluate=evaluate, subsample=_subsample,
+                seed_all=_seed_all, provenance=provenance)
+
     examples = sum(progress.examples_per_task.values())
     result_config = dict(cfg)
     if target is not None:
@@ -269,7 +296,7 @@ def run_job(job, ctx) -> dict:
                    "test_samples": len(frames[name]["encoded_test"]),
                    "num_labels": 1 if t.spec.kind == "regression" else len(t.spec.labels)}
             for name, t in tasks.items()},
-        "model_params": parameter_counts(model),
+        "model_params": model_params,
         "train_results": {
             "train_loss": progress.train_loss_sum / max(1, progress.micro_steps),
             "train_runtime": round(progress.train_seconds, 3),
@@ -286,13 +313,7 @@ def run_job(job, ctx) -> dict:
         "tokens_per_task": {k: int(v) for k, v in progress.tokens_per_task.items()},
         "per_task": per_task,
         "validation_history": progress.validation_history,
-        "provenance": {
-            "runner_version": runner.__version__, "git_commit": _git_commit(),
-            "torch": torch.__version__, "transformers": _transformers_version(),
-            "python": platform.python_version(), "device": _device_name(device),
-            "precision": str(dtype).replace("torch.", "") if dtype else "float32",
-            "data_checksums": dict(job.data_checksums),
-            "started_at": started_at, "finished_at": _now()},
+        "provenance": provenance(dtype),
     }
     if job.strategy == "multi_task":
         total_batches = max(1, sum(progress.batches_per_task.values()))

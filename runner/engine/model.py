@@ -98,10 +98,18 @@ def load_encoder(model_name: str) -> nn.Module:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        try:
-            return AutoModel.from_pretrained(model_name, add_pooling_layer=False)
-        except TypeError:  # architectures without a pooler do not take the argument
-            return AutoModel.from_pretrained(model_name)
+        # PyTorch's fused scaled-dot-product attention where the architecture has it (the
+        # default in recent transformers); older versions / other architectures: their default
+        for attn in ({"attn_implementation": "sdpa"}, {}):
+            try:
+                try:
+                    return AutoModel.from_pretrained(model_name, add_pooling_layer=False, **attn)
+                except TypeError:  # architectures without a pooler do not take the argument
+                    return AutoModel.from_pretrained(model_name, **attn)
+            except (ValueError, ImportError):
+                if not attn:
+                    raise
+        raise AssertionError("unreachable")
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
@@ -112,6 +120,27 @@ def build_model(model_name: str, specs: dict) -> MultiTaskModel:
     """The job's model: pretrained encoder + freshly initialised heads.  Raises ``OSError``
     when ``model_name`` is neither a local model folder nor a cached/downloadable hub id."""
     return MultiTaskModel(load_encoder(model_name), specs)
+
+
+def adapter_settings(adapter: dict | None):
+    """``config.adapter`` (matched_to and all) -> LoraSettings, or None for full fine-tuning."""
+    if not adapter:
+        return None
+    from runner.adapters import settings_from_table
+
+    return settings_from_table({k: v for k, v in adapter.items() if k != "matched_to"})
+
+
+def apply_adapter(model: MultiTaskModel, adapter: dict | None) -> MultiTaskModel:
+    """Wrap the encoder with LoRA (base weights frozen; LoRA A/B and every head trainable).
+    Multi-task jobs thus share one adapter across their task heads; single-task jobs have one
+    adapter for their one task.  No-op when ``adapter`` is None."""
+    settings = adapter_settings(adapter)
+    if settings is not None:
+        from runner.adapters import apply_lora
+
+        model.encoder = apply_lora(model.encoder, settings)
+    return model
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
