@@ -14,9 +14,10 @@ The executor calls ``job_fn(job, ctx)`` for a claimed job.  The job function
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 
 class JobInterrupted(Exception):
