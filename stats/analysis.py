@@ -60,6 +60,20 @@ class Study:
 
     def __post_init__(self) -> None:
         self.by_id = {j.job_id: j for j in self.jobs}
+        # A multi-task experiment with several task sets (the methodology's four
+        # combinations in one experiment) is several systems: BC2GM trained with JNLPBA is
+        # not BC2GM trained with all eight.  Such jobs are named "<experiment>[a+b]".
+        sets: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+        for j in self.jobs:
+            if j.strategy == MT:
+                sets[j.experiment].add(tuple(j.tasks))
+        self.label = {j.job_id: (f"{j.experiment}[{'+'.join(j.tasks)}]"
+                                 if j.strategy == MT and len(sets[j.experiment]) > 1
+                                 else j.experiment) for j in self.jobs}
+
+    def system(self, job: JobResult) -> str:
+        """The experiment name a job's system goes by (task set added where needed)."""
+        return self.label.get(job.job_id, job.experiment)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -72,7 +86,7 @@ class Study:
         """seed -> job of one system (first job id wins if a seed was run twice)."""
         out: dict[int, JobResult] = {}
         for job in sorted(self.jobs, key=lambda j: j.job_id):
-            if (job.model, job.strategy, job.experiment) == (model, strategy, experiment) \
+            if (job.model, job.strategy, self.system(job)) == (model, strategy, experiment) \
                     and task in job.per_task:
                 if job.seed in out:
                     self.note(f"{model}/{experiment}/{task}: seed {job.seed} run twice "
@@ -82,11 +96,11 @@ class Study:
         return out
 
     def experiments(self, model: str, strategy: str) -> list[str]:
-        return sorted({j.experiment for j in self.jobs
+        return sorted({self.system(j) for j in self.jobs
                        if j.model == model and j.strategy == strategy})
 
     def tasks_of(self, model: str, strategy: str, experiment: str) -> list[str]:
-        return sorted({t for j in self.jobs if (j.model, j.strategy, j.experiment)
+        return sorted({t for j in self.jobs if (j.model, j.strategy, self.system(j))
                        == (model, strategy, experiment) for t in j.tasks})
 
     def models(self) -> list[str]:
@@ -434,10 +448,10 @@ def rq5_groups(study: Study, multitask: list[dict[str, Any]],
                 continue
             if task not in mt.per_task:
                 orphans.append(_na_row(tc.model, task, f"reference job {ref} did not train "
-                                       f"{task}", multi_task_experiment=mt.experiment,
+                                       f"{task}", multi_task_experiment=study.system(mt),
                                        verdict=tests.NOT_SHOWN))
                 continue
-            key = (mt.model, mt.experiment, task)
+            key = (mt.model, study.system(mt), task)
             if mt.seed in matched[key]:
                 study.note(f"{key}: two token-controlled jobs reference {mt.job_id}; "
                            f"using {matched[key][mt.seed][1].job_id}")

@@ -159,3 +159,22 @@ def test_task_level_resample_cache_gives_the_same_numbers(tmp_path):
                     rows(plain.rq5, "chemprot") + rows(plain.multitask, "bc2gm")):
         assert a["paired_bootstrap"] == b["paired_bootstrap"]
     assert analysis._task_resamples(plain_study, "bc2gm") is None
+
+
+def test_one_multi_task_experiment_with_overlapping_task_sets_is_several_systems(tmp_path):
+    # phase2/phase3 declare their four combinations as one experiment: BC2GM trained with
+    # ChemProt and BC2GM trained with BIOSSES are different systems and must not be merged
+    write_study(tmp_path, Design(tasks=("bc2gm", "chemprot"), mt_gain={"bc2gm": 0.03}))
+    write_study(tmp_path, Design(tasks=("bc2gm", "biosses"), rng_seed=7))
+    loaded = load_results([tmp_path])
+    study = Study(loaded.jobs, loaded.skipped, Options(resamples=50))
+    systems = study.experiments("tiny", "multi_task")
+    assert systems == ["mt_all[bc2gm+biosses]", "mt_all[bc2gm+chemprot]"]
+    for name in systems:
+        assert sorted(study.runs("tiny", "multi_task", name, "bc2gm")) == [1, 2, 3, 4, 5]
+    assert not any("run twice" in n for n in study.notes)
+    an = analyse(study)
+    rows = {(f["multi_task_experiment"], r["task"])
+            for f in an.rq5 for r in f["rows"] if r.get("multi_task_experiment")}
+    assert ("mt_all[bc2gm+chemprot]", "chemprot") in rows
+    assert ("mt_all[bc2gm+biosses]", "biosses") in rows
