@@ -174,18 +174,6 @@ def _subsample(df, n: int | None):
     return df.sample(n=int(n), random_state=SUBSAMPLE_SEED).sort_index().reset_index(drop=True)
 
 
-def _load_tokenizer(model_name: str, needs_words: bool):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_name)
-    if needs_words:
-        try:
-            tok([["a"]], is_split_into_words=True)
-        except ValueError:  # byte-level BPE (RoBERTa) needs a prefix space for pre-split words
-            tok = AutoTokenizer.from_pretrained(model_name, add_prefix_space=True)
-    return tok
-
-
 def rebuild_model(job, specs: dict, state: dict):
     """The job's architecture with ``state`` loaded, fp32 on CPU, in eval mode.
 
@@ -222,10 +210,15 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
         return "no best weights kept (checkpoints/best/ missing or failing its checksum)"
     best_meta, state = best
     specs = {name: get_task(name) for name in job.tasks}
+    # the engine's own loader (imported here: it imports torch), so evaluation
+    # tokenizes exactly as training did
+    from runner.engine.job import _load_tokenizer as load_tokenizer
+    from runner.jobapi import JobFailed
+
     try:
-        tokenizer = _load_tokenizer(job.model_name, any(s.kind == "ner" for s in specs.values()))
+        tokenizer = load_tokenizer(job.model_name, any(s.kind == "ner" for s in specs.values()))
         model = rebuild_model(job, specs, state)
-    except (OSError, RuntimeError, KeyError) as exc:
+    except (OSError, RuntimeError, KeyError, JobFailed) as exc:
         return f"cannot rebuild the model ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]})"
     max_eval = job.config.get("max_eval_examples")
     cap = max_eval if max_test_examples is None else (
