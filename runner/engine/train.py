@@ -9,7 +9,8 @@ Read top to bottom:
    Token-controlled jobs trim the batch that would overshoot the target.  The real tokens of
    each batch (attention-mask sum) are added to the task's counter right where the batch is fed.
 3. Every ``eval_every`` steps: validate (mean of the tasks' primary metrics), early stopping
-   (patience, min_delta; not for token_controlled), best weights, checkpoint.  Also checkpoint
+   (patience, min_delta; not for token_controlled; an exact tie of the score is broken by the
+   lower mean validation loss), best weights, checkpoint.  Also checkpoint
    every ``checkpoint_every_s`` seconds, and when ``ctx.should_stop()`` -> JobInterrupted.
 4. End: single/multi -- stopped early, or ran ``max_epochs`` (``max_steps``); token_controlled --
    the token target is reached.  A final validation (if the last step was not evaluated), the
@@ -130,6 +131,23 @@ def eval_batch_size(batch_size: int) -> int:
 def _score(value) -> float:
     """Comparable validation score: NaN (e.g. Pearson of constant predictions) never wins."""
     return -math.inf if value is None or not math.isfinite(value) else float(value)
+
+
+def _mean_loss(metrics: dict) -> float:
+    """Mean validation loss over the tasks (NaN-free losses only; inf when there are none)."""
+    losses = [m["loss"] for m in metrics.values() if math.isfinite(m.get("loss", math.nan))]
+    return float(np.mean(losses)) if losses else math.inf
+
+
+def _ties_with_lower_loss(score: float, loss: float, progress: ckpt.TrainingProgress) -> bool:
+    """A score exactly equal to the best one (typically a plateau: NER F1 0.0 while the model
+    still predicts only O) counts as an improvement when the validation loss is lower.  Without
+    this, a run whose F1 starts late keeps its first evaluation's weights as "best" and stops
+    after ``patience`` evaluations although it is still learning."""
+    if progress.best_score is None or score != progress.best_score:
+        return False
+    best_loss = math.inf if progress.best_loss is None else progress.best_loss
+    return loss < best_loss
 
 
 def validate(model, setup: TrainSetup, dtype) -> tuple[dict, float]:
@@ -277,8 +295,11 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
         improved = False
         if early_stopping:
             best = -math.inf if progress.best_score is None else progress.best_score
-            if _score(score) > best + float(cfg["min_delta"]):
+            loss = _mean_loss(metrics)
+            if _score(score) > best + float(cfg["min_delta"]) or _ties_with_lower_loss(
+                    _score(score), loss, progress):
                 progress.best_score, progress.best_step = _score(score), progress.step
+                progress.best_loss = loss
                 progress.evals_without_improvement = 0
                 improved = True
             else:

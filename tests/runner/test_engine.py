@@ -24,10 +24,12 @@ from runner.engine import batching
 from runner.engine import checkpoint as ckpt
 from runner.engine import job as engine_job
 from runner.engine import sampler as smp
+from runner.engine import train as engine_train
 from runner.engine.train import trim_to_target
 from runner.jobapi import JobContext, JobFailed, JobInterrupted
 from runner.plan import Job
 from runner.tasks.spec import TaskSpec
+from tests.helpers import build_tiny_bert
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,29 +76,8 @@ def make_frames(n: int, seed: int = 0) -> dict[str, pd.DataFrame]:
 
 
 def build_tiny_model(path: Path) -> Path:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=[
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    corpus = [" ".join(r) for r in make_frames(200, seed=9)["tiny_ner"]["tokens"]]
-    tok.train_from_iterator(corpus, trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=64)
-    fast.save_pretrained(path)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(path)
-    return path
+    return build_tiny_bert(
+        path, (" ".join(r) for r in make_frames(200, seed=9)["tiny_ner"]["tokens"]))
 
 
 @pytest.fixture(scope="module")
@@ -333,6 +314,8 @@ def test_early_stopping_restores_best_weights_for_the_test(env, monkeypatch):
         return metrics, frame
 
     monkeypatch.setattr(engine_job, "evaluate", scripted)
+    # the second 0.5 ties the best score with a higher validation loss: not an improvement
+    script_losses(monkeypatch, [1.0, 0.9, 0.8, 0.95, 0.7])
     result = engine_job.run_job(make_job(model_path, max_epochs=10, eval_every=3), ctx())
     hist = result["validation_history"]
     assert [h["score"] for h in hist] == [0.2, 0.5, 0.49, 0.5, 0.3]  # 0.5 is no gain: patience
@@ -340,6 +323,47 @@ def test_early_stopping_restores_best_weights_for_the_test(env, monkeypatch):
     assert result["train_results"]["best_step"] == 6 and result["train_results"]["steps"] == 15
     assert len(seen) == 6 and seen[5] == seen[1]  # the test used step 6's weights
     assert seen[5] != seen[4]
+
+
+def script_losses(monkeypatch, losses):
+    """Make the i-th validation report losses[i] as every task's validation loss."""
+    original = engine_train.validate
+    it = iter(losses)
+
+    def validate(model, setup, dtype):
+        metrics, score = original(model, setup, dtype)
+        loss = next(it)
+        return {t: {**m, "loss": loss} for t, m in metrics.items()}, score
+
+    monkeypatch.setattr(engine_train, "validate", validate)
+
+
+def test_a_score_plateau_with_falling_loss_keeps_training_and_moves_best(env, monkeypatch):
+    """NER F1 stays 0.0 while the model still predicts only O; the falling validation loss
+    breaks the tie, so patience does not stop the run and "best" is not the first evaluation."""
+    model_path, _, ctx = env
+    scores = iter([0.0, 0.0, 0.0, 0.0, 0.4, 0.4, 0.4])
+    calls = []
+
+    def scripted(spec, df, preds):
+        metrics, frame = EVALUATE(spec, df, preds)
+        calls.append(1)
+        if len(calls) <= 7:
+            metrics = {**metrics, "f1": next(scores)}
+        return metrics, frame
+
+    monkeypatch.setattr(engine_job, "evaluate", scripted)
+    script_losses(monkeypatch, [0.9, 0.8, 0.7, 0.6, 0.5, 0.55, 0.6])
+    result = engine_job.run_job(make_job(model_path, max_epochs=10, eval_every=3, patience=2),
+                                ctx())
+    hist = result["validation_history"]
+    assert [h["score"] for h in hist] == [0.0, 0.0, 0.0, 0.0, 0.4, 0.4, 0.4]
+    # 0.0 x4 with falling loss: each an improvement (without the tie-break, patience 2 would
+    # stop the run at step 9 with step 3 as "best"); 0.4 at step 15 is the best; the two later
+    # ties have a higher loss, so they count against patience and stop the run
+    assert [h["step"] for h in hist] == [3, 6, 9, 12, 15, 18, 21]
+    assert result["train_results"]["best_step"] == 15
+    assert result["train_results"]["stopped_early"] is True
 
 
 def test_multi_task_shares_and_per_task_results(env):

@@ -21,6 +21,7 @@ from runner.errors import InputError
 from runner.evaluate import evaluate_manifest, has_pair_experiment, parse_levels
 from runner.manifest import load_manifest, parse_manifest
 from runner.tasks import get_task
+from tests.helpers import build_tiny_bert
 
 FILLER = ["the", "of", "a", "in", "cells", "protein", "was", "were", "expression", "binding",
           "human", "cell", "and", "to", "tumor", "growth"]
@@ -55,27 +56,7 @@ def frames(n: int, seed: int) -> dict[str, pd.DataFrame]:
 
 
 def build_tiny_model(path: Path) -> Path:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=[
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    tok.train_from_iterator([" ".join(r) for r in frames(200, 9)["bc2gm"]["tokens"]], trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                            model_max_length=64).save_pretrained(path)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=64)).save_pretrained(path)
-    return path
+    return build_tiny_bert(path, (" ".join(r) for r in frames(200, 9)["bc2gm"]["tokens"]))
 
 
 def manifest_text(model: Path, name: str = "tiny_rq3") -> str:
@@ -177,6 +158,57 @@ def test_fp32_and_int8_on_cpu_and_gpu_levels_skipped(study):
                 assert doc["status"] == "skipped" and "CUDA" in doc["reason"]
                 assert set(doc) == {"schema", "job_id", "level", "status", "reason", "device"}
     assert any(" int8: " in line and "ms/example" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("level,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_half_precision_levels_run_end_to_end_where_allowed(study, tmp_path, monkeypatch,
+                                                             level, dtype):
+    """fp16/bf16 are GPU levels; this machine has none, so the test lets them run on the CPU
+    (torch computes both there) to exercise their whole path: the cast copy, float32 logits
+    for the metrics and calibration, half the bytes on disk, a score close to fp32's."""
+    import runner.evaluate as ev
+
+    manifest, results, data, plan = study
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    for job in plan.jobs:
+        shutil.rmtree(copy / job.job_id / "evaluation", ignore_errors=True)
+    monkeypatch.setattr(ev, "level_unavailable", lambda lv: None)
+    monkeypatch.setattr(ev, "level_device", lambda lv: "cpu")
+    seen = []
+    real_level_model = ev.level_model
+
+    floats = {}
+
+    def spy(base, lv):
+        model = real_level_model(base, lv)
+        seen.append({p.dtype for p in model.parameters()})
+        floats[lv] = sum(t.numel() for t in model.state_dict().values()
+                         if t.is_floating_point())
+        return model
+    monkeypatch.setattr(ev, "level_model", spy)
+    evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("fp32", level),
+                      say=lambda s: None)
+    assert {dtype} in seen and {torch.float32} in seen   # every weight cast, none left fp32
+    for job in plan.jobs:
+        (task,) = job.tasks
+        full, half = (evaluation(copy, job.job_id, lv) for lv in ("fp32", level))
+        assert half["status"] == "ok" and half["level"] == level
+        # two bytes fewer per floating-point value (less the zip records' 64-byte alignment)
+        saved = full["size_on_disk_bytes"] - half["size_on_disk_bytes"]
+        assert saved == pytest.approx(2 * floats[level], rel=0.08)
+        primary = get_task(task).primary_metric
+        a = full["per_task"][task]["metrics"][primary]
+        b = half["per_task"][task]["metrics"][primary]
+        if get_task(task).kind == "regression":
+            # the tiny model's BIOSSES outputs differ in the 3rd-4th digit: bf16 (8-bit
+            # mantissa) can round them all to one value, Pearson 0.0 by definition
+            assert b is not None and -1.0 <= b <= 1.0
+        elif a is not None:
+            assert b == pytest.approx(a, abs=0.1)   # rounding the weights, not retraining
+        cal = half["per_task"][task]["calibration"]
+        if task != "biosses":
+            assert cal is not None and 0 <= cal["ece_before"] <= 1, half["per_task"][task]
 
 
 def test_stats_reads_the_evaluations(study):

@@ -25,6 +25,7 @@ from runner.executor import run_plan
 from runner.manifest import load_manifest
 from runner.plan import build_plan
 from runner.workers import parse_workers, plan_workers, run_workers, visible_gpus
+from tests.helpers import build_tiny_bert as tiny_bert
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "tests/assets/manifests"
@@ -73,32 +74,11 @@ def assert_same_engine_results(a: Path, b: Path, plan) -> None:
 
 
 def build_tiny_bert(path: Path, data_dir: Path = DATA) -> Path:
-    """A 2-layer, hidden-32 BERT with a 300-piece WordPiece vocabulary trained on the
-    shipped bc2gm + gad training text: real tokenisation, seconds of CPU training."""
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
+    """The tiny BERT with a 300-piece vocabulary trained on the shipped bc2gm + gad text."""
     corpus = [" ".join(t) for t in pd.read_parquet(data_dir / "bc2gm/train.parquet")
               ["tokens"].head(400)]
     corpus += list(pd.read_parquet(data_dir / "gad/train.parquet")["text"].head(400))
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(
-        vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                            model_max_length=64).save_pretrained(path)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=64)).save_pretrained(path)
-    return path
+    return tiny_bert(path, corpus, vocab_size=300)
 
 
 def tiny_study(folder: Path, model: Path, *, max_train: int = 120, max_epochs: int = 3,
