@@ -207,6 +207,8 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
         return f"result.json unreadable ({exc.__class__.__name__})"
     best = ckpt.load_best(ckpt.checkpoints_dir(job_dir))
     if best is None:
+        if result.get("config", {}).get("keep_weights") is False:
+            return "no best weights kept (the manifest says keep_weights = false)"
         return "no best weights kept (checkpoints/best/ missing or failing its checksum)"
     best_meta, state = best
     specs = {name: get_task(name) for name in job.tasks}

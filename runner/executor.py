@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -455,6 +456,10 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
             ledger.write_result(job.job_id, result)
         except (TypeError, ValueError) as exc:
             raise JobFailed(f"result is not JSON-serialisable: {exc}") from None
+        if job.config.get("keep_weights", True) is False:
+            # only once result.json is on disk: a crash before it resumes from the checkpoints
+            shutil.rmtree(job_dir / "checkpoints", ignore_errors=True)
+            logger.info("keep_weights = false: checkpoints/ deleted")
     except JobInterrupted as exc:
         beat.stop()
         if beat.lost:

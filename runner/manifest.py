@@ -176,6 +176,10 @@ HYPERPARAMETERS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "max_steps": (_optional_int(1), None),          # optimizer steps; demos and tests
     # torch.compile the encoder (CUDA only; ignored on CPU): how, not what, so not in job ids
     "compile": (_bool, False),
+    # keep a finished job's best weights (checkpoints/best/) for `runner evaluate` (RQ3);
+    # false deletes them once result.json is written (BERT-base: ~440 MB a job, and a Kaggle
+    # session saves at most 20 GB).  What is kept, not what is computed: not in job ids.
+    "keep_weights": (_bool, True),
 }
 # RQ2 held-out evaluation ([heldout] table): key -> (check, default).
 HELDOUT_TASKS = ("ncbi_disease", "bc5cdr_chem", "bc5cdr_disease", "s800", "linnaeus")

@@ -3,8 +3,9 @@
 ``job_id`` = the first 12 hex digits of sha256(canonical_json(identity)), where identity is
 
     {"strategy", "model" (hub id or path as written, never a machine's absolute path),
-     "tasks", "seed", "config" (every resolved hyperparameter except checkpoint_every_s and
-     compile, which change when state is saved and how fast, not what is computed), "parity",
+     "tasks", "seed", "config" (every resolved hyperparameter except checkpoint_every_s,
+     compile and keep_weights, which change when state is saved, how fast and what is kept,
+     not what is computed), "parity",
      "reference_job" (token_controlled: the multi-task job's id), "data_checksums"}
 
 Never the experiment name, its position or a counter: re-ordering or extending a
@@ -32,9 +33,9 @@ from runner.fsutil import canonical_json
 from runner.manifest import Manifest
 from runner.models_registry import model_key, resolve_model
 
-# Saved-state cadence (seconds) and torch.compile: how often and how fast, not what, so not
-# part of a job's identity.
-NOT_IN_ID = ("checkpoint_every_s", "compile")
+# Saved-state cadence (seconds), torch.compile and whether the best weights are kept: how often,
+# how fast and what is kept, not what is computed, so not part of a job's identity.
+NOT_IN_ID = ("checkpoint_every_s", "compile", "keep_weights")
 
 
 @dataclass(frozen=True)

@@ -322,3 +322,38 @@ def test_a_heartbeat_in_flight_never_overwrites_the_release(env):
     seen = ledger.snapshot([job.job_id]).claims[job.job_id]
     assert seen.status == "released", seen   # not "running": the release is the last word
     assert ledger.try_claim(job.job_id, Worker("b"), seen) is not None   # free at once
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_weights_false_deletes_checkpoints_only_after_the_result(env, keep):
+    """keep_weights = false: checkpoints/ goes once result.json is written (never before: a
+    job whose result write fails keeps them), and the job ids are those of the default."""
+    text = SMALL.read_text()
+    manifest = env["tmp"] / "m.toml"
+    manifest.write_text(text.replace("[defaults]", f"[defaults]\nkeep_weights = {str(keep).lower()}"))
+    default_ids = [j.job_id for j in build_plan(load_manifest(SMALL), env["data"]).jobs]
+    plan = build_plan(load_manifest(manifest), env["data"])
+    assert [j.job_id for j in plan.jobs] == default_ids
+    seen = {}
+
+    def job_fn(job, ctx):
+        best = ctx.job_dir / "checkpoints" / "best"
+        best.mkdir(parents=True, exist_ok=True)
+        (best / "model.safetensors").write_bytes(b"weights")
+        seen[job.job_id] = job.config["keep_weights"]
+        if job.tasks == ("gad",) and job.strategy == "single_task":
+            return {"x": float("nan")}   # result write refused: the job fails
+        return {"score": 1.0}
+
+    out = env["tmp"] / "r"
+    rc = run_plan(plan, out, job_fn=job_fn, out=lambda m: None, poll_s=0.05)
+    assert rc == 1 and set(seen.values()) == {keep}
+    outcomes = set()
+    for job in plan.jobs:
+        if job.job_id not in seen:
+            continue
+        done = (out / job.job_id / "result.json").exists()
+        weights = (out / job.job_id / "checkpoints" / "best" / "model.safetensors").exists()
+        assert weights == (keep or not done), (job.tasks, job.strategy, done, weights)
+        outcomes.add(done)
+    assert outcomes == {True, False}   # both a finished and a failed job were checked
