@@ -100,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
         "model with the best weights it kept and write <job_dir>/evaluation/<level>.json: the "
         "primary metric on the job's own test subset, ECE (15 bins) before/after temperature "
         "scaling fitted on its validation subset, latency per example and throughput at "
-        "--batch-size (after a warm-up batch), peak memory, size on disk. fp16/bf16/nf4 need "
-        "a CUDA GPU (nf4 also bitsandbytes); int8 (dynamic quantisation of nn.Linear) runs on "
+        "--batch-size (after a warm-up batch), peak memory, size on disk. fp16/bf16 need a "
+        "CUDA GPU; nf4 needs bitsandbytes and a CUDA GPU or bitsandbytes' CPU backend; int8 (dynamic quantisation of nn.Linear) runs on "
         "CPU; a level that cannot run here is written as skipped with the reason. A level "
         "whose file exists is not computed again (--force does).")
     common(ev)

@@ -11,8 +11,9 @@
 * ``int8``  -- ``torch.ao.quantization.quantize_dynamic`` of every ``nn.Linear`` (int8 weights,
   activations quantised per batch at run time); CPU only, which is where it runs;
 * ``nf4``   -- every ``nn.Linear`` of the encoder replaced by bitsandbytes ``Linear4bit``
-  (NF4 weights, blocks of 64, compute in bf16/fp16; the small task heads stay fp32); CUDA and
-  bitsandbytes only.
+  (NF4 weights, blocks of 64, compute in bf16 -- fp16 on a GPU without bf16; the small task
+  heads stay fp32); needs bitsandbytes; on a GPU where there is one, else on the CPU when the
+  installed bitsandbytes has a CPU backend (a tiny layer is quantised and run to find out).
 
 A level that cannot run here is written as ``status: "skipped"`` with the reason.
 
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import gc
 import itertools
 import json
@@ -113,20 +115,47 @@ def level_unavailable(level: str) -> str | None:
     """None when ``level`` can run on this machine, else why not (one line)."""
     import torch
 
-    if level in ("fp16", "bf16", "nf4") and not _cuda_available():
-        extra = " and bitsandbytes" if level == "nf4" else ""
-        return f"{level} needs a CUDA GPU{extra}; this machine has no CUDA GPU"
+    if level in ("fp16", "bf16") and not _cuda_available():
+        return f"{level} needs a CUDA GPU; this machine has no CUDA GPU"
     if level == "bf16" and not torch.cuda.is_bf16_supported():
         return "bf16 needs a GPU with bfloat16 support (compute capability 8.0+)"
     if level == "nf4":
         try:
-            import bitsandbytes  # noqa: F401
+            import bitsandbytes
         except ImportError:
             return "nf4 needs bitsandbytes (pip install bitsandbytes), not installed"
+        if not _cuda_available():
+            why = _nf4_cpu_problem()
+            if why is not None:
+                return (f"nf4 needs a CUDA GPU, or a bitsandbytes with a CPU backend (this "
+                        f"machine has no CUDA GPU; bitsandbytes {bitsandbytes.__version__} on "
+                        f"the CPU: {why})")
     if level == "int8":
         engines = torch.backends.quantized.supported_engines
         if not any(e in engines for e in ("fbgemm", "x86", "qnnpack")):
             return f"int8 dynamic quantisation has no CPU engine here ({engines})"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _nf4_cpu_problem() -> str | None:
+    """None when bitsandbytes quantises and runs a small NF4 layer on the CPU, else why not."""
+    import bitsandbytes as bnb
+    import torch
+
+    try:
+        lin = torch.nn.Linear(64, 64)
+        q = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.bfloat16, quant_type="nf4")
+        q.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False,
+                                     quant_type="nf4")
+        q.bias = torch.nn.Parameter(lin.bias.data.clone(), requires_grad=False)
+        q = q.to("cpu")
+        with torch.inference_mode():
+            out = q(torch.randn(2, 64))
+        if not bool(torch.isfinite(out).all()):
+            return "its NF4 layer gave non-finite outputs"
+    except Exception as exc:  # noqa: BLE001 -- any failure means: no usable CPU backend
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
     return None
 
 
@@ -274,7 +303,10 @@ def _to_nf4(model):
     import torch
     from torch import nn
 
-    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if _cuda_available():
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        compute = torch.bfloat16   # the CPU backend's usual 4-bit compute type
     targets = [(name, m) for name, m in model.encoder.named_modules() if isinstance(m, nn.Linear)]
     for name, lin in targets:
         q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,

@@ -297,6 +297,44 @@ def test_single_task_result_is_complete_and_tokens_exact(env):
     assert sorted(p.name for p in (c.job_dir / "checkpoints").iterdir()) == ["best"]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_path_trains_and_resumes(env, monkeypatch, dtype):
+    """The GPU's mixed-precision path (autocast; for fp16 the grad scaler: scale, unscale_,
+    step, update, its state in the checkpoint) run on the CPU, which computes both dtypes:
+    the job finishes with finite losses, records its precision, and an interrupted run
+    resumes to the uninterrupted one's result."""
+    from runner.engine import heldout as engine_heldout
+
+    model_path, _, ctx = env
+    for module in (engine_train, engine_job, engine_heldout):
+        monkeypatch.setattr(module, "autocast_dtype", lambda precision, device: dtype)
+    scalers = []
+    real_scaler = engine_train.make_grad_scaler
+
+    def spy(device, enabled):
+        scalers.append(enabled)
+        return real_scaler(device, enabled)
+    monkeypatch.setattr(engine_train, "make_grad_scaler", spy)
+    job = make_job(model_path, max_epochs=2, eval_every=4, patience=100, checkpoint_every_s=0.0)
+    whole = engine_job.run_job(job, ctx("whole"))
+    assert whole["provenance"]["precision"] == str(dtype).replace("torch.", "")
+    assert scalers[0] is (dtype is torch.float16)
+    assert np.isfinite(whole["train_results"]["train_loss"])
+    assert all(np.isfinite(h["metrics"]["tiny_ner"]["loss"]) for h in whole["validation_history"])
+
+    calls = {"n": 0}
+
+    def stop_at_7():
+        calls["n"] += 1
+        return calls["n"] == 7
+    with pytest.raises(JobInterrupted):
+        engine_job.run_job(job, ctx("split", should_stop=stop_at_7))
+    resumed = engine_job.run_job(job, ctx("split"))
+    assert resumed["token_count"] == whole["token_count"]
+    assert resumed["validation_history"] == whole["validation_history"]
+    assert resumed["test_results"] == whole["test_results"]
+
+
 def test_early_stopping_restores_best_weights_for_the_test(env, monkeypatch):
     model_path, data_dir, ctx = env
     # the test split is the validation split, so test predictions must equal the validation

@@ -18,7 +18,12 @@ import torch
 from runner.__main__ import _after_run
 from runner.__main__ import main as runner_main
 from runner.errors import InputError
-from runner.evaluate import evaluate_manifest, has_pair_experiment, parse_levels
+from runner.evaluate import (
+    evaluate_manifest,
+    has_pair_experiment,
+    level_unavailable,
+    parse_levels,
+)
 from runner.manifest import load_manifest, parse_manifest
 from runner.tasks import get_task
 from tests.helpers import build_tiny_bert
@@ -153,10 +158,12 @@ def test_fp32_and_int8_on_cpu_and_gpu_levels_skipped(study):
         assert (got is None and expected is None) or got == pytest.approx(expected, abs=1e-6)
         assert docs["int8"]["size_on_disk_bytes"] < docs["fp32"]["size_on_disk_bytes"]
         if not torch.cuda.is_available():
-            for lv in ("fp16", "nf4"):
-                doc = evaluation(results, job.job_id, lv)
-                assert doc["status"] == "skipped" and "CUDA" in doc["reason"]
-                assert set(doc) == {"schema", "job_id", "level", "status", "reason", "device"}
+            doc = evaluation(results, job.job_id, "fp16")
+            assert doc["status"] == "skipped" and "CUDA" in doc["reason"]
+            assert set(doc) == {"schema", "job_id", "level", "status", "reason", "device"}
+            # nf4 runs on a CPU where bitsandbytes has a CPU backend (its own test below)
+            doc = evaluation(results, job.job_id, "nf4")
+            assert doc["status"] == ("ok" if level_unavailable("nf4") is None else "skipped")
     assert any(" int8: " in line and "ms/example" in line for line in lines), lines
 
 
@@ -209,6 +216,50 @@ def test_half_precision_levels_run_end_to_end_where_allowed(study, tmp_path, mon
         cal = half["per_task"][task]["calibration"]
         if task != "biosses":
             assert cal is not None and 0 <= cal["ece_before"] <= 1, half["per_task"][task]
+
+
+def test_nf4_runs_where_bitsandbytes_can_else_is_skipped_with_the_reason(study, tmp_path,
+                                                                        monkeypatch):
+    """nf4 needs bitsandbytes; without a GPU, one whose CPU backend quantises and runs a layer
+    (probed).  Where it can run: every encoder Linear becomes an NF4 Linear4bit, the heads stay
+    fp32, and the level scores the job's test subset.  Elsewhere: skipped, the probe's reason."""
+    import runner.evaluate as ev
+
+    manifest, results, data, plan = study
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    for job in plan.jobs:
+        shutil.rmtree(copy / job.job_id / "evaluation", ignore_errors=True)
+    why = ev.level_unavailable("nf4")
+    swapped = []
+    real_level_model = ev.level_model
+
+    def spy(base, lv):
+        model = real_level_model(base, lv)
+        if lv == "nf4":
+            import bitsandbytes as bnb
+            kinds = {type(m).__name__ for m in model.encoder.modules()}
+            swapped.append((sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()),
+                            sum(type(m) is torch.nn.Linear for m in model.encoder.modules()),
+                            "Linear4bit" in kinds))
+        return model
+    monkeypatch.setattr(ev, "level_model", spy)
+    evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("fp32", "nf4"),
+                      say=lambda s: None)
+    for job in plan.jobs:
+        (task,) = job.tasks
+        doc = evaluation(copy, job.job_id, "nf4")
+        if why is not None:
+            assert doc["status"] == "skipped" and doc["reason"] == why
+            continue
+        assert doc["status"] == "ok", doc
+        value = doc["per_task"][task]["metrics"][get_task(task).primary_metric]
+        assert value is None or -1.0 <= value <= 1.0
+        assert doc["latency_ms_per_example"] > 0 and doc["size_on_disk_bytes"] > 0
+    if why is None:
+        # 2 layers x (query, key, value, attention output, intermediate, output) quantised; no
+        # plain Linear left in the encoder
+        assert swapped and all(s == (12, 0, True) for s in swapped), swapped
 
 
 def test_stats_reads_the_evaluations(study):
