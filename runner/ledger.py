@@ -5,7 +5,8 @@ machines share, e.g. NFS; no database)::
 
     <job_id>/result.json              written atomically and LAST: the only proof of "done"
     ledger/claims/<job_id>.<gen>.claim  who owns the job (immutable JSON, see below)
-    ledger/heartbeats/<job_id>.json   {gen, time, progress, released} of the current owner
+    ledger/heartbeats/<job_id>.<gen>.json  {gen, token, time, progress, released} of the
+                                      owner of claim generation <gen>
     ledger/failed/<job_id>.json       {reason (one line), worker, time}
     ledger/durations/<job_id>.json    {experiment, seconds}: time estimates for --time-budget
     ledger/tmp/                       staging for claims (stray files here are ignored)
@@ -17,8 +18,9 @@ stopped heartbeating for ``lease_s`` seconds (or whose process is known dead: sa
 same boot, same pid namespace, pid gone), or that its owner released on interruption, is
 taken over by publishing generation ``gen + 1``: only one taker can create that name, so
 two takers never both win.  Generations only grow while a job is unfinished; the owner of
-generation g learns it lost the job when generation g + 1 appears.  Heartbeats live in a
-separate file, so a slow owner can never overwrite its successor's claim.
+generation g learns it lost the job when generation g + 1 appears.  Heartbeats live in
+separate files, one per generation, so a slow owner's last write can touch neither its
+successor's claim nor its successor's heartbeat.
 
 Every write is atomic (temporary file, fsync, rename) or an exclusive create, so a
 ``kill -9`` at any instant leaves either the old state or the new one.  Readers skip names
@@ -212,7 +214,9 @@ class Ledger:
             except OSError:
                 info = {"claimed_at": 0.0}
         last = float(info.get("claimed_at", 0.0))
-        beat = _read_json(self.beats / f"{job_id}.json")
+        beat = _read_json(self.beats / f"{job_id}.{gen}.json")
+        if beat is None:   # a ledger written before heartbeats were per generation
+            beat = _read_json(self.beats / f"{job_id}.json")
         progress: dict = {}
         released = False
         if isinstance(beat, dict) and beat.get("gen") == gen and beat.get("token") == info.get(
@@ -275,7 +279,7 @@ class Ledger:
         return (self.claims / f"{claim.job_id}.{claim.gen + 1}.claim").exists()
 
     def heartbeat(self, claim: Claim, progress: dict, released: bool = False) -> None:
-        atomic_write_json(self.beats / f"{claim.job_id}.json",
+        atomic_write_json(self.beats / f"{claim.job_id}.{claim.gen}.json",
                           {"gen": claim.gen, "token": claim.token, "worker": claim.worker,
                            "time": time.time(), "progress": progress, "released": released},
                           indent=None)
@@ -290,7 +294,9 @@ class Ledger:
         for name in _names(self.claims, ".claim"):
             if name.rpartition(".")[0] == job_id:
                 _unlink(self.claims / f"{name}.claim")
-        _unlink(self.beats / f"{job_id}.json")
+        for name in _names(self.beats, ".json"):
+            if name == job_id or name.rpartition(".")[0] == job_id:
+                _unlink(self.beats / f"{name}.json")
         _unlink(self.failed / f"{job_id}.json")
 
     # -- failures and durations ---------------------------------------------------

@@ -138,7 +138,7 @@ def test_stray_temporary_files_and_corrupt_results_are_tolerated(tmp_path):
     ledger.ensure()
     (ledger.claims / f".{JOB}.0.claim.x.tmp").write_text("{half")
     (ledger.failed / f".{JOB}.json.y.tmp").write_text("")
-    (ledger.beats / f"{JOB}.json").write_text("{half")
+    (ledger.beats / f"{JOB}.0.json").write_text("{half")
     snap = ledger.snapshot([JOB])
     assert not snap.claims and not snap.failed and not snap.done
     (tmp_path / JOB).mkdir()
@@ -146,3 +146,33 @@ def test_stray_temporary_files_and_corrupt_results_are_tolerated(tmp_path):
     assert not ledger.is_done(JOB)
     moved = ledger.set_aside_corrupt_result(JOB)
     assert moved is not None and moved.exists() and not ledger.result_path(JOB).exists()
+
+
+def test_a_slow_old_owners_last_heartbeat_does_not_hide_its_successors(tmp_path):
+    """Generation 0 loses the job to generation 1 and then (slow) writes one more heartbeat:
+    generation 1's heartbeat -- its time and progress -- is still what readers see."""
+    ledger = Ledger(tmp_path, lease_s=120)
+    old = ledger.try_claim(JOB, Worker("a"), None)
+    ledger.heartbeat(old, {"step": 1}, released=True)          # a's release: free to take
+    new = ledger.try_claim(JOB, Worker("b"), ledger.snapshot([JOB]).claims[JOB])
+    assert new is not None and new.gen == 1
+    ledger.heartbeat(new, {"step": 7})
+    ledger.heartbeat(old, {"step": 2})                          # the old owner, late
+    state = ledger.snapshot([JOB]).claims[JOB]
+    assert state.gen == 1 and state.status == "running" and state.progress == {"step": 7}
+    ledger.write_result(JOB, {"ok": 1})
+    ledger.finish(JOB)
+    assert not [p for p in ledger.beats.iterdir() if not p.name.startswith(".")]
+
+
+def test_a_ledger_with_one_heartbeat_file_per_job_is_still_read(tmp_path):
+    """Heartbeats written by the previous layout (<job_id>.json) keep their claim alive."""
+    ledger = Ledger(tmp_path, lease_s=120)
+    _foreign_claim(ledger, JOB, 0, age_s=500)                   # past its lease by claim time
+    (ledger.beats / f"{JOB}.json").write_text(json.dumps(
+        {"gen": 0, "token": "t" * 32, "worker": "other", "time": time.time(),
+         "progress": {"step": 4}, "released": False}))
+    state = ledger.snapshot([JOB]).claims[JOB]
+    assert state.status == "running" and state.progress == {"step": 4}
+    ledger.finish(JOB)
+    assert not (ledger.beats / f"{JOB}.json").exists()
