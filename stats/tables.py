@@ -13,7 +13,17 @@ from typing import Any
 
 import jinja2
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+def _templates_dir() -> Path:
+    """templates/ beside stats/ in a clone (or an editable install); else the copy a
+    non-editable install ships as the ``stats.templates`` package data."""
+    beside = Path(__file__).resolve().parent.parent / "templates"
+    if (beside / "_booktabs.tex.j2").is_file():
+        return beside
+    return Path(__file__).resolve().parent / "templates"
+
+
+TEMPLATES = _templates_dir()
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
