@@ -202,8 +202,12 @@ def run_job(job, ctx) -> dict:
                             f"({str(exc).splitlines()[0][:160]})") from None
         apply_adapter(model, cfg.get("adapter"))
         if cfg.get("compile") and device.type == "cuda":
-            # in place: the state_dict keys (checkpoints, best/) stay those of the plain model
-            model.encoder.compile()
+            if hasattr(model.encoder, "compile"):
+                # in place: the state_dict keys (checkpoints, best/) stay the plain model's
+                model.encoder.compile()
+            else:
+                log.warning("compile: torch %s has no Module.compile (2.2+); running eagerly",
+                            torch.__version__)
         setup = TrainSetup(job.strategy, tasks, cfg, int(job.seed), device, pad_id, ckpt_root,
                            evaluate, batch_size, accumulation, target)
         try:
