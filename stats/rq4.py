@@ -7,6 +7,12 @@
   (model, multi-task experiment) family.  **Negative transfer** is flagged where the Holm-adjusted
   p < alpha and the mean gain < 0 (positive transfer likewise with > 0).  One seed or
   zero-variance gains: the test is n/a with the reason (the gain itself is still shown).
+  Beside it, for every row with matched runs (one seed is enough): a paired bootstrap over the
+  target's *test units* (``stats.rq2.paired_unit_bootstrap``: every matched run of both sides
+  on the same resampled units, joined on unit_id; percentile CI, two-sided p) -- the test-set
+  uncertainty of the gain, the only one a single seed can show.  It is reported, not used for
+  the flag: the flag needs seeds, because seed-to-seed variation is what decides whether a
+  gain is a property of the pair.
   Where several single-task experiments ran t, the one sharing most seeds with the pair job is
   used (noted).
 * **Similarity vs gain:** for every measure of ``task_similarity.json`` (runner similarity),
@@ -38,6 +44,7 @@ from stats.rq2 import (
     fmt,
     latex_escape,
     latex_table,
+    paired_unit_bootstrap,
     pyplot,
     to_section_output,
     write_outputs,
@@ -114,8 +121,11 @@ def _primary(job: JobResult, task: str) -> float:
     return tr.metrics[tr.primary_metric]
 
 
-def gains(jobs: Sequence[JobResult], alpha: float = 0.05, level: float = 0.95) -> list[dict]:
-    """One row per (model, pair experiment, target, partner); Holm per (model, experiment)."""
+def gains(jobs: Sequence[JobResult], alpha: float = 0.05, level: float = 0.95, *,
+          resamples: int = 10_000, rng_seed: int = 0) -> list[dict]:
+    """One row per (model, pair experiment, target, partner); Holm per (model, experiment).
+    Each row's ``unit_bootstrap`` resamples test units with ``rng_seed`` (the same draws for
+    every row, as the other sections do)."""
     st: dict[tuple[str, str], dict[str, dict[int, JobResult]]] = defaultdict(
         lambda: defaultdict(dict))
     mt: dict[tuple[str, str, frozenset], dict[int, JobResult]] = defaultdict(dict)
@@ -135,7 +145,7 @@ def gains(jobs: Sequence[JobResult], alpha: float = 0.05, level: float = 0.95) -
             options = st.get((model, target), {})
             if not options:
                 row.update(n=0, seeds=[], gains=[], mean_gain=None, st_experiment=None,
-                           paired_t=None, seed_interval=None,
+                           paired_t=None, seed_interval=None, unit_bootstrap=None,
                            reason=f"no single-task run of {target} for {model}")
                 families[(model, exp)].append(row)
                 continue
@@ -155,6 +165,10 @@ def gains(jobs: Sequence[JobResult], alpha: float = 0.05, level: float = 0.95) -
                        mean_gain=float(np.mean(g)) if g else None,
                        seed_interval=tests.seed_interval(g, level) if g else None,
                        paired_t=t,
+                       unit_bootstrap=paired_unit_bootstrap(
+                           [runs[k].per_task[target] for k in seeds],
+                           [options[st_exp][k].per_task[target] for k in seeds],
+                           resamples, rng_seed, level) if seeds else None,
                        reason=t["reason"] if seeds else
                        f"no seed shared by {exp} and {st_exp}")
             families[(model, exp)].append(row)
@@ -215,7 +229,7 @@ def similarity_vs_gain(rows: Sequence[dict], doc: dict | None) -> list[dict]:
 def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
     measures = list(doc["measures"]) if doc else []
     header = ["Model", "Experiment", "Target", "Partner", "n", "Gain [95% CI]", "p (Holm)",
-              "Transfer"] + [MEASURE_LABELS.get(m, m) for m in measures]
+              "Transfer", "Units: [95% CI], p"] + [MEASURE_LABELS.get(m, m) for m in measures]
     body = []
     for r in rows:
         if r.get("mean_gain") is None:
@@ -231,15 +245,26 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
         sims = [fmt(similarity_value(doc, m, r["target"], r["partner"]), 2) for m in measures]
         body.append([latex_escape(r["model"]), latex_escape(r["mt_experiment"]),
                      latex_escape(r["target"]), latex_escape(r["partner"]), str(r["n"]), gain,
-                     fmt(r.get("p_holm"), 3), verdict] + sims)
+                     fmt(r.get("p_holm"), 3), verdict, _unit_cell(r.get("unit_bootstrap"))]
+                    + sims)
     return latex_table(
-        header, body, align="llllrlrl" + "r" * len(measures), label="tab:rq4_gains",
+        header, body, align="llllrlrll" + "r" * len(measures), label="tab:rq4_gains",
         caption="RQ4: transfer gain of the target task when trained with the partner "
                 "(multi-task minus single-task primary metric, points, mean over seeds with "
-                "t-interval); paired t-test, Holm across ordered pairs; negative transfer = "
-                "significantly below zero.",
+                "t-interval); paired t-test over seeds, Holm across ordered pairs; negative "
+                "transfer = significantly below zero.  Units: paired bootstrap over the "
+                "target's test units (test-set uncertainty only; not used for the verdict).",
         notes=[("Similarity columns from task_similarity.json; unigram JSD is a divergence "
                 "(0 = identical unigram distributions).")])
+
+
+def _unit_cell(boot: dict | None) -> str:
+    if not boot:
+        return NA
+    if boot.get("low") is None:
+        return latex_escape(f"n/a: {boot.get('reason')}")
+    return (f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}], "
+            f"{fmt(boot['p_boot'], 3)}")
 
 
 def correlation_table(corr: Sequence[dict]) -> str:
@@ -371,8 +396,13 @@ def summary_lines(stats_: dict) -> list[str]:
                    "positive transfer" if r.get("positive_transfer") else
                    "not significant" if r.get("significant") is False else
                    f"test n/a ({r['reason']})")
+        boot = r.get("unit_bootstrap") or {}
+        units = (f"; test-unit paired bootstrap 95% CI [{fmt(boot['low'], 1, 100, True)}, "
+                 f"{fmt(boot['high'], 1, 100, True)}], p {fmt(boot['p_boot'], 3)} over "
+                 f"{boot['n_units']} units" if boot.get("low") is not None else
+                 f"; test-unit bootstrap n/a ({boot['reason']})" if boot.get("reason") else "")
         lines.append(f"{head}: gain {fmt(r['mean_gain'], 1, 100, True)} points over {r['n']} "
-                     f"seed(s), Holm p {fmt(r.get('p_holm'), 3)} -> {verdict}")
+                     f"seed(s), Holm p {fmt(r.get('p_holm'), 3)} -> {verdict}{units}")
     if stats_["similarity_reason"]:
         lines.append(f"similarity vs gain: n/a: {stats_['similarity_reason']}")
     for c in stats_["correlations"]:
@@ -387,14 +417,13 @@ def summary_lines(stats_: dict) -> list[str]:
 
 def compute(jobs: Sequence[JobResult], rng_seed: int = 0, *, similarity: dict | None = None,
             similarity_file: str | None = None, alpha: float = 0.05,
-            level: float = 0.95) -> dict:
+            level: float = 0.95, resamples: int = 10_000) -> dict:
     """RQ4 without writing: {"tables", "figures", "statistics": {"rq4": ...}, "summary"}.
 
-    ``similarity`` is a loaded ``task_similarity.json`` (:func:`load_similarity`) or None.
-    ``rng_seed`` is unused (nothing here is random); kept for the common signature.
+    ``similarity`` is a loaded ``task_similarity.json`` (:func:`load_similarity`) or None;
+    ``rng_seed`` and ``resamples`` drive the test-unit bootstrap.
     """
-    del rng_seed
-    rows = gains(jobs, alpha, level)
+    rows = gains(jobs, alpha, level, resamples=resamples, rng_seed=rng_seed)
     stats_: dict[str, Any] = {"rows": rows, "correlations": [], "reason": None,
                               "similarity_file": similarity_file, "similarity_reason": None,
                               "alpha": alpha}
@@ -420,10 +449,10 @@ def compute(jobs: Sequence[JobResult], rng_seed: int = 0, *, similarity: dict | 
 
 def section(jobs: Sequence[JobResult], out_dir: str | Path, rng_seed: int = 0, *,
             similarity: dict | None = None, similarity_file: str | None = None,
-            alpha: float = 0.05, level: float = 0.95) -> dict:
+            alpha: float = 0.05, level: float = 0.95, resamples: int = 10_000) -> dict:
     """Compute and write RQ4's outputs; return statistics["rq4"] plus "files"."""
     outputs = compute(jobs, rng_seed, similarity=similarity, similarity_file=similarity_file,
-                      alpha=alpha, level=level)
+                      alpha=alpha, level=level, resamples=resamples)
     return {**outputs["statistics"]["rq4"], "rq": "rq4",
             "files": write_outputs(outputs, out_dir)}
 
@@ -438,7 +467,8 @@ def report_section(ctx):
     doc = None if path is None else load_similarity(path)
     return to_section_output(compute(ctx.study.jobs, ctx.options.seed, similarity=doc,
                                      similarity_file=None if path is None else str(path),
-                                     alpha=ctx.options.alpha, level=ctx.options.level))
+                                     alpha=ctx.options.alpha, level=ctx.options.level,
+                                     resamples=ctx.options.resamples))
 
 
 def build(results_dirs: Sequence[str | Path], out_dir: str | Path, rng_seed: int = 0,

@@ -195,3 +195,59 @@ def test_sections_plug_into_build_paper(results, tmp_path):
     assert "NEGATIVE TRANSFER" in summary and "Spearman rho +0.96" in summary
     assert (out / "table_rq4_gains.tex").is_file()
     assert (out / "fig_rq4_similarity_vs_gain_minilm.png").is_file()
+
+
+def _with_predictions(job_dir, task, correct):
+    """Give a written job NER-count predictions for ``task``: unit i right (1 tp) where
+    correct[i], else wrong (1 fp + 1 fn); the recorded F1 is what the units give."""
+    import pandas as pd
+
+    correct = np.asarray(correct, dtype=np.int64)
+    (job_dir / "predictions").mkdir(exist_ok=True)
+    pd.DataFrame({"unit_id": [f"u{i:04d}" for i in range(len(correct))], "gold": "[]",
+                  "pred": "[]", "tp": correct, "fp": 1 - correct, "fn": 1 - correct}
+                 ).to_parquet(job_dir / "predictions" / f"{task}.parquet")
+    res = json.loads((job_dir / "result.json").read_text())
+    f1 = float(correct.mean())   # 2tp / (2tp + fp + fn) with one entity per unit
+    res["per_task"][task].update(metrics={"f1": f1}, stat_spec={"kind": "counts"},
+                                 predictions=f"predictions/{task}.parquet", n_test=len(correct))
+    (job_dir / "result.json").write_text(json.dumps(res))
+
+
+def test_one_seed_still_gets_the_test_unit_bootstrap(tmp_path):
+    """With one seed the seed-level test is n/a, but the gain's test-set uncertainty is
+    reported: a multi-task run right on a superset of the single-task run's units (+10
+    points) has a CI above zero; one right on as many *other* units has a CI around zero."""
+    root = tmp_path / "r"
+    n = 400
+    st = np.zeros(n, dtype=bool)
+    st[: n // 2] = True                        # single-task right on the first half
+    better = st.copy()
+    better[n // 2: n // 2 + n // 10] = True    # + 40 more units
+    shuffled = np.roll(st, n // 4)             # as many right units, a quarter of them others
+    _with_predictions(write_job(root, "sa", strategy="single_task", experiment="st",
+                                tasks=["a"], seed=1, trainable=1, adapter=False), "a", st)
+    _with_predictions(write_job(root, "sb", strategy="single_task", experiment="st",
+                                tasks=["b"], seed=1, trainable=1, adapter=False), "b", st)
+    mab = write_job(root, "mab", strategy="multi_task", experiment="pairs", tasks=["a", "b"],
+                    seed=1, trainable=1, adapter=False)
+    _with_predictions(mab, "a", better)
+    _with_predictions(mab, "b", shuffled)
+    out = rq4.section(rq4.load_results([root]).jobs, tmp_path / "p", resamples=2000)
+    rows = {(r["target"], r["partner"]): r for r in out["rows"]}
+    up, flat = rows[("a", "b")], rows[("b", "a")]
+    assert up["p_holm"] is None and "at least 2" in up["reason"]      # no seed-level test
+    assert up["mean_gain"] == pytest.approx(0.1) and flat["mean_gain"] == pytest.approx(0.0)
+    ub, fb = up["unit_bootstrap"], flat["unit_bootstrap"]
+    assert ub["delta"] == pytest.approx(0.1) and ub["n_units"] == n
+    assert 0 < ub["low"] <= 0.1 <= ub["high"] and ub["p_boot"] < 0.01
+    assert fb["delta"] == pytest.approx(0.0) and fb["low"] < 0 < fb["high"]
+    assert fb["p_boot"] > 0.5
+    assert up["negative_transfer"] is None and up["positive_transfer"] is None  # not a verdict
+    tex = (tmp_path / "p" / "table_rq4_gains.tex").read_text()
+    assert "Units" in tex and "nan" not in tex.lower()
+    lines = rq4.summary_lines(out)
+    assert any("test-unit paired bootstrap" in ln and "over 400 units" in ln for ln in lines)
+    # deterministic in the seed
+    again = rq4.section(rq4.load_results([root]).jobs, tmp_path / "q", resamples=2000)
+    assert again["rows"][0]["unit_bootstrap"] == out["rows"][0]["unit_bootstrap"]
