@@ -35,6 +35,7 @@ its first resumed optimizer step.
     python benchmarks/train_throughput.py [--models minilm] [--device auto|cpu|cuda]
         [--precision auto|fp32|bf16|fp16] [--compile] [--batch-size 16] [--max-length 128]
         [--train-examples 800] [--test-examples 500] [--repeats 2] [--threads 2]
+        [--f1-seeds 2,3,4,5]   # test F1 over several seeds: is the engine's F1 the Trainer's?
 
     # the GPU figures of issue 7 (the device and its name are printed beside every figure):
     python benchmarks/train_throughput.py --models minilm,bert-base --device cuda \
@@ -56,7 +57,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import stats as scipy_stats
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -329,6 +332,22 @@ def bench_model(name: str, args, device: torch.device, dtype, data_dir: Path, tm
                   f"F1 {row['f1']:.4f}", flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    # test F1 over further seeds (initialisation and batch order): one run per configuration
+    f1_by_seed = {conf: {args.seed: runs[conf][0]["f1"]} for conf in runs}
+    for seed in args.f1_seeds:
+        if seed == args.seed:
+            continue
+        for conf in order:
+            work = tmp / f"{name}-{conf}-seed{seed}"
+            if conf == "engine":
+                result, _ = run_engine(model_name, cfg, seed, data_dir, work, device)
+                f1 = result["test_results"]["eval_f1"]
+            else:
+                f1 = run_trainer(model_name, cfg, seed, train_df, test_df,
+                                 conf == "trainer_grouped", work, device, dtype,
+                                 args.compile)[0]["f1"]
+            f1_by_seed[conf][seed] = f1
+            print(f"  {name} {conf} seed {seed}: F1 {f1:.4f}", flush=True)
     rows = {conf: max(rs, key=lambda r: r["tokens_per_s"]) for conf, rs in runs.items()}
     for row in rows.values():
         row["flops_per_token"] = flops_per_real_token(config, row["mean_padded_len"])
@@ -361,6 +380,7 @@ def bench_model(name: str, args, device: torch.device, dtype, data_dir: Path, tm
     except FirstStep:
         pass
     return {"best": rows, "all_runs": runs, "restart_to_first_step_s": first_step["t"] - t0,
+            "f1_by_seed": f1_by_seed,
             "config": {k: cfg[k] for k in ("learning_rate", "batch_size", "max_length",
                                             "precision", "compile")},
             "layers": config.num_hidden_layers, "hidden": config.hidden_size}
@@ -380,7 +400,11 @@ def main() -> None:
     ap.add_argument("--test-examples", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", default=str(REPO / "data"))
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="seed of the timed runs")
+    ap.add_argument("--f1-seeds", default="",
+                    help="comma-separated further seeds: each configuration trains once more "
+                         "per seed, and test F1 is compared over all seeds (mean, sd, and the "
+                         "engine - trainer difference with a 95%% t-interval)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per configuration (best kept)")
     ap.add_argument("--peak-seconds", type=float, default=3.0,
                     help="seconds spent measuring the matmul peak")
@@ -388,6 +412,10 @@ def main() -> None:
                     help="engine / default Trainer speed-up the run is judged against")
     args = ap.parse_args()
     names = [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        args.f1_seeds = [int(x) for x in args.f1_seeds.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--f1-seeds: expected comma-separated integers, got {args.f1_seeds!r}")
     unknown = [m for m in names if m != "minilm" and m not in MODEL_DIMS]
     if unknown:
         ap.error(f"--models: unknown {unknown}; choose from minilm, {', '.join(MODEL_DIMS)}")
@@ -435,6 +463,23 @@ def main() -> None:
                       f"{r['tokens_per_s'] / base['tokens_per_s']:>10.2f}"
                       f"{r['tokens_per_cpu_s']:>10.0f}{r['padding_share']:>9.1%}{r['f1']:>9.4f}"
                       f"{r['mfu_measured_peak']:>9.1%}{sheet_mfu:>10}{r['steady_s']:>9.1f}")
+            by_seed = res["f1_by_seed"]
+            if len(by_seed["engine"]) > 1:
+                seeds = sorted(by_seed["engine"])
+                print(f"test F1 over seeds {seeds}:")
+                for conf, vals in by_seed.items():
+                    v = np.array([vals[k] for k in seeds])
+                    line = f"  {conf:<16} mean {v.mean():.4f} sd {v.std(ddof=1):.4f}"
+                    if conf != "engine":
+                        d = np.array([by_seed["engine"][k] - vals[k] for k in seeds])
+                        half = (scipy_stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1)
+                                / np.sqrt(len(d)))
+                        line += (f"; engine - {conf}: {100 * d.mean():+.2f} points, 95% CI "
+                                 f"[{100 * (d.mean() - half):+.2f}, {100 * (d.mean() + half):+.2f}]")
+                        res.setdefault("f1_difference", {})[conf] = {
+                            "mean": float(d.mean()), "low": float(d.mean() - half),
+                            "high": float(d.mean() + half), "n": len(d)}
+                    print(line)
             speedup = rows["engine"]["tokens_per_s"] / base["tokens_per_s"]
             res["speedup_vs_trainer"] = speedup
             print(f"engine / default Trainer: {speedup:.2f}x on {where} (goal {args.goal}x: "

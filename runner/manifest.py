@@ -190,6 +190,9 @@ HELDOUT_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "max_eval_examples": (_optional_int(1), None),  # cap on its validation and test examples
     "learning_rate": (_float(0.0, 1.0, True), 1e-3),  # a fresh head needs more than 2e-5
     "train_mode": (_choice(HELDOUT_TRAIN_MODES), "head"),
+    # examples per step of the fresh head: one value for every job, so multi-task sources
+    # (batch 8 by default) and single-task ones (16) get the same held-out budget
+    "batch_size": (_int(1, 65536), 16),
 }
 # Only multi-task jobs sample between tasks.
 SAMPLING_KEYS = ("sampling", "temperature", "examples_cap")

@@ -392,6 +392,15 @@ def comparisons(jobs: Sequence[JobResult], runs: Sequence[HeldoutRun], *, resamp
                     va = [r.metrics[r.primary_metric] for r in ra]
                     vb = [r.metrics[r.primary_metric] for r in rb]
                     boot = paired_unit_bootstrap(ra, rb, resamples, rng_seed, level)
+                    # the fresh heads must have had the same budget on both sides
+                    ex_a = sorted({a_runs[k].budget.get("examples") for k in keys},
+                                  key=str)
+                    ex_b = sorted({b_runs[k].budget.get("examples") for k in keys},
+                                  key=str)
+                    row["budget_note"] = (
+                        None if ex_a == ex_b else
+                        f"unequal held-out budgets: MT heads trained on {ex_a} examples, "
+                        f"ST heads on {ex_b}")
                     row.update(primary_metric=ra[0].primary_metric,
                                mt_mean=float(np.mean(va)), st_mean=float(np.mean(vb)),
                                mean_diff=float(np.mean(va) - np.mean(vb)),
@@ -424,7 +433,8 @@ def table(rows: Sequence[dict]) -> str:
         mark = r"$^{*}$" if r.get("significant") else ""
         if boot.get("delta") is not None and boot.get("low") is not None:
             diff = (f"{fmt(boot['delta'], 1, 100, True)}{mark} "
-                    f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}]")
+                    f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}]"
+                    + (r"$^{\dagger}$" if r.get("budget_note") else ""))
         else:
             diff = latex_escape(f"n/a: {r.get('reason')}")
         params = NA
@@ -441,7 +451,10 @@ def table(rows: Sequence[dict]) -> str:
         caption="RQ2: shared-adapter multi-task vs parameter-matched single-task encoders on "
                 "held-out tasks (primary metric, points; Δ = MT − ST with paired bootstrap 95% "
                 "CI over test units; p Holm-adjusted across held-out tasks; * p < 0.05).",
-        notes=["Params: mean trainable parameters of the source jobs and |ST − MT| / MT."])
+        notes=["Params: mean trainable parameters of the source jobs and |ST − MT| / MT."]
+        + ([("† The fresh heads of the two sides trained on different numbers of examples "
+            "(results from before [heldout] batch_size): not a like-for-like comparison.")]
+           if any(r.get("budget_note") for r in rows) else []))
 
 
 def summary_lines(rows: Sequence[dict], reason: str | None) -> list[str]:
@@ -460,11 +473,13 @@ def summary_lines(rows: Sequence[dict], reason: str | None) -> list[str]:
             continue
         verdict = ("MT better" if r["significant"] and boot["delta"] > 0 else
                    "ST better" if r["significant"] else "no significant difference")
+        warn = f" WARNING: {r['budget_note']}" if r.get("budget_note") else ""
         lines.append(f"{head}: delta {fmt(boot['delta'], 1, 100, True)} points, 95% CI "
                      f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}], "
                      f"Holm p {fmt(r['p_holm'], 3)} over {r['n']} matched runs -> {verdict}; "
                      f"trainable params MT {fmt(r['mt_trainable'], 0)}, ST "
-                     f"{fmt(r['st_trainable'], 0)} (gap {fmt(r['param_relative_gap'], 1, 100)}%)")
+                     f"{fmt(r['st_trainable'], 0)} (gap {fmt(r['param_relative_gap'], 1, 100)}%)"
+                     f"{warn}")
     return lines
 
 

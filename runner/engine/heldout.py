@@ -40,7 +40,10 @@ from runner.jobapi import JobFailed, JobInterrupted
 def heldout_config(job_cfg: dict, heldout: dict) -> dict:
     """The training config of one fresh head: the job's, with the held-out budget."""
     steps = int(heldout["max_steps"])
+    # batch_size: the [heldout] table's (older tables without it: the job's)
+    batch = int(heldout.get("batch_size") or job_cfg["batch_size"])
     return {**job_cfg, "learning_rate": float(heldout["learning_rate"]), "max_steps": steps,
+            "batch_size": batch, "grad_accumulation": 1,
             # one validation, at the end of the budget: the final weights are the tested ones
             "eval_every": steps, "patience": 1,
             "warmup_steps": min(int(job_cfg["warmup_steps"]), steps // 10),
@@ -106,7 +109,7 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: torch.d
         setup = TrainSetup("single_task", {task: TrainTask(spec, enc["train"], enc["validation"],
                                                            frames["validation"])},
                            ho_cfg, int(seed), device, pad_id, out_dir / "checkpoints", evaluate,
-                           int(cfg["batch_size"]), 1, None)
+                           int(ho_cfg["batch_size"]), 1, None)
         progress = train(model, setup, ctx)
         preds, loss = predict(model, spec, enc["test"], pad_id, device, dtype,
                               eval_batch_size(progress.batch_size))
@@ -120,6 +123,7 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: torch.d
                  "tokens": int(progress.tokens_per_task[task]), "n_test": len(pred_df),
                  "stat_spec": spec.stat_spec(), "predictions": f"predictions/{task}.parquet"}
         budget = {"max_steps": int(heldout["max_steps"]),
+                  "batch_size": int(progress.batch_size),
                   "max_train_examples": int(heldout["max_train_examples"]),
                   "steps": int(progress.step),
                   "examples": int(sum(progress.examples_per_task.values())),

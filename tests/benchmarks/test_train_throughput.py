@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,7 +54,7 @@ def test_cpu_run_of_the_tiny_model_reports_every_configuration(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--models", "tiny", "--device", "cpu", "--threads", "1",
          "--train-examples", "48", "--test-examples", "16", "--repeats", "1",
-         "--peak-seconds", "0.2", "--batch-size", "4"],
+         "--peak-seconds", "0.2", "--batch-size", "4", "--f1-seeds", "2,3"],
         check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -72,4 +73,13 @@ def test_cpu_run_of_the_tiny_model_reports_every_configuration(tmp_path):
     # the engine's length-grouped batches pad less than random-order batches
     assert res["best"]["engine"]["padding_share"] < res["best"]["trainer"]["padding_share"]
     assert res["restart_to_first_step_s"] > 0
+    # F1 over seeds 1 (the timed runs), 2 and 3, and the paired engine - trainer differences
+    assert {c: sorted(v) for c, v in res["f1_by_seed"].items()} == {
+        c: ["1", "2", "3"] for c in ("engine", "trainer", "trainer_grouped")}  # JSON keys
+    for conf in ("trainer", "trainer_grouped"):
+        diff = res["f1_difference"][conf]
+        expected = np.mean([res["f1_by_seed"]["engine"][k] - res["f1_by_seed"][conf][k]
+                            for k in ("1", "2", "3")])
+        assert diff["n"] == 3 and diff["mean"] == pytest.approx(expected)
+        assert diff["low"] <= diff["mean"] <= diff["high"]
     assert "engine / default Trainer:" in proc.stdout and "on CPU, 1 threads" in proc.stdout

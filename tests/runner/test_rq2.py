@@ -227,7 +227,7 @@ def test_plan_matches_single_task_ranks_to_the_multi_task_job(tmp_path):
     assert mt[1].config["heldout"] == {"tasks": ["ncbi_disease", "s800"], "seeds": [1, 2],
                                        "max_steps": 20, "max_train_examples": 1000,
                                        "max_eval_examples": None, "learning_rate": 1e-3,
-                                       "train_mode": "head"}
+                                       "train_mode": "head", "batch_size": 16}
     plain = [j for j in plan.jobs if j.experiment == "plain"]
     assert "heldout" not in plain[0].config and plain[0].config["adapter"]["r"] == 4
     without = RQ2_TEXT.replace("heldout = true\n", "", 1)
@@ -305,3 +305,21 @@ def test_compile_is_not_in_job_ids_and_a_no_op_on_cpu(env, tmp_path):
     b = engine_job.run_job(make_job(model_path, max_steps=3, eval_every=3), ctx("plain"))
     assert a["test_results"] == b["test_results"]
     assert load_encoder(str(model_path)).config._attn_implementation == "sdpa"
+
+
+def test_heldout_budget_is_the_tables_not_the_jobs_batch_size(env):
+    """Multi-task jobs default to batch 8 and single-task ones to 16: the fresh heads must
+    not inherit that, or single-task sources would get twice the held-out examples."""
+    model_path, _data_dir, ctx = env
+    table = {**HELDOUT, "tasks": ["tiny_cls"], "seeds": [1], "batch_size": 6}
+    budgets = []
+    for name, batch in (("b4", 4), ("b8", 8)):
+        job = make_job(model_path, tasks=("tiny_ner",), max_steps=2, eval_every=2,
+                       adapter=LORA, heldout=table, batch_size=batch)
+        c = ctx(name)
+        engine_job.run_job(job, c)
+        doc = json.loads((heldout_dir(c.job_dir, "tiny_cls", 1) / "heldout.json").read_text())
+        budgets.append(doc["budget"])
+    assert budgets[0] == {**budgets[1], "tokens": budgets[0]["tokens"]}
+    # 3 steps of the table's 6 (the 20-example epoch is 6 + 6 + 6 + 2, length-grouped)
+    assert budgets[0]["batch_size"] == 6 and 3 * 2 < budgets[0]["examples"] <= 3 * 6

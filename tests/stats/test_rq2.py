@@ -114,6 +114,26 @@ def test_known_advantage_found(study, tmp_path):
     assert again["rows"][0]["bootstrap"] == out["rows"][0]["bootstrap"]
 
 
+def test_unequal_heldout_budgets_are_flagged(study, tmp_path):
+    """Held-out results from before [heldout] batch_size: single-task sources' heads saw twice
+    the examples.  The row says so, the summary warns, the table marks the cell."""
+    results, _ = study
+    for path in results.glob("s/st*/heldout/ncbi_disease/seed*/heldout.json"):
+        doc = json.loads(path.read_text())
+        doc["budget"]["examples"] *= 2
+        path.write_text(json.dumps(doc))
+    out = rq2.build([results], tmp_path / "paper", rng_seed=7, resamples=500)
+    rows = {r["task"]: r for r in out["rows"]}
+    assert "unequal held-out budgets" in rows["ncbi_disease"]["budget_note"]
+    assert "[800]" in rows["ncbi_disease"]["budget_note"]
+    assert "[1600]" in rows["ncbi_disease"]["budget_note"]
+    assert rows["s800"]["budget_note"] is None
+    lines = rq2.summary_lines(out["rows"], None)
+    assert sum("WARNING: unequal held-out budgets" in ln for ln in lines) == 1
+    tex = (tmp_path / "paper" / "table_rq2_heldout.tex").read_text()
+    assert r"$^{\dagger}$" in tex and "not a like-for-like comparison" in tex
+
+
 def test_no_heldout_is_na(tmp_path):
     root = tmp_path / "r"
     write_job(root, "a1", strategy="multi_task", experiment="mt", tasks=["bc2gm", "gad"],
