@@ -393,14 +393,8 @@ def comparisons(jobs: Sequence[JobResult], runs: Sequence[HeldoutRun], *, resamp
                     vb = [r.metrics[r.primary_metric] for r in rb]
                     boot = paired_unit_bootstrap(ra, rb, resamples, rng_seed, level)
                     # the fresh heads must have had the same budget on both sides
-                    ex_a = sorted({a_runs[k].budget.get("examples") for k in keys},
-                                  key=str)
-                    ex_b = sorted({b_runs[k].budget.get("examples") for k in keys},
-                                  key=str)
-                    row["budget_note"] = (
-                        None if ex_a == ex_b else
-                        f"unequal held-out budgets: MT heads trained on {ex_a} examples, "
-                        f"ST heads on {ex_b}")
+                    row["budget_note"] = _budget_note([a_runs[k] for k in keys],
+                                                      [b_runs[k] for k in keys])
                     row.update(primary_metric=ra[0].primary_metric,
                                mt_mean=float(np.mean(va)), st_mean=float(np.mean(vb)),
                                mean_diff=float(np.mean(va) - np.mean(vb)),
@@ -418,6 +412,25 @@ def comparisons(jobs: Sequence[JobResult], runs: Sequence[HeldoutRun], *, resamp
                     r["holm_family_size"] = sum(q is not None for q in adjusted)
                 rows.extend(family)
     return rows
+
+
+def _budget_note(a: Sequence[HeldoutRun], b: Sequence[HeldoutRun]) -> str | None:
+    """None when both sides' fresh heads had the same budget: the same (max_steps,
+    batch_size), or -- files from before heldout.json recorded batch_size -- the same numbers
+    of training examples."""
+    def budgets(runs, keys):
+        return sorted({tuple(r.budget.get(k) for k in keys) for r in runs}, key=str)
+
+    keys = (("max_steps", "batch_size")
+            if all(r.budget.get("batch_size") is not None for r in [*a, *b]) else ("examples",))
+    ba, bb = budgets(a, keys), budgets(b, keys)
+    if ba == bb:
+        return None
+    show = (lambda v: [x[0] for x in v]) if keys == ("examples",) else (
+        lambda v: [f"{x[0]} steps x {x[1]}" for x in v])
+    what = "examples" if keys == ("examples",) else "(steps x batch)"
+    return (f"unequal held-out budgets: MT heads trained on {show(ba)} {what}, "
+            f"ST heads on {show(bb)}")
 
 
 def table(rows: Sequence[dict]) -> str:
