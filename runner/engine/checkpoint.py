@@ -59,7 +59,6 @@ class TrainingProgress:
     train_loss_sum: float = 0.0         # sum of micro-batch losses
     best_score: float | None = None
     best_step: int | None = None
-    best_loss: float | None = None      # mean validation loss at best_step (breaks score ties)
     evals_without_improvement: int = 0
     stopped_early: bool = False
     finished: bool = False              # training loop done; only the test evaluation is left

@@ -40,10 +40,9 @@ from runner.jobapi import JobFailed, JobInterrupted
 def heldout_config(job_cfg: dict, heldout: dict) -> dict:
     """The training config of one fresh head: the job's, with the held-out budget."""
     steps = int(heldout["max_steps"])
-    # batch_size: the [heldout] table's (older tables without it: the job's)
-    batch = int(heldout.get("batch_size") or job_cfg["batch_size"])
     return {**job_cfg, "learning_rate": float(heldout["learning_rate"]), "max_steps": steps,
-            "batch_size": batch, "grad_accumulation": 1,
+            # the table's batch size, not the job's: the same budget for every source job
+            "batch_size": int(heldout["batch_size"]), "grad_accumulation": 1,
             # one validation, at the end of the budget: the final weights are the tested ones
             "eval_every": steps, "patience": 1,
             "warmup_steps": min(int(job_cfg["warmup_steps"]), steps // 10),

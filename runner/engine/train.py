@@ -146,8 +146,9 @@ def _ties_with_lower_loss(score: float, loss: float, progress: ckpt.TrainingProg
     after ``patience`` evaluations although it is still learning."""
     if progress.best_score is None or score != progress.best_score:
         return False
-    best_loss = math.inf if progress.best_loss is None else progress.best_loss
-    return loss < best_loss
+    best = next((h for h in progress.validation_history if h["step"] == progress.best_step),
+                None)
+    return best is not None and loss < _mean_loss(best["metrics"])
 
 
 def validate(model, setup: TrainSetup, dtype) -> tuple[dict, float]:
@@ -299,7 +300,6 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
             if _score(score) > best + float(cfg["min_delta"]) or _ties_with_lower_loss(
                     _score(score), loss, progress):
                 progress.best_score, progress.best_step = _score(score), progress.step
-                progress.best_loss = loss
                 progress.evals_without_improvement = 0
                 improved = True
             else:

@@ -81,7 +81,7 @@ def test_adapter_job_should_stop_and_resume_is_exact(env):
 
 HELDOUT = {"tasks": ["tiny_cls", "tiny_reg"], "seeds": [1, 2], "max_steps": 3,
            "max_train_examples": 20, "max_eval_examples": None, "learning_rate": 1e-3,
-           "train_mode": "head"}
+           "train_mode": "head", "batch_size": 4}
 
 
 def test_heldout_writes_documents_and_is_skipped_on_rerun(env):
@@ -105,7 +105,7 @@ def test_heldout_writes_documents_and_is_skipped_on_rerun(env):
             assert (folder / entry["predictions"]).is_file()
             assert entry["n_test"] == 16 and entry["tokens"] == doc["budget"]["tokens"] > 0
             assert doc["budget"]["steps"] == 3 and doc["budget"]["max_steps"] == 3
-            assert doc["budget"]["examples"] == 3 * 4  # 3 steps of batch_size 4
+            assert doc["budget"]["examples"] == 3 * 4  # 3 steps of the table's batch_size 4
             assert not (folder / "checkpoints").exists()
     # encoder frozen: only the fresh head trains; the total is the job's encoder + that head
     assert docs[("tiny_cls", 1)]["model_params"]["trainable"] == CLS_HEAD
