@@ -9,6 +9,10 @@ of the jobs are done (a 2 KB result.json each), 2% failed, 1% interrupted and 4 
 
     plan            load_manifest + build_plan (parse, expand, hash every job)
     plan table      the `python -m runner plan` text (includes a ledger snapshot)
+    design check    runner/design.py over the plan and the results (power per comparison,
+                    token-controlled feasibility from data/TOKEN_LENGTHS.json, truncation);
+                    here every finished job has a primary score, so the measured seed-to-seed
+                    SD reads ~6,000 result.json files
     status          the `python -m runner status` text (snapshot + states + report)
     baseline        naive status: per job, stat result.json and open its claim and failure
                     files (json.load), i.e. a few syscalls per job instead of a few scans
@@ -32,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runner import design
 from runner.executor import format_plan, job_states, status
 from runner.fsutil import atomic_write_json
 from runner.ledger import Ledger, Worker
@@ -76,8 +81,11 @@ def populate(plan, results: Path) -> None:
     n = len(plan.jobs)
     for i, job in enumerate(plan.jobs):
         if i % 100 < 60:
+            score = {t: {"primary_metric": "f1", "metrics": {"f1": 0.5 + i % 7 / 100}}
+                     for t in job.tasks}
             atomic_write_json(ledger.result_path(job.job_id),
-                              {"experiment_id": job.job_id, "pad": filler}, indent=None)
+                              {"experiment_id": job.job_id, "per_task": score, "pad": filler},
+                              indent=None)
         elif i % 100 < 62:
             ledger.record_failure(job.job_id, "RuntimeError: CUDA out of memory", "w")
         elif i % 100 < 63:
@@ -135,6 +143,9 @@ def main() -> int:
         mpath = tmp / "bench.toml"
         mpath.write_text(manifest_text(args.seeds))
         data = tmp / "data"
+        data.mkdir()
+        for name in ("SHA256SUMS", "TOKEN_LENGTHS.json"):
+            (data / name).write_bytes((ROOT / "data" / name).read_bytes())
         results = tmp / "results"
         plan = build_plan(load_manifest(mpath), data)
         n = len(plan.jobs)
@@ -148,6 +159,7 @@ def main() -> int:
         t_plan = best(lambda: build_plan(load_manifest(mpath), data), args.repeat)
         t_table = best(lambda: format_plan(plan, job_states(
             plan.jobs, Ledger(results).snapshot(j.job_id for j in plan.jobs))), args.repeat)
+        t_design = best(lambda: design.check(plan, results), args.repeat)
         t_status = best(lambda: status(plan, results), args.repeat)
         t_naive = best(lambda: naive_status(plan, results, False), args.repeat)
         t_naive_parse = best(lambda: naive_status(plan, results, True), args.repeat)
@@ -166,6 +178,7 @@ def main() -> int:
     rows = [
         ("plan (parse + expand + hash)", t_plan, None),
         ("plan table (incl. snapshot)", t_table, None),
+        ("design check", t_design, None),
         ("status", t_status, t_naive),
         ("baseline: naive per-job status", t_naive, None),
         ("baseline: naive + parse results", t_naive_parse, None),

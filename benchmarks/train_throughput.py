@@ -215,7 +215,7 @@ def run_trainer(model_name, cfg, seed, train_df, test_df, grouped: bool, work: P
     )
     spec = get_task(TASK)
     tok = AutoTokenizer.from_pretrained(model_name)
-    length = batching.effective_max_length(spec.max_length, cfg["max_length"], tok)
+    length = batching.effective_max_length(TASK, cfg, batching.model_length_limit(tok))
     train = encode_split(spec, train_df, tok, length)
     features = [{"input_ids": train.input_ids[i].tolist(),
                  "attention_mask": [1] * int(train.lengths[i]),
@@ -287,7 +287,7 @@ def engine_padding(model_name, cfg, seed, train_df) -> tuple[float, float]:
     spec = get_task(TASK)
     tok = AutoTokenizer.from_pretrained(model_name)
     split = encode_split(spec, train_df, tok,
-                         batching.effective_max_length(spec.max_length, cfg["max_length"], tok))
+                         batching.effective_max_length(TASK, cfg, batching.model_length_limit(tok)))
     plan = batching.epoch_plan(split.lengths, cfg["batch_size"], seed, TASK, 0)
     real = int(split.lengths.sum())
     padded = sum(int(split.lengths[b].max()) * len(b) for b in plan)

@@ -9,6 +9,7 @@
     python -m runner prepare ...                                      (prepare the data)
     python -m runner evaluate MANIFEST [--levels fp32,int8] [--batch-size 32] ...   (RQ3)
     python -m runner similarity --tasks a,b,... --out FILE | --manifest MANIFEST    (RQ4)
+    python -m runner contamination [--manifest M | --tasks a,b] [--n 13] [--out FILE]   (RQ1)
 
 Exit codes: 0 all done, 1 some job failed (the others went on), 2 bad input (one line on
 stderr, nothing written), 3 time budget reached or interrupted: run the same command again.
@@ -21,6 +22,7 @@ a tool killed by SIGPIPE would be; ``run`` gives its claimed job back first.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -28,7 +30,7 @@ from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIME_BUDGET, InputEr
 
 LEVELS_DEFAULT = ("fp32", "fp16", "bf16", "int8", "nf4")  # runner.calibration.LEVELS
 
-COMMANDS = ("run", "plan", "status", "prepare", "evaluate", "similarity")
+COMMANDS = ("run", "plan", "status", "prepare", "evaluate", "similarity", "contamination")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,12 +90,23 @@ def _parser() -> argparse.ArgumentParser:
                           "tasks, seed, depends on, state), then counts per strategy and "
                           "state and the total. Writes nothing.")
     common(plan)
+    plan.add_argument("--json", action="store_true",
+                      help="print the jobs, their states and the design check as one JSON "
+                           "document (for scripts)")
+    plan.add_argument("--sd-points", type=float, default=None, metavar="SD",
+                      help="seed-to-seed standard deviation of a paired difference, in points "
+                           "of the primary metric, for the power of every comparison (default: "
+                           "measured from finished jobs where 3+ seeds are done, else "
+                           "runner.design.DEFAULT_SD_POINTS = 1.0)")
     status = sub.add_parser("status", help="counts per state, progress, failures",
                             description="Counts per state, progress and ETA of running "
                             "jobs, failed jobs with their one-line reason. Writes nothing.")
     common(status)
     sub.add_parser("prepare", help="prepare the datasets (python -m runner prepare --help)",
                    add_help=False)
+    sub.add_parser("contamination", add_help=False,
+                   help="RQ1: which validation/test units overlap which task's training data "
+                        "(python -m runner contamination --help)")
     ev = sub.add_parser(
         "evaluate", help="RQ3: evaluate finished jobs' best weights at fp32/fp16/bf16/int8/nf4",
         description="For every finished job of the manifest (result.json present), rebuild the "
@@ -163,6 +176,9 @@ def _main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "prepare":
         from runner.prepare import main as prepare_main  # lazily: only this command needs it
         return prepare_main(argv[1:])
+    if argv and argv[0] == "contamination":
+        from runner.contamination import main as contamination_main
+        return contamination_main(argv[1:])
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")
     parser = _parser()
@@ -237,9 +253,91 @@ def _after_run(manifest, results_dir, data_dir, code: int) -> int:
     return code
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _results_dir(args: argparse.Namespace, manifest):
+    """The results folder, checked before any work: one that cannot be a folder we write into
+    (under a file, in /proc) is bad input, named where it was given: --results-dir or the
+    manifest's `results` line."""
     from pathlib import Path
 
+    from runner.errors import folder_problem
+
+    path = Path(args.results_dir or manifest.study.results)
+    problem = folder_problem(path, write=args.command == "run")
+    if problem is None:
+        return path
+    if args.results_dir is not None:
+        raise InputError(str(path), problem, where="--results-dir")
+    raise InputError(manifest.path, f"{path}: {problem}", where="study.results",
+                     line=manifest.study.results_line)
+
+
+def _run_flags(args: argparse.Namespace) -> int | None:
+    """Check run's executor flags before anything slow (data, models); return the --workers
+    count (None: auto or not given)."""
+    if args.executor == "ray":
+        if args.workers is not None:
+            raise InputError(None, "--workers is for --executor local; Ray places the jobs "
+                             "itself", where="--workers")
+        if args.cpus_per_job is not None and not args.cpus_per_job > 0:
+            raise InputError(None, f"expected a positive number of CPUs, got "
+                             f"{args.cpus_per_job}", where="--cpus-per-job")
+        return None
+    if args.address is not None or args.cpus_per_job is not None:
+        raise InputError(None, "only with --executor ray", where="--address/--cpus-per-job")
+    if args.workers is None:
+        return None
+    from runner import workers
+    return workers.parse_workers(args.workers)
+
+
+def _models_left(plan, results_dir, retry_failed: bool) -> list[str]:
+    """Model aliases of the jobs this run may still start: a finished study loads none."""
+    from runner.executor import job_states
+    from runner.ledger import Ledger
+
+    skip = {"done"} if retry_failed else {"done", "failed", "blocked"}
+    states = job_states(plan.jobs, Ledger(results_dir).snapshot(j.job_id for j in plan.jobs))
+    return [j.model for j in plan.jobs if states[j.job_id] not in skip]
+
+
+def _plan(args: argparse.Namespace, plan, manifest, results_dir) -> int:
+    """`runner plan`: the jobs and their states, whether each model resolves here, and the
+    design check (runner/design.py); ``--json`` gives the same as one document."""
+    from runner import design, executor
+    from runner.ledger import Ledger
+    from runner.plan import models_report
+
+    check = design.check(plan, results_dir, sd_points=args.sd_points)
+    if args.json:
+        states = executor.job_states(plan.jobs, Ledger(results_dir).snapshot(
+            j.job_id for j in plan.jobs))
+        jobs = [{"job_id": j.job_id, "experiment": j.experiment, "strategy": j.strategy,
+                 "model": j.model, "tasks": list(j.tasks), "seed": j.seed,
+                 "depends_on": list(j.depends_on), "state": states[j.job_id]}
+                for j in plan.jobs]
+        print(json.dumps({"study": manifest.study.name, "jobs": jobs,
+                          "design": check.as_json()}, indent=1))
+        return 0
+    print(executor.plan_table(plan, results_dir))
+    print(models_report(manifest, [j.model for j in plan.jobs]))
+    print("\n".join(design.render(check)))
+    return 0
+
+
+def _design_summary(plan, results_dir) -> None:
+    """Before `run` claims work: the design check's warnings and one line of counts (the
+    whole check is `runner plan`'s; a resumed run should not repeat pages of it)."""
+    from runner import design
+
+    check = design.check(plan, results_dir)
+    testable = sum(c.paired_test for c in check.comparisons)
+    for warning in check.warnings:
+        print(f"design check: WARNING: {warning}")
+    print(f"design check: {len(check.comparisons)} comparisons, {testable} with a paired "
+          f"test; details: python -m runner plan {plan.manifest.path}", flush=True)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "similarity":
@@ -247,40 +345,35 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from runner import executor
     from runner.manifest import load_manifest
-    from runner.plan import build_plan
+    from runner.plan import build_plan, check_models
 
     manifest = load_manifest(args.manifest)
-    results_dir = Path(args.results_dir or manifest.study.results)
-    if results_dir.exists() and not results_dir.is_dir():
-        raise InputError(str(results_dir), "expected a results folder, found a file",
-                         where="--results-dir")
+    results_dir = _results_dir(args, manifest)
     budget = None
     if getattr(args, "time_budget", None) is not None:
         budget = executor.parse_time_budget(args.time_budget)
-    plan = build_plan(manifest, args.data_dir)
+    n_workers = _run_flags(args) if args.command == "run" else None
+    # the data folder and its SHA256SUMS are bad input here, before any job is claimed
+    plan = build_plan(manifest, args.data_dir, require_data=True)
     if args.command == "plan":
-        print(executor.plan_table(plan, results_dir))
-        return 0
+        return _plan(args, plan, manifest, results_dir)
     if args.command == "status":
         print(executor.status(plan, results_dir))
         return 0
+    # every executor: a model that cannot be had stops the run now, not job by job
+    check_models(manifest, _models_left(plan, results_dir, args.retry_failed))
+    _design_summary(plan, results_dir)
     if args.executor == "ray":
-        if args.workers is not None:
-            raise InputError(None, "--workers is for --executor local; Ray places the jobs "
-                             "itself", where="--workers")
         from runner.ray_executor import run_ray
         code = run_ray(plan, results_dir, address=args.address, time_budget_s=budget,
                        retry_failed=args.retry_failed, cpus_per_job=args.cpus_per_job)
         return _after_run(manifest, results_dir, args.data_dir, code)
-    if args.address is not None or args.cpus_per_job is not None:
-        raise InputError(None, "only with --executor ray", where="--address/--cpus-per-job")
     if args.workers is not None:
         from runner import workers
-        n = workers.parse_workers(args.workers)
-        if (n if n is not None else len(workers.visible_gpus())) > 1:
+        if (n_workers if n_workers is not None else len(workers.visible_gpus())) > 1:
             child = [str(args.manifest), "--results-dir", str(results_dir),
                      "--data-dir", str(args.data_dir)]
-            code = workers.run_workers(plan, results_dir, child, workers=n,
+            code = workers.run_workers(plan, results_dir, child, workers=n_workers,
                                        time_budget_s=budget, retry_failed=args.retry_failed,
                                        worker_prefix=args.worker_id)
             return _after_run(manifest, results_dir, args.data_dir, code)

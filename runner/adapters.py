@@ -13,6 +13,8 @@ can be validated without them.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -76,9 +78,27 @@ def settings_from_table(table: Any, file: str | None = None,
                         target_modules=tuple(targets))
 
 
+@contextlib.contextmanager
+def _bitsandbytes_hidden():
+    """peft imports bitsandbytes whenever it is installed (for quantised LoRA layers, which no
+    job here has); that import is slow and prints a kernel warning on some CPUs, so peft sees
+    it as absent while it is imported and wraps an encoder.  Where it is already imported
+    (an nf4 evaluation) nothing changes."""
+    if "bitsandbytes" in sys.modules:
+        yield
+        return
+    sys.modules["bitsandbytes"] = None     # import raises ImportError, find_spec gives None
+    try:
+        yield
+    finally:
+        if "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None:
+            del sys.modules["bitsandbytes"]
+
+
 def to_peft_config(settings: LoraSettings):
     """``peft.LoraConfig`` for an encoder (heads are separate modules, trained in full)."""
-    from peft import LoraConfig
+    with _bitsandbytes_hidden():
+        from peft import LoraConfig
 
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=list(settings.target_modules), bias="none")
@@ -86,13 +106,13 @@ def to_peft_config(settings: LoraSettings):
 
 def apply_lora(encoder, settings: LoraSettings):
     """Wrap an ``AutoModel`` encoder: base weights frozen, LoRA A/B trainable."""
-    from peft import get_peft_model
-
     names = _matched_linears(encoder, settings.target_modules)
     if not names:
         raise InputError(None, f"no Linear module of the encoder matches "
                                f"{list(settings.target_modules)}", where="adapter.target_modules")
-    return get_peft_model(encoder, to_peft_config(settings))
+    with _bitsandbytes_hidden():
+        from peft import get_peft_model
+        return get_peft_model(encoder, to_peft_config(settings))
 
 
 def count_parameters(*modules) -> dict[str, int]:

@@ -220,12 +220,18 @@ def evaluation_path(job_dir, level: str):
     return Path(job_dir) / "evaluation" / f"{level}.json"
 
 
-def skipped_evaluation(job_id: str, level: str, reason: str, device: str | None = None) -> dict:
-    """A level that could not run here (e.g. nf4 without CUDA/bitsandbytes), with why."""
-    if level not in LEVELS or not reason:
-        raise ValueError("a skipped evaluation needs a known level and a reason")
-    return {"schema": EVALUATION_SCHEMA, "job_id": job_id, "level": level,
-            "status": "skipped", "reason": reason, "device": device}
+def skipped_evaluation(job_id: str, level: str, reason: str, device: str | None = None,
+                       environment: dict | None = None) -> dict:
+    """A level that could not run here (e.g. nf4 without CUDA/bitsandbytes), with why (one
+    line) and, when given, the ``environment`` it was decided under (a rerun under another
+    one tries the level again)."""
+    if level not in LEVELS or not reason or "\n" in reason:
+        raise ValueError("a skipped evaluation needs a known level and a one-line reason")
+    doc = {"schema": EVALUATION_SCHEMA, "job_id": job_id, "level": level,
+           "status": "skipped", "reason": reason, "device": device}
+    if environment is not None:
+        doc["environment"] = dict(environment)
+    return doc
 
 
 def evaluation_document(job_id: str, level: str, *, device: str, batch_size: int,

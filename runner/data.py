@@ -14,11 +14,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from runner.checksums import CHECKSUMS, job_checksums, read_checksums
 from runner.errors import InputError
 from runner.fsutil import sha256_file
 from runner.tasks import SPLITS, get_task
 
-CHECKSUMS = "SHA256SUMS"
+__all__ = ["CHECKSUMS", "decontaminate_train", "file_sha256", "load_split", "read_checksums",
+           "split_path", "verify_checksums"]
 
 # (absolute path, size in bytes, mtime in ns) -> sha256: hashing 30 MB twice per process is waste.
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
@@ -59,22 +61,6 @@ def load_split(data_dir: str | os.PathLike, task: str, split: str) -> pd.DataFra
     return df[list(spec.columns)]
 
 
-def read_checksums(data_dir: str | os.PathLike) -> dict[str, str]:
-    """``SHA256SUMS`` as {relative path: sha256}; InputError naming the line if malformed."""
-    path = Path(data_dir) / CHECKSUMS
-    if not path.is_file():
-        raise InputError(str(path), "checksum file missing; run `python -m runner prepare`")
-    sums: dict[str, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        digest, sep, rel = line.partition("  ")
-        if not sep or len(digest) != 64 or not rel:
-            raise InputError(str(path), "expected '<sha256>  <path>'", line=lineno)
-        sums[rel.lstrip("*")] = digest
-    return sums
-
-
 def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -86,25 +72,47 @@ def file_sha256(path: Path) -> str:
 def verify_checksums(data_dir: str | os.PathLike, tasks) -> dict[str, str]:
     """Check every split file of ``tasks`` against ``SHA256SUMS``; return {relpath: sha256}.
 
-    Only the given tasks' files are hashed. InputError naming the file when it is missing,
-    not listed in SHA256SUMS, or its content differs (modified or truncated).
+    Only the given tasks' files are hashed. InputError naming the file when SHA256SUMS is
+    missing or has no line for it, when the file is missing, or its content differs
+    (modified or truncated).
     """
     data_dir = Path(data_dir)
-    sums = read_checksums(data_dir)
-    out: dict[str, str] = {}
     for task in tasks:
         get_task(task)
-        for split in SPLITS:
-            rel = f"{task}/{split}.parquet"
-            path = data_dir / rel
-            if rel not in sums:
-                raise InputError(str(path), f"not listed in {data_dir / CHECKSUMS}")
-            if not path.is_file():
-                raise InputError(str(path), "listed in SHA256SUMS but missing")
-            got = file_sha256(path)
-            if got != sums[rel]:
-                raise InputError(str(path), f"sha256 {got[:12]}... != {sums[rel][:12]}... in "
-                                 f"SHA256SUMS: the file was modified or truncated; prepare it "
-                                 f"again")
-            out[rel] = got
+    listed = job_checksums(read_checksums(data_dir), tasks, data_dir)
+    out: dict[str, str] = {}
+    for rel, want in listed.items():
+        path = data_dir / rel
+        if not path.is_file():
+            raise InputError(str(path), f"listed in {CHECKSUMS} but missing")
+        got = file_sha256(path)
+        if got != want:
+            raise InputError(str(path), f"sha256 {got[:12]}... != {want[:12]}... in "
+                             f"{CHECKSUMS}: the file was modified or truncated; prepare it "
+                             f"again")
+        out[rel] = got
     return out
+
+
+def decontaminate_train(data_dir: str | os.PathLike, task: str, train: pd.DataFrame,
+                        setting: dict | None) -> tuple[pd.DataFrame, int | None]:
+    """``config.decontaminate`` (manifest ``decontaminate = true``): ``task``'s training split
+    ``train`` without the units that overlap (exact or n-gram, runner.contamination) a
+    validation or test unit of any task in ``setting["against"]``, and the number of rows
+    dropped (HoC: every sentence of a dropped abstract).  No setting: ``train``, None.
+
+    The evaluated files must still have the SHA256 the plan recorded in
+    ``setting["data_checksums"]`` (InputError naming the file otherwise): what is dropped
+    depends on them, and so does the job id."""
+    if not setting:
+        return train, None
+    from runner.contamination import overlapping_train_units, unit_column
+
+    for rel, digest in sorted(setting.get("data_checksums", {}).items()):
+        path = Path(data_dir) / rel
+        if not path.is_file() or file_sha256(path) != digest:
+            raise InputError(str(path), "missing or changed since the plan was made; a "
+                             "decontaminated job's training data depends on it: plan again")
+    drop = overlapping_train_units(data_dir, task, setting["against"], int(setting["n"]))
+    keep = ~train[unit_column(get_task(task))].astype(str).isin(drop)
+    return train[keep].reset_index(drop=True), int((~keep).sum())

@@ -13,9 +13,15 @@
 * ``nf4``   -- every ``nn.Linear`` of the encoder replaced by bitsandbytes ``Linear4bit``
   (NF4 weights, blocks of 64, compute in bf16 -- fp16 on a GPU without bf16; the small task
   heads stay fp32); needs bitsandbytes; on a GPU where there is one, else on the CPU when the
-  installed bitsandbytes has a CPU backend (a tiny layer is quantised and run to find out).
+  installed bitsandbytes' CPU kernels take the model: one layer of every distinct Linear
+  shape of the encoder is quantised and run first (:func:`level_problem`), because those
+  kernels depend on the CPU's instruction set and on the shapes.
 
-A level that cannot run here is written as ``status: "skipped"`` with the reason.
+A level that cannot run here -- no GPU, no bitsandbytes, a probe that fails, or a quantised
+level (int8, nf4) whose library fails while quantising or running the model -- is written as
+``status: "skipped"`` with the reason (one line, the library's message) and the environment
+it was decided under; the other levels still run.  bitsandbytes is imported only when an nf4
+level is evaluated (its import is slow and prints a kernel warning on some CPUs).
 
 Per level and task: the primary metric and metrics (``runner.metrics.evaluate``) on the *same*
 test subset the job was tested on (the job's ``max_eval_examples``, drawn with the engine's
@@ -36,9 +42,11 @@ regression (BIOSSES) -> none, with the reason).  Per level (all of the job's tas
   file.
 
 Resumable: a level whose file exists is left alone (``--force`` recomputes), except a
-``skipped`` file whose level can run here now.  The engine has no seam for "rebuild a finished
-job's model" or "logits out of predict", so both live here on top of the engine's public
-functions (``build_model``, ``load_best``, ``encode_split``, ``eval_batches``, ``collate``).
+``skipped`` file whose level this machine has what it needs for and that was decided under
+another environment (device, torch, bitsandbytes versions).  The engine has no seam for
+"rebuild a finished job's model" or "logits out of predict", so both live here on top of the
+engine's public functions (``build_model``, ``load_best``, ``encode_split``, ``eval_batches``,
+``collate``).
 """
 
 from __future__ import annotations
@@ -106,30 +114,48 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
 # Where each level can run
 # ============================================================================================
 
+QUANTISED = ("int8", "nf4")   # levels that run a quantisation library's kernels
+REASON_CHARS = 400            # a library's message is cut to this many characters
+
+
 def _cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
 
 
+def _bitsandbytes_version() -> str | None:
+    """The installed bitsandbytes' version, read from its metadata: importing it is slow and,
+    on some CPUs, prints a kernel warning, so it is imported only by a level that needs it."""
+    from importlib import metadata
+    try:
+        return metadata.version("bitsandbytes")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _bitsandbytes():
+    import bitsandbytes
+    return bitsandbytes
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most REASON_CHARS characters."""
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return line[:REASON_CHARS]
+
+
 def level_unavailable(level: str) -> str | None:
-    """None when ``level`` can run on this machine, else why not (one line)."""
+    """None when this machine has what ``level`` needs, else why not (one line).  Whether the
+    installed bitsandbytes runs a given model's shapes is :func:`level_problem`'s question."""
     import torch
 
     if level in ("fp16", "bf16") and not _cuda_available():
         return f"{level} needs a CUDA GPU; this machine has no CUDA GPU"
     if level == "bf16" and not torch.cuda.is_bf16_supported():
         return "bf16 needs a GPU with bfloat16 support (compute capability 8.0+)"
-    if level == "nf4":
-        try:
-            import bitsandbytes
-        except ImportError:
-            return "nf4 needs bitsandbytes (pip install bitsandbytes), not installed"
-        if not _cuda_available():
-            why = _nf4_cpu_problem()
-            if why is not None:
-                return (f"nf4 needs a CUDA GPU, or a bitsandbytes with a CPU backend (this "
-                        f"machine has no CUDA GPU; bitsandbytes {bitsandbytes.__version__} on "
-                        f"the CPU: {why})")
+    if level == "nf4" and _bitsandbytes_version() is None:
+        return "nf4 needs bitsandbytes (pip install bitsandbytes), not installed"
     if level == "int8":
         engines = torch.backends.quantized.supported_engines
         if not any(e in engines for e in ("fbgemm", "x86", "qnnpack")):
@@ -137,26 +163,74 @@ def level_unavailable(level: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=1)
-def _nf4_cpu_problem() -> str | None:
-    """None when bitsandbytes quantises and runs a small NF4 layer on the CPU, else why not."""
-    import bitsandbytes as bnb
+def linear_shapes(module) -> tuple[tuple[int, int], ...]:
+    """The distinct (in_features, out_features) of ``module``'s ``nn.Linear`` layers."""
+    from torch import nn
+    return tuple(sorted({(m.in_features, m.out_features) for m in module.modules()
+                         if isinstance(m, nn.Linear)}))
+
+
+def level_problem(model, level: str) -> str | None:
+    """None when ``level`` quantises and runs ``model``'s layers here, else the library's
+    reason (one line).  nf4: bitsandbytes' kernels depend on the device, the CPU's
+    instruction set and the layer shapes (some CPU kernels cannot take a layer narrower than
+    a quantisation block), so every encoder Linear shape is probed, not a stand-in layer."""
+    if level != "nf4":
+        return None
+    return _nf4_problem(linear_shapes(model.encoder), level_device(level))
+
+
+@functools.lru_cache(maxsize=16)
+def _nf4_problem(shapes: tuple[tuple[int, int], ...], device: str) -> str | None:
     import torch
 
+    where = f"nf4 cannot run on {device} with bitsandbytes {_bitsandbytes_version()}"
+    gen = torch.Generator().manual_seed(0)
     try:
-        lin = torch.nn.Linear(64, 64)
-        q = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.bfloat16, quant_type="nf4")
-        q.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False,
-                                     quant_type="nf4")
-        q.bias = torch.nn.Parameter(lin.bias.data.clone(), requires_grad=False)
-        q = q.to("cpu")
-        with torch.inference_mode():
-            out = q(torch.randn(2, 64))
-        if not bool(torch.isfinite(out).all()):
-            return "its NF4 layer gave non-finite outputs"
-    except Exception as exc:  # noqa: BLE001 -- any failure means: no usable CPU backend
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+        bnb = _bitsandbytes()
+    except Exception as exc:  # noqa: BLE001 -- a broken install is "cannot run here"
+        return f"{where}: {one_line(exc)}"
+    for n_in, n_out in shapes:
+        try:
+            # in eval mode, as the level runs it: bitsandbytes picks its CPU inference kernel
+            # (and repacks the weights for it) only for a layer that is not training
+            q = _nf4_linear(bnb, torch.randn(n_out, n_in, generator=gen) * 0.05,
+                            torch.zeros(n_out)).eval().to(device)
+            with torch.inference_mode():
+                # one row takes bitsandbytes' vector kernel, a batch of sequences its matmul
+                outs = [q(torch.randn(*rows, n_in, generator=gen).to(device))
+                        for rows in ((1, 1), (2, 5))]
+            if not all(bool(torch.isfinite(o).all()) for o in outs):
+                return f"{where}: Linear {n_in}->{n_out} gave non-finite outputs"
+        except Exception as exc:  # noqa: BLE001 -- any library failure means: not here
+            return f"{where} (Linear {n_in}->{n_out}): {one_line(exc)}"
     return None
+
+
+def environment(level: str) -> dict:
+    """What decides whether ``level`` runs here; a level skipped under another environment is
+    tried again (the results moved to a GPU, bitsandbytes upgraded)."""
+    import torch
+    return {"device": hardware_name(level_device(level)), "torch": torch.__version__,
+            "bitsandbytes": _bitsandbytes_version()}
+
+
+def hardware_name(device: str) -> str:
+    import torch
+    if device == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({_cpu_model()}, torch kernels {torch.backends.cpu.get_cpu_capability()})"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine() or "unknown"
 
 
 def level_device(level: str) -> str:
@@ -168,7 +242,7 @@ def level_device(level: str) -> str:
 def device_name(device: str) -> str:
     import torch
     if device == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(0)})"
+        return hardware_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
@@ -228,7 +302,7 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
              get_task: Callable, load_split: Callable) -> LoadedJob | str:
     """A finished job ready to evaluate, or why it cannot be (one line)."""
     from runner.engine import checkpoint as ckpt
-    from runner.engine.batching import effective_max_length, encode_split
+    from runner.engine.batching import effective_max_length, encode_split, model_length_limit
 
     try:
         result = json.loads((job_dir / "result.json").read_text(encoding="utf-8"))
@@ -259,7 +333,8 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
         # the job's own subsets first (same rows as its result.json), then the optional cap
         frames = {split: _subsample(_subsample(load_split(data_dir, name, split), max_eval), cap)
                   for split in ("validation", "test")}
-        length = effective_max_length(spec.max_length, job.config["max_length"], tokenizer)
+        length = effective_max_length(name, job.config, model_length_limit(
+            tokenizer, getattr(model.encoder, "config", None)))
         tasks[name] = TaskData(spec, frames["test"],
                                encode_split(spec, frames["test"], tokenizer, length),
                                encode_split(spec, frames["validation"], tokenizer, length))
@@ -297,24 +372,35 @@ def level_model(base, level: str):
     raise ValueError(f"unknown level {level!r}")
 
 
-def _to_nf4(model):
-    """Encoder ``nn.Linear`` -> bitsandbytes ``Linear4bit`` (NF4); quantised on ``.cuda()``."""
-    import bitsandbytes as bnb
+def _nf4_compute_dtype():
     import torch
+    if _cuda_available() and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16   # GPUs that have it, and the CPU backend's usual 4-bit compute type
+
+
+def _nf4_linear(bnb, weight, bias):
+    """A bitsandbytes NF4 ``Linear4bit`` holding ``weight`` (out x in) and ``bias`` (or None);
+    it quantises when moved to its device."""
     from torch import nn
 
-    if _cuda_available():
-        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        compute = torch.bfloat16   # the CPU backend's usual 4-bit compute type
+    n_out, n_in = weight.shape
+    q = bnb.nn.Linear4bit(n_in, n_out, bias=bias is not None,
+                          compute_dtype=_nf4_compute_dtype(), quant_type="nf4")
+    q.weight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4")
+    if bias is not None:
+        q.bias = nn.Parameter(bias.clone(), requires_grad=False)
+    return q
+
+
+def _to_nf4(model):
+    """Encoder ``nn.Linear`` -> bitsandbytes ``Linear4bit`` (NF4); quantised on ``.to()``."""
+    from torch import nn
+
+    bnb = _bitsandbytes()
     targets = [(name, m) for name, m in model.encoder.named_modules() if isinstance(m, nn.Linear)]
     for name, lin in targets:
-        q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
-                              compute_dtype=compute, quant_type="nf4")
-        q.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False,
-                                     quant_type="nf4")
-        if lin.bias is not None:
-            q.bias = nn.Parameter(lin.bias.data.clone(), requires_grad=False)
+        q = _nf4_linear(bnb, lin.weight.data, None if lin.bias is None else lin.bias.data)
         parent_name, _, child = name.rpartition(".")
         parent = model.encoder.get_submodule(parent_name) if parent_name else model.encoder
         setattr(parent, child, q)
@@ -460,72 +546,118 @@ def timed_test_logits(model, loaded: LoadedJob, device, batch_size: int,
 # One level of one job
 # ============================================================================================
 
-def evaluate_level(loaded: LoadedJob, level: str, batch_size: int, metrics_fn: Callable,
-                   provenance: dict) -> dict:
-    """The ``evaluation/1`` document of ``level`` (status ok) for a loaded job."""
+@dataclass
+class LevelRun:
+    """What one level's model produced on the job's data, and what it cost."""
+    size: int                 # bytes of its saved state dict
+    test_logits: dict         # task -> per-example logits (split order)
+    val_logits: dict          # the same on validation, for the tasks that are calibrated
+    seconds: float            # the timed run over every test example
+    n: int                    # test examples timed
+    peak_bytes: int
+    method: str               # how peak_bytes was measured
+
+
+def run_level(loaded: LoadedJob, level: str, device, batch_size: int) -> LevelRun:
+    """Build ``level``'s model, time it over the test sets, take the validation logits."""
     import torch
 
-    device = torch.device(level_device(level))
     gc.collect()
     rss_before = _rss_bytes()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model = level_model(loaded.model, level).eval()
-    model.to(device)    # nf4: Linear4bit quantises its weights here
-    size = size_on_disk(model)
-    cpu_memory = device.type == "cpu" and rss_before is not None
-    test_logits, seconds, n, rss_peak = timed_test_logits(model, loaded, device, batch_size,
-                                                          cpu_memory)
+    try:
+        model.to(device)    # nf4: Linear4bit quantises its weights here
+        size = size_on_disk(model)
+        cpu_memory = device.type == "cpu" and rss_before is not None
+        test_logits, seconds, n, rss_peak = timed_test_logits(model, loaded, device, batch_size,
+                                                              cpu_memory)
+        peak_bytes, method = _peak_memory(device, rss_before if cpu_memory else None, rss_peak)
+        val_logits = {name: split_logits(model, name, t.validation, loaded.pad_id, device,
+                                         batch_size)
+                      for name, t in loaded.tasks.items() if t.spec.kind in CALIBRATION_KIND}
+    finally:
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return LevelRun(size, test_logits, val_logits, seconds, n, peak_bytes, method)
+
+
+def _peak_memory(device, rss_before: int | None, rss_peak: int | None) -> tuple[int, str]:
+    import torch
+
     if device.type == "cuda":
-        peak_bytes = int(torch.cuda.max_memory_allocated())
-        method = "cuda max_memory_allocated (weights + activations)"
-    elif cpu_memory:
-        peak_bytes = max(0, int(rss_peak) - int(rss_before))
+        return (int(torch.cuda.max_memory_allocated()),
+                "cuda max_memory_allocated (weights + activations)")
+    if rss_before is not None:
         method = ("cpu peak RSS during the timed run minus RSS before the level's model was "
                   "built (/proc/self/statm, sampled every 5 ms)")
-    else:
-        import resource
-        peak_bytes = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-        method = "cpu process peak RSS since start (resource.ru_maxrss; not a delta)"
+        return max(0, int(rss_peak) - int(rss_before)), method
+    import resource
+    return (int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+            "cpu process peak RSS since start (resource.ru_maxrss; not a delta)")
 
-    per_task = {}
-    for name, t in loaded.tasks.items():
-        spec = t.spec
-        preds = predictions_from_logits(spec, t.test, test_logits[name])
-        metrics, scored = metrics_fn(spec, t.test_df, preds)
-        metrics = {k: (float(v) if v is not None and np.isfinite(v) else None)
-                   for k, v in metrics.items()}
-        calibration, reason = None, None
-        kind = CALIBRATION_KIND.get(spec.kind)
-        if kind is None:
-            reason = f"{spec.kind} task: no class probabilities to calibrate"
-        else:
-            val_logits = split_logits(model, name, t.validation, loaded.pad_id, device,
-                                      batch_size)
-            try:
-                vz, vy = calibration_inputs(spec, t.validation, val_logits)
-                tz, ty = calibration_inputs(spec, t.test, test_logits[name])
-                calibration = calibration_report(vz, vy, tz, ty, kind=kind)
-            except ValueError as exc:   # e.g. no scored word, non-finite logits at fp16
-                reason = f"calibration not computed: {exc}"
-        per_task[name] = {"primary_metric": spec.primary_metric, "metrics": metrics,
-                          # scored units, as result.json counts them (HoC: abstracts)
-                          "n_test": len(scored), "calibration": calibration,
-                          "calibration_reason": reason}
-    del model
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+
+def score_task(name: str, t: TaskData, run: LevelRun, metrics_fn: Callable) -> dict:
+    """One task's ``per_task`` entry: test metrics and calibration from the level's logits."""
+    spec = t.spec
+    preds = predictions_from_logits(spec, t.test, run.test_logits[name])
+    metrics, scored = metrics_fn(spec, t.test_df, preds)
+    metrics = {k: (float(v) if v is not None and np.isfinite(v) else None)
+               for k, v in metrics.items()}
+    calibration, reason = None, None
+    kind = CALIBRATION_KIND.get(spec.kind)
+    if kind is None:
+        reason = f"{spec.kind} task: no class probabilities to calibrate"
+    else:
+        try:
+            vz, vy = calibration_inputs(spec, t.validation, run.val_logits[name])
+            tz, ty = calibration_inputs(spec, t.test, run.test_logits[name])
+            calibration = calibration_report(vz, vy, tz, ty, kind=kind)
+        except ValueError as exc:   # e.g. no scored word, non-finite logits at fp16
+            reason = f"calibration not computed: {exc}"
+    # n_test: scored units, as result.json counts them (HoC: abstracts)
+    return {"primary_metric": spec.primary_metric, "metrics": metrics, "n_test": len(scored),
+            "calibration": calibration, "calibration_reason": reason}
+
+
+def _library(level: str) -> str:
+    import torch
+    if level == "nf4":
+        return f"bitsandbytes {_bitsandbytes_version()}"
+    return f"torch {torch.__version__}"
+
+
+def evaluate_level(loaded: LoadedJob, level: str, batch_size: int, metrics_fn: Callable,
+                   provenance: dict) -> dict:
+    """The ``evaluation/1`` document of ``level`` for a loaded job: status ok, or, when a
+    quantised level fails to quantise or run the model here, skipped with the library's
+    reason (the other levels still run)."""
+    import torch
+
+    device = torch.device(level_device(level))
+    try:
+        run = run_level(loaded, level, device, batch_size)
+    except Exception as exc:   # a quantisation library's failure, of any type
+        if level not in QUANTISED:
+            raise   # fp32/fp16/bf16 run plain torch: a failure there is a bug, shown as one
+        why = f"{level} failed on {device.type} ({_library(level)}): {one_line(exc)}"
+        return skipped_evaluation(loaded.job_id, level, why, device_name(device.type),
+                                  environment(level))
+    per_task = {name: score_task(name, t, run, metrics_fn) for name, t in loaded.tasks.items()}
     return evaluation_document(
         loaded.job_id, level, device=device_name(device.type), batch_size=batch_size,
-        latency_ms_per_example=1000.0 * seconds / n, throughput_examples_per_s=n / seconds,
-        peak_memory_bytes=peak_bytes, size_on_disk_bytes=size, per_task=per_task,
-        provenance={**provenance, "peak_memory_method": method,
+        latency_ms_per_example=1000.0 * run.seconds / run.n,
+        throughput_examples_per_s=run.n / run.seconds, peak_memory_bytes=run.peak_bytes,
+        size_on_disk_bytes=run.size, per_task=per_task,
+        provenance={**provenance, "peak_memory_method": run.method,
                     "best_weights": {"step": loaded.best_meta.get("step"),
                                      "sha256": loaded.best_meta.get("sha256")},
                     "max_eval_examples": loaded.result.get("config", {}).get("max_eval_examples"),
-                    "n_test_examples": n, "timed_seconds": seconds,
+                    "n_test_examples": run.n, "timed_seconds": run.seconds,
                     "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
                         timespec="seconds")})
 
@@ -579,11 +711,16 @@ def _keep_existing(path: Path, level: str, force: bool) -> bool:
     if force or not path.is_file():
         return False
     try:
-        status = json.loads(path.read_text(encoding="utf-8")).get("status")
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False     # unreadable: write it again
-    # a skipped level is retried when it can run here now (e.g. the results moved to a GPU)
-    return status != "skipped" or level_unavailable(level) is not None
+    if not isinstance(doc, dict):
+        return False
+    if doc.get("status") != "skipped":
+        return True
+    # a skipped level is tried again when this machine has what it needs and the skip was
+    # decided under another environment (the results moved to a GPU, bitsandbytes upgraded)
+    return level_unavailable(level) is not None or doc.get("environment") == environment(level)
 
 
 def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
@@ -636,10 +773,7 @@ def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
         for lv in todo:
             why = level_unavailable(lv)
             if why is not None:
-                write_evaluation(job_dir, skipped_evaluation(job.job_id, lv, why,
-                                                             device_name(level_device(lv))))
-                summary.written.append((job.job_id, lv, "skipped"))
-                say(f"{job.job_id} {lv}: skipped ({why})")
+                _record(job_dir, _skipped(job.job_id, lv, why), summary, say)
         if not runnable:
             continue
         loaded = load_job(job, job_dir, Path(data_dir), max_test_examples, get_task, load_split)
@@ -648,17 +782,10 @@ def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
             say(f"{job.job_id}: skipped ({loaded})")
             continue
         for lv in runnable:
-            doc = evaluate_level(loaded, lv, batch_size, metrics_fn, provenance)
-            write_evaluation(job_dir, doc)
-            summary.written.append((job.job_id, lv, "ok"))
-            scores = ", ".join(
-                f"{t} {e['primary_metric']} {_fmt(e['metrics'][e['primary_metric']])}"
-                f" ECE {_fmt((e['calibration'] or {}).get('ece_before'))}"
-                f"->{_fmt((e['calibration'] or {}).get('ece_after'))}"
-                for t, e in doc["per_task"].items())
-            say(f"{job.job_id} {lv}: {scores}; {doc['latency_ms_per_example']:.2f} ms/example, "
-                f"{doc['size_on_disk_bytes'] / 1e6:.1f} MB on disk, "
-                f"peak {doc['peak_memory_bytes'] / 1e6:.1f} MB")
+            why = level_problem(loaded.model, lv)
+            doc = (evaluate_level(loaded, lv, batch_size, metrics_fn, provenance) if why is None
+                   else _skipped(job.job_id, lv, why))
+            _record(job_dir, doc, summary, say)
         del loaded
         gc.collect()
     if jobs and summary.unfinished == len(jobs):
@@ -669,6 +796,29 @@ def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
         f"{len(summary.kept)} already done, {len(summary.skipped_jobs)} job(s) without "
         f"usable weights, {summary.unfinished} job(s) not finished")
     return summary
+
+
+def _skipped(job_id: str, level: str, why: str) -> dict:
+    return skipped_evaluation(job_id, level, why, device_name(level_device(level)),
+                              environment(level))
+
+
+def _record(job_dir: Path, doc: dict, summary: Summary, say: Callable[[str], None]) -> None:
+    """Write one level's file, count it and say one line about it."""
+    write_evaluation(job_dir, doc)
+    job_id, level, status = doc["job_id"], doc["level"], doc["status"]
+    summary.written.append((job_id, level, status))
+    if status == "skipped":
+        say(f"{job_id} {level}: skipped ({doc['reason']})")
+        return
+    scores = ", ".join(
+        f"{t} {e['primary_metric']} {_fmt(e['metrics'][e['primary_metric']])}"
+        f" ECE {_fmt((e['calibration'] or {}).get('ece_before'))}"
+        f"->{_fmt((e['calibration'] or {}).get('ece_after'))}"
+        for t, e in doc["per_task"].items())
+    say(f"{job_id} {level}: {scores}; {doc['latency_ms_per_example']:.2f} ms/example, "
+        f"{doc['size_on_disk_bytes'] / 1e6:.1f} MB on disk, "
+        f"peak {doc['peak_memory_bytes'] / 1e6:.1f} MB")
 
 
 def _fmt(v) -> str:

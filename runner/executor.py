@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import shutil
 import signal
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runner.errors import EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET, InputError
-from runner.fsutil import sha256_file
+from runner.fsutil import remove_temp_files
 from runner.jobapi import JobContext, JobFailed, JobInterrupted
 from runner.ledger import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S, Claim, Ledger, Snapshot, Worker
 from runner.plan import Job, Plan
@@ -262,28 +263,61 @@ def _job_logger(job: Job, job_dir: Path) -> tuple[logging.Logger, list[logging.H
 
 
 def verify_job_data(job: Job, data_dir: Path) -> None:
-    """Raise InputError when a data file of the job changed since the plan was made."""
+    """Raise InputError when a data file of the job, or its SHA256SUMS line, changed or went
+    missing since the plan was made (runner.data.verify_checksums: the one SHA256SUMS reader)."""
     if not job.data_checksums:
-        return  # no SHA256SUMS entries for these tasks: nothing recorded to compare with
-    try:
-        from runner.data import verify_checksums
-    except ImportError:
-        verify_checksums = None
-    if verify_checksums is not None:
-        found = verify_checksums(data_dir, job.tasks)
-        for rel, digest in job.data_checksums.items():
-            if rel in found and found[rel] != digest:
-                raise InputError(str(Path(data_dir) / rel), "changed since the plan was made")
-        return
+        return  # a plan built without data (build_plan's require_data): jobs that read none
+    from runner.data import verify_checksums
+
+    found = verify_checksums(data_dir, job.tasks)
     for rel, digest in job.data_checksums.items():
-        path = Path(data_dir) / rel
-        try:
-            actual = sha256_file(path)
-        except OSError:
-            raise InputError(str(path), "data file missing (listed in SHA256SUMS)") from None
-        if actual != digest:
-            raise InputError(str(path), "checksum differs from SHA256SUMS (modified or "
-                             "truncated): prepare the data again")
+        if found.get(rel) != digest:
+            raise InputError(str(Path(data_dir) / rel), "changed since the plan was made")
+
+
+def prune_checkpoints(job_dir: Path, keep_weights: bool) -> bool:
+    """What a done job keeps of ``checkpoints/``: only ``best/`` (``runner evaluate`` and RQ2
+    read those weights; ``best.old/`` where a kill left no ``best/``), or nothing with
+    keep_weights = false.  Call it only once result.json is on disk: before that, a kill
+    resumes from the finished checkpoint instead of retraining.  True if it removed any."""
+    root = job_dir / "checkpoints"
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return False
+    names = {e.name for e in entries}
+    keep = set() if not keep_weights else {"best"} if "best" in names else {"best.old"}
+    doomed = [e for e in entries if e.name not in keep]
+    for entry in doomed:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:   # gone already, or not removable: the job is done regardless
+                pass
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return bool(doomed) or not keep
+
+
+def _prune_done_jobs(plan: Plan, ledger: Ledger) -> None:
+    """Prune the checkpoints of done jobs where a kill came between result.json and the
+    pruning (another worker pruning the same job at the same time is harmless)."""
+    for job in plan.jobs:
+        if ledger.result_path(job.job_id).exists():
+            prune_checkpoints(ledger.job_dir(job.job_id),
+                              job.config.get("keep_weights", True) is not False)
+
+
+def _remove_stray_temp_files(ledger: Ledger, claim: Claim, job_dir: Path, logger) -> None:
+    """Remove what interrupted atomic writes (result.json, predictions, ...) left in the job's
+    folder; a file an earlier owner of the job may still be writing stays (see
+    Ledger.abandoned_after_s)."""
+    removed = remove_temp_files(job_dir, ledger.abandoned_after_s(claim))
+    if removed:
+        logger.info("removed %d temporary file(s) of interrupted writes: %s", len(removed),
+                    ", ".join(str(p.relative_to(job_dir)) for p in removed))
 
 
 def _default_job_fn() -> JobFn:
@@ -315,6 +349,7 @@ def run_plan(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None
         if moved is not None:
             say(f"warning: {jid}/result.json did not parse; moved to {moved.name}, "
                 f"the job runs again")
+    _prune_done_jobs(plan, ledger)
     durations = ledger.durations()
     retried: set[str] = set()
     job_fn_resolved: list[JobFn] = [job_fn] if job_fn is not None else []
@@ -439,6 +474,7 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
         beat.start()
         logger.info("job %s (%s, worker %s, claim generation %d)", job.job_id, verb,
                     claim.worker, claim.gen)
+        _remove_stray_temp_files(ledger, claim, job_dir, logger)
         verify_job_data(job, plan.data_dir)
         deps = {}
         for dep in job.depends_on:
@@ -456,10 +492,10 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
             ledger.write_result(job.job_id, result)
         except (TypeError, ValueError) as exc:
             raise JobFailed(f"result is not JSON-serialisable: {exc}") from None
-        if job.config.get("keep_weights", True) is False:
-            # only once result.json is on disk: a crash before it resumes from the checkpoints
-            shutil.rmtree(job_dir / "checkpoints", ignore_errors=True)
-            logger.info("keep_weights = false: checkpoints/ deleted")
+        keep_weights = job.config.get("keep_weights", True) is not False
+        if prune_checkpoints(job_dir, keep_weights):   # only now that result.json is on disk
+            logger.info("checkpoints/ pruned to %s", "best/" if keep_weights else
+                        "nothing (keep_weights = false)")
     except JobInterrupted as exc:
         beat.stop()
         if beat.lost:

@@ -227,8 +227,7 @@ class Ledger:
         lease = float(info.get("lease_s", self.lease_s))
         if released:
             status = "released"
-        elif info.get("machine") == MACHINE and isinstance(info.get("pid"), int) \
-                and not pid_alive(info["pid"]):
+        elif _owner_dead(info):
             status = "stale"   # its process is gone: no need to wait for the lease
         elif now - last > lease:
             status = "stale"
@@ -273,6 +272,24 @@ class Ledger:
             return None
         fsync_dir(self.claims)
         return Claim(job_id=job_id, gen=gen, token=token, worker=worker.worker_id)
+
+    def abandoned_after_s(self, claim: Claim) -> float:
+        """Seconds a temporary file in the job's folder must have gone unmodified before the
+        owner of ``claim`` may remove it as the leftover of an interrupted write.
+
+        0 when every earlier owner of the job is known to be gone (it released its claim, or
+        its process is dead on this machine); else the longest lease among the earlier owners
+        that may be alive: one whose lease expired has lost the job, but may still be in the
+        middle of writing a file."""
+        now, wait = time.time(), 0.0
+        for name in _names(self.claims, ".claim"):
+            job_id, _, gen = name.rpartition(".")
+            if job_id != claim.job_id or not gen.isdigit() or int(gen) >= claim.gen:
+                continue
+            state = self._claim_state(job_id, int(gen), now)
+            if state.status != "released" and not _owner_dead(state.info):
+                wait = max(wait, float(state.info.get("lease_s", self.lease_s)))
+        return wait
 
     def lost(self, claim: Claim) -> bool:
         """True when another worker took the job over (a newer generation exists)."""
@@ -324,6 +341,12 @@ class Ledger:
             if isinstance(data, dict) and isinstance(data.get("seconds"), (int, float)):
                 out.setdefault(str(data.get("experiment")), []).append(float(data["seconds"]))
         return out
+
+
+def _owner_dead(info: dict) -> bool:
+    """The claim's process is known to be gone (same machine, its pid no longer running)."""
+    return info.get("machine") == MACHINE and isinstance(info.get("pid"), int) \
+        and not pid_alive(info["pid"])
 
 
 def _names(folder: Path, suffix: str) -> list[str]:

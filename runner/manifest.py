@@ -14,9 +14,16 @@ Schema (see ``manifests/demo.toml`` for a commented example)::
         single_task       models, tasks                 (one job per model x task x seed)
         multi_task        models, task_sets             (one job per model x set x seed)
                           or task_sets = "pairs" + pair_tasks (every unordered pair)
-        token_controlled  reference (a multi_task experiment), parity "total" | "per_task"
+        token_controlled  reference (a multi_task experiment), parity "total" | "per_task",
+                          parity_target "total" | "best" (the reference's tokens at its end,
+                          the methodology's default, or at its best validation checkpoint)
                           (one job per task of each referenced job; same models and seeds)
       + any hyperparameter, overriding [defaults] for this experiment only.
+      + max_length_per_task = {task = n}: lowers max_length for those tasks (n <= max_length);
+        every other task is cut at max_length, and the model's own limit caps both.
+      + token_controlled_max_epochs (default 20, the methodology's): passes over its task after
+        which a token-controlled job stops short of its target and records the shortfall; in
+        [defaults] or token_controlled experiments only.
       + adapter (RQ2): a table {method = "lora", r, alpha, dropout, target_modules}, in
         [defaults] or per experiment (runner.adapters.settings_from_table); absent = full
         fine-tuning (config.adapter = null, so older job ids are unchanged).
@@ -25,6 +32,9 @@ Schema (see ``manifests/demo.toml`` for a commented example)::
         are closest to the multi-task job's (shared LoRA + all its heads); the adapter's
         target_modules, dropout and alpha / r come from that experiment.
       + heldout = true: after the job, evaluate its encoder on the [heldout] tasks.
+      + decontaminate = true (also in [defaults]; default false, the methodology's setting):
+        drop from the job's training data the units that overlap a validation or test unit
+        of any task the study evaluates, [heldout] tasks included (runner.contamination).
     [heldout]          tasks (held-out task names), seeds (default [1]), max_steps (200),
                        max_train_examples (1000), max_eval_examples ("none"),
                        learning_rate (1e-3), train_mode "head" | "head_and_adapter" ("head"):
@@ -153,13 +163,29 @@ def _max_train_examples(v: Any) -> Mapping[str, int]:
     return MappingProxyType(out)
 
 
+def _max_length_per_task(v: Any) -> Mapping[str, int]:
+    """``{task = n, ...}``: the tasks cut below max_length (checked against it once parsed)."""
+    if not isinstance(v, dict):
+        raise _Bad(f"expected a table task = integer (tokens), got {v!r}")
+    tasks = known_tasks()
+    out = {}
+    for task, n in v.items():
+        if task not in tasks:
+            raise _Bad(f"unknown task {task!r}{_did_you_mean(task, tasks)}")
+        if not _is_int(n) or not 8 <= n <= 8192:
+            raise _Bad(f"expected an integer in [8, 8192] for task {task!r}, got {n!r}")
+        out[task] = int(n)
+    return MappingProxyType(out)
+
+
 # name -> (check, default).  Defaults are the methodology's; batch_size None means
 # "16 for single-task jobs, 8 for multi-task jobs".
 HYPERPARAMETERS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "learning_rate": (_float(0.0, 1.0, True), 2e-5),
     "warmup_steps": (_int(0), 500),                 # optimizer steps
     "weight_decay": (_float(0.0, 1.0, False), 0.01),
-    "max_length": (_int(8, 8192), 512),             # tokens per example
+    "max_length": (_int(8, 8192), 512),             # tokens per example (model's limit caps)
+    "max_length_per_task": (_max_length_per_task, MappingProxyType({})),  # lowers max_length
     "batch_size": (_int(1, 65536), None),           # examples per optimizer micro-batch
     "grad_accumulation": (_int(1, 4096), 1),
     "max_epochs": (_int(1, 10000), 10),
@@ -174,6 +200,9 @@ HYPERPARAMETERS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "temperature": (_float(0.0, 1000.0, True), 1.0),
     "examples_cap": (_optional_int(1), None),
     "max_steps": (_optional_int(1), None),          # optimizer steps; demos and tests
+    # passes over its task after which a token-controlled job stops short of its target (the
+    # methodology's "num_epochs": 20 for the token-controlled baseline); its jobs only
+    "token_controlled_max_epochs": (_int(1, 10000), 20),
     # torch.compile the encoder (CUDA only; ignored on CPU): how, not what, so not in job ids
     "compile": (_bool, False),
     # keep a finished job's best weights (checkpoints/best/) for `runner evaluate` (RQ3);
@@ -194,9 +223,22 @@ HELDOUT_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # (batch 8 by default) and single-task ones (16) get the same held-out budget
     "batch_size": (_int(1, 65536), 16),
 }
-# Only multi-task jobs sample between tasks.
+# Only multi-task jobs sample between tasks; only token-controlled jobs have an epoch cap.
 SAMPLING_KEYS = ("sampling", "temperature", "examples_cap")
+TOKEN_CONTROLLED_KEYS = ("token_controlled_max_epochs",)
+PARITY_TARGETS = ("total", "best")
+# The sequence cap each task declared before the manifest's max_length alone decided (issue
+# 12).  A job whose tasks are all cut at max_length <= these computes what it computed then:
+# its config leaves out max_length_per_task, so its job id is unchanged; every other job
+# records its per-task lengths, which changes its id with its computation.
+FORMER_TASK_CAPS = {"bc2gm": 256, "jnlpba": 256, "chemprot": 256, "ddi": 256, "gad": 128,
+                    "hoc": 128, "pubmedqa": 512, "biosses": 128, "ncbi_disease": 256,
+                    "bc5cdr_chem": 256, "bc5cdr_disease": 256, "s800": 256, "linnaeus": 256}
 SINGLE_BATCH, MULTI_BATCH = 16, 8
+# What data a job trains on, in [defaults] or per experiment; in a job's config (and id) only
+# when on.  decontaminate: drop the training units that overlap (exact or 13-gram,
+# runner.contamination) a validation or test unit of any task the study evaluates.
+DATA_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {"decontaminate": (_bool, False)}
 
 
 # ---------------------------------------------------------------------- dataclasses
@@ -205,6 +247,7 @@ class Study:
     name: str
     results: str          # folder of the study's results (relative to the working folder)
     seeds: tuple[int, ...]
+    results_line: int | None = None   # where `results` is set, for errors about that folder
 
 
 @dataclass(frozen=True)
@@ -220,6 +263,7 @@ class Experiment:
     adapter: Any = None                     # LoraSettings (own table, else [defaults]) | None
     adapter_match: str | None = None        # single_task: multi_task experiment to match
     heldout: bool = False                   # evaluate on the [heldout] tasks after the job
+    parity_target: str | None = None        # token_controlled: "total" | "best"
 
     @property
     def experiment_type(self) -> str:
@@ -240,6 +284,13 @@ class Manifest:
             if exp.name == name:
                 return exp
         raise KeyError(name)
+
+    def evaluated_tasks(self) -> tuple[str, ...]:
+        """Every task the study evaluates (its experiments' and its [heldout] tasks), in the
+        registry's order."""
+        named = {t for e in self.experiments for ts in e.task_sets for t in ts}
+        named.update((self.heldout or {}).get("tasks", ()))
+        return tuple(t for t in known_tasks() if t in named)
 
     def resolved_config(self, exp: Experiment, tasks: tuple[str, ...]) -> dict[str, Any]:
         """Every hyperparameter of one job: defaults <- [defaults] <- experiment."""
@@ -263,7 +314,31 @@ class Manifest:
             # only where asked: other jobs keep the config (and the job id) they had
             cfg["heldout"] = {k: (list(v) if isinstance(v, tuple) else v)
                               for k, v in self.heldout.items()}
+        lengths = _lengths_per_task(cfg, tasks + tuple(cfg.get("heldout", {}).get("tasks", ())))
+        del cfg["max_length_per_task"]
+        if lengths is not None:
+            cfg["max_length_per_task"] = lengths
+        for key in TOKEN_CONTROLLED_KEYS:
+            del cfg[key]  # in token-controlled jobs only: the others keep their ids
+        if exp.strategy == "token_controlled":
+            cfg["token_controlled_max_epochs"] = given.get(
+                "token_controlled_max_epochs", HYPERPARAMETERS["token_controlled_max_epochs"][1])
+            cfg["parity_target"] = exp.parity_target
+        if given.get("decontaminate", False):   # off: the config (and job id) it had before
+            from runner.contamination import DEFAULT_N
+            cfg["decontaminate"] = {"n": DEFAULT_N, "against": list(self.evaluated_tasks())}
         return cfg
+
+
+def _lengths_per_task(cfg: dict[str, Any], tasks: tuple[str, ...]) -> dict[str, int] | None:
+    """``{task: length}`` the job cuts each task's sequences at (before the model's limit), or
+    None where that is max_length for every task and no task's former cap was lower, i.e.
+    where the job computes what it did before this key existed (FORMER_TASK_CAPS)."""
+    lower, top = cfg["max_length_per_task"], int(cfg["max_length"])
+    lengths = {t: int(lower.get(t, top)) for t in tasks}
+    if all(n == top <= FORMER_TASK_CAPS.get(t, 0) for t, n in lengths.items()):
+        return None
+    return lengths
 
 
 # ------------------------------------------------------------------------- parsing
@@ -371,7 +446,7 @@ class _Parser:
 
     def hyper(self, value: Mapping, path: tuple) -> Mapping[str, Any]:
         out = {}
-        for key, (check, _) in HYPERPARAMETERS.items():
+        for key, (check, _) in {**HYPERPARAMETERS, **DATA_KEYS}.items():
             if key in value:
                 try:
                     out[key] = check(value[key])
@@ -403,7 +478,8 @@ class _Parser:
                                  f"got {s!r}")
             if s in seeds[:i]:
                 raise self.error(path + ("seeds", i), f"seed {s} is listed twice")
-        return Study(name=name, results=results, seeds=tuple(int(s) for s in seeds))
+        return Study(name=name, results=results, seeds=tuple(int(s) for s in seeds),
+                     results_line=self.lines.line(path + ("results",)))
 
     def models(self, doc: dict) -> Mapping[str, str]:
         raw = doc.get("models", {})
@@ -435,7 +511,7 @@ class _Parser:
         structural = {
             "single_task": ("name", "strategy", "models", "tasks", "adapter_match"),
             "multi_task": ("name", "strategy", "models", "task_sets", "pair_tasks"),
-            "token_controlled": ("name", "strategy", "reference", "parity"),
+            "token_controlled": ("name", "strategy", "reference", "parity", "parity_target"),
         }[strategy]
         required = {"single_task": ("name", "models", "tasks"),
                     "multi_task": ("name", "models", "task_sets"),
@@ -450,13 +526,16 @@ class _Parser:
             if key in SAMPLING_KEYS and strategy != "multi_task":
                 raise self.error(path + (key,), "sampling settings apply to multi_task "
                                  "experiments only")
-        self.table(raw, path, tuple(structural) + ("adapter", "heldout") + tuple(hyper_keys),
-                   required)
+            if key in TOKEN_CONTROLLED_KEYS and strategy != "token_controlled":
+                raise self.error(path + (key,), "applies to token_controlled experiments "
+                                 "only (or [defaults], for them)")
+        self.table(raw, path, tuple(structural) + ("adapter", "heldout") + tuple(hyper_keys)
+                   + tuple(DATA_KEYS), required)
         name = self.string(raw["name"], path + ("name",), _NAME_RE)
         overrides = self.hyper(raw, path)
         exp_models: tuple[str, ...] = ()
         task_sets: tuple[tuple[str, ...], ...] = ()
-        reference = parity = None
+        reference = parity = parity_target = None
         if strategy != "token_controlled":
             exp_models = self.str_list(raw["models"], path + ("models",), models, "model")
         if strategy == "single_task":
@@ -466,11 +545,14 @@ class _Parser:
             task_sets = self.task_sets(raw, path)
         else:
             reference = self.string(raw["reference"], path + ("reference",))
-            parity = raw.get("parity", "total")
-            try:
-                _choice(PARITIES)(parity)
-            except _Bad as bad:
-                raise self.error(path + ("parity",), str(bad)) from None
+            parity, parity_target = (raw.get("parity", "total"),
+                                     raw.get("parity_target", PARITY_TARGETS[0]))
+            for key, value, options in (("parity", parity, PARITIES),
+                                        ("parity_target", parity_target, PARITY_TARGETS)):
+                try:
+                    _choice(options)(value)
+                except _Bad as bad:
+                    raise self.error(path + (key,), str(bad)) from None
         adapter = self.adapter(raw["adapter"], path + ("adapter",)) if "adapter" in raw \
             else default_adapter
         adapter_match = None
@@ -487,7 +569,8 @@ class _Parser:
         return Experiment(name=name, strategy=strategy, models=exp_models,
                           task_sets=task_sets, reference=reference, parity=parity,
                           overrides=overrides, line=self.lines.line(path), adapter=adapter,
-                          adapter_match=adapter_match, heldout=heldout)
+                          adapter_match=adapter_match, heldout=heldout,
+                          parity_target=parity_target)
 
     def adapter(self, value: Any, path: tuple):
         from runner.adapters import ADAPTER_KEYS, settings_from_table
@@ -559,7 +642,8 @@ class _Parser:
                                  f"one of: {', '.join(top)}")
         study = self.study(doc)
         defaults_raw = doc.get("defaults", {})
-        self.table(defaults_raw, ("defaults",), tuple(HYPERPARAMETERS) + ("adapter",))
+        self.table(defaults_raw, ("defaults",), tuple(HYPERPARAMETERS) + ("adapter",)
+                   + tuple(DATA_KEYS))
         defaults = self.hyper(defaults_raw, ("defaults",))
         default_adapter = (self.adapter(defaults_raw["adapter"], ("defaults", "adapter"))
                            if "adapter" in defaults_raw else None)
@@ -597,6 +681,7 @@ class _Parser:
         self.rq2_links(experiments, by_name, heldout)
         for i, exp in enumerate(experiments):
             cfg = {**defaults, **exp.overrides}
+            self.lengths_only_lower(cfg, exp, i)
             if exp.strategy != "multi_task":
                 continue
             where = ("experiments", i)
@@ -608,6 +693,17 @@ class _Parser:
                                  "temperature = T (T > 0; 1 = proportional)")
         return Manifest(path=self.file, study=study, defaults=defaults, models=models,
                         experiments=tuple(experiments), heldout=heldout)
+
+    def lengths_only_lower(self, cfg: dict, exp: Experiment, i: int) -> None:
+        """max_length_per_task may only lower the experiment's max_length (a longer cut would
+        be a second, hidden max_length)."""
+        top = cfg.get("max_length", HYPERPARAMETERS["max_length"][1])
+        for task, n in cfg.get("max_length_per_task", {}).items():
+            if n > top:
+                where = (("experiments", i) if "max_length_per_task" in exp.overrides
+                         else ("defaults",)) + ("max_length_per_task", task)
+                raise self.error(where, f"{n} is above max_length = {top} for experiment "
+                                 f"{exp.name!r}; max_length_per_task may only lower it")
 
     def rq2_links(self, experiments: list[Experiment], by_name: dict, heldout) -> None:
         """adapter_match references and heldout = true, checked once every experiment is
@@ -648,6 +744,9 @@ _TOML_POS_RE = re.compile(r"\(at line (\d+), column \d+\)")
 
 def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
     """Parse manifest text; raise InputError (one line) for anything wrong."""
+    # Windows editors (Notepad) start UTF-8 files with a byte-order mark, which TOML does not
+    # allow; it sits before line 1's first character, so dropping it keeps line numbers right.
+    text = text.removeprefix("\ufeff")
     if not text.strip():
         raise InputError(file, "empty manifest; expected [study] and [[experiments]] tables")
     try:

@@ -13,6 +13,10 @@ predictions frame written to ``predictions/<task>.parquet``: one row per test un
 
 The aggregate NER metrics come from seqeval (``mode="strict", scheme=IOB2``) and the per-
 sentence counts from the same strict IOB2 entity definition; tests check the two agree exactly.
+NER also reports ``f1_lenient``, seqeval's default (conlleval-style) micro F1, where an ``I``
+after ``O`` starts an entity -- the F1 BLURB-era papers report; secondary, not resampled.
+HoC's ``accuracy`` is the share of abstracts whose predicted hallmark set equals the gold set
+(sklearn's subset accuracy per abstract; recomputable as the rows with fp = fn = 0).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from runner.tasks.spec import TaskSpec
 
 # seqeval wants typed tags; our corpora have one collapsed type, so every tag gets this one.
 _SEQEVAL_TYPE = "ENT"
+# Reported after a task's declared metrics (TaskSpec.metrics, which the data cards list):
+# NER's lenient F1 is a comparison aid for BLURB-era papers, not part of the declaration.
+SECONDARY_METRICS = {"ner": ("f1_lenient",)}
 
 
 def _ratio(num: float, den: float) -> float:
@@ -89,6 +96,19 @@ def seqeval_prf(golds: list[list[str]], preds: list[list[str]]) -> dict[str, flo
     return {"f1": float(f), "precision": float(p), "recall": float(r)}
 
 
+def seqeval_lenient_f1(golds: list[list[str]], preds: list[list[str]]) -> float:
+    """seqeval's default entity-level micro F1 (no mode, no scheme: conlleval's chunking, so
+    an ``I`` that follows ``O`` starts an entity instead of being ignored)."""
+    from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
+
+    def typed(seqs):
+        return [[t if t == "O" else f"{t}-{_SEQEVAL_TYPE}" for t in s] for s in seqs]
+
+    _, _, f, _ = precision_recall_fscore_support(typed(golds), typed(preds), average="micro",
+                                                 zero_division=0)
+    return float(f)
+
+
 def _evaluate_ner(spec, df, preds):
     golds = [list(t) for t in df["tags"]]
     preds = [list(p) for p in preds]
@@ -105,7 +125,9 @@ def _evaluate_ner(spec, df, preds):
         "unit_id": df["id"].astype(str).to_numpy(),
         "gold": [json.dumps(g) for g in golds], "pred": [json.dumps(p) for p in preds],
         "tp": counts[:, 0], "fp": counts[:, 1], "fn": counts[:, 2]})
-    return seqeval_prf(golds, preds), frame
+    metrics = seqeval_prf(golds, preds)
+    metrics["f1_lenient"] = seqeval_lenient_f1(golds, preds)
+    return metrics, frame
 
 
 # --- classification ---------------------------------------------------------------------------
@@ -182,7 +204,9 @@ def _evaluate_multilabel(spec, df, preds):
     tp, fp, fn = counts.sum(axis=0)
     stp, sfp, sfn = sent.sum(axis=0)
     metrics = {"micro_f1": prf_from_counts(tp, fp, fn)["f1"],
-               "sentence_micro_f1": prf_from_counts(stp, sfp, sfn)["f1"]}
+               "sentence_micro_f1": prf_from_counts(stp, sfp, sfn)["f1"],
+               "accuracy": float(np.mean((counts[:, 1] == 0) & (counts[:, 2] == 0)))
+               if len(docs) else 0.0}
     return metrics, frame
 
 
@@ -228,7 +252,8 @@ def evaluate(spec: TaskSpec, split_df: pd.DataFrame, preds: list) -> tuple[dict[
     if len(preds) != len(split_df):
         raise ValueError(f"{spec.name}: {len(preds)} predictions for {len(split_df)} rows")
     metrics, frame = _BY_KIND[spec.kind](spec, split_df.reset_index(drop=True), list(preds))
-    return {name: float(metrics[name]) for name in spec.metrics}, frame
+    names = spec.metrics + SECONDARY_METRICS.get(spec.kind, ())
+    return {name: float(metrics[name]) for name in names}, frame
 
 
 def metrics_from_stats(spec: TaskSpec, frame: pd.DataFrame) -> dict[str, float]:

@@ -10,14 +10,24 @@
 
 Never the experiment name, its position or a counter: re-ordering or extending a
 manifest, or renaming an experiment, never renames a finished job.  The data checksums
-are the lines of ``<data_dir>/SHA256SUMS`` for the job's tasks ({} where the file is
-absent, e.g. before ``python -m runner prepare``).
+are the lines of ``<data_dir>/SHA256SUMS`` for every file of the job's tasks: a missing
+folder, file or line is bad input (``{}`` only in a plan built without data, see
+``build_plan``).
 
 Adapter jobs (RQ2) carry ``config.adapter``; a single_task experiment with ``adapter_match``
 gets, per model and task, the LoRA rank whose trainable parameters (LoRA + the task's head)
 are closest to the matched multi-task job's (shared LoRA + all its heads), computed here from
 the encoder's config (``runner.adapters.match_rank``), and records it as
 ``config.adapter.matched_to`` (so the matched multi-task job id is part of the identity).
+
+Sequence lengths and token-controlled settings enter the config only where they change what
+a job computes (runner.manifest.Manifest.resolved_config): ``max_length_per_task`` unless
+every task is cut at a ``max_length`` within its former built-in cap, and
+``token_controlled_max_epochs`` / ``parity_target`` in token-controlled jobs only.
+
+A job of a ``decontaminate = true`` experiment carries ``config.decontaminate`` = {"n",
+"against": the study's evaluated tasks, "data_checksums": the SHA256SUMS lines of their
+validation and test files}: its training data depends on them, so its id does too.
 """
 
 from __future__ import annotations
@@ -28,10 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.checksums import CHECKSUMS, data_folder, job_checksums, read_checksums
 from runner.errors import InputError
 from runner.fsutil import canonical_json
-from runner.manifest import Manifest
-from runner.models_registry import model_key, resolve_model
+from runner.manifest import Manifest, _Lines  # _Lines: the parser's key path -> line map
+from runner.models_registry import how_to_get, model_key, model_problem, resolve_model, whereabouts
 
 # Saved-state cadence (seconds), torch.compile and whether the best weights are kept: how often,
 # how fast and what is kept, not what is computed, so not part of a job's identity.
@@ -65,28 +76,23 @@ class Plan:
         return {j.job_id: j for j in self.jobs}
 
 
-def read_checksums(data_dir: str | Path) -> dict[str, dict[str, str]]:
-    """``SHA256SUMS`` grouped by task (the first folder of each path); {} when absent."""
-    path = Path(data_dir) / "SHA256SUMS"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+def plan_checksums(data_dir: str | Path, require_data: bool) -> dict[str, str] | None:
+    """The data folder's SHA256SUMS (the one parser: runner.checksums), or None for a plan
+    without data: ``require_data`` false and no SHA256SUMS there (see build_plan)."""
+    if require_data:
+        data_folder(data_dir)
+    elif not (Path(data_dir) / CHECKSUMS).exists():
+        return None
+    return read_checksums(data_dir)
+
+
+def evaluated_checksums(sums: dict[str, str] | None, tasks, data_dir) -> dict[str, str]:
+    """SHA256SUMS lines of the validation and test files of ``tasks``: what a job with
+    ``decontaminate`` drops from its training data depends on them ({} without data)."""
+    if sums is None:
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), f"cannot read checksums: {exc}") from None
-    out: dict[str, dict[str, str]] = {}
-    for no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        parts = line.split(maxsplit=1)
-        digest = parts[0].lower()
-        if len(parts) != 2 or len(digest) != 64 or any(c not in "0123456789abcdef"
-                                                       for c in digest):
-            raise InputError(str(path), "expected '<sha256>  <path>' (sha256sum format)",
-                             line=no)
-        rel = parts[1].strip().lstrip("*")
-        out.setdefault(rel.split("/", 1)[0], {})[rel] = digest
-    return out
+    return {rel: digest for rel, digest in job_checksums(sums, tasks, data_dir).items()
+            if not rel.endswith("/train.parquet")}
 
 
 def job_id_of(identity: dict[str, Any]) -> str:
@@ -149,9 +155,17 @@ def head_parameters(task: str, hidden: int) -> int:
     return out if spec.kind == "ner" else out + hidden * hidden + hidden
 
 
-def build_plan(manifest: Manifest, data_dir: str | Path = "data") -> Plan:
-    """Expand every experiment x seed x model x task set into jobs, in manifest order."""
-    sums = read_checksums(data_dir)
+def build_plan(manifest: Manifest, data_dir: str | Path = "data", *,
+               require_data: bool = False) -> Plan:
+    """Expand every experiment x seed x model x task set into jobs, in manifest order.
+
+    Every job records the SHA256SUMS lines of every file it reads; a SHA256SUMS without one
+    of them is an InputError.  ``require_data`` (``python -m runner run|plan|status``): the
+    folder and its SHA256SUMS must exist too.  Without it, a folder with no SHA256SUMS gives
+    a plan without data -- jobs with no checksums, so other ids -- for callers whose jobs
+    read no data (stand-in job functions in tests, benchmarks).
+    """
+    sums = plan_checksums(data_dir, require_data)
     study = manifest.study.name
     jobs: list[Job] = []
     seen: dict[str, Job] = {}
@@ -176,9 +190,7 @@ def build_plan(manifest: Manifest, data_dir: str | Path = "data") -> Plan:
 
     def checksums(tasks: tuple[str, ...]) -> tuple[dict[str, str], str]:
         if tasks not in data_cache:
-            out: dict[str, str] = {}
-            for t in tasks:
-                out.update(sums.get(t, {}))
+            out = {} if sums is None else job_checksums(sums, tasks, data_dir)
             data_cache[tasks] = (out, canonical_json(out))
         data, text = data_cache[tasks]
         return dict(data), text
@@ -188,6 +200,9 @@ def build_plan(manifest: Manifest, data_dir: str | Path = "data") -> Plan:
         key = (exp.name, tasks)
         if key not in configs:
             cfg = manifest.resolved_config(exp, tasks)
+            if "decontaminate" in cfg:   # its training data depends on the evaluated files
+                cfg["decontaminate"]["data_checksums"] = evaluated_checksums(
+                    sums, cfg["decontaminate"]["against"], data_dir)
             hashed = {k: v for k, v in cfg.items() if k not in NOT_IN_ID}
             configs[key] = (cfg, canonical_json(hashed), canonical_json(list(tasks)))
         return configs[key]
@@ -282,3 +297,52 @@ def build_plan(manifest: Manifest, data_dir: str | Path = "data") -> Plan:
         for job in by_exp[exp.name]:
             add(job)
     return Plan(manifest=manifest, data_dir=Path(data_dir), jobs=tuple(jobs))
+
+
+# ------------------------------------------------------------------------ models
+def model_place(manifest: Manifest, alias: str) -> tuple[int | None, str]:
+    """(line, key path) where the manifest chose ``alias``: its [models] entry, else the
+    first experiment that lists it."""
+    if alias in manifest.models:
+        path: tuple = ("models", alias)
+        where = f"models.{alias}"
+    else:
+        i = next(i for i, e in enumerate(manifest.experiments)
+                 if alias in e.models and e.strategy != "token_controlled")
+        path, where = ("experiments", i, "models"), f"experiments[{i}].models"
+    try:
+        text = Path(manifest.path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):   # parsed from a string: no file to point into
+        return None, where
+    return _Lines(text.removeprefix("\ufeff")).line(path), where
+
+
+def check_models(manifest: Manifest, aliases) -> None:
+    """Load the config and tokenizer (no weights) of every distinct model in ``aliases`` once;
+    an InputError naming the manifest line of the first that cannot be had, what was tried
+    and what to do -- before any job is claimed, instead of each job failing slowly."""
+    problems = []
+    for alias in dict.fromkeys(aliases):
+        tried, why = model_problem(resolve_model(alias, manifest.models))
+        if why is not None:
+            problems.append((alias, tried, why))
+    if not problems:
+        return
+    alias, tried, why = problems[0]
+    line, where = model_place(manifest, alias)
+    also = f" (also: {', '.join(p[0] for p in problems[1:])})" if problems[1:] else ""
+    raise InputError(manifest.path, f"model {alias!r} cannot be had here: tried {tried}: "
+                     f"{why}; {how_to_get(alias, tried)}{also}", where=where, line=line)
+
+
+def models_report(manifest: Manifest, aliases) -> str:
+    """Per distinct model: whether it resolves here, from files alone (a folder's or the hub
+    cache's config.json: fast, nothing downloaded); `run` loads each before any job."""
+    marks = {"here": "ok", "hub": "to fetch", "missing": "MISSING"}
+    aliases = list(dict.fromkeys(aliases))
+    width = max((len(a) for a in aliases), default=0)
+    lines = ["models (from their files; `run` loads each config and tokenizer first):"]
+    for alias in aliases:
+        w = whereabouts(resolve_model(alias, manifest.models))
+        lines.append(f"  {alias:<{width}}  {marks[w.state]}: {w.tried}: {w.note}")
+    return "\n".join(lines)

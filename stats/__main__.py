@@ -1,12 +1,13 @@
-"""``python -m stats OUT [--results DIR ...]``: rebuild the paper's tables, figures and
-SUMMARY.txt from result folders (no torch). Exit 0 done, 2 bad input."""
+"""``python -m stats OUT [--results DIR ...] [--contamination FILE]``: rebuild the paper's
+tables, figures and SUMMARY.txt from result folders (no torch). Exit 0 done, 2 bad input."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from stats.fileio import EXIT_BAD_INPUT, EXIT_OK, StatsInputError
+from stats.fileio import EXIT_BAD_INPUT, EXIT_OK, StatsInputError, folder_problem
 
 
 def parser() -> argparse.ArgumentParser:
@@ -15,9 +16,12 @@ def parser() -> argparse.ArgumentParser:
         description="Read every result.json (+ predictions/<task>.parquet) below the results "
                     "folders and write all_results.csv, statistics.json, the LaTeX tables "
                     "(table_single_task, table_multitask_comparison, table_rq5_token_controlled, "
-                    "table_dataset_statistics), figures (PDF and PNG) and SUMMARY.txt into OUT. "
+                    "table_dataset_statistics, table_contamination, table_clean_units, the "
+                    "RQ2-RQ4 tables), figures (PDF and PNG) and SUMMARY.txt into OUT. "
                     "Malformed or partial results are listed and skipped.",
-        epilog="Exit codes: 0 done; 2 bad input (e.g. a results folder that does not exist).")
+        epilog="Exit codes: 0 done; 2 bad input (a results folder that does not exist or holds "
+               "no result.json, an OUT that cannot be a folder, a --contamination FILE that does "
+               "not exist); nothing is written then.")
     p.add_argument("out", metavar="OUT", help="folder to write into (created if missing), e.g. paper/")
     p.add_argument("--results", metavar="DIR", action="append", default=None,
                    help="results folder to scan recursively; repeat for several (default: results/)")
@@ -28,7 +32,42 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="significance level after Holm correction (default 0.05)")
+    p.add_argument("--contamination", metavar="FILE", default=None,
+                   help="train/test overlap file of `python -m runner contamination`: every "
+                        "RQ1/RQ5/RQ2 comparison is also reported on its clean test units "
+                        "(default: data/CONTAMINATION.json in the working folder, if there). "
+                        "A file that does not match the data or the results' checksums is "
+                        "refused with one line; the paper then has full-test results only")
     return p
+
+
+def _contamination_path(given: str | None) -> Path | None:
+    """The file named by --contamination (it must exist), else the default if present."""
+    from stats.contamination import default_path
+
+    if given is None:
+        return default_path()
+    if not Path(given).is_file():
+        raise StatsInputError(given, "contamination file does not exist (run `python -m "
+                              "runner contamination`, or leave --contamination out)",
+                              where="--contamination")
+    return Path(given)
+
+
+def _check_inputs(results: list[str]) -> None:
+    """Bad input before anything is written: a folder that is missing, or no result.json
+    below any of them (a typo'd or not yet run study would otherwise give a paper of "no
+    results" files that look like a finished, empty study)."""
+    from stats.load import result_files
+
+    roots = [Path(r) for r in results]
+    for root in roots:
+        if not root.is_dir():
+            raise StatsInputError(root, "results folder does not exist (give --results DIR)")
+    if not any(next(result_files(root), None) for root in roots):
+        where = "this folder" if len(roots) == 1 else "these folders"
+        raise StatsInputError(", ".join(results), f"no result.json found below {where} (no "
+                              "job has finished there; give the study's results folder)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             raise StatsInputError(None, "must be between 0 and 1", where="--alpha")
         if not 0 < args.parity_threshold < 1:
             raise StatsInputError(None, "must be between 0 and 1", where="--parity-threshold")
+        problem = folder_problem(args.out)
+        if problem is not None:
+            raise StatsInputError(args.out, problem, where="OUT")
+        _check_inputs(args.results or ["results"])
+        contamination = _contamination_path(args.contamination)
         report = build_paper(args.out, args.results or ["results"],
                              Options(alpha=args.alpha, resamples=args.resamples, seed=args.seed,
-                                     parity_threshold=args.parity_threshold))
+                                     parity_threshold=args.parity_threshold),
+                             contamination=contamination)
     except StatsInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -53,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
           f"wrote {len(report['written'])} files to {args.out}")
     for path, reason in report["skipped"]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    cont = report["contamination"]
+    # a refused file is one line on stderr (the paper is built anyway, from full test sets)
+    print(cont["line"] + (f"; clean-unit results for {cont['clean_rows']} RQ1/RQ5 row(s)"
+                          if cont["status"] == "used" else ""),
+          file=sys.stderr if cont["status"] == "refused" else sys.stdout)
     return EXIT_OK
 
 

@@ -157,3 +157,42 @@ def transfer_heatmap(analysis: Analysis) -> Figure:
     ax.set_title("Transfer over task combinations (mean over matched seeds)")
     fig.tight_layout()
     return fig
+
+
+def contamination_heatmap(rows: list[dict[str, Any]], n: int | None,
+                          reason: str | None = None) -> Figure:
+    """Share of each test task's units (rows) that overlap each training task's training
+    units (columns), exact or n-gram, annotated with the count; from
+    stats.contamination.overlap_rows. A square-root colour scale: most shares are well under
+    1%, a few are tens of percent."""
+    from matplotlib.colors import PowerNorm
+
+    pairs = [r for r in rows if r["train_task"] is not None]
+    if reason is not None or not pairs:
+        return _empty(reason or "no task of the study is in the contamination file")
+    tests = list(dict.fromkeys(r["test_task"] for r in pairs))
+    trains = list(dict.fromkeys(r["train_task"] for r in pairs))
+    share = np.full((len(tests), len(trains)), np.nan)
+    count = np.zeros((len(tests), len(trains)), dtype=int)
+    for r in pairs:
+        i, j = tests.index(r["test_task"]), trains.index(r["train_task"])
+        share[i, j] = 100 * (r["share"] or 0.0)
+        count[i, j] = r["any"]
+    fig = Figure(figsize=(0.75 * len(trains) + 3.5, 0.5 * len(tests) + 2.2))
+    ax = fig.add_subplot()
+    top = max(float(np.nanmax(share)), 1e-9)
+    im = ax.imshow(share, cmap="Reds", norm=PowerNorm(0.5, vmin=0, vmax=top), aspect="auto")
+    for i in range(len(tests)):
+        for j in range(len(trains)):
+            if count[i, j]:
+                ax.text(j, i, str(count[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > top / 2 else "black")
+    ax.set_xticks(range(len(trains)), trains, rotation=40, ha="right")
+    ax.set_yticks(range(len(tests)), tests)
+    ax.set_xlabel("training task")
+    ax.set_ylabel("test task")
+    fig.colorbar(im, ax=ax, label="test units overlapping (%)")
+    ax.set_title(f"Test units overlapping training units\n(exact or {n}-gram; count in cell)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,8 +1,9 @@
 """Atomic output files and the one bad-input error of ``stats``.
 
 ``stats`` never imports ``runner`` (the paper must rebuild from a copied results folder with
-no torch), so it keeps its own copy of the two small things it needs: write to a temporary
-name in the same folder, fsync, rename; and an error that names the file and the place.
+no torch), so it keeps its own copy of the small things it needs: write to a temporary
+name in the same folder, fsync, rename; check that an output folder can be one; and an
+error that names the file and the place.
 """
 
 from __future__ import annotations
@@ -26,6 +27,28 @@ class StatsInputError(Exception):
         self.message = message
         parts = [p for p in (self.file, where) if p]
         super().__init__(": ".join(parts + [message]).replace("\n", " "))
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot become the output folder, or None (runner.errors.folder_problem).
+
+    It, or the nearest part of it that exists, must be a folder, not a file, and a folder
+    must be creatable there: probed with a temporary one, removed at once, because only
+    trying tells (``/proc``, read-only mounts, and root passes every permission check).
+    """
+    path = Path(path)
+    existing = path.absolute()
+    try:
+        while not existing.exists():    # False under a regular file (ENOTDIR) as well
+            existing = existing.parent
+        if not existing.is_dir():
+            if existing == path.absolute():
+                return "is a file, not a folder"
+            return f"{existing} is a file, not a folder"
+        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
+    except OSError as err:
+        return f"cannot create a folder in {existing} ({err.strerror or err})"
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

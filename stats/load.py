@@ -50,6 +50,9 @@ class TaskResult:
     n_test: int | None
     stat_spec: dict[str, Any] | None
     predictions_path: Path | None
+    # token-controlled jobs (issue 12): the metrics of the best-validation weights beside
+    # the final weights' ``metrics``; None when not recorded
+    best_weights: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,13 @@ class JobResult:
     validation_history: list[dict[str, Any]]
     parity: dict[str, Any] | None
     path: Path
+    # training tokens when the best-validation checkpoint was taken (issue 12); None / {}
+    # when not recorded
+    tokens_at_best: int | None = None
+    tokens_per_task_at_best: dict[str, int] = field(default_factory=dict)
+    # provenance.data_checksums: SHA256 of every data file the job read (issue 13: a
+    # contamination file must describe the same data); {} when not recorded
+    data_checksums: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +113,15 @@ def _finite(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _Bad(f"{where}: expected a finite number, got {value!r}")
     return float(value)
+
+
+def _numbers(raw: Any, kind: type = float) -> dict[str, Any]:
+    """The finite numeric entries of an optional dict (issue-12 fields: tolerant, since a
+    result written before them simply lacks them)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): kind(v) for k, v in raw.items() if isinstance(v, (int, float))
+            and not isinstance(v, bool) and math.isfinite(v) and (kind is float or v == int(v))}
 
 
 def parse_result(data: Any, path: Path) -> JobResult:
@@ -138,9 +157,12 @@ def parse_result(data: Any, path: Path) -> JobResult:
         pred_rel = _get(entry, "predictions", str, where, optional=True)
         tokens = _get(entry, "tokens", int, where, optional=True)
         n_test = _get(entry, "n_test", int, where, optional=True)
+        best = entry.get("best_weights")
+        best = _numbers(best.get("metrics")) if isinstance(best, dict) else None
         per_task[task] = TaskResult(
             task=task, primary_metric=primary, metrics=metrics, tokens=tokens, n_test=n_test,
-            stat_spec=spec, predictions_path=None if pred_rel is None else path.parent / pred_rel)
+            stat_spec=spec, predictions_path=None if pred_rel is None else path.parent / pred_rel,
+            best_weights=best if best and primary in best else None)
     token_count = _get(data, "token_count", int, "")
     if token_count < 0:
         raise _Bad("token_count: negative")
@@ -166,7 +188,26 @@ def parse_result(data: Any, path: Path) -> JobResult:
         dataset_stats=_get(data, "dataset_stats", dict, "", optional=True) or {},
         train_results=_get(data, "train_results", dict, "", optional=True) or {},
         validation_history=[h for h in history if isinstance(h, dict)],
-        parity=parity, path=path)
+        parity=parity, path=path,
+        tokens_at_best=_get(data, "tokens_at_best", int, "", optional=True),
+        tokens_per_task_at_best=_numbers(data.get("tokens_per_task_at_best"), int),
+        data_checksums=_checksums(data.get("provenance")))
+
+
+def _checksums(provenance: Any) -> dict[str, str]:
+    """``provenance.data_checksums`` as {relative path: sha256}; tolerant (older results,
+    synthetic ones) since only the contamination check reads it."""
+    raw = provenance.get("data_checksums") if isinstance(provenance, dict) else None
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, str)}
+
+
+def result_files(root: Path):
+    """Every job's ``result.json`` below ``root``, lazily (a checkpoint's copy is not a job)."""
+    for path in root.rglob("result.json"):
+        if "checkpoints" not in path.relative_to(root).parts:
+            yield path
 
 
 def load_results(dirs: list[str | Path]) -> Loaded:
@@ -181,9 +222,7 @@ def load_results(dirs: list[str | Path]) -> Loaded:
         root = Path(d)
         if not root.is_dir():
             raise StatsInputError(root, "results folder does not exist (give --results DIR)")
-        for path in sorted(root.rglob("result.json")):
-            if "checkpoints" in path.relative_to(root).parts:
-                continue
+        for path in sorted(result_files(root)):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 job = parse_result(data, path)

@@ -37,6 +37,7 @@ import numpy as np
 
 from stats import tests
 from stats.bootstrap import Block, observed, resample_blocks
+from stats.contamination import dropped_text
 from stats.fileio import atomic_savefig, atomic_write_text
 from stats.load import (
     JobResult,
@@ -46,7 +47,7 @@ from stats.load import (
     load_results,
     read_predictions,
 )
-from stats.metrics import metric_names, sufficient_matrix
+from stats.metrics import metric_names, point_metrics, sufficient_matrix
 
 
 class Malformed(ValueError):
@@ -277,8 +278,10 @@ def _system_key(job: JobResult) -> tuple[str, str, str, str]:
     return (job.model, job.strategy, job.experiment, "+".join(job.tasks))
 
 
-def _aligned_blocks(results: Sequence[TaskResult]) -> list[Block] | str:
-    """Blocks on the test units common to all runs (joined on unit_id), or a reason."""
+def _aligned_blocks(results: Sequence[TaskResult],
+                   exclude: frozenset[str] = frozenset()) -> list[Block] | str:
+    """Blocks on the test units common to all runs (joined on unit_id) less ``exclude``
+    (the units a clean-unit analysis leaves out), or a reason."""
     loaded = []
     for tr in results:
         try:
@@ -297,22 +300,26 @@ def _aligned_blocks(results: Sequence[TaskResult]) -> list[Block] | str:
         common = common.intersection(frame.index, sort=False)
     if len(common) == 0:
         return "the runs' predictions share no unit_id"
+    common = common[~common.isin(exclude)]
+    if len(common) == 0:
+        return "every test unit the runs share overlaps the training data"
     common = common.sort_values()
     return [Block(k, s, metric, sufficient_matrix(k, s, f.loc[common])) for k, s, f in loaded]
 
 
 def paired_unit_bootstrap(a: Sequence[TaskResult], b: Sequence[TaskResult], resamples: int,
-                          seed: int, level: float = 0.95) -> dict[str, Any]:
+                          seed: int, level: float = 0.95,
+                          exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Paired bootstrap of Δ = mean(metric of a runs) − mean(metric of b runs) over test units.
 
-    Every run of both sides is evaluated on the same resampled units (joined on unit_id).
-    Percentile CI; two-sided p = min(1, 2 min(P*(Δ* ≤ 0), P*(Δ* ≥ 0))).
+    Every run of both sides is evaluated on the same resampled units (joined on unit_id,
+    less ``exclude``). Percentile CI; two-sided p = min(1, 2 min(P*(Δ* ≤ 0), P*(Δ* ≥ 0))).
     """
     base = {"delta": None, "low": None, "high": None, "p_boot": None, "n_units": None,
             "resamples": resamples, "seed": seed, "level": level}
     if not a or not b:
         return {**base, "reason": "no matched runs"}
-    blocks = _aligned_blocks(list(a) + list(b))
+    blocks = _aligned_blocks(list(a) + list(b), exclude)
     if isinstance(blocks, str):
         return {**base, "reason": blocks}
     k = len(a)
@@ -335,9 +342,78 @@ def _mean_or_none(values):
     return float(np.mean(values)) if values else None
 
 
+def _clean_values(results: Sequence[TaskResult], exclude: frozenset[str]):
+    """(each run's primary metric on its units less ``exclude``, unit counts) or a reason."""
+    values, ids = [], None
+    for tr in results:
+        try:
+            kind, spec, frame = read_predictions(tr)
+        except PredictionsUnavailable as err:
+            return f"predictions unavailable: {err}"
+        if tr.primary_metric not in metric_names(kind, spec):
+            return f"{tr.primary_metric} cannot be recomputed from stat_spec kind {kind!r}"
+        keep = frame[~frame.index.isin(exclude)]
+        if keep.empty:
+            return f"all {len(frame)} test units overlap the training data"
+        value = point_metrics(kind, spec, keep)[tr.primary_metric]
+        if not math.isfinite(value):
+            return f"{tr.primary_metric} is undefined on the {len(keep)} clean units"
+        values.append(value)
+        ids = frame.index if ids is None else ids.union(frame.index)
+    dropped = int(ids.isin(exclude).sum())
+    return values, {"test_units": len(ids), "dropped": dropped, "clean": len(ids) - dropped,
+                    "overlapping_in_split": len(exclude)}
+
+
+def clean_row(row: dict, ra: Sequence[TaskResult], rb: Sequence[TaskResult], contamination, *,
+              resamples: int, rng_seed: int, level: float) -> dict:
+    """The row's comparison on its clean test units: those overlapping no training unit of a
+    task either source job trained on, nor of the held-out task (its fresh head trains on
+    it); the same units for both sides. ``contamination``: a usable
+    :class:`stats.contamination.Contamination`."""
+    train = sorted(set(row["mt_tasks"].split("+")) | set(row["st_tasks"].split("+"))
+                   | {row["task"]})
+    base = {"train_tasks": train, "units": None, "n": 0, "p_holm": None, "significant": None}
+    excluded = contamination.excluded(row["task"], train)
+    if isinstance(excluded, str):
+        return {**base, "reason": excluded}
+    got = _clean_values(list(ra) + list(rb), excluded)
+    if isinstance(got, str):
+        return {**base, "reason": got}
+    values, units = got
+    va, vb = values[:len(ra)], values[len(ra):]
+    boot = paired_unit_bootstrap(ra, rb, resamples, rng_seed, level, exclude=excluded)
+    return {**base, "units": units, "n": len(ra), "primary_metric": ra[0].primary_metric,
+            "mt_mean": float(np.mean(va)), "st_mean": float(np.mean(vb)),
+            "mean_diff": float(np.mean(va) - np.mean(vb)), "bootstrap": boot,
+            "paired_t": tests.paired_t(va, vb), "reason": boot["reason"]}
+
+
+def _holm(rows: list[dict], alpha: float) -> None:
+    """Holm across one family's bootstrap p-values."""
+    adjusted = tests.holm([(r.get("bootstrap") or {}).get("p_boot") for r in rows], alpha)
+    for r, p in zip(rows, adjusted):
+        r["p_holm"] = p
+        r["significant"] = None if p is None else bool(p < alpha)
+        r["holm_family_size"] = sum(q is not None for q in adjusted)
+
+
+def verdict(row: dict) -> str | None:
+    """MT better / ST better / no significant difference (Holm); None without a test."""
+    boot = row.get("bootstrap") or {}
+    if row.get("p_holm") is None or boot.get("delta") is None:
+        return None
+    if row["significant"]:
+        return "MT better" if boot["delta"] > 0 else "ST better"
+    return "no significant difference"
+
+
 def comparisons(jobs: Sequence[JobResult], runs: Sequence[HeldoutRun], *, resamples: int = 10_000,
-                rng_seed: int = 0, alpha: float = 0.05, level: float = 0.95) -> list[dict]:
-    """RQ2 rows: one per (model, MT experiment, ST system, held-out task); Holm per family."""
+                rng_seed: int = 0, alpha: float = 0.05, level: float = 0.95,
+                contamination=None) -> list[dict]:
+    """RQ2 rows: one per (model, MT experiment, ST system, held-out task); Holm per family.
+    With a usable ``contamination`` every compared row also gets ``clean``
+    (:func:`clean_row`), Holm-adjusted across the family's clean rows."""
     del jobs  # the source jobs come with the runs; kept for a uniform signature
     by_system: dict[tuple, dict[str, dict[tuple[int, int], HeldoutRun]]] = defaultdict(
         lambda: defaultdict(dict))
@@ -403,13 +479,13 @@ def comparisons(jobs: Sequence[JobResult], runs: Sequence[HeldoutRun], *, resamp
                                train_mode=sorted({a_runs[k].train_mode for k in keys}
                                                  | {b_runs[k].train_mode for k in keys}),
                                reason=boot["reason"])
+                    if contamination is not None:
+                        row["clean"] = clean_row(row, ra, rb, contamination,
+                                                 resamples=resamples, rng_seed=rng_seed,
+                                                 level=level)
                     family.append(row)
-                adjusted = tests.holm([(r.get("bootstrap") or {}).get("p_boot") for r in family],
-                                      alpha)
-                for r, p in zip(family, adjusted):
-                    r["p_holm"] = p
-                    r["significant"] = None if p is None else bool(p < alpha)
-                    r["holm_family_size"] = sum(q is not None for q in adjusted)
+                _holm(family, alpha)
+                _holm([r["clean"] for r in family if "clean" in r], alpha)
                 rows.extend(family)
     return rows
 
@@ -484,21 +560,37 @@ def summary_lines(rows: Sequence[dict], reason: str | None) -> list[str]:
         if boot.get("low") is None:
             lines.append(f"{head}: n/a: {r.get('reason')}")
             continue
-        verdict = ("MT better" if r["significant"] and boot["delta"] > 0 else
-                   "ST better" if r["significant"] else "no significant difference")
         warn = f" WARNING: {r['budget_note']}" if r.get("budget_note") else ""
         lines.append(f"{head}: delta {fmt(boot['delta'], 1, 100, True)} points, 95% CI "
                      f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}], "
-                     f"Holm p {fmt(r['p_holm'], 3)} over {r['n']} matched runs -> {verdict}; "
-                     f"trainable params MT {fmt(r['mt_trainable'], 0)}, ST "
-                     f"{fmt(r['st_trainable'], 0)} (gap {fmt(r['param_relative_gap'], 1, 100)}%)"
-                     f"{warn}")
+                     f"Holm p {fmt(r['p_holm'], 3)} over {r['n']} matched runs -> "
+                     f"{verdict(r) or 'no test'}; trainable params MT {fmt(r['mt_trainable'], 0)}"
+                     f", ST {fmt(r['st_trainable'], 0)} (gap "
+                     f"{fmt(r['param_relative_gap'], 1, 100)}%){warn}")
+        if "clean" in r:
+            lines.append(clean_line(r))
     return lines
 
 
+def clean_line(r: dict) -> str:
+    """The row's clean-unit result, indented under it."""
+    c = r["clean"]
+    boot = c.get("bootstrap") or {}
+    if not c.get("n") or boot.get("low") is None:
+        return f"    clean units: n/a ({c.get('reason')})"
+    u = c["units"]
+    full, now = verdict(r), verdict(c)
+    return (f"    clean units ({dropped_text(c)}; {u['clean']} left): delta "
+            f"{fmt(boot['delta'], 1, 100, True)} points, 95% CI [{fmt(boot['low'], 1, 100, True)}"
+            f", {fmt(boot['high'], 1, 100, True)}], Holm p {fmt(c['p_holm'], 3)} -> "
+            f"{now or 'no test'} ({'unchanged' if now == full else 'CHANGES'})")
+
+
 def compute(jobs: Sequence[JobResult], rng_seed: int = 0, *, resamples: int = 10_000,
-            alpha: float = 0.05, level: float = 0.95) -> dict:
-    """RQ2 without writing: {"tables", "figures", "statistics": {"rq2": ...}, "summary"}."""
+            alpha: float = 0.05, level: float = 0.95, contamination=None) -> dict:
+    """RQ2 without writing: {"tables", "figures", "statistics": {"rq2": ...}, "summary"}.
+    ``contamination``: a usable :class:`stats.contamination.Contamination` adds the
+    clean-unit results (None: full test sets only)."""
     runs, skipped = load_heldout(jobs)
     stats_ = {"rows": [], "skipped": [asdict(s) for s in skipped], "resamples": resamples,
               "seed": rng_seed, "alpha": alpha, "level": level, "reason": None}
@@ -507,7 +599,7 @@ def compute(jobs: Sequence[JobResult], rng_seed: int = 0, *, resamples: int = 10
         stats_["reason"] = "no held-out results (heldout/<task>/seed<k>/heldout.json) found"
     else:
         stats_["rows"] = comparisons(jobs, runs, resamples=resamples, rng_seed=rng_seed,
-                                     alpha=alpha, level=level)
+                                     alpha=alpha, level=level, contamination=contamination)
         tables["table_rq2_heldout.tex"] = table(stats_["rows"])
     return {"tables": tables, "figures": {}, "statistics": {"rq2": stats_},
             "summary": ("RQ2: out-of-distribution transfer with shared adapters",
@@ -525,8 +617,12 @@ def section(jobs: Sequence[JobResult], out_dir: str | Path, rng_seed: int = 0, *
 def report_section(ctx):
     """``stats.report`` section: ``Section("rq2", ("RQ2",), rq2.report_section)``."""
     opt = ctx.options
-    return to_section_output(compute(ctx.study.jobs, opt.seed, resamples=opt.resamples,
-                                     alpha=opt.alpha, level=opt.level))
+    cont = ctx.contamination if ctx.contamination is not None and ctx.contamination.usable \
+        else None
+    outputs = compute(ctx.study.jobs, opt.seed, resamples=opt.resamples, alpha=opt.alpha,
+                      level=opt.level, contamination=cont)
+    ctx.shared["rq2_rows"] = outputs["statistics"]["rq2"]["rows"]  # for the contamination section
+    return to_section_output(outputs)
 
 
 def build(results_dirs: Sequence[str | Path], out_dir: str | Path, rng_seed: int = 0,

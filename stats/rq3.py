@@ -238,8 +238,10 @@ def table(rows: Sequence[dict], skipped: Sequence[dict] = ()) -> str:
         if key in seen:
             continue
         seen.add(key)
-        body.append([latex_escape(f"{s['model']} / {s['experiment']} / {s['level']}: "
-                                  f"n/a: {s['reason']}")])
+        text = latex_escape(f"{s['model']} / {s['experiment']} / {s['level']}: n/a: "
+                            f"{s['reason']}")
+        # a library's message is long: wrapped within the text width, not beyond the page
+        body.append([rf"\parbox[t]{{0.9\linewidth}}{{\raggedright {text}}}"])
     return latex_table(
         header, body, align="llllrrrrrrl", label="tab:rq3_frontier",
         caption="RQ3: primary metric (points, bold on a frontier) against size on disk and "
@@ -361,11 +363,20 @@ def plot_reliability(diagrams: dict[tuple, dict], max_panels: int = 12) -> dict:
     return figs
 
 
+def skipped_lines(skipped: Sequence[dict]) -> list[str]:
+    """One line per (model, experiment, level, reason) -- every seed and task of an experiment
+    is usually skipped for the same reason -- with the number of jobs it covers."""
+    jobs: dict[tuple, int] = {}
+    for s in skipped:
+        key = (s["model"], s["experiment"], s["level"], " ".join(str(s["reason"]).split()))
+        jobs[key] = jobs.get(key, 0) + 1
+    return [f"skipped level: {m} {e} {lv} ({n} job{'' if n == 1 else 's'}): {why}"
+            for (m, e, lv, why), n in jobs.items()]
+
+
 def summary_lines(stats_: dict) -> list[str]:
     if stats_["reason"] and not stats_["rows"]:
-        return [f"not applicable: {stats_['reason']}"] + [
-            f"skipped level: {s['model']} {s['experiment']} {s['level']}: {s['reason']}"
-            for s in stats_["skipped_levels"]]
+        return [f"not applicable: {stats_['reason']}"] + skipped_lines(stats_["skipped_levels"])
     lines = []
     for r in stats_["rows"]:
         front = [n for n, k in (("size", "pareto_size"), ("latency", "pareto_latency")) if r[k]]
@@ -377,9 +388,7 @@ def summary_lines(stats_: dict) -> list[str]:
                      f"{fmt(r['size_on_disk_bytes'] / 1e6, 1)} MB, "
                      f"{fmt(r['latency_ms_per_example'], 2)} ms/example; {ece}; frontier: "
                      f"{', '.join(front) or 'no'}")
-    lines += [f"skipped level: {s['model']} {s['experiment']} {s['level']}: {s['reason']}"
-              for s in stats_["skipped_levels"]]
-    return lines
+    return lines + skipped_lines(stats_["skipped_levels"])
 
 
 def compute(jobs: Sequence[JobResult], rng_seed: int = 0) -> dict:

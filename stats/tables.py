@@ -13,6 +13,9 @@ from typing import Any
 
 import jinja2
 
+from stats.analysis import seed_list
+from stats.tests import effect_band, verdict_rule
+
 
 def _templates_dir() -> Path:
     """templates/ beside stats/ in a clone (or an editable install); else the copy a
@@ -28,12 +31,14 @@ _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "−": "--", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "δ": r"$\delta$",
-    "±": r"$\pm$", "†": r"$^\dagger$",
+    "±": r"$\pm$", "†": r"$^\dagger$", "–": "--",
+    # OT1 text fonts print these as other glyphs (¡ ¿ —)
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
 }
 
 
 def latex_escape(text: Any) -> str:
-    """Escape LaTeX's specials (\\ & % $ # _ { } ~ ^) and a few Unicode signs, one pass."""
+    """Escape LaTeX's specials (\\ & % $ # _ { } ~ ^ < > |) and a few Unicode signs, one pass."""
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
 
 
@@ -134,11 +139,13 @@ def single_task_table(env: jinja2.Environment, systems: list[dict[str, Any]],
         best[task] = max(means) if means else None
     metric = {t: next(s["primary_metric"] for s in st if s["task"] == t) for t in tasks}
     header = ["Model & " + " & ".join(f"{latex_escape(t)} ({_metric_label(metric[t])})"
-                                      for t in tasks)]
+                                      for t in tasks) + " & Seeds"]
     rows = []
     for model, exp in rows_keys:
         label = latex_escape(f"{model} ({exp})" if multi_exp else model)
         cells = [label]
+        row_seeds = sorted({x for t in tasks for x in (cell.get((model, exp, t)) or {})
+                            .get("seeds", [])})
         for task in tasks:
             s = cell.get((model, exp, task))
             if s is None or not ok(s["mean"]):
@@ -151,13 +158,16 @@ def single_task_table(env: jinja2.Environment, systems: list[dict[str, Any]],
                 text += rf" $\pm$ {pts(s['sd'])}"
             else:
                 text += fn.mark(f"{len(s['seeds'])} seed: no standard deviation")
+            if s["seeds"] != row_seeds:
+                text += fn.mark(f"over seeds {seed_list(s['seeds'])} only")
             cells.append(text)
-        rows.append(cells)
+        rows.append(cells + [latex_escape(seed_list(row_seeds))])
     notes = [(r"Mean $\pm$ standard deviation over seeds of the primary test metric "
-              r"($\times 100$); best mean per task in bold."), *fn.notes()]
+              r"($\times 100$); best mean per task in bold; Seeds: the seeds of the row."),
+             *fn.notes()]
     ctx = table_context(
         r"Single-task baselines: test performance per model and task.", "tab:single_task",
-        "l" + "c" * max(len(tasks), 1), header, [rows], notes, len(tasks) + 1,
+        "l" + "c" * max(len(tasks), 1) + "l", header, [rows], notes, len(tasks) + 2,
         "no single-task results")
     return render(env, "table_single_task.tex.j2", placement="t", size=r"\small",
                   source=source, **ctx)
@@ -188,10 +198,30 @@ def _p_cell(row: dict[str, Any], fn: Footnotes, alpha: float) -> str:
 
 
 def _d_cell(row: dict[str, Any], fn: Footnotes) -> str:
+    """Paired d_z (Hedges' g_z for n < 20) and its band."""
     eff = row.get("d_z") or {}
     if ok(eff.get("reported")):
         return f"{eff['reported']:+.2f} ({eff['band']})"
     return fn.na(eff.get("reason") or row.get("reason") or "no effect size")
+
+
+def _pooled_cell(row: dict[str, Any], fn: Footnotes) -> str:
+    """Cohen's d with the pooled SD, uncorrected (the methodology's, criterion d > 0.3)."""
+    eff = row.get("pooled_d") or {}
+    if ok(eff.get("d")):
+        return f"{eff['d']:+.2f} ({effect_band(eff['d'])})"
+    return fn.na(eff.get("reason") or row.get("reason") or "no effect size")
+
+
+def _seeds_cell(row: dict[str, Any], fn: Footnotes) -> str:
+    """The seeds a row uses, "(n)", marked when some system ran seeds the row leaves out."""
+    seeds = row.get("seeds") or []
+    text = latex_escape(f"{seed_list(seeds)} ({len(seeds)})") if seeds else "--"
+    dropped = row.get("seeds_dropped") or {}
+    if dropped:
+        text += fn.mark("only the seeds every system of the row ran; left out: " + "; ".join(
+            f"{name} seeds {seed_list(s)}" for name, s in sorted(dropped.items())))
+    return text
 
 
 def _mean_cell(values: list[float] | None, fn: Footnotes, reason: str) -> str:
@@ -216,7 +246,8 @@ def multitask_table(env: jinja2.Environment, families: list[dict[str, Any]], alp
                 latex_escape(r["task"]), _metric_label(metric),
                 _mean_cell(st, fn, r["reason"] or "no single-task run"),
                 _mean_cell(mt, fn, r["reason"] or "no multi-task run"),
-                _delta_ci(r, fn), _p_cell(r, fn, alpha), _d_cell(r, fn), str(r.get("n", 0)),
+                _delta_ci(r, fn), _p_cell(r, fn, alpha), _pooled_cell(r, fn), _d_cell(r, fn),
+                _seeds_cell(r, fn),
             ])
         groups.append(rows)
     notes = [
@@ -225,64 +256,99 @@ def multitask_table(env: jinja2.Environment, families: list[dict[str, Any]], alp
          r"test examples; $p_\mathrm{Holm}$: two-sided paired $t$-test over seeds, "
          r"Holm-adjusted across the tasks of a model and multi-task experiment ($^{***}$"
          r"$p<0.001$, $^{**}$$p<0.01$, $^{*}$"
-         rf"$p<{alpha:g}$); $d$: paired Cohen's $d_z$ (Hedges' $g$ for $n<20$) and its band."),
+         rf"$p<{alpha:g}$); $d$: Cohen's $d$ with the pooled standard deviation of the two "
+         r"systems' seed scores (the methodology's effect size, uncorrected); $d_z$: paired "
+         r"mean difference over the standard deviation of the differences, Hedges-corrected "
+         r"($g_z$) for $n<20$; bands $|d|<0.5$ small, $<0.8$ medium, else large. Seeds: the "
+         r"seeds both systems ran ($n$)."),
         *fn.notes()]
     ctx = table_context("Single-task versus multi-task fine-tuning per task (RQ1).",
-                        "tab:multitask_comparison", "lllcccccll", [], groups, notes, 10,
+                        "tab:multitask_comparison", "lllccccccll", [], groups, notes, 11,
                         "no single-task or multi-task results")
     return render(env, "table_multitask_comparison.tex.j2", placement="t", size=r"\scriptsize",
                   source=source, **ctx)
 
 
+def _rq5_family_title(fam: dict[str, Any]) -> str:
+    """One comparison: model, multi-task system vs token-controlled system, parity."""
+    if fam["model"] is None:
+        return "token-controlled jobs without a usable multi-task reference"
+    e_t = fam.get("token_controlled_experiment")
+    if e_t is None:
+        return f"{fam['model']}: {fam['multi_task_experiment']} (no token-controlled system)"
+    target = fam.get("parity_target") or "not recorded"
+    return (f"{fam['model']}: {fam['multi_task_experiment']} vs {e_t} (parity "
+            f"{fam.get('parity_mode')}, target {target}; TC at final weights)")
+
+
+def _gap_cell(ps: dict[str, Any], fn: Footnotes, threshold: float) -> str:
+    if ps.get("not_reached"):
+        gap = f"{100 * ps['max_gap']:.1f}\\%" if ok(ps.get("max_gap")) else "n/a"
+        return r"\textbf{" + gap + "}" + fn.mark(ps["not_reached"])
+    if ok(ps.get("max_gap")) and ps["holds"] is not None:
+        gap = f"{100 * ps['max_gap']:.1f}\\%"
+        if not ps["holds"]:
+            gap = r"\textbf{" + gap + "}" + fn.mark(
+                f"token parity violated: gap ≥ {100 * threshold:g}%")
+        return gap
+    return fn.na(ps["reason"])
+
+
+def _rq5_na_cells(r: dict[str, Any], st: str, fn: Footnotes) -> list[str]:
+    reason = r["reason"]
+    mt = pts(r["mt_mean"]) if ok(r.get("mt_mean")) else fn.na(reason)
+    mt_sys = r.get("multi_task") or {}
+    mt_tokens = (tokens_m(mt_sys["token_count_mean"])
+                 if ok(mt_sys.get("token_count_mean")) else "--")
+    return [st, mt, fn.na(reason), mt_tokens, "--", "--", "--", "--", "--", "--",
+            _seeds_cell(r, fn), latex_escape(r.get("verdict") or "not shown")]
+
+
+def _rq5_cells(r: dict[str, Any], st: str, fn: Footnotes, alpha: float,
+               threshold: float) -> list[str]:
+    verdict = latex_escape(r["verdict"])
+    if (r.get("sensitivity") or {}).get("changes"):
+        verdict += fn.mark("the verdict changes with the token-controlled side at its best-"
+                           "validation weights or under the other parity target (SUMMARY.txt, "
+                           "sensitivity line)")
+    return [st, pts(r["mt_mean"]), pts(r["tc_mean"]), tokens_m(r["mt_tokens_mean"]),
+            tokens_m(r["tc_tokens_mean"]), _gap_cell(r["parity_summary"], fn, threshold),
+            _delta_ci(r, fn), _p_cell(r, fn, alpha), _pooled_cell(r, fn), _d_cell(r, fn),
+            _seeds_cell(r, fn), verdict]
+
+
 def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: float,
               threshold: float, source: str = "results") -> str:
-    """Table 3: ST / MT / TC per task, tokens, parity gap, MT − TC with CI, Holm p, verdict."""
+    """Table 3: per comparison (MT system vs one token-controlled system) and task: ST / MT /
+    TC over the seeds all three ran, tokens, parity gap, MT − TC with CI, Holm p, effect
+    sizes, seeds, verdict."""
     fn = Footnotes()
     groups = []
     for fam in families:
-        rows = []
+        rows = [[rf"\multicolumn{{15}}{{l}}{{\textit{{{latex_escape(_rq5_family_title(fam))}}}}}"]]
         for r in fam["rows"]:
-            st_sys = r.get("single_task") or {}
-            st = (pts(st_sys["mean"]) if ok(st_sys.get("mean"))
-                  else fn.na("no single-task run of this task"))
-            exp = latex_escape(r.get("multi_task_experiment") or "--")
-            if not r.get("n"):
-                reason = r["reason"]
-                mt_sys = r.get("multi_task") or {}
-                mt = pts(mt_sys["mean"]) if ok(mt_sys.get("mean")) else fn.na(reason)
-                mt_tokens = (tokens_m(mt_sys["token_count_mean"])
-                             if ok(mt_sys.get("token_count_mean")) else "--")
-                rows.append([latex_escape(r["model"] or "?"), exp, latex_escape(r["task"]), st,
-                             mt, fn.na(reason), mt_tokens, "--", "--", "--", "--",
-                             latex_escape(r.get("verdict") or "not shown")])
-                continue
-            ps = r["parity_summary"]
-            if ok(ps.get("max_gap")) and ps["holds"] is not None:
-                gap = f"{100 * ps['max_gap']:.1f}\\%"
-                if not ps["holds"]:
-                    gap = r"\textbf{" + gap + "}" + fn.mark(
-                        f"token parity violated: gap ≥ {100 * threshold:g}%")
-            else:
-                gap = fn.na(ps["reason"])
-            rows.append([
-                latex_escape(r["model"]), exp, latex_escape(r["task"]), st,
-                pts(sum(r["values_a"]) / len(r["values_a"])),
-                pts(sum(r["values_b"]) / len(r["values_b"])),
-                tokens_m(r["mt_tokens_mean"]), tokens_m(r["tc_tokens_mean"]), gap,
-                _delta_ci(r, fn), _p_cell(r, fn, alpha), latex_escape(r["verdict"]),
-            ])
+            st = (pts(r["st_mean"]) if ok(r.get("st_mean"))
+                  else fn.na((r.get("mt_minus_st") or {}).get("reason")
+                             or "no single-task run of this task sharing a seed"))
+            head = [latex_escape(r["model"] or "?"),
+                    latex_escape(r.get("multi_task_experiment") or "--"), latex_escape(r["task"])]
+            cells = (_rq5_cells(r, st, fn, alpha, threshold) if "parity_summary" in r
+                     else _rq5_na_cells(r, st, fn))
+            rows.append(head + cells)
         groups.append(rows)
     notes = [
         (r"Token-controlled (TC) single-task runs train on as many tokens as their multi-task "
          r"(MT) reference; gap $=|\mathrm{MT}-\mathrm{TC}|/\mathrm{MT}$ in training tokens "
          rf"(largest over seeds; parity when below {100 * threshold:g}\%, same tokenizer only). "
+         r"ST, MT, TC: mean over the seeds all three systems ran. "
          r"$\Delta$: mean paired MT$-$TC ($\times 100$) with 95\% paired-bootstrap interval; "
-         r"$p_\mathrm{Holm}$: paired $t$-test over seeds, Holm-adjusted across tasks. "
-         r"Genuine transfer: parity holds and $\Delta>0$ significant; data exposure: parity "
-         r"holds, MT beats ST significantly but not TC."),
+         r"$p_\mathrm{Holm}$: paired $t$-test over seeds, Holm-adjusted across the tasks of "
+         r"one comparison; $d$: Cohen's $d$ (pooled SD, the methodology's; success criterion "
+         r"$d>0.3$); $d_z$: paired, Hedges-corrected for $n<20$."),
+        latex_escape(verdict_rule(alpha, threshold)),
         *fn.notes()]
     ctx = table_context("Token-controlled transfer analysis (RQ5).", "tab:rq5_token_controlled",
-                        "lllccccccccl", [], groups, notes, 12, "no multi-task results")
+                        "lll" + "c" * 11 + "l", [], groups, notes, 15, "no multi-task results")
     return render(env, "table_rq5_token_controlled.tex.j2", placement="t",
                   size=r"\scriptsize", source=source, **ctx)
 
@@ -309,4 +375,81 @@ def dataset_table(env: jinja2.Environment, datasets: list[dict[str, Any]],
     ctx = table_context("Datasets as used by the jobs.", "tab:dataset_statistics", "lllrrrrr",
                         [], [rows], fn.notes(), 8, "no results")
     return render(env, "table_dataset_statistics.tex.j2", placement="t", size=r"\small",
+                  source=source, **ctx)
+
+
+def _count(x: int) -> str:
+    return f"{x:,}".replace(",", "{,}")
+
+
+def contamination_table(env: jinja2.Environment, rows: list[dict[str, Any]], n: int | None,
+                        empty_reason: str | None, source: str = "results") -> str:
+    """Train/test overlap (issue 13): per test task, each training task whose training units
+    its test units overlap (exact, n-gram, either, share of the test units), then the units
+    overlapping any of the study's training tasks. ``rows``: stats.contamination.overlap_rows."""
+    groups = []
+    for task in dict.fromkeys(r["test_task"] for r in rows):
+        mine = [r for r in rows if r["test_task"] == task]
+        pairs = sorted((r for r in mine if r["train_task"] is not None and r["any"]),
+                       key=lambda r: (-r["any"], r["train_task"]))
+        union = next(r for r in mine if r["train_task"] is None)
+        cells = [[latex_escape(r["train_task"] + (" (itself)" if r["train_task"] == task else "")),
+                  _count(r["exact"]), _count(r["ngram"]), _count(r["any"]), _share(r["share"])]
+                 for r in pairs]
+        cells.append([r"\textit{any of the study's training tasks}", "--", "--",
+                      _count(union["any"]), _share(union["share"])])
+        groups.append([[latex_escape(task) if i == 0 else "", _count(union["units"]) if i == 0
+                        else "", *c] for i, c in enumerate(cells)])
+    notes = [(rf"Test units of each task that overlap training units of a training task: "
+              rf"exact, the same normalised text; {n}-gram, a shared run of {n} words (a short "
+              rf"unit counts only by exact match); overlapping, either; share of the task's "
+              rf"test units. Training tasks without overlap are left out. From "
+              rf"\texttt{{python -m runner contamination}}.")] if n else []
+    ctx = table_context("Train/test overlap between the study's tasks (contamination).",
+                        "tab:contamination", "lrlrrrr", [], groups, notes, 7, empty_reason)
+    return render(env, "table_contamination.tex.j2", placement="t", size=r"\small",
+                  source=source, n=n or "n", **ctx)
+
+
+def _share(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}\\%"
+
+
+def _finding_cell(full: str | None, clean: str | None) -> str:
+    text = f"{full or 'no test'} → {clean or 'no test'}"
+    return latex_escape(text).replace("→", r"$\rightarrow$") + (
+        r" \textbf{(changes)}" if full is not None and full != clean else "")
+
+
+def clean_units_table(env: jinja2.Environment, entries: list[dict[str, Any]], alpha: float,
+                      empty_reason: str | None, source: str = "results") -> str:
+    """Every RQ1 / RQ5 / RQ2 comparison on the full test set and on its clean units (issue
+    13). ``entries``: {"rq", "model", "comparison", "task", "full", "clean", "findings",
+    "boot_key"}, built by stats.report."""
+    fn = Footnotes()
+    groups: dict[str, list[list[str]]] = {}
+    for e in entries:
+        full, clean = e["full"], e["clean"]
+        units = clean.get("units")
+        dropped = (f"{_count(units['dropped'])}/{_count(units['test_units'])}" if units
+                   else fn.na(clean.get("reason") or "no clean units"))
+        if clean.get("n"):
+            clean_cells = [_delta_ci(clean, fn, e["boot_key"]), _p_cell(clean, fn, alpha)]
+        else:
+            clean_cells = [fn.na(clean.get("reason") or "no clean-unit comparison"), "--"]
+        groups.setdefault(e["rq"], []).append([
+            e["rq"], latex_escape(e["model"]), latex_escape(e["comparison"]),
+            latex_escape(e["task"]), dropped, _delta_ci(full, fn, e["boot_key"]),
+            _p_cell(full, fn, alpha), *clean_cells, _finding_cell(*e["findings"])])
+    notes = [(r"Each comparison recomputed on its clean test units: those that overlap (exact "
+              r"or $n$-gram) no training unit of any task the multi-task job (RQ2: either "
+              r"source job, and the held-out task) trained on, the evaluated task included; "
+              r"both systems on the same units. Dropped: test units left out, of those "
+              r"scored. $\Delta$: MT$-$ST (RQ1, RQ2) or MT$-$TC (RQ5) with its 95\% paired "
+              r"bootstrap interval over test units; $p_\mathrm{Holm}$ as in the RQ's own "
+              r"table. Finding: significance (RQ1, RQ2) or the verdict (RQ5)."), *fn.notes()]
+    ctx = table_context("Every comparison on the full test set and on its clean test units.",
+                        "tab:clean_units", "lllllccccl", [], list(groups.values()), notes, 10,
+                        empty_reason)
+    return render(env, "table_clean_units.tex.j2", placement="t", size=r"\scriptsize",
                   source=source, **ctx)

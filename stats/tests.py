@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,6 +148,28 @@ def pooled_d(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
                    "pooled_d")
 
 
+def students_t(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Unpaired two-sided Student's t-test, equal variances (``scipy.stats.ttest_ind``):
+    t = (mean a − mean b) / (s_p √(1/n_a + 1/n_b)), df = n_a + n_b − 2. The methodology's
+    pooled "multi-task vs single-task" test (section 9.2); it ignores the pairing by seed."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    fields = {"n_a": len(a), "n_b": len(b), "mean_a": _f(a.mean()) if len(a) else None,
+              "mean_b": _f(b.mean()) if len(b) else None, "t": None, "df": None, "p": None}
+    if len(a) < 2 or len(b) < 2:
+        return _na("Student's t needs at least 2 scores per system", **fields)
+    if np.ptp(a) <= _TOL and np.ptp(b) <= _TOL:
+        return _na("identical scores within each system: zero variance, t undefined",
+                   **fields)
+    with warnings.catch_warnings():
+        # scipy flags "precision loss" when one sample is constant; the pooled variance
+        # (the other sample's) is still well defined
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        res = sps.ttest_ind(a, b)
+    return {**fields, "t": _f(res.statistic), "df": len(a) + len(b) - 2, "p": _f(res.pvalue),
+            "reason": None}
+
+
 def seed_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
     """t-interval over seeds: mean ± t_{(1+level)/2, n−1} · sd/√n (sd ddof=1); n < 2: n/a."""
     v = np.asarray(values, dtype=float)
@@ -265,19 +288,35 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.2f} points"
 
 
+def verdict_rule(alpha: float = 0.05, threshold: float = 0.05) -> str:
+    """The RQ5 verdict rule in words: the one text SUMMARY.txt and Table RQ5's note print,
+    and what :func:`rq5_verdict` implements."""
+    return (f"Genuine transfer: token parity holds (the token-controlled job reached its "
+            f"target and the gap |MT − TC| / MT is below {100 * threshold:g}% in every "
+            f"matched seed, one tokenizer), MT is significantly above ST AND MT is "
+            f"significantly above TC (each a positive mean paired difference over the "
+            f"comparison's shared seeds with Holm-adjusted paired t p < {alpha:g}, Holm "
+            f"across the comparison's tasks). Data exposure: parity holds and MT is "
+            f"significantly above ST but not significantly above TC. Not shown: anything "
+            f"else (parity not reached, violated or not checkable; no significant "
+            f"multi-task gain over ST to explain; too few seeds for a test).")
+
+
 def rq5_verdict(parity_holds: bool | None, parity_detail: str, mt_tc_diff: float | None,
                 mt_tc_p_holm: float | None, mt_st_diff: float | None,
                 mt_st_p_holm: float | None, alpha: float = 0.05) -> tuple[str, str]:
-    """RQ5 verdict for one task and its reason, always with the numbers.
+    """RQ5 verdict for one task and its reason, always with the numbers (:func:`verdict_rule`).
 
-    * "genuine transfer": parity holds and MT − TC > 0 with Holm-adjusted p < alpha;
-    * "data exposure": parity holds, MT − TC is not significantly positive, but MT − ST is
-      (the multi-task gain does not survive equal token exposure);
-    * "not shown": anything else (parity violated or not checkable, too few seeds, no
-      multi-task gain to explain).
+    Genuine transfer needs all three: parity, MT − ST > 0 significant, MT − TC > 0
+    significant. Without a significant multi-task gain there is nothing for token exposure
+    to explain, so MT above an over-trained TC alone is "not shown" (issue 12: ST = MT =
+    0.70, TC = 0.64).
     """
     def fmt_p(p: float | None) -> str:
         return "n/a" if p is None else f"{p:.4g}"
+
+    def significant(diff: float | None, p: float | None) -> bool:
+        return diff is not None and p is not None and diff > 0 and p < alpha
 
     tc = ("MT − TC n/a" if mt_tc_diff is None
           else f"MT − TC = {_pts(mt_tc_diff)} (Holm p = {fmt_p(mt_tc_p_holm)})")
@@ -285,14 +324,15 @@ def rq5_verdict(parity_holds: bool | None, parity_detail: str, mt_tc_diff: float
           else f"MT − ST = {_pts(mt_st_diff)} (Holm p = {fmt_p(mt_st_p_holm)})")
     if parity_holds is not True:
         why = "parity violated" if parity_holds is False else "parity not checkable"
-        return NOT_SHOWN, f"{why}: {parity_detail}; {tc}"
-    if mt_tc_diff is None or mt_tc_p_holm is None:
-        return NOT_SHOWN, f"{tc}; parity holds ({parity_detail})"
-    if mt_tc_diff > 0 and mt_tc_p_holm < alpha:
-        return GENUINE, f"{tc} < {alpha}; parity holds ({parity_detail})"
-    if (mt_st_diff is not None and mt_st_p_holm is not None and mt_st_diff > 0
-            and mt_st_p_holm < alpha):
-        return EXPOSURE, (f"{st} < {alpha} but {tc} is not significant; parity holds "
-                          f"({parity_detail})")
-    return NOT_SHOWN, (f"{tc} not significantly positive and {st} not significantly "
-                       f"positive; parity holds ({parity_detail})")
+        if parity_detail.startswith("parity not reached"):
+            why, parity_detail = parity_detail, ""  # says it already, with the numbers
+        return NOT_SHOWN, f"{why}{': ' if parity_detail else ''}{parity_detail}; {tc}; {st}"
+    holds = f"parity holds ({parity_detail})"
+    if not significant(mt_st_diff, mt_st_p_holm):
+        return NOT_SHOWN, (f"no multi-task gain to explain: {st} is not significantly "
+                           f"positive; {tc}; {holds}")
+    if mt_tc_p_holm is None:
+        return NOT_SHOWN, f"{st} < {alpha} but {tc} has no test; {holds}"
+    if significant(mt_tc_diff, mt_tc_p_holm):
+        return GENUINE, f"{st} < {alpha} and {tc} < {alpha}; {holds}"
+    return EXPOSURE, f"{st} < {alpha} but {tc} is not significantly positive; {holds}"

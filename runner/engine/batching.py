@@ -1,8 +1,10 @@
 """Tokenisation, word -> first-subtoken label alignment, dynamic padding, length-grouped batches.
 
-Every split is tokenised once, without padding, into an :class:`EncodedSplit`.  A batch is a list
-of example indices; :func:`collate` pads it to its own longest example (dynamic padding), so the
-only padding fed to the model is the difference between lengths inside one batch.  Training
+Every split is tokenised once, without padding, into an :class:`EncodedSplit`, cut at the task's
+effective length (:func:`effective_max_length`: the manifest's, capped by the model's own
+limit), with the number of examples that cut.  A batch is a list of example indices;
+:func:`collate` pads it to its own longest example (dynamic padding), so the only padding fed
+to the model is the difference between lengths inside one batch.  Training
 batches are *length grouped*: a seeded permutation is cut into mega-batches of
 ``MEGABATCH_FACTOR * batch_size`` examples, each sorted by length and cut into batches, and the
 batches of the whole epoch are shuffled (random order between groups).  The plan of an epoch is a
@@ -35,19 +37,38 @@ class EncodedSplit:
     word_first: list[np.ndarray] | None    # ner: position of each word's first sub-token, -1 if
     #                                        truncated away
     lengths: np.ndarray                    # sub-tokens per example, int64
+    max_length: int = 0                    # the length it was cut at
+    truncated: int = 0                     # examples longer than max_length (cut to it)
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
 
-def effective_max_length(spec_max: int, config_max: int, tokenizer) -> int:
-    """Truncation length in sub-tokens: the task's, the job's and the model's limit, whichever
-    is smallest (tokenizers without a limit report a huge ``model_max_length``)."""
-    limit = min(int(spec_max), int(config_max))
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and 0 < model_max < 100_000:
-        limit = min(limit, model_max)
-    return limit
+# Model types whose position ids start after the padding index (RoBERTa's "padding_idx + 1"),
+# so max_position_embeddings - pad_token_id - 1 positions are usable.
+OFFSET_POSITION_MODELS = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
+def model_length_limit(tokenizer, encoder_config=None) -> int | None:
+    """The longest input the model takes: its position embeddings, and the tokenizer's
+    ``model_max_length`` where it states one (tokenizers without a limit report a huge one)."""
+    limits = []
+    stated = getattr(tokenizer, "model_max_length", None)
+    if isinstance(stated, int) and 0 < stated < 100_000:
+        limits.append(stated)
+    positions = getattr(encoder_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(encoder_config, "model_type", "") in OFFSET_POSITION_MODELS:
+            positions -= int(getattr(encoder_config, "pad_token_id", 1) or 0) + 1
+        limits.append(positions)
+    return min(limits) if limits else None
+
+
+def effective_max_length(task: str, config: dict, limit: int | None) -> int:
+    """Truncation length of ``task`` in sub-tokens: the manifest's (``max_length_per_task``,
+    else ``max_length``), capped by the model's ``limit`` (:func:`model_length_limit`)."""
+    length = int((config.get("max_length_per_task") or {}).get(task, config["max_length"]))
+    return length if limit is None else min(length, int(limit))
 
 
 def encode_split(spec, df, tokenizer, max_length: int) -> EncodedSplit:
@@ -103,8 +124,10 @@ def encode_split(spec, df, tokenizer, max_length: int) -> EncodedSplit:
     if "token_type_ids" in enc:
         token_type_ids = [np.asarray(x, dtype=np.int64) for x in enc["token_type_ids"]]
     lengths = np.fromiter((len(x) for x in input_ids), dtype=np.int64, count=n)
+    # a cut example keeps what did not fit in its encoding's ``overflowing`` part
+    truncated = sum(1 for e in enc.encodings if e.overflowing)
     return EncodedSplit(spec.name, spec.kind, input_ids, token_type_ids, labels, word_first,
-                        lengths)
+                        lengths, int(max_length), truncated)
 
 
 @dataclass

@@ -5,27 +5,39 @@
     checkpoint-<step>/        the latest resumable state (older ones are pruned)
         model.pt              model state_dict
         optimizer.pt          {"optimizer", "scheduler", "scaler"} state_dicts
-        rng.pt                python / numpy / torch / CUDA generator states
+        rng.pt                python / numpy / torch / CUDA generator states (numpy's as a
+                              tensor, so the file holds nothing but tensors and plain values)
         progress.json         TrainingProgress (step, epoch, data positions, sampler state,
                               token counters, early stopping, validation history, ...)
         checksums.json        sha256 of the four files above; written last
     best/                     the best validation weights (model.pt + meta.json)
 
 A folder is written under a temporary name (``.tmp-...``), every file fsynced, then renamed:
-a ``checkpoint-N`` that exists is complete.  A checkpoint whose checksums do not match (disk
-trouble, a truncated copy off Kaggle) is skipped with a warning in favour of an older one, or
-the job restarts from scratch.
+a ``checkpoint-N`` that exists is complete.  A checkpoint that is corrupt -- its checksums do
+not match (disk trouble, a truncated copy off Kaggle), a file does not load, or its progress
+names another job's strategy or tasks -- is skipped with a warning in favour of an older one,
+or the job restarts from scratch; it is renamed ``corrupt-checkpoint-N-*`` so that it is never
+picked (or pruned in place of a good one) again, and goes with the job's other leftovers.
+
+Nothing in a checkpoint may run code when it is read: whoever can write the results folder
+(shared storage, a downloaded Kaggle output) can also rewrite ``checksums.json``.  Every file
+is loaded with ``torch.load(..., weights_only=True)``; the only globals allowed beyond
+torch's tensors and plain values are the four numpy names an ``rng.pt`` written before numpy's
+state was stored as a tensor needs.  A file that needs anything else is corrupt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
 import tempfile
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,11 +95,84 @@ def checkpoints_dir(job_dir: Path) -> Path:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             # numpy's keys as a tensor: an ndarray would need numpy globals to unpickle
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                       float(cached)),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _checked_rng_state(obj) -> dict:
+    """``rng.pt``'s content as :func:`restore_rng` takes it; raises (TypeError, ValueError,
+    ...) when it is anything but RNG states.  Each state is tried on a throwaway generator,
+    so a bad one is found here, before training starts."""
+    if not isinstance(obj, dict) or not {"python", "numpy", "torch"} <= set(obj):
+        raise ValueError("not a dict of python / numpy / torch RNG states")
+    name, keys, pos, has_gauss, cached = obj["numpy"]
+    if isinstance(keys, torch.Tensor):
+        keys = keys.numpy()
+    if not isinstance(keys, np.ndarray) or keys.dtype.kind not in "iu":
+        raise TypeError(f"numpy RNG keys are {type(keys).__name__}, not integers")
+    numpy_state = (str(name), keys.astype(np.uint32), int(pos), int(has_gauss), float(cached))
+    np.random.RandomState().set_state(numpy_state)
+    random.Random().setstate(obj["python"])
+    torch.Generator().set_state(obj["torch"])
+    cuda = obj.get("cuda", [])
+    if not isinstance(cuda, list) or not all(isinstance(t, torch.Tensor) for t in cuda):
+        raise TypeError("CUDA RNG states are not a list of tensors")
+    return {**obj, "numpy": numpy_state}
+
+
+def _legacy_numpy_globals():
+    """Allow-list exactly what a numpy RNG state (a uint32 ndarray) unpickles through: an
+    ``rng.pt`` written before the state was stored as a tensor.  Where torch cannot allow-list
+    (before 2.6: no such aliases) such a file is refused as corrupt, like any other file that
+    cannot load safely, and the job falls back or restarts."""
+    allow = getattr(torch.serialization, "safe_globals", None)
+    if allow is None:
+        return contextlib.nullcontext()
+    core = np._core if hasattr(np, "_core") else np.core
+    reconstruct = core.multiarray._reconstruct
+    return allow([(reconstruct, "numpy.core.multiarray._reconstruct"),   # numpy 1 wrote this
+                  (reconstruct, "numpy._core.multiarray._reconstruct"),  # numpy 2 this
+                  np.ndarray, np.dtype, type(np.dtype(np.uint32))])
+
+
+class _Refused(ValueError):
+    """A checkpoint refused on purpose (not merely unreadable); ``str()`` says why."""
+
+
+class _Unsafe(_Refused):
+    """A checkpoint file needs more than tensors and plain values to load."""
+
+
+class _AnotherJobs(_Refused):
+    """The checkpoint's progress names another strategy or other tasks."""
+
+
+def _load_safely(path: Path, allow=contextlib.nullcontext):
+    """``torch.load`` that cannot run code: tensors and plain values only (plus ``allow``).
+    Refused files raise _Unsafe naming what they needed (torch's own message advises loading
+    them unsafely)."""
+    try:
+        with allow():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message: advice, then what was refused ("... GLOBAL posix.system ...")
+        found = re.search(r"[^\n]*GLOBAL [^\n]*", str(exc))
+        what = found.group(0).replace("WeightsUnpickler error: ", "") if found else str(exc)
+        raise _Unsafe(f"{path.name} needs more than tensors and plain values: "
+                      f"{what.strip().split('. ')[0][:160]}") from None
+
+
+def _expect_dict(obj, keys: tuple[str, ...], what: str) -> dict:
+    if not isinstance(obj, dict) or not all(isinstance(obj.get(k), dict) for k in keys):
+        raise TypeError(f"{what} is not a dict of {', '.join(keys) or 'tensors'}")
+    return obj
 
 
 def _set_rng_state(state: dict) -> None:
@@ -158,11 +243,39 @@ def verify_checkpoint(path: Path) -> str | None:
     return None
 
 
-def load_latest_checkpoint(ckpt_root: Path, logger: logging.Logger | None = None):
+def _load_checkpoint(path: Path, strategy: str | None, tasks: list[str] | None):
+    """(progress, model_state, optim_states, rng) of a verified folder; raises when a file
+    does not load safely or the progress is another job's."""
+    progress = TrainingProgress.from_json(json.loads((path / "progress.json").read_text()))
+    if (strategy is not None and progress.strategy != strategy) or \
+            (tasks is not None and list(progress.tasks) != list(tasks)):
+        raise _AnotherJobs(f"it belongs to another job ({progress.strategy} {progress.tasks})")
+    model_state = _expect_dict(_load_safely(path / "model.pt"), (), "model.pt")
+    optim = _expect_dict(_load_safely(path / "optimizer.pt"),
+                         ("optimizer", "scheduler", "scaler"), "optimizer.pt")
+    try:
+        rng = _load_safely(path / "rng.pt")
+    except _Unsafe:   # perhaps written before numpy's state was stored as a tensor
+        rng = _load_safely(path / "rng.pt", _legacy_numpy_globals)
+    return progress, model_state, optim, _checked_rng_state(rng)
+
+
+def _set_aside(path: Path) -> None:
+    """Rename a corrupt checkpoint out of the ``checkpoint-N`` names: never tried again, and
+    never kept by the pruning of a save in place of the good checkpoint after it."""
+    try:
+        os.replace(path, path.with_name(f"corrupt-{path.name}-{uuid.uuid4().hex[:8]}"))
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load_latest_checkpoint(ckpt_root: Path, logger: logging.Logger | None = None, *,
+                           strategy: str | None = None, tasks: list[str] | None = None):
     """The newest intact checkpoint as (path, progress, model_state, optim_states, rng), or None.
 
-    Corrupt checkpoints are skipped with a warning; leftover temporary folders from a kill during
-    a save are removed."""
+    Corrupt checkpoints (see the module docstring; with ``strategy`` / ``tasks`` given, also
+    one whose progress names others) are skipped with a warning and set aside; leftover
+    temporary folders from a kill during a save are removed."""
     logger = logger or logging.getLogger("runner.job")
     if ckpt_root.is_dir():
         for p in ckpt_root.iterdir():
@@ -173,17 +286,16 @@ def load_latest_checkpoint(ckpt_root: Path, logger: logging.Logger | None = None
         problem = verify_checkpoint(path)
         if problem is None:
             try:
-                progress = TrainingProgress.from_json(json.loads((path / "progress.json").read_text()))
-                # our own files, checksummed above: full unpickling is safe and needed for RNG states
-                model_state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-                optim = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-                rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)
-                return path, progress, model_state, optim, rng
+                return (path, *_load_checkpoint(path, strategy, tasks))
+            except _Refused as exc:
+                problem = str(exc)
             except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 problem = f"unreadable ({exc.__class__.__name__}: {exc})"
         fallback = ("falling back to " + candidates[i + 1][1].name if i + 1 < len(candidates)
                     else "restarting the job from scratch")
-        logger.warning("checkpoint %s is corrupt: %s; %s", path, problem, fallback)
+        logger.warning("checkpoint %s is corrupt: %s; %s", path, " ".join(problem.split())[:300],
+                       fallback)
+        _set_aside(path)
     return None
 
 
@@ -221,16 +333,10 @@ def load_best(ckpt_root: Path) -> tuple[dict, dict] | None:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError):
             continue
-        if sha256_file(path / "model.pt") != meta.get("sha256"):
+        try:
+            if sha256_file(path / "model.pt") != meta.get("sha256"):
+                continue
+            return meta, _expect_dict(_load_safely(path / "model.pt"), (), "model.pt")
+        except Exception:  # noqa: BLE001, S112 - missing, or not loadable safely: unusable
             continue
-        return meta, torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     return None
-
-
-def prune_finished(ckpt_root: Path) -> None:
-    """A finished job keeps only ``best/`` (RQ2/RQ3 evaluate those weights later)."""
-    if not ckpt_root.is_dir():
-        return
-    for p in ckpt_root.iterdir():
-        if p.name != "best":
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

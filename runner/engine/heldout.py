@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 from runner.adapters import HELDOUT_FILE, heldout_dir, heldout_document, write_heldout
-from runner.engine.batching import effective_max_length, encode_split
+from runner.engine.batching import effective_max_length, encode_split, model_length_limit
 from runner.engine.model import MultiTaskModel, adapter_settings, parameter_counts
 from runner.engine.train import (
     TrainSetup,
@@ -94,7 +94,8 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: torch.d
             for split in ("validation", "test"):
                 frames[split] = subsample(load_split(ctx.data_dir, task, split),
                                           heldout["max_eval_examples"])
-            length = effective_max_length(spec.max_length, cfg["max_length"], tokenizer)
+            length = effective_max_length(task, cfg, model_length_limit(
+                tokenizer, getattr(trained_model.encoder, "config", None)))
             enc = {k: encode_split(spec, df, tokenizer, length) for k, df in frames.items()}
             data[task] = (frames, enc)
         frames, enc = data[task]

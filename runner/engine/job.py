@@ -1,9 +1,11 @@
 """``run_job(job, ctx)``: what one planned job computes, from prepared data to result dict.
 
-resolve the job -> load and tokenise its data -> train (resuming from the newest intact
-checkpoint) -> test the best weights -> ``predictions/<task>.parquet`` -> held-out evaluation
-(RQ2, ``config.heldout``: runner.engine.heldout) -> return the result dict of results/README.md
-(the executor writes it as ``result.json``, last).
+resolve the job -> load and tokenise its data (each task cut at its effective max_length,
+truncations counted) -> train (resuming from the newest intact checkpoint) -> test the best
+weights (token_controlled: the final ones) -> ``predictions/<task>.parquet`` -> held-out
+evaluation (RQ2, ``config.heldout``: runner.engine.heldout) -> token_controlled: test its best
+validation weights too (``predictions/best_weights/``) -> return the result dict of
+results/README.md (the executor writes it as ``result.json``, last).
 
 ``config.adapter`` (RQ2): the encoder is wrapped with LoRA before training, so only the adapter
 and the task heads train (multi-task jobs: one adapter shared by every task head).
@@ -27,15 +29,19 @@ import torch
 
 import runner
 from runner.engine import checkpoint as ckpt
-from runner.engine.batching import effective_max_length, encode_split
+from runner.engine.batching import effective_max_length, encode_split, model_length_limit
 from runner.engine.heldout import run_heldout
 from runner.engine.model import apply_adapter, build_model, parameter_counts
 from runner.engine.train import (
     TrainSetup,
     TrainTask,
     autocast_dtype,
+    best_validation_root,
+    epoch_cap,
+    epochs_needed,
     eval_batch_size,
     predict,
+    tokens_at_best,
     train,
 )
 from runner.fsutil import atomic_write_bytes, canonical_json
@@ -55,6 +61,11 @@ def get_task(name: str):
 def load_split(data_dir, task: str, split: str):
     from runner.data import load_split as _load_split
     return _load_split(data_dir, task, split)
+
+
+def decontaminate_train(data_dir, task: str, train, setting):
+    from runner.data import decontaminate_train as _decontaminate_train
+    return _decontaminate_train(data_dir, task, train, setting)
 
 
 def evaluate(spec, split_df, preds):
@@ -135,23 +146,118 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def token_target(job, ctx) -> int:
-    """The token-controlled target from the referenced multi-task job's result."""
+def _reference_best_entry(result: dict) -> dict:
+    """The reference's validation entry at its best step (results written before
+    ``tokens_at_best`` existed still record it there)."""
+    best = (result.get("train_results") or {}).get("best_step")
+    return next((h for h in result.get("validation_history") or [] if h.get("step") == best),
+                {})
+
+
+def parity_targets(job, ctx) -> dict[str, int | None]:
+    """Both candidate token targets from the referenced multi-task job's result: its tokens
+    at the end ("total") and at its best validation checkpoint ("best"; None where its
+    result does not record them) -- all of its tasks, or this task's (parity per_task)."""
     if not job.depends_on:
         raise JobFailed("token_controlled job without a multi-task job to match")
     ref = job.depends_on[0]
     result = ctx.dependency_results.get(ref)
     if result is None:
         raise JobFailed(f"result of multi-task job {ref} is not available")
+    entry = _reference_best_entry(result)
     if job.parity == "per_task":
         (task,) = job.tasks
         try:
-            return int(result["tokens_per_task"][task])
+            total = int(result["tokens_per_task"][task])
         except KeyError:
             raise JobFailed(f"multi-task job {ref} has no token count for {task}") from None
+        best = (result.get("tokens_per_task_at_best")
+                or entry.get("tokens_per_task") or {}).get(task)
+        return {"total": total, "best": None if best is None else int(best)}
     if job.parity not in (None, "total"):
         raise JobFailed(f"unknown parity {job.parity!r}")
-    return int(result["token_count"])
+    best = result.get("tokens_at_best", entry.get("tokens"))
+    return {"total": int(result["token_count"]), "best": None if best is None else int(best)}
+
+
+def token_target(job, ctx) -> tuple[int, str, dict[str, int | None]]:
+    """(target, which one: config ``parity_target``, the candidates of :func:`parity_targets`)."""
+    targets = parity_targets(job, ctx)
+    choice = str(job.config.get("parity_target", "total"))
+    if choice not in targets:
+        raise JobFailed(f"unknown parity_target {choice!r}")
+    if targets[choice] is None:
+        raise JobFailed(f"multi-task job {job.depends_on[0]} records no tokens at its best "
+                        f"checkpoint for {job.tasks[0]} (its result predates "
+                        f"tokens_per_task_at_best): run it again, or use parity_target = "
+                        f"\"total\"")
+    if targets[choice] <= 0:
+        raise JobFailed(f"token target {targets[choice]} from {job.depends_on[0]} is not "
+                        f"positive")
+    return targets[choice], choice, targets
+
+
+def _length_limit(model_name: str, tokenizer) -> int | None:
+    """The model's own input limit (its config's position embeddings, the tokenizer's)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_name)
+    except (OSError, ValueError) as exc:
+        raise JobFailed(f"model not found: {model_name} ({str(exc).splitlines()[0][:160]})")
+    return model_length_limit(tokenizer, config)
+
+
+def truncation_entry(enc: dict) -> dict:
+    """``per_task[task]["truncation"]``: the length and how many examples it cut."""
+    return {"max_length": enc["train"].max_length,
+            "train_truncated": enc["train"].truncated, "train_examples": len(enc["train"]),
+            "test_truncated": enc["test"].truncated, "test_examples": len(enc["test"])}
+
+
+def score_test(model, specs, frames, pad_id, device, dtype, batch_size: int, job_dir,
+                 folder: str = "predictions") -> dict[str, tuple[dict, str, int]]:
+    """Per task: (test metrics with the loss, predictions file relative to the job folder,
+    test units) of ``model`` as it is now; the predictions are written under ``folder``."""
+    out = {}
+    for name, spec in specs.items():
+        preds, loss = predict(model, spec, frames[name]["encoded_test"], pad_id, device, dtype,
+                              batch_size)
+        metrics, pred_df = evaluate(spec, frames[name]["test"], preds)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics["loss"] = float(loss)
+        buffer = io.BytesIO()
+        pred_df.to_parquet(buffer, index=False)
+        rel = f"{folder}/{name}.parquet"
+        atomic_write_bytes(Path(job_dir) / rel, buffer.getvalue())
+        out[name] = (metrics, rel, len(pred_df))
+    return out
+
+
+def load_weights(model, root: Path, step, log) -> None:
+    """Load ``root``/best/ into ``model``; a warning if they are not from ``step``."""
+    best = ckpt.load_best(root)
+    if best is None:
+        raise JobFailed(f"best weights missing or corrupt in {root}")
+    meta, state = best
+    if meta.get("step") != step:
+        log.warning("weights in %s are from step %s, expected %s", root, meta.get("step"), step)
+    model.load_state_dict(state)
+
+
+def parity_block(job, progress, target: int, choice: str, targets: dict, train_split) -> dict:
+    """The ``parity`` record of a token-controlled job: what it reached, and why it stopped."""
+    achieved = progress.token_count
+    reached = achieved >= target
+    return {"mode": job.parity or "total", "reference_job": job.depends_on[0],
+            "target": choice, "targets": targets, "target_tokens": target,
+            "achieved_tokens": achieved, "relative_gap": abs(achieved - target) / target,
+            "trimmed_examples": progress.trimmed_examples, "reached": reached,
+            # both in passes over the task's real training tokens, so they compare
+            "epochs_run": round(epochs_needed(achieved, train_split), 4),
+            "epochs_needed": round(epochs_needed(target, train_split), 4),
+            "epoch_cap": epoch_cap(job.config),
+            "stopped_because": "target_reached" if reached else "epoch_cap"}
 
 
 # ------------------------------------------------------------------------------------ run_job
@@ -166,29 +272,37 @@ def run_job(job, ctx) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     _configure_threads(device)
     specs = {name: get_task(name) for name in job.tasks}
-    target = token_target(job, ctx) if job.strategy == "token_controlled" else None
-    if target is not None and target <= 0:
-        raise JobFailed(f"token target {target} from {job.depends_on[0]} is not positive")
+    token_controlled = job.strategy == "token_controlled"
+    target, choice, targets = token_target(job, ctx) if token_controlled else (None, None, None)
 
     heldout_kinds = [get_task(t).kind for t in (cfg.get("heldout") or {}).get("tasks", ())]
     tokenizer = _load_tokenizer(job.model_name, any(s.kind == "ner" for s in specs.values())
                                 or "ner" in heldout_kinds)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    limit = _length_limit(job.model_name, tokenizer)
 
-    # data: subsets are fixed (seed 0), tokenised once, unpadded
+    # data: subsets are fixed (seed 0), tokenised once, unpadded, cut at the task's length
     max_train = cfg.get("max_train_examples") or {}
     max_eval = cfg.get("max_eval_examples")
-    frames, tasks = {}, {}
+    frames, tasks, dropped = {}, {}, {}
     for name, spec in specs.items():
+        # decontaminate = true: without the units that overlap an evaluated one (runner.data)
+        train_df, dropped[name] = decontaminate_train(
+            ctx.data_dir, name, load_split(ctx.data_dir, name, "train"), cfg.get("decontaminate"))
         frames[name] = {
-            "train": _subsample(load_split(ctx.data_dir, name, "train"), max_train.get(name)),
+            "train": _subsample(train_df, max_train.get(name)),
             "validation": _subsample(load_split(ctx.data_dir, name, "validation"), max_eval),
             "test": _subsample(load_split(ctx.data_dir, name, "test"), max_eval)}
-        length = effective_max_length(spec.max_length, cfg["max_length"], tokenizer)
+        length = effective_max_length(name, cfg, limit)
         enc = {split: encode_split(spec, df, tokenizer, length)
                for split, df in frames[name].items()}
         tasks[name] = TrainTask(spec, enc["train"], enc["validation"], frames[name]["validation"])
         frames[name]["encoded_test"] = enc["test"]
+        frames[name]["truncation"] = truncation_entry(enc)
+        if enc["train"].truncated or enc["test"].truncated:
+            log.info("%s: cut at %d tokens: %d of %d training, %d of %d test examples", name,
+                     length, enc["train"].truncated, len(enc["train"]), enc["test"].truncated,
+                     len(enc["test"]))
 
     ckpt_root = ckpt.checkpoints_dir(ctx.job_dir)
     batch_size, accumulation = int(cfg["batch_size"]), int(cfg["grad_accumulation"])
@@ -226,33 +340,24 @@ def run_job(job, ctx) -> dict:
             log.warning("CUDA out of memory: retrying with batch size %d x %d accumulation",
                         batch_size, accumulation)
 
-    # the test evaluation uses the best validation weights
-    best = ckpt.load_best(ckpt_root)
-    if best is None:
-        raise JobFailed(f"best weights missing or corrupt in {ckpt_root}")
-    best_meta, best_state = best
-    if best_meta.get("step") != progress.best_step:
-        log.warning("best weights are from step %s, progress says %s", best_meta.get("step"),
-                    progress.best_step)
-    model.load_state_dict(best_state)
+    # the test evaluation uses best/: the best validation weights (token_controlled: the final
+    # ones, the methodology's rule; its best validation weights are tested below)
+    tested_step = progress.step if token_controlled else progress.best_step
+    load_weights(model, ckpt_root, tested_step, log)
     model.to(device)
     dtype = autocast_dtype(str(cfg.get("precision", "auto")), device)
+    test_batch = eval_batch_size(progress.batch_size)
 
     per_task, test_results = {}, {}
+    scored = score_test(model, specs, frames, pad_id, device, dtype, test_batch, ctx.job_dir)
     for name, spec in specs.items():
-        preds, loss = predict(model, spec, frames[name]["encoded_test"], pad_id, device, dtype,
-                              eval_batch_size(progress.batch_size))
-        metrics, pred_df = evaluate(spec, frames[name]["test"], preds)
-        metrics = {k: float(v) for k, v in metrics.items()}
-        metrics["loss"] = float(loss)
-        buffer = io.BytesIO()
-        pred_df.to_parquet(buffer, index=False)
-        atomic_write_bytes(Path(ctx.job_dir) / "predictions" / f"{name}.parquet",
-                           buffer.getvalue())
+        metrics, rel, n_test = scored[name]
         per_task[name] = {"primary_metric": spec.primary_metric, "metrics": metrics,
                           "tokens": int(progress.tokens_per_task[name]),
-                          "n_test": len(pred_df), "stat_spec": spec.stat_spec(),
-                          "predictions": f"predictions/{name}.parquet"}
+                          "n_test": n_test, "stat_spec": spec.stat_spec(),
+                          "predictions": rel,
+                          "max_length": frames[name]["truncation"]["max_length"],
+                          "truncation": frames[name]["truncation"]}
     if len(specs) == 1:
         (only,) = per_task.values()
         test_results = {f"eval_{k}": v for k, v in only["metrics"].items()}
@@ -279,11 +384,23 @@ def run_job(job, ctx) -> dict:
     run_heldout(job, ctx, model, tokenizer, pad_id, device, get_task=get_task,
                 load_split=load_split, evaluate=evaluate, subsample=_subsample,
                 seed_all=_seed_all, provenance=provenance)
+    if token_controlled:  # after RQ2, which evaluates the weights tested first
+        load_weights(model, best_validation_root(ckpt_root), progress.best_step, log)
+        scored = score_test(model, specs, frames, pad_id, device, dtype, test_batch,
+                            ctx.job_dir, "predictions/best_weights")
+        best_tokens = tokens_at_best(progress)[1]
+        for name, (metrics, rel, _) in scored.items():
+            per_task[name]["best_weights"] = {"metrics": metrics, "predictions": rel,
+                                              "step": progress.best_step,
+                                              "tokens": best_tokens[name]}
 
     examples = sum(progress.examples_per_task.values())
     result_config = dict(cfg)
     if target is not None:
         result_config["target_tokens"] = target
+        result_config["parity_target"] = choice
+        result_config["token_controlled_max_epochs"] = epoch_cap(cfg)
+    at_best, per_task_at_best = tokens_at_best(progress)
     result = {
         "experiment_id": job.job_id,
         "experiment_type": STRATEGY_EXPERIMENT_TYPE[job.strategy],
@@ -315,10 +432,16 @@ def run_job(job, ctx) -> dict:
         "test_results": test_results,
         "token_count": progress.token_count,
         "tokens_per_task": {k: int(v) for k, v in progress.tokens_per_task.items()},
+        "tokens_at_best": at_best,
+        "tokens_per_task_at_best": per_task_at_best,
+        "test_weights": "final" if token_controlled else "best",
         "per_task": per_task,
         "validation_history": progress.validation_history,
         "provenance": provenance(dtype),
     }
+    for name, n in dropped.items():
+        if n is not None:   # decontaminate = true only: other results keep their fields
+            result["dataset_stats"][name]["decontaminated_dropped"] = n
     if job.strategy == "multi_task":
         total_batches = max(1, sum(progress.batches_per_task.values()))
         total_tokens = max(1, progress.token_count)
@@ -330,12 +453,16 @@ def run_job(job, ctx) -> dict:
         log.info("realised share of batches %s, of tokens %s", result["sampling"]["batch_share"],
                  result["sampling"]["token_share"])
     if target is not None:
-        achieved = progress.token_count
-        result["parity"] = {"mode": job.parity or "total", "reference_job": job.depends_on[0],
-                            "target_tokens": target, "achieved_tokens": achieved,
-                            "relative_gap": abs(achieved - target) / target,
-                            "trimmed_examples": progress.trimmed_examples}
-    ckpt.prune_finished(ckpt_root)  # keeps best/ weights: RQ2/RQ3 evaluate them later
+        result["parity"] = parity_block(job, progress, target, choice, targets,
+                                        tasks[job.tasks[0]].train)
+        if not result["parity"]["reached"]:
+            p = result["parity"]
+            log.warning("parity not reached: %d of %d tokens (gap %.1f%%) after %s of %s "
+                        "epochs needed (cap %d)", p["achieved_tokens"], target,
+                        100 * p["relative_gap"], p["epochs_run"], p["epochs_needed"],
+                        p["epoch_cap"])
+    # checkpoints/ stays whole: the executor prunes it only once result.json is on disk, so
+    # a kill before that resumes from the finished checkpoint instead of retraining
     return _finite(result)
 
 

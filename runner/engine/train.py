@@ -8,13 +8,16 @@ Read top to bottom:
    next entry of that task's length-grouped epoch plan (``positions[task]`` = epoch, index).
    Token-controlled jobs trim the batch that would overshoot the target.  The real tokens of
    each batch (attention-mask sum) are added to the task's counter right where the batch is fed.
-3. Every ``eval_every`` steps: validate (mean of the tasks' primary metrics), early stopping
-   (patience, min_delta; not for token_controlled; an exact tie of the score is broken by the
-   lower mean validation loss), best weights, checkpoint.  Also checkpoint
-   every ``checkpoint_every_s`` seconds, and when ``ctx.should_stop()`` -> JobInterrupted.
+3. Every ``eval_every`` steps: validate (mean of the tasks' primary metrics), best weights
+   (an exact tie of the score is broken by the lower mean validation loss), early stopping
+   (patience, min_delta; not for token_controlled, which keeps its best weights apart, in
+   ``validation_best/``), checkpoint.  Also checkpoint every ``checkpoint_every_s`` seconds,
+   and when ``ctx.should_stop()`` -> JobInterrupted.
 4. End: single/multi -- stopped early, or ran ``max_epochs`` (``max_steps``); token_controlled --
-   the token target is reached.  A final validation (if the last step was not evaluated), the
-   final checkpoint (``finished``), and the caller tests the best weights.
+   the token target is reached, or ``token_controlled_max_epochs`` passes over its task are
+   done (the job finishes short of its target; the caller records the shortfall).  A final
+   validation (if the last step was not evaluated), the final checkpoint (``finished``), and
+   the caller tests the best weights (token_controlled: the final ones, then the best ones).
 
 Nothing here depends on wall-clock time except *when* checkpoints are written, so a resumed job
 computes exactly what the uninterrupted one does (on CPU, bit for bit).
@@ -23,6 +26,7 @@ computes exactly what the uninterrupted one does (on CPU, bit for bit).
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +40,12 @@ from runner.engine import checkpoint as ckpt
 from runner.engine.batching import EncodedSplit, collate, epoch_plan, eval_batches, word_predictions
 from runner.engine.sampler import TaskSampler
 from runner.jobapi import JobFailed, JobInterrupted
+from runner.manifest import HYPERPARAMETERS
 
-TOKEN_CONTROLLED_MIN_EPOCH_LIMIT = 100  # safety cap: max(100, 10 * max_epochs) passes over a task
 MAX_GRAD_NORM = 1.0                      # gradient clipping, as Hugging Face's Trainer default
+# token_controlled: the best validation weights, under checkpoints/ (best/ holds the final ones,
+# which the job is tested with, as the methodology says; these are tested second)
+BEST_VALIDATION_DIR = "validation_best"
 
 
 @dataclass
@@ -170,18 +177,29 @@ def batches_per_epoch(split: EncodedSplit, batch_size: int) -> int:
     return math.ceil(len(split) / batch_size)
 
 
+def epoch_cap(config: dict) -> int:
+    """Passes over its task after which a token-controlled job stops short of its target."""
+    default = HYPERPARAMETERS["token_controlled_max_epochs"][1]
+    return int(config.get("token_controlled_max_epochs", default))
+
+
+def epochs_needed(target_tokens: int, split: EncodedSplit) -> float:
+    """Passes over ``split`` that hold ``target_tokens`` real tokens."""
+    return target_tokens / max(1, int(split.lengths.sum()))
+
+
+def best_validation_root(ckpt_root: Path) -> Path:
+    """Where a token-controlled job keeps its best validation weights (``<here>/best/``)."""
+    return Path(ckpt_root) / BEST_VALIDATION_DIR
+
+
 def plan_total_steps(setup: TrainSetup, batch_size: int, accumulation: int) -> int:
-    """Optimizer steps the linear schedule decays over."""
+    """Optimizer steps the linear schedule decays over (token_controlled: to its target, or to
+    its epoch cap where the target lies beyond it)."""
     cfg = setup.config
     if setup.strategy == "token_controlled":
         (t,) = setup.tasks.values()
-        tokens_per_epoch = int(t.train.lengths.sum())
-        epochs = setup.target_tokens / tokens_per_epoch
-        limit = max(TOKEN_CONTROLLED_MIN_EPOCH_LIMIT, 10 * int(cfg["max_epochs"]))
-        if epochs > limit:
-            raise JobFailed(
-                f"token target {setup.target_tokens} needs {epochs:.0f} epochs of {t.spec.name} "
-                f"({tokens_per_epoch} tokens/epoch), over the safety limit of {limit}")
+        epochs = min(epochs_needed(setup.target_tokens, t.train), epoch_cap(cfg))
         micro = math.ceil(epochs * batches_per_epoch(t.train, batch_size))
     elif cfg.get("max_steps"):
         return int(cfg["max_steps"])
@@ -203,8 +221,16 @@ def new_progress(setup: TrainSetup) -> ckpt.TrainingProgress:
         batches_per_task={t: 0 for t in names})
 
 
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    """transformers' ``get_linear_schedule_with_warmup`` factor, written out: importing that
+    module imports peft and, through it, bitsandbytes (slow; a kernel warning on some CPUs)."""
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    return max(0.0, float(total - step) / float(max(1, total - warmup)))
+
+
 def make_optimizer(model, cfg: dict, device: torch.device, total_steps: int):
-    from transformers import get_linear_schedule_with_warmup
+    import functools
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -219,7 +245,8 @@ def make_optimizer(model, cfg: dict, device: torch.device, total_steps: int):
         optimizer = torch.optim.AdamW(groups, lr=float(cfg["learning_rate"]), fused=True)
     except (RuntimeError, TypeError):
         optimizer = torch.optim.AdamW(groups, lr=float(cfg["learning_rate"]))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_steps"]), total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        linear_warmup_decay, warmup=int(cfg["warmup_steps"]), total=total_steps))
     return optimizer, scheduler
 
 
@@ -231,13 +258,20 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
     scaler = make_grad_scaler(device, enabled=dtype is torch.float16)
     token_controlled = setup.strategy == "token_controlled"
     early_stopping = not token_controlled
+    # where the best validation weights go: best/ (tested), or apart for token_controlled
+    best_root = best_validation_root(setup.ckpt_root) if token_controlled else setup.ckpt_root
 
-    restored = ckpt.load_latest_checkpoint(setup.ckpt_root, log)
+    # another job's checkpoint is corrupt here: skipped for an older one, or a fresh start
+    restored = ckpt.load_latest_checkpoint(setup.ckpt_root, log, strategy=setup.strategy,
+                                           tasks=list(setup.tasks))
+    if restored is not None and _predates_per_task_history(restored[1]):
+        log.warning("checkpoint %s was written before validation recorded tokens per task "
+                    "(needed for tokens_per_task_at_best); restarting the job from scratch",
+                    restored[0])
+        shutil.rmtree(setup.ckpt_root, ignore_errors=True)
+        restored = None
     if restored is not None:
         path, progress, model_state, optim_state, rng_state = restored
-        if progress.tasks != list(setup.tasks) or progress.strategy != setup.strategy:
-            raise JobFailed(f"checkpoint {path} belongs to another job ({progress.strategy} "
-                            f"{progress.tasks})")
         model.load_state_dict(model_state)
     else:
         progress = new_progress(setup)
@@ -258,8 +292,8 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
         sampler.load_state_dict(progress.sampler_state)
     bs, accumulation = progress.batch_size, progress.grad_accumulation
     plans: dict[tuple[str, int], list] = {}  # (task, epoch) -> that epoch's batches
-    epoch_limit = max(TOKEN_CONTROLLED_MIN_EPOCH_LIMIT, 10 * int(cfg["max_epochs"]))
     total_examples = sum(sizes.values())
+    cap_examples = epoch_cap(cfg) * total_examples  # token_controlled: of its one task
     eval_every = int(cfg["eval_every"])
 
     def next_indices(task: str) -> np.ndarray:
@@ -272,8 +306,6 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
         if pos["index"] >= len(plan):
             pos["epoch"] += 1
             pos["index"] = 0
-            if pos["epoch"] > epoch_limit:
-                raise JobFailed(f"{task}: passed the safety limit of {epoch_limit} epochs")
             return next_indices(task)
         pos["index"] += 1
         return plan[pos["index"] - 1]
@@ -285,29 +317,28 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
         if progress.finished or progress.stopped_early:
             return True
         if token_controlled:
-            return progress.token_count >= progress.target_tokens
+            return progress.token_count >= progress.target_tokens or \
+                sum(progress.examples_per_task.values()) >= cap_examples
         return progress.step >= progress.total_steps
 
     def run_validation() -> None:
         metrics, score = validate(model, setup, dtype)
         entry = {"step": progress.step, "tokens": progress.token_count,
+                 "tokens_per_task": {t: int(n) for t, n in progress.tokens_per_task.items()},
                  "epoch": round(epochs_done(), 4), "metrics": metrics, "score": score}
         progress.validation_history.append(entry)
-        improved = False
-        if early_stopping:
-            best = -math.inf if progress.best_score is None else progress.best_score
-            loss = _mean_loss(metrics)
-            if _score(score) > best + float(cfg["min_delta"]) or _ties_with_lower_loss(
-                    _score(score), loss, progress):
-                progress.best_score, progress.best_step = _score(score), progress.step
-                progress.evals_without_improvement = 0
-                improved = True
-            else:
-                progress.evals_without_improvement += 1
-                if progress.evals_without_improvement >= int(cfg["patience"]):
-                    progress.stopped_early = True
+        best = -math.inf if progress.best_score is None else progress.best_score
+        loss = _mean_loss(metrics)
+        improved = _score(score) > best + float(cfg["min_delta"]) or _ties_with_lower_loss(
+            _score(score), loss, progress)
         if improved:
-            ckpt.save_best(setup.ckpt_root, model, {"step": progress.step, "score": score})
+            progress.best_score, progress.best_step = _score(score), progress.step
+            progress.evals_without_improvement = 0
+            ckpt.save_best(best_root, model, {"step": progress.step, "score": score})
+        elif early_stopping:
+            progress.evals_without_improvement += 1
+            if progress.evals_without_improvement >= int(cfg["patience"]):
+                progress.stopped_early = True
         log.info("step %d epoch %.2f tokens %d: validation score %.4f%s%s", progress.step,
                  entry["epoch"], progress.token_count, score, " (best)" if improved else "",
                  " -> early stop" if progress.stopped_early else "")
@@ -350,7 +381,7 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
             progress.batches_per_task[task] += 1
             progress.micro_steps += 1
             progress.train_loss_sum += loss_value
-            if token_controlled and progress.token_count >= progress.target_tokens:
+            if token_controlled and training_done():
                 break
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
@@ -380,13 +411,29 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
     if not progress.finished:
         if last_eval_step != progress.step:  # the final weights are validated too
             run_validation()
-        if token_controlled or progress.best_step is None:
-            # no early stopping: the final weights are the ones tested
-            ckpt.save_best(setup.ckpt_root, model, {"step": progress.step, "score": None})
+        if progress.best_step is None:  # no finite validation score: the final weights
+            ckpt.save_best(best_root, model, {"step": progress.step, "score": None})
             progress.best_step = progress.step
+        if token_controlled:  # tested first: the methodology's rule (no early stopping)
+            ckpt.save_best(setup.ckpt_root, model, {"step": progress.step, "score": None})
         progress.finished = True
         save()
     return progress
+
+
+def _predates_per_task_history(progress: ckpt.TrainingProgress) -> bool:
+    """A checkpoint of a runner whose validation history lacks tokens per task."""
+    return any("tokens_per_task" not in h for h in progress.validation_history)
+
+
+def tokens_at_best(progress: ckpt.TrainingProgress) -> tuple[int, dict[str, int]]:
+    """Real training tokens (all tasks, per task) when the best validation weights were taken;
+    the final counts where no validation chose any."""
+    entry = next((h for h in progress.validation_history if h["step"] == progress.best_step),
+                 None)
+    if entry is None:
+        return progress.token_count, {t: int(n) for t, n in progress.tokens_per_task.items()}
+    return int(entry["tokens"]), {t: int(n) for t, n in entry["tokens_per_task"].items()}
 
 
 def trim_to_target(indices: np.ndarray, lengths: np.ndarray, remaining: int) -> np.ndarray:

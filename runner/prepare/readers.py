@@ -165,17 +165,61 @@ def read_seed_pickle(path: str | Path) -> dict:
     return obj
 
 
-def _check_builtin(obj, where: str) -> None:
-    stack = [obj]
-    while stack:
-        x = stack.pop()
+# Limits of the data check, counted as the data would be walked as a tree (a shared reference
+# counts every time it appears, as the code below it would meet it). The original study's
+# largest pickle (hoc.pkl) has 337,071 nodes and is 6 levels deep.
+MAX_PICKLE_NODES = 20_000_000
+MAX_PICKLE_DEPTH = 100
+_END = object()
+
+
+def _children(x) -> list:
+    if isinstance(x, dict):
+        return [*x.keys(), *x.values()]
+    return list(x) if isinstance(x, (list, tuple)) else []
+
+
+def _check_builtin(obj, where: str) -> int:
+    """Refuse anything but builtin data, a reference cycle, or data that would expand beyond
+    MAX_PICKLE_NODES nodes / MAX_PICKLE_DEPTH levels; return the node count.
+
+    A pickle's memo lets a few bytes describe a cycle (``l.append(l)``) or 2**60 references to
+    shared lists, so the walk keeps each container's expanded size by id (visited once) and
+    the containers on the current path (met again = a cycle): linear in the file's size.
+    """
+    sizes: dict[int, int] = {}    # id(container) -> nodes below it, counted as a tree
+    open_ids: set[int] = set()    # containers on the current path
+    stack: list[tuple[int, object, int]] = []   # (id, iterator over children, count at entry)
+    count, x = 0, obj
+    while True:
         if not isinstance(x, _SAFE_TYPES) or type(x) not in _SAFE_TYPES:
             raise InputError(where, f"refused: contains a {type(x).__name__}")
-        if isinstance(x, dict):
-            stack.extend(x.keys())
-            stack.extend(x.values())
-        elif isinstance(x, (list, tuple)):
-            stack.extend(x)
+        key = id(x)
+        if key in open_ids:
+            raise InputError(where, "refused: the data contains itself (a reference cycle)")
+        if key in sizes:
+            count += sizes[key]
+        elif isinstance(x, (dict, list, tuple)):
+            if len(stack) >= MAX_PICKLE_DEPTH:
+                raise InputError(where, f"refused: nested deeper than {MAX_PICKLE_DEPTH} levels")
+            open_ids.add(key)
+            stack.append((key, iter(_children(x)), count))
+            count += 1
+        else:
+            count += 1
+        if count > MAX_PICKLE_NODES:
+            raise InputError(where, f"refused: more than {MAX_PICKLE_NODES:,} values (shared "
+                             "references counted each time they appear)")
+        while stack:
+            key, children, start = stack[-1]
+            x = next(children, _END)
+            if x is not _END:
+                break
+            stack.pop()
+            open_ids.discard(key)
+            sizes[key] = count - start
+        else:
+            return count
 
 
 def seed_records(obj: dict, split: str, where: str) -> list[dict]:

@@ -14,7 +14,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from runner.checksums import checksums_text
+from runner.manifest import HYPERPARAMETERS
 from runner.tasks.spec import TaskSpec
+
+# The card counts tokens as a job at the methodology's max_length cuts them (a manifest may
+# lower it per task; runner plan reports truncation at a study's own lengths).
+CARD_MAX_LENGTH = HYPERPARAMETERS["max_length"][1]
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 9, "row_group_size": 65536,
                    "use_dictionary": True, "write_statistics": False, "version": "2.6"}
@@ -67,8 +73,8 @@ def token_counts(spec: TaskSpec, rows: list[dict], tokenizer) -> tuple[int, int,
     else:
         enc = tokenizer.encode_batch([r[spec.text_fields[0]] for r in rows])
     lengths = [len(e.ids) for e in enc]
-    return (sum(min(n, spec.max_length) for n in lengths), sum(lengths),
-            sum(n > spec.max_length for n in lengths))
+    return (sum(min(n, CARD_MAX_LENGTH) for n in lengths), sum(lengths),
+            sum(n > CARD_MAX_LENGTH for n in lengths))
 
 
 def load_tokenizer():
@@ -90,7 +96,7 @@ def data_card(spec: TaskSpec, source_desc: str, splits: dict[str, list[dict]],
     lines = [f"# {spec.name}", "", spec.source, "",
              f"- kind: {spec.kind}; primary metric: `{spec.primary_metric}`; metrics: "
              + ", ".join(f"`{m}`" for m in spec.metrics),
-             f"- columns: {', '.join(spec.columns)}; max_length: {spec.max_length} tokens",
+             f"- columns: {', '.join(spec.columns)}; max_length: {CARD_MAX_LENGTH} tokens",
              f"- held out (evaluation only): {'yes' if spec.held_out else 'no'}",
              f"- prepared from: {source_desc}", "", "## Rows per split", "",
              "| split | rows | documents |", "|---|---:|---:|"]
@@ -131,5 +137,6 @@ def data_card(spec: TaskSpec, source_desc: str, splits: dict[str, list[dict]],
 
 
 def sha256sums_text(sums: dict[str, str]) -> str:
-    """``sha256sum -c`` format, sorted by path: '<hex>  <relative path>'."""
-    return "".join(f"{digest}  {rel}\n" for rel, digest in sorted(sums.items()))
+    """``sha256sum -c`` format, sorted by path (runner.checksums: the runner reads it back
+    with the same module)."""
+    return checksums_text(sums)

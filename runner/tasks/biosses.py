@@ -17,7 +17,7 @@ def to_rows(raw: dict[str, list[dict]], fmt: str) -> dict[str, list[dict]]:
 
 SPEC = TaskSpec(
     name="biosses", kind="regression", labels=(), text_fields=("text_1", "text_2"),
-    label_field="label", max_length=128, primary_metric="pearson",
+    label_field="label", primary_metric="pearson",
     metrics=("pearson", "spearman"), held_out=False,
     source="BIOSSES sentence-pair similarity 0-4 (BigBIO, BLURB split 64/16/20)",
     sources=(Source("bigbio", "bigbio/biosses"),

@@ -46,7 +46,7 @@ def to_rows(raw: dict[str, list[dict]], fmt: str) -> dict[str, list[dict]]:
 
 SPEC = TaskSpec(
     name="chemprot", kind="classification", labels=LABELS, text_fields=("text",),
-    label_field="label", max_length=256, primary_metric="macro_f1",
+    label_field="label", primary_metric="macro_f1",
     metrics=("macro_f1", "micro_f1", "accuracy") + tuple(f"f1_{c}" for c in LABELS[1:]),
     held_out=False,
     source="ChemProt (BigBIO KB): chemical-gene pairs per sentence, masked @CHEMICAL$/@GENE$",

@@ -53,7 +53,7 @@ def to_rows(raw: dict[str, list[dict]], fmt: str) -> dict[str, list[dict]]:
 
 SPEC = TaskSpec(
     name="ddi", kind="classification", labels=LABELS, text_fields=("text",),
-    label_field="label", max_length=256, primary_metric="macro_f1",
+    label_field="label", primary_metric="macro_f1",
     metrics=("macro_f1", "micro_f1", "accuracy") + tuple(f"f1_{c}" for c in LABELS[1:]),
     held_out=False,
     source="DDI 2013 (BigBIO KB): drug pairs per sentence, masked @DRUG$; validation = 10% of "

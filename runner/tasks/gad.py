@@ -37,7 +37,7 @@ def _one(labels: list, row_id: str) -> str:
 
 SPEC = TaskSpec(
     name="gad", kind="classification", labels=("0", "1"), text_fields=("text",),
-    label_field="label", max_length=128, primary_metric="f1", metrics=("f1", "accuracy"),
+    label_field="label", primary_metric="f1", metrics=("f1", "accuracy"),
     held_out=False,
     source="GAD gene-disease association (BLURB split, @GENE$/@DISEASE$ masked); validation "
            "= 535 train rows by hash",

@@ -33,8 +33,8 @@ def to_rows(raw: dict[str, list[dict]], fmt: str) -> dict[str, list[dict]]:
 
 SPEC = TaskSpec(
     name="hoc", kind="multilabel", labels=HALLMARKS, text_fields=("text",),
-    label_field="labels", max_length=128, primary_metric="micro_f1",
-    metrics=("micro_f1", "sentence_micro_f1"), held_out=False,
+    label_field="labels", primary_metric="micro_f1",
+    metrics=("micro_f1", "sentence_micro_f1", "accuracy"), held_out=False,
     source="Hallmarks of Cancer (BigBIO), per sentence; scored per abstract (BLURB)",
     sources=(Source("bigbio", "bigbio/hoc"),
              Source("hf", hf_path="bigbio/hallmarks_of_cancer",

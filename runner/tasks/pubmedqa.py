@@ -29,7 +29,7 @@ def to_rows(raw: dict[str, list[dict]], fmt: str) -> dict[str, list[dict]]:
 
 SPEC = TaskSpec(
     name="pubmedqa", kind="classification", labels=("yes", "no", "maybe"),
-    text_fields=("question", "context"), label_field="label", max_length=512,
+    text_fields=("question", "context"), label_field="label",
     primary_metric="accuracy", metrics=("accuracy", "macro_f1"), held_out=False,
     source="PubMedQA PQA-L (BigBIO), 450/50/500 by hash of pubid",
     sources=(Source("bigbio", "bigbio/pubmedqa", splits=(("all", "train"),)),

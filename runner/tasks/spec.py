@@ -47,7 +47,8 @@ class TaskSpec:
     labels: tuple[str, ...]         # ner: ("O","B","I"); classification: ids in order; ...
     text_fields: tuple[str, ...]    # columns fed to the tokenizer (2 = a text pair)
     label_field: str                # "tags" | "label" | "labels"
-    max_length: int                 # tokenizer truncation, in sub-word tokens incl. specials
+    # No sequence length here: a job cuts every task at the manifest's max_length (or its
+    # max_length_per_task), capped by the model's own limit (runner.engine.batching).
     primary_metric: str             # the methodology's choice; first of ``metrics``
     metrics: tuple[str, ...]        # every metric evaluate() reports for this task
     held_out: bool                  # out-of-distribution evaluation only (never trained on)
@@ -90,7 +91,7 @@ class TaskSpec:
 
 
 def ner_spec(name: str, folder: str, description: str, *, held_out: bool,
-             max_length: int = 256, hf_name: str = "") -> TaskSpec:
+             hf_name: str = "") -> TaskSpec:
     """The NER declaration every NER task shares: only the corpus and its folder differ."""
     sources = [Source("biobert-ner", f"biobert-ner/{folder}",
                       splits=(("train", "train"), ("validation", "devel"), ("test", "test")))]
@@ -99,5 +100,5 @@ def ner_spec(name: str, folder: str, description: str, *, held_out: bool,
         sources.append(Source("hf", hf_path="bigbio/blurb", hf_name=hf_name))
     return TaskSpec(
         name=name, kind="ner", labels=NER_LABELS, text_fields=("tokens",), label_field="tags",
-        max_length=max_length, primary_metric="f1", metrics=NER_METRICS, held_out=held_out,
+        primary_metric="f1", metrics=NER_METRICS, held_out=held_out,
         source=description, sources=tuple(sources), stat_kind="counts")

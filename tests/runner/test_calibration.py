@@ -167,6 +167,14 @@ def test_evaluation_file_round_trips_to_stats(tmp_path):
     path = evaluation_path(job_dir, "nf4")
     ev = parse_evaluation(json.loads(path.read_text()), path, job)
     assert ev.status == "skipped" and ev.reason == "bitsandbytes needs CUDA"
+    # the environment a skip was decided under travels with it; stats reads the file as before
+    env = {"device": "cpu (x, torch kernels AVX2)", "torch": "2.13.0", "bitsandbytes": "0.50.2"}
+    write_evaluation(job_dir, skipped_evaluation("j1", "nf4", "RuntimeError: no", "cpu", env))
+    data = json.loads(path.read_text())
+    assert data["environment"] == env
+    assert parse_evaluation(data, path, job).reason == "RuntimeError: no"
+    with pytest.raises(ValueError, match="one-line"):
+        skipped_evaluation("j1", "nf4", "RuntimeError: two\nlines")
     with pytest.raises(ValueError):
         evaluation_document("j1", "int4", device="cpu", batch_size=1, latency_ms_per_example=1,
                             throughput_examples_per_s=1, peak_memory_bytes=1,

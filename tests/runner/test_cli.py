@@ -19,6 +19,7 @@ from runner.plan import build_plan
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "tests/assets/manifests"
 SMALL = ASSETS / "small.toml"
+DATA = ROOT / "data"   # run, plan and status need the data's SHA256SUMS (they read no file)
 sys.path.insert(0, str(ASSETS))
 from standin_job import standin_job
 
@@ -98,10 +99,10 @@ def test_help_names_every_command_and_exit_code(capsys):
 
 
 def test_plan_prints_jobs_counts_and_total(tmp_path, capsys):
-    assert main(["plan", str(SMALL), "--data-dir", str(tmp_path),
+    assert main(["plan", str(SMALL), "--data-dir", str(DATA),
                  "--results-dir", str(tmp_path / "res")]) == 0
     out = capsys.readouterr().out
-    plan = build_plan(load_manifest(SMALL), tmp_path)
+    plan = build_plan(load_manifest(SMALL), DATA)
     for job in plan.jobs:
         assert job.job_id in out
     assert out.splitlines()[0].split() == ["job_id", "experiment", "strategy", "model", "tasks",
@@ -116,12 +117,12 @@ def test_status_shows_progress_and_the_run_command_is_the_default(tmp_path, caps
     monkeypatch.delenv("STANDIN_LOG", raising=False)
     monkeypatch.setenv("STANDIN_SLEEP_S", "0.001")
     res = tmp_path / "res"
-    plan = build_plan(load_manifest(SMALL), tmp_path)
+    plan = build_plan(load_manifest(SMALL), DATA)
     ledger = Ledger(res)
     claim = ledger.try_claim(plan.jobs[0].job_id, Worker("gpu0"), None)
     ledger.heartbeat(claim, {"step": 50, "total_steps": 200, "tokens": 12345,
                              "elapsed_s": 100.0})
-    args = [str(SMALL), "--data-dir", str(tmp_path), "--results-dir", str(res)]
+    args = [str(SMALL), "--data-dir", str(DATA), "--results-dir", str(res)]
     assert main(["status", *args]) == 0
     out = capsys.readouterr().out
     assert "per state: pending 2, ready 2, running 1" in out
@@ -144,7 +145,7 @@ def test_a_closed_stdout_ends_any_command_quietly_with_exit_1(command, tmp_path)
     read_end, write_end = os.pipe()
     os.close(read_end)   # the reader is gone before the first line, as `| head -2` can be
     args = command if "--help" in command else [
-        *command, str(SMALL), "--data-dir", str(tmp_path), "--results-dir", str(tmp_path / "r")]
+        *command, str(SMALL), "--data-dir", str(DATA), "--results-dir", str(tmp_path / "r")]
     try:
         proc = subprocess.run([sys.executable, "-m", "runner", *args], stdout=write_end,
                               stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60,
@@ -170,3 +171,109 @@ def test_a_closed_stdout_during_run_gives_the_claimed_job_back(tmp_path, monkeyp
     first = plan.jobs[0].job_id
     assert set(snap.claims) == {first} and snap.claims[first].status == "released"
     assert not snap.done    # stopped at its first line of output, before running anything
+
+
+def _under_a_file(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "notes.txt").write_text("x")
+    return tmp_path / "notes.txt" / "res", f"{tmp_path / 'notes.txt'} is a file, not a folder"
+
+
+def _a_file(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "notes.txt").write_text("x")
+    return tmp_path / "notes.txt", "is a file, not a folder"
+
+
+def _in_proc(tmp_path: Path) -> tuple[Path, str]:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    return Path("/proc/mtl-runner-test/res"), "cannot create a folder in /proc"
+
+
+@pytest.mark.parametrize("where", [_under_a_file, _a_file, _in_proc])
+@pytest.mark.parametrize("command", ["run", "plan", "status"])
+def test_a_results_dir_that_cannot_be_a_folder_is_one_line_exit_2(command, where, tmp_path,
+                                                                    capsys):
+    res, expected = where(tmp_path)
+    before = snapshot_tree(tmp_path)
+    rc = main([command, str(SMALL), "--data-dir", str(ROOT / "data"), "--results-dir", str(res)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {res}: --results-dir: {expected}"), err
+    assert snapshot_tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "status"])
+def test_a_manifest_results_path_that_is_a_file_is_reported_at_its_line(command, tmp_path,
+                                                                         capsys):
+    (tmp_path / "passwd").write_text("root:x:0:0\n")
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(SMALL.read_text().replace(
+        'name = "small"\n', f'name = "small"\nresults = "{tmp_path / "passwd"}"\n'))
+    line = manifest.read_text().splitlines().index(f'results = "{tmp_path / "passwd"}"') + 1
+    rc = main([command, str(manifest), "--data-dir", str(ROOT / "data")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == (f"error: {manifest}:{line}: study.results: {tmp_path / 'passwd'}: is a file, "
+                   "not a folder\n")
+
+
+
+def _ghost_manifest(tmp_path: Path, everywhere: bool) -> tuple[Path, int]:
+    """SMALL with a [models] alias that no machine has; (manifest, the alias's line)."""
+    text = SMALL.read_text().replace(
+        "[study]", '[models]\nghost = "nobody/no-such-model"\n\n[study]', 1)
+    text = text.replace('["minilm"]', '["ghost"]', -1 if everywhere else 1)
+    manifest = tmp_path / "ghost.toml"
+    manifest.write_text(text)
+    return manifest, text.splitlines().index('ghost = "nobody/no-such-model"') + 1
+
+
+@pytest.mark.parametrize("flags", [[], ["--workers", "2"], ["--executor", "ray"]])
+def test_a_model_that_cannot_be_had_ends_the_run_before_any_job_is_claimed(
+        flags, tmp_path, capsys, monkeypatch):
+    """Issue 11.8: offline, each job retried the hub and failed in turn; now every executor
+    stops at once with exit 2 and one line: alias, what was tried, manifest line, what to do."""
+    import runner.models_registry as registry
+
+    monkeypatch.setattr(registry, "hub_offline", lambda: True)
+    manifest, line = _ghost_manifest(tmp_path, everywhere=True)
+    res = tmp_path / "res"
+    t0 = time.monotonic()
+    rc = main([str(manifest), "--data-dir", str(DATA), "--results-dir", str(res), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {manifest}:{line}: models.ghost: model 'ghost' cannot be had "
+                          f"here: tried hub id nobody/no-such-model: not in the Hugging Face "
+                          f"cache, and HF_HUB_OFFLINE=1 forbids fetching it; set "
+                          f"HF_HUB_OFFLINE=0 "), err
+    assert 'point the alias at a local folder: [models] ghost = "/path/to/folder"' in err
+    assert not res.exists()                  # no ledger, no claim, no job folder
+    assert time.monotonic() - t0 < 10
+
+
+def test_plan_shows_per_model_whether_it_resolves_here(tmp_path, capsys, monkeypatch):
+    import runner.models_registry as registry
+
+    monkeypatch.setattr(registry, "hub_offline", lambda: True)
+    manifest, _ = _ghost_manifest(tmp_path, everywhere=False)
+    assert main(["plan", str(manifest), "--data-dir", str(DATA),
+                 "--results-dir", str(tmp_path / "res")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    models = out[out.index("models (from their files; `run` loads each config and tokenizer "
+                           "first):") + 1:]
+    assert models[0] == ("  ghost   MISSING: hub id nobody/no-such-model: not in the Hugging "
+                         "Face cache, and HF_HUB_OFFLINE=1 forbids fetching it")
+    assert models[1].startswith("  minilm  ok: local folder ") and len(models) == 2
+    assert not (tmp_path / "res").exists()
+
+
+def test_plan_loads_no_model_library(tmp_path):
+    """`runner plan` is benchmarked at 10,000 jobs: its model lines come from files only."""
+    code = ("import sys; from runner.__main__ import main; "
+            f"rc = main(['plan', {str(SMALL)!r}, '--data-dir', {str(DATA)!r}, "
+            f"'--results-dir', {str(tmp_path / 'r')!r}]); "
+            "assert rc == 0 and 'transformers' not in sys.modules, rc")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "minilm  ok: local folder" in proc.stdout

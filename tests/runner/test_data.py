@@ -20,8 +20,13 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 def test_committed_data_matches_its_checksums():
     sums = verify_checksums(DATA, list(TASKS))
     assert len(sums) == 3 * len(TASKS)
-    listed = [line.split("  ")[1] for line in (DATA / "SHA256SUMS").read_text().splitlines()]
-    assert sorted(listed) == sorted(sums) == listed   # sorted, one line per split file
+    lines = [line.split("  ") for line in (DATA / "SHA256SUMS").read_text().splitlines()]
+    listed = [rel for _, rel in lines]
+    splits = [rel for rel in listed if rel.endswith(".parquet")]
+    assert sorted(listed) == listed and sorted(splits) == sorted(sums)   # sorted, one a file
+    # besides the splits, files computed from them (CONTAMINATION.json): current too
+    from runner.fsutil import sha256_file
+    assert all(sha256_file(DATA / rel) == digest for digest, rel in lines)
 
 
 def test_committed_data_matches_its_cards_and_columns():
@@ -90,7 +95,7 @@ def test_missing_file_or_entry_is_an_input_error(data_copy):
     (data_copy / "gad" / "validation.parquet").unlink()
     with pytest.raises(InputError, match="validation.parquet: listed in SHA256SUMS but missing"):
         verify_checksums(data_copy, ["gad"])
-    with pytest.raises(InputError, match=r"hoc/train\.parquet: not listed"):
+    with pytest.raises(InputError, match=r"SHA256SUMS: no line for hoc/train\.parquet"):
         verify_checksums(data_copy, ["hoc"])
     with pytest.raises(InputError, match="prepared split missing"):
         load_split(data_copy, "gad", "validation")
@@ -113,3 +118,55 @@ def test_wrong_columns_are_an_input_error(data_copy):
     shutil.copy(DATA / "biosses" / "test.parquet", data_copy / "gad" / "test.parquet")
     with pytest.raises(InputError, match="columns"):
         load_split(data_copy, "gad", "test")
+
+
+GAD_ONLY = """\
+[study]
+name = "gad_only"
+seeds = [1]
+
+[defaults]
+max_steps = 1
+
+[[experiments]]
+name = "single"
+strategy = "single_task"
+models = ["minilm"]
+tasks = ["gad"]
+"""
+
+
+def _flip_a_byte(path: Path) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[100] ^= 1
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("how", ["file deleted", "task's lines removed", "folder missing"])
+@pytest.mark.parametrize("command", ["run", "plan", "status"])
+def test_checksums_cannot_be_switched_off(data_copy, tmp_path, capsys, how, command):
+    """Issue 11.3: tampered data with SHA256SUMS deleted (or gad's lines removed) once trained
+    and exited 0 with ``data_checksums: {}``; a missing --data-dir failed every job one by one.
+    Now: exit 2, one line naming the file (and entry), before any job is claimed."""
+    from runner.__main__ import main
+
+    _flip_a_byte(data_copy / "gad" / "train.parquet")
+    sums = data_copy / "SHA256SUMS"
+    data, expected = data_copy, f"{sums}: checksum file missing"
+    if how == "file deleted":
+        sums.unlink()
+    elif how == "task's lines removed":
+        sums.write_text("".join(x for x in (DATA / "SHA256SUMS").read_text()
+                                .splitlines(keepends=True) if "  gad/" not in x))
+        expected = f"{sums}: no line for gad/train.parquet"
+    else:
+        data = tmp_path / "nowhere"
+        expected = f"{data}: --data-dir: no such folder"
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(GAD_ONLY)
+    results = tmp_path / "res"
+    rc = main([command, str(manifest), "--data-dir", str(data), "--results-dir", str(results)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {expected}")
+    assert not results.exists()     # nothing claimed, nothing written

@@ -35,15 +35,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 # ----------------------------------------------------------------------------- fixtures
 NER = TaskSpec(name="tiny_ner", kind="ner", labels=("O", "B", "I"), text_fields=("tokens",),
-               label_field="tags", max_length=24, primary_metric="f1",
+               label_field="tags", primary_metric="f1",
                metrics=("f1", "precision", "recall"), held_out=False, source="synthetic",
                stat_kind="counts")
 CLS = TaskSpec(name="tiny_cls", kind="classification", labels=("0", "1"), text_fields=("text",),
-               label_field="label", max_length=24, primary_metric="f1",
+               label_field="label", primary_metric="f1",
                metrics=("f1", "accuracy"), held_out=False, source="synthetic", scored=("1",),
                stat_kind="classes")
 REG = TaskSpec(name="tiny_reg", kind="regression", labels=(), text_fields=("text_1", "text_2"),
-               label_field="label", max_length=24, primary_metric="pearson",
+               label_field="label", primary_metric="pearson",
                metrics=("pearson", "spearman"), held_out=False, source="synthetic",
                stat_kind="pairs")
 SPECS = {s.name: s for s in (NER, CLS, REG)}
@@ -86,7 +86,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def base_config(**overrides) -> dict:
-    cfg = {"learning_rate": 3e-3, "warmup_steps": 2, "weight_decay": 0.01, "max_length": 512,
+    cfg = {"learning_rate": 3e-3, "warmup_steps": 2, "weight_decay": 0.01, "max_length": 24,
            "batch_size": 4, "grad_accumulation": 1, "max_epochs": 3, "eval_every": 5,
            "patience": 3, "min_delta": 1e-4, "max_train_examples": {}, "max_eval_examples": None,
            "checkpoint_every_s": 300.0, "precision": "auto", "sampling": "proportional",
@@ -211,6 +211,37 @@ def test_token_counts_equal_attention_mask_sums_and_labels_align(tiny_model):
     assert len(preds) == len(df["tokens"][i]) and preds[-1] == "O"
 
 
+@pytest.mark.parametrize("spec", [NER, CLS, REG], ids=lambda s: s.kind)
+def test_truncation_is_counted_per_example(tiny_model, spec):
+    """EncodedSplit.truncated = examples whose full tokenisation is longer than the cut."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    df = make_frames(40)[spec.name]
+    full = batching.encode_split(spec, df, tok, 10_000).lengths  # nothing cut (limit 64)
+    for length in (5, 9, 14, int(full.max()), 64):
+        split = batching.encode_split(spec, df, tok, length)
+        assert split.max_length == length and int(split.lengths.max()) <= length
+        assert split.truncated == int((full > length).sum())
+    assert 0 < batching.encode_split(spec, df, tok, 9).truncated < len(df)
+
+
+def test_the_model_limit_caps_the_manifests_length():
+    from types import SimpleNamespace as NS
+    limit = batching.model_length_limit
+    unlimited = NS(model_max_length=int(1e30))  # what tokenizers without a limit report
+    assert limit(unlimited, NS(max_position_embeddings=512, model_type="bert")) == 512
+    assert limit(NS(model_max_length=128), NS(max_position_embeddings=512)) == 128
+    # RoBERTa's positions start after its padding index: 514 - (1 + 1) usable
+    assert limit(unlimited, NS(max_position_embeddings=514, model_type="roberta",
+                               pad_token_id=1)) == 512
+    assert limit(unlimited, None) is None and limit(NS(), NS()) is None
+    cfg = {"max_length": 600, "max_length_per_task": {"gad": 100}}
+    assert batching.effective_max_length("gad", cfg, 512) == 100
+    assert batching.effective_max_length("bc2gm", cfg, 512) == 512
+    assert batching.effective_max_length("bc2gm", cfg, None) == 600
+    assert batching.effective_max_length("bc2gm", {"max_length": 64}, 512) == 64
+
+
 def test_trim_lands_within_one_example_of_the_target():
     rng = np.random.default_rng(1)
     lengths = rng.integers(3, 40, size=64)
@@ -293,8 +324,9 @@ def test_single_task_result_is_complete_and_tokens_exact(env):
     assert len(result["tokenizer"]) == 12
     prov = result["provenance"]
     assert prov["data_checksums"] == job.data_checksums and prov["torch"] == torch.__version__
-    # a finished job keeps only its best weights
-    assert sorted(p.name for p in (c.job_dir / "checkpoints").iterdir()) == ["best"]
+    # run_job deletes nothing: the executor prunes to best/ once result.json is written
+    assert sorted(p.name for p in (c.job_dir / "checkpoints").iterdir()) == [
+        "best", "checkpoint-20"]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -361,6 +393,10 @@ def test_early_stopping_restores_best_weights_for_the_test(env, monkeypatch):
     assert result["train_results"]["best_step"] == 6 and result["train_results"]["steps"] == 15
     assert len(seen) == 6 and seen[5] == seen[1]  # the test used step 6's weights
     assert seen[5] != seen[4]
+    # the tokens seen when those weights were taken, not the patience evaluations after them
+    assert result["tokens_at_best"] == hist[1]["tokens"] < result["token_count"]
+    assert result["tokens_per_task_at_best"] == {"tiny_ner": hist[1]["tokens"]}
+    assert result["test_weights"] == "best" and "parity" not in result
 
 
 def script_losses(monkeypatch, losses):
@@ -422,6 +458,10 @@ def test_multi_task_shares_and_per_task_results(env):
     assert tr["eval_primary_mean"] == pytest.approx((tr["eval_tiny_ner_f1"] +
                                                      tr["eval_tiny_cls_f1"]) / 2)
     assert set(result["validation_history"][0]["metrics"]) == {"tiny_ner", "tiny_cls"}
+    best = next(h for h in result["validation_history"]
+                if h["step"] == result["train_results"]["best_step"])
+    assert result["tokens_per_task_at_best"] == best["tokens_per_task"]
+    assert sum(best["tokens_per_task"].values()) == best["tokens"] == result["tokens_at_best"]
 
 
 @pytest.mark.parametrize("parity", ["total", "per_task"])
@@ -443,12 +483,160 @@ def test_token_controlled_reaches_target_past_max_epochs(env, parity):
     assert result["experiment_type"] == "token_controlled_baseline"
 
 
-def test_token_controlled_refuses_an_unreachable_target(env):
-    model_path, _data_dir, ctx = env
+def test_token_controlled_stops_at_its_epoch_cap_and_records_the_shortfall(env):
+    """A target beyond token_controlled_max_epochs passes: the job finishes (no JobFailed)
+    after exactly that many epochs, its schedule planned for them, the shortfall recorded."""
+    model_path, data_dir, ctx = env
     job = make_job(model_path, strategy="token_controlled", depends_on=("f00dfeedbeef",),
-                   parity="total")
-    with pytest.raises(JobFailed, match="safety limit"):
-        engine_job.run_job(job, ctx(dependency_results={"f00dfeedbeef": {"token_count": 10**9}}))
+                   parity="total", eval_every=50, token_controlled_max_epochs=3)
+    result = engine_job.run_job(job, ctx(dependency_results={"f00dfeedbeef": {
+        "token_count": 10**6}}))
+    per_epoch = tiny_tokens_per_epoch(model_path, data_dir)
+    p = result["parity"]
+    assert result["token_count"] == 3 * per_epoch == p["achieved_tokens"]
+    assert p["reached"] is False and p["stopped_because"] == "epoch_cap"
+    assert p["epoch_cap"] == 3 == result["config"]["token_controlled_max_epochs"]
+    assert p["epochs_run"] == 3.0 == result["train_results"]["epochs_trained"]
+    assert p["epochs_needed"] == pytest.approx(10**6 / per_epoch, abs=1e-3)
+    assert p["relative_gap"] == pytest.approx(1 - 3 * per_epoch / 10**6)
+    assert p["target"] == "total" and p["targets"] == {"total": 10**6, "best": None}
+    assert result["train_results"]["steps"] == 30  # 3 epochs x 10 batches, as planned
+    assert engine_train.epoch_cap({}) == 20  # the methodology's cap where none is given
+
+
+def tiny_tokens_per_epoch(model_path, data_dir, task="tiny_ner", length=24) -> int:
+    from transformers import AutoTokenizer
+    df = pd.read_parquet(data_dir / task / "train.parquet")
+    tok = AutoTokenizer.from_pretrained(model_path)
+    return int(batching.encode_split(SPECS[task], df, tok, length).lengths.sum())
+
+
+def test_token_controlled_tests_final_then_best_validation_weights(env, monkeypatch):
+    """The methodology's rule (final weights) is the primary test; the best validation weights
+    (no early stopping) are tested too, each with its own predictions."""
+    model_path, data_dir, ctx = env
+    val = pd.read_parquet(data_dir / "tiny_ner" / "validation.parquet")
+    val.to_parquet(data_dir / "tiny_ner" / "test.parquet")  # test = validation: comparable
+    seen = []
+
+    def scripted(spec, df, preds):  # validation scores 0.3, 0.8, then 0.1: best at step 8
+        metrics, frame = EVALUATE(spec, df, preds)
+        seen.append(json.dumps(preds))
+        return {**metrics, "f1": ([0.3, 0.8] + [0.1] * 99)[len(seen) - 1]}, frame
+
+    monkeypatch.setattr(engine_job, "evaluate", scripted)
+    ref = {"token_count": 1237, "tokens_at_best": 800, "tokens_per_task": {"tiny_ner": 1000},
+           "tokens_per_task_at_best": {"tiny_ner": 600}}
+    job = make_job(model_path, strategy="token_controlled", depends_on=("f00dfeedbeef",),
+                   parity="total", eval_every=4, patience=1)
+    result = engine_job.run_job(job, ctx(dependency_results={"f00dfeedbeef": ref}))
+    hist = result["validation_history"]
+    assert len(hist) >= 4 and hist[1]["score"] == 0.8  # patience 1 stops nothing here
+    assert result["train_results"]["stopped_early"] is False
+    assert result["test_weights"] == "final"
+    assert result["token_count"] >= 1237 and result["parity"]["reached"] is True
+    assert result["parity"]["stopped_because"] == "target_reached"
+    assert result["parity"]["targets"] == {"total": 1237, "best": 800}
+    pt = result["per_task"]["tiny_ner"]
+    best = pt["best_weights"]
+    assert best["step"] == hist[1]["step"] == result["train_results"]["best_step"] == 8
+    assert best["tokens"] == hist[1]["tokens"] == result["tokens_at_best"]
+    assert result["tokens_per_task_at_best"] == {"tiny_ner": hist[1]["tokens"]}
+    assert best["predictions"] == "predictions/best_weights/tiny_ner.parquet"
+    assert set(best["metrics"]) == set(pt["metrics"])
+    assert (ctx().job_dir / best["predictions"]).is_file()
+    # evaluate() calls: the validations, the final weights' test, the best weights' test
+    assert len(seen) == len(hist) + 2
+    assert seen[-2] == seen[len(hist) - 1]  # primary test = the final weights
+    assert seen[-1] == seen[1] != seen[-2]   # second test = step 8's weights
+
+
+@pytest.mark.parametrize("parity,reference,expected", [
+    ("total", {"token_count": 900, "tokens_at_best": 500}, {"total": 900, "best": 500}),
+    ("per_task", {"token_count": 900, "tokens_per_task": {"tiny_ner": 700, "b": 200},
+                  "tokens_per_task_at_best": {"tiny_ner": 400, "b": 100}},
+     {"total": 700, "best": 400}),
+    # a reference written before tokens_at_best: read from its best validation entry
+    ("total", {"token_count": 900, "train_results": {"best_step": 5},
+               "validation_history": [{"step": 5, "tokens": 300}, {"step": 9, "tokens": 900}]},
+     {"total": 900, "best": 300}),
+    ("per_task", {"token_count": 900, "tokens_per_task": {"tiny_ner": 700},
+                  "train_results": {"best_step": 5},
+                  "validation_history": [{"step": 5, "tokens": 300}]},
+     {"total": 700, "best": None}),
+])
+def test_parity_targets_total_and_best(tmp_path, parity, reference, expected):
+    job = replace(make_job(tmp_path, strategy="token_controlled", depends_on=("r",),
+                           parity=parity), config=base_config(parity_target="best"))
+    ctx = JobContext(job_dir=tmp_path, data_dir=tmp_path, dependency_results={"r": reference})
+    assert engine_job.parity_targets(job, ctx) == expected
+    if expected["best"] is None:
+        with pytest.raises(JobFailed, match="predates tokens_per_task_at_best"):
+            engine_job.token_target(job, ctx)
+    else:
+        assert engine_job.token_target(job, ctx) == (expected["best"], "best", expected)
+        total = replace(job, config=base_config())  # parity_target absent: "total"
+        assert engine_job.token_target(total, ctx)[0] == expected["total"]
+
+
+def test_each_task_is_cut_at_its_manifest_length_and_the_cuts_are_counted(env):
+    """max_length 512 is capped by the tiny model's 64 positions; max_length_per_task lowers
+    one task to 8; result.json records both lengths and the examples each one cut."""
+    model_path, data_dir, ctx = env
+    job = make_job(model_path, tasks=("tiny_ner", "tiny_cls"), strategy="multi_task",
+                   max_length=512, max_length_per_task={"tiny_cls": 8}, max_steps=2,
+                   eval_every=2)
+    result = engine_job.run_job(job, ctx())
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_path)
+    for task, length in (("tiny_ner", 64), ("tiny_cls", 8)):
+        pt = result["per_task"][task]
+        counts = {split: batching.encode_split(
+            SPECS[task], pd.read_parquet(data_dir / task / f"{split}.parquet"), tok, 10_000)
+            .lengths for split in ("train", "test")}
+        assert pt["max_length"] == length
+        assert pt["truncation"] == {
+            "max_length": length,
+            "train_truncated": int((counts["train"] > length).sum()), "train_examples": 40,
+            "test_truncated": int((counts["test"] > length).sum()), "test_examples": 16}
+    assert result["per_task"]["tiny_cls"]["truncation"]["train_truncated"] > 0
+
+
+def test_chemprot_at_max_length_512_keeps_what_the_task_declaration_used_to_cut(
+        tmp_path, monkeypatch):
+    """The real ChemProt task and MiniLM (512 positions): max_length = 512 is what the job
+    uses (the declaration's former 256 cut every pair sentence longer than that)."""
+    from transformers import AutoTokenizer
+
+    from runner.models_registry import resolve_model
+    from runner.tasks import get_task
+
+    minilm = resolve_model("minilm", {})
+    spec, tok = get_task("chemprot"), AutoTokenizer.from_pretrained(minilm)
+    data = tmp_path / "data"
+    for split, n in (("train", 8), ("validation", 4), ("test", 4)):
+        df = pd.read_parquet(REPO / "data" / "chemprot" / f"{split}.parquet")
+        longest = df.assign(n=df["text"].str.len()).nlargest(n // 2, "n").drop(columns="n")
+        (data / "chemprot").mkdir(parents=True, exist_ok=True)
+        pd.concat([longest, df.head(n - len(longest))]).reset_index(drop=True).to_parquet(
+            data / "chemprot" / f"{split}.parquet")
+    monkeypatch.setattr(engine_job, "load_split", lambda d, task, split: pd.read_parquet(
+        Path(d) / task / f"{split}.parquet"))
+    full = {s: batching.encode_split(spec, pd.read_parquet(data / "chemprot" / f"{s}.parquet"),
+                                     tok, 100_000).lengths for s in ("train", "test")}
+    assert (full["train"] > 256).sum() > 0 and full["train"].max() <= 512
+    torch.set_num_threads(1)
+    for lengths, cut in (({}, 512), ({"chemprot": 256}, 256)):
+        job = replace(make_job(Path(minilm), tasks=("chemprot",), max_length=512,
+                               max_length_per_task=lengths, max_steps=1, eval_every=1),
+                      job_id=f"chemprot{cut}")
+        result = engine_job.run_job(job, JobContext(job_dir=tmp_path / str(cut),
+                                                    data_dir=data))
+        pt = result["per_task"]["chemprot"]
+        assert pt["max_length"] == cut == pt["truncation"]["max_length"]
+        assert pt["truncation"]["train_truncated"] == int((full["train"] > cut).sum())
+        assert pt["truncation"]["test_truncated"] == int((full["test"] > cut).sum())
+        assert pt["truncation"]["train_examples"] == 8
 
 
 def test_nan_loss_fails_with_one_line_reason(env):
@@ -487,6 +675,38 @@ def test_should_stop_checkpoints_and_resume_is_exact(env):
     assert resumed["tokens_per_task"] == reference["tokens_per_task"]
     assert resumed["validation_history"] == reference["validation_history"]
     assert resumed["train_results"]["train_loss"] == reference["train_results"]["train_loss"]
+
+
+def test_a_checkpoint_without_per_task_tokens_restarts_the_job(env, caplog):
+    """A checkpoint of the runner before tokens_per_task_at_best (validation entries without
+    tokens_per_task) is refused: the job starts over and computes what an uninterrupted one
+    does, tokens at its best checkpoint included."""
+    from runner.fsutil import atomic_write_json, sha256_file
+
+    model_path, _data_dir, ctx = env
+    job = make_job(model_path, max_epochs=2, eval_every=4, patience=100)
+    reference = engine_job.run_job(job, ctx("reference"))
+    calls = {"n": 0}
+
+    def stop_after_9():
+        calls["n"] += 1
+        return calls["n"] == 9
+    c = ctx("old", should_stop=stop_after_9)
+    with pytest.raises(JobInterrupted):
+        engine_job.run_job(job, c)
+    (_, path), = ckpt.list_checkpoints(c.job_dir / "checkpoints")
+    progress = json.loads((path / "progress.json").read_text())
+    assert progress["validation_history"]
+    for entry in progress["validation_history"]:
+        del entry["tokens_per_task"]  # as the runner before it wrote them
+    (path / "progress.json").write_text(json.dumps(progress))
+    atomic_write_json(path / "checksums.json", {n: sha256_file(path / n) for n in ckpt.FILES})
+    with caplog.at_level(logging.WARNING):
+        resumed = engine_job.run_job(job, ctx("old"))
+    assert "restarting the job from scratch" in caplog.text and "tokens per task" in caplog.text
+    for key in ("test_results", "validation_history", "tokens_at_best",
+                "tokens_per_task_at_best"):
+        assert resumed[key] == reference[key], key
 
 
 # ----------------------------------------------------------------------------- kill -9

@@ -21,7 +21,6 @@ from runner.errors import InputError
 from runner.evaluate import (
     evaluate_manifest,
     has_pair_experiment,
-    level_unavailable,
     parse_levels,
 )
 from runner.manifest import load_manifest, parse_manifest
@@ -118,8 +117,72 @@ def evaluation(results: Path, job_id: str, level: str) -> dict:
     return json.loads((results / job_id / "evaluation" / f"{level}.json").read_text())
 
 
-def test_fp32_and_int8_on_cpu_and_gpu_levels_skipped(study):
+# bitsandbytes 0.50's CPU kernel on AVX-512 BF16 CPUs, given a layer narrower than a block:
+KERNEL_ERROR = "shape '[32, 0]' is invalid for input of size 16"
+
+
+def fake_bitsandbytes(fail_below: int = 0, built: list | None = None):
+    """A stand-in for bitsandbytes (its ``nn.Linear4bit`` / ``nn.Params4bit``), so both branches
+    run on any CPU: the weights are rounded to bf16 (not NF4: the runner only swaps the layers
+    and moves them), and a layer whose input is narrower than ``fail_below`` raises the real
+    kernel's error when it runs.  ``built`` collects each layer's (in, out) features."""
+    import types
+
+    class Linear4bit(torch.nn.Module):
+        def __init__(self, n_in, n_out, bias=True, compute_dtype=None, quant_type="fp4"):
+            super().__init__()
+            assert quant_type == "nf4" and compute_dtype is torch.bfloat16
+            self.in_features, self.out_features = n_in, n_out
+            self.weight, self.bias = None, None
+            if built is not None:
+                built.append((n_in, n_out))
+
+        def forward(self, x):
+            if self.in_features < fail_below:
+                raise RuntimeError(KERNEL_ERROR + "\n(second line of the message)")
+            w = self.weight.to(torch.bfloat16).float()
+            return torch.nn.functional.linear(x, w, self.bias)
+
+    def params4bit(data, requires_grad=False, quant_type="fp4"):
+        return torch.nn.Parameter(data.to(torch.bfloat16), requires_grad=requires_grad)
+
+    return types.SimpleNamespace(nn=types.SimpleNamespace(Linear4bit=Linear4bit,
+                                                          Params4bit=params4bit))
+
+
+@pytest.fixture
+def bnb(monkeypatch):
+    """Install a fake bitsandbytes (``bnb(fail_below=...)``) into runner.evaluate."""
+    import runner.evaluate as ev
+
+    ev._nf4_problem.cache_clear()
+    monkeypatch.setattr(ev, "_cuda_available", lambda: False)
+
+    def install(fail_below=0, version="9.9.9+fake", built=None):
+        fake = fake_bitsandbytes(fail_below, built)
+        monkeypatch.setattr(ev, "_bitsandbytes", lambda: fake)
+        monkeypatch.setattr(ev, "_bitsandbytes_version", lambda: version)
+        ev._nf4_problem.cache_clear()
+        return fake
+    yield install
+    ev._nf4_problem.cache_clear()
+
+
+def fresh_copy(results: Path, plan, tmp_path: Path) -> Path:
+    """The study's results without any evaluation file."""
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    for job in plan.jobs:
+        shutil.rmtree(copy / job.job_id / "evaluation", ignore_errors=True)
+    return copy
+
+
+def test_fp32_and_int8_on_cpu_and_gpu_levels_skipped(study, bnb):
+    """fp32 and int8 run on the CPU; fp16 is skipped (no GPU), and nf4, whose kernel cannot take
+    the tiny encoder's 32-wide layers (forced here: it depends on the CPU), is skipped with the
+    library's message while the other levels still run."""
     manifest, results, data, plan = study
+    bnb(fail_below=64)
     lines = []
     summary = evaluate_manifest(manifest, results_dir=results, data_dir=data,
                                 levels=("fp32", "fp16", "int8", "nf4"), say=lines.append)
@@ -157,14 +220,18 @@ def test_fp32_and_int8_on_cpu_and_gpu_levels_skipped(study):
         got = docs["fp32"]["per_task"][task]["metrics"][primary]
         assert (got is None and expected is None) or got == pytest.approx(expected, abs=1e-6)
         assert docs["int8"]["size_on_disk_bytes"] < docs["fp32"]["size_on_disk_bytes"]
-        if not torch.cuda.is_available():
-            doc = evaluation(results, job.job_id, "fp16")
-            assert doc["status"] == "skipped" and "CUDA" in doc["reason"]
-            assert set(doc) == {"schema", "job_id", "level", "status", "reason", "device"}
-            # nf4 runs on a CPU where bitsandbytes has a CPU backend (its own test below)
-            doc = evaluation(results, job.job_id, "nf4")
-            assert doc["status"] == ("ok" if level_unavailable("nf4") is None else "skipped")
+        doc = evaluation(results, job.job_id, "fp16")
+        assert doc["status"] == "skipped" and "CUDA" in doc["reason"]
+        assert set(doc) == {"schema", "job_id", "level", "status", "reason", "device",
+                            "environment"}
+        assert doc["environment"]["device"].startswith("cpu (")
+        doc = evaluation(results, job.job_id, "nf4")
+        assert doc["status"] == "skipped" and doc["reason"] == (
+            "nf4 cannot run on cpu with bitsandbytes 9.9.9+fake (Linear 32->32): RuntimeError: "
+            + KERNEL_ERROR)
+        assert doc["environment"]["bitsandbytes"] == "9.9.9+fake"
     assert any(" int8: " in line and "ms/example" in line for line in lines), lines
+    assert sum(" nf4: skipped (nf4 cannot run on cpu" in line for line in lines) == 4, lines
 
 
 @pytest.mark.parametrize("level,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
@@ -218,48 +285,175 @@ def test_half_precision_levels_run_end_to_end_where_allowed(study, tmp_path, mon
             assert cal is not None and 0 <= cal["ece_before"] <= 1, half["per_task"][task]
 
 
-def test_nf4_runs_where_bitsandbytes_can_else_is_skipped_with_the_reason(study, tmp_path,
-                                                                        monkeypatch):
-    """nf4 needs bitsandbytes; without a GPU, one whose CPU backend quantises and runs a layer
-    (probed).  Where it can run: every encoder Linear becomes an NF4 Linear4bit, the heads stay
-    fp32, and the level scores the job's test subset.  Elsewhere: skipped, the probe's reason."""
+def test_nf4_quantises_every_encoder_linear_where_bitsandbytes_works(study, tmp_path,
+                                                                     monkeypatch, bnb):
+    """Where the kernels take the model (forced: a stand-in library that works), every encoder
+    Linear becomes a Linear4bit, the heads stay fp32 Linears, the probe quantised one layer of
+    each of the encoder's distinct shapes, and the level scores the job's test subset."""
     import runner.evaluate as ev
 
     manifest, results, data, plan = study
-    copy = tmp_path / "results"
-    shutil.copytree(results, copy)
-    for job in plan.jobs:
-        shutil.rmtree(copy / job.job_id / "evaluation", ignore_errors=True)
-    why = ev.level_unavailable("nf4")
+    copy = fresh_copy(results, plan, tmp_path)
+    built = []
+    fake = bnb(built=built)
     swapped = []
     real_level_model = ev.level_model
 
     def spy(base, lv):
         model = real_level_model(base, lv)
         if lv == "nf4":
-            import bitsandbytes as bnb
-            kinds = {type(m).__name__ for m in model.encoder.modules()}
-            swapped.append((sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()),
+            swapped.append((sum(isinstance(m, fake.nn.Linear4bit) for m in model.modules()),
                             sum(type(m) is torch.nn.Linear for m in model.encoder.modules()),
-                            "Linear4bit" in kinds))
+                            sum(type(m) is torch.nn.Linear for m in model.modules())))
         return model
     monkeypatch.setattr(ev, "level_model", spy)
-    evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("fp32", "nf4"),
+    evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("nf4",),
                       say=lambda s: None)
+    # hidden 32, intermediate 64: three shapes, probed once (cached), before the 4 jobs' layers
+    assert built[:3] == [(32, 32), (32, 64), (64, 32)]
+    assert len(built) == 3 + 4 * 12
     for job in plan.jobs:
         (task,) = job.tasks
         doc = evaluation(copy, job.job_id, "nf4")
-        if why is not None:
-            assert doc["status"] == "skipped" and doc["reason"] == why
-            continue
         assert doc["status"] == "ok", doc
         value = doc["per_task"][task]["metrics"][get_task(task).primary_metric]
         assert value is None or -1.0 <= value <= 1.0
         assert doc["latency_ms_per_example"] > 0 and doc["size_on_disk_bytes"] > 0
-    if why is None:
-        # 2 layers x (query, key, value, attention output, intermediate, output) quantised; no
-        # plain Linear left in the encoder
-        assert swapped and all(s == (12, 0, True) for s in swapped), swapped
+    # 2 layers x (query, key, value, attention output, intermediate, output) quantised; no
+    # plain Linear left in the encoder; the task heads keep theirs (fp32)
+    assert len(swapped) == 4 and all(s[:2] == (12, 0) and s[2] >= 1 for s in swapped), swapped
+
+
+def test_quantised_level_failing_while_it_runs_is_skipped_and_the_others_run(
+        study, tmp_path, monkeypatch, bnb):
+    """A probe that passes is no promise: a quantised level (nf4, int8) whose library fails
+    while quantising or running the whole model is recorded as skipped with the library's
+    message (one line); fp32 still runs.  A plain-torch level's failure is not swallowed."""
+    import torch.ao.quantization as tq
+
+    import runner.evaluate as ev
+
+    manifest, results, data, plan = study
+    copy = fresh_copy(results, plan, tmp_path)
+    bnb(fail_below=64)
+    monkeypatch.setattr(ev, "level_problem", lambda model, lv: None)   # the probe passed
+
+    def no_engine(*a, **k):
+        raise RuntimeError("Didn't find engine for operation quantized::linear_prepack NoQEngine")
+    monkeypatch.setattr(tq, "quantize_dynamic", no_engine)
+    lines = []
+    summary = evaluate_manifest(manifest, results_dir=copy, data_dir=data,
+                                levels=("fp32", "int8", "nf4"), say=lines.append)
+    assert sorted({w[1:] for w in summary.written}) == [
+        ("fp32", "ok"), ("int8", "skipped"), ("nf4", "skipped")]
+    for job in plan.jobs:
+        nf4 = evaluation(copy, job.job_id, "nf4")
+        assert nf4["reason"] == ("nf4 failed on cpu (bitsandbytes 9.9.9+fake): RuntimeError: "
+                                 + KERNEL_ERROR)
+        int8 = evaluation(copy, job.job_id, "int8")
+        assert int8["reason"] == (f"int8 failed on cpu (torch {torch.__version__}): "
+                                  "RuntimeError: Didn't find engine for operation "
+                                  "quantized::linear_prepack NoQEngine")
+        assert int8["environment"]["torch"] == torch.__version__
+        assert evaluation(copy, job.job_id, "fp32")["status"] == "ok"
+    assert all("\n" not in line for line in lines)
+
+    def broken(base, lv):
+        raise RuntimeError("a bug in plain torch code")
+    monkeypatch.setattr(ev, "level_model", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("fp32",),
+                          force=True, say=lambda s: None)
+
+
+def test_nf4_with_the_installed_bitsandbytes_runs_or_is_skipped_with_its_reason(
+        study, tmp_path, monkeypatch):
+    """The real library on this machine, whichever branch it takes: on a CPU whose kernel
+    cannot take the tiny encoder's shapes (bitsandbytes 0.50 on AVX-512 BF16) the level is
+    skipped with the library's message instead of crashing the command; elsewhere it runs."""
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes
+
+    import runner.evaluate as ev
+
+    manifest, results, data, plan = study
+    copy = fresh_copy(results, plan, tmp_path)
+    monkeypatch.setattr(ev, "_cuda_available", lambda: False)
+    lines = []
+    evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("fp32", "nf4"),
+                      say=lines.append)
+    for job in plan.jobs:
+        assert evaluation(copy, job.job_id, "fp32")["status"] == "ok"
+        doc = evaluation(copy, job.job_id, "nf4")
+        if doc["status"] == "skipped":
+            assert doc["reason"].startswith(
+                f"nf4 cannot run on cpu with bitsandbytes {bitsandbytes.__version__}")
+            assert doc["environment"]["bitsandbytes"] == bitsandbytes.__version__
+        else:
+            assert doc["status"] == "ok" and doc["size_on_disk_bytes"] > 0, doc
+
+
+def test_a_skipped_level_is_retried_only_under_another_environment(study, tmp_path,
+                                                                   monkeypatch, bnb):
+    import runner.evaluate as ev
+
+    manifest, results, data, plan = study
+    copy = fresh_copy(results, plan, tmp_path)
+    bnb(fail_below=64)
+    evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("nf4",),
+                      say=lambda s: None)
+    loads = []
+    real_load_job = ev.load_job
+    monkeypatch.setattr(ev, "load_job", lambda *a: loads.append(a) or real_load_job(*a))
+    # same machine, same libraries: kept, and no job is even loaded
+    again = evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("nf4",),
+                              say=lambda s: None)
+    assert again.written == [] and len(again.kept) == len(plan.jobs) and loads == []
+    # bitsandbytes upgraded (and now able to): every job's nf4 runs
+    bnb(version="10.0.0")
+    upgraded = evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("nf4",),
+                                 say=lambda s: None)
+    assert {w[2] for w in upgraded.written} == {"ok"} and len(loads) == len(plan.jobs)
+
+
+def test_jobs_that_never_quantise_do_not_import_bitsandbytes(study, tmp_path):
+    """Training (full fine-tuning and LoRA) and evaluating fp32/int8 never import bitsandbytes
+    (its import is slow and, on AVX-512 BF16 CPUs, prints "Failed to load CPU
+    gemm_4bit_forward ... pip install kernels" on every job); checked in a fresh process."""
+    import subprocess
+    import sys
+
+    manifest, _, data, _ = study
+    model = manifest.parent / "tiny_bert"
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(manifest_text(model, "no_bnb").replace(
+        json.dumps(list(TASKS)), '["gad"]') + """
+[[experiments]]
+name = "lora"
+strategy = "single_task"
+models = ["tiny"]
+tasks = ["gad"]
+adapter = {method = "lora", r = 2, alpha = 4, dropout = 0.0, target_modules = ["query"]}
+""")
+    code = f"""
+import sys
+from runner import executor
+from runner.evaluate import evaluate_manifest
+from runner.manifest import load_manifest
+from runner.plan import build_plan
+plan = build_plan(load_manifest({str(manifest)!r}), {str(data)!r})
+assert len(plan.jobs) == 2
+rc = executor.run_plan(plan, {str(tmp_path / "res")!r}, out=lambda s: None)
+s = evaluate_manifest({str(manifest)!r}, results_dir={str(tmp_path / "res")!r},
+                      data_dir={str(data)!r}, levels=("fp32", "int8"), say=lambda s: None)
+print("RESULT", rc, sorted({{w[2] for w in s.written}}), "bitsandbytes" in sys.modules)
+"""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=600, check=False,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert "RESULT 0 ['ok'] False" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "gemm_4bit_forward" not in proc.stderr and "bitsandbytes" not in proc.stderr
 
 
 def test_stats_reads_the_evaluations(study):

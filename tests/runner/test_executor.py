@@ -153,16 +153,38 @@ def test_budget_parsing_and_margin():
     assert safety_margin_s(600) == 60 and safety_margin_s(10) == 1.0
 
 
-def test_kill_9_at_random_instants_loses_nothing_and_runs_each_job_once(env):
+def _steps_checkpointed(out: Path) -> int:
+    """Steps the stand-in jobs have checkpointed so far, over all jobs (it only grows)."""
+    total = 0
+    for path in out.glob("*/checkpoint.json"):
+        try:
+            total += json.loads(path.read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            continue
+    return total
+
+
+def test_kill_9_at_observed_points_loses_nothing_and_runs_each_job_once(env):
+    """Each round kills -9 once the worker is seen to have checkpointed a random number of
+    steps more (1 to 3, of the study's 25), then a random part of a step later, so the kill
+    lands anywhere in a job -- mid-step, in a checkpoint write, between a job's end and its
+    result.json -- and, decided by what the worker did rather than by the clock, every round
+    kills on a fast machine as on a slow one."""
     out = env["tmp"] / "r"
     plan = build_plan(load_manifest(SMALL), env["data"])
     rng = random.Random(20261125)
-    wenv = {**worker_env(), "STANDIN_SLEEP_S": "0.05"}
+    step_s = 0.05
+    wenv = {**worker_env(), "STANDIN_SLEEP_S": str(step_s)}
     kills = 0
-    for _ in range(6):
+    for _ in range(6):   # at most 6 x (3 + 2) steps: the study never finishes before a kill
+        target = _steps_checkpointed(out) + rng.randint(1, 3)
         proc = subprocess.Popen(worker_cmd(SMALL, out, env["data"]), env=wenv,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 1.0))
+        deadline = time.monotonic() + 60
+        while _steps_checkpointed(out) < target and proc.poll() is None:
+            assert time.monotonic() < deadline, "the worker made no progress"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, step_s))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -170,7 +192,7 @@ def test_kill_9_at_random_instants_loses_nothing_and_runs_each_job_once(env):
     final = subprocess.run(worker_cmd(SMALL, out, env["data"]), env=wenv, capture_output=True,
                            text=True, timeout=60, check=False)
     assert final.returncode == 0, final.stdout + final.stderr
-    assert kills >= 3
+    assert kills == 6
     assert results(out, plan) == reference(SMALL, env)
     _, finishes = events(env["log"])
     assert set(finishes) == {j.job_id for j in plan.jobs}
@@ -325,9 +347,10 @@ def test_a_heartbeat_in_flight_never_overwrites_the_release(env):
 
 
 @pytest.mark.parametrize("keep", [True, False])
-def test_keep_weights_false_deletes_checkpoints_only_after_the_result(env, keep):
-    """keep_weights = false: checkpoints/ goes once result.json is written (never before: a
-    job whose result write fails keeps them), and the job ids are those of the default."""
+def test_checkpoints_are_pruned_only_after_the_result(env, keep):
+    """Once result.json is written (never before: a job whose result write fails keeps its
+    checkpoints to resume from), checkpoints/ is pruned to best/, or with keep_weights =
+    false deleted; the job ids are those of the default either way."""
     text = SMALL.read_text()
     manifest = env["tmp"] / "m.toml"
     manifest.write_text(text.replace("[defaults]", f"[defaults]\nkeep_weights = {str(keep).lower()}"))
@@ -337,9 +360,10 @@ def test_keep_weights_false_deletes_checkpoints_only_after_the_result(env, keep)
     seen = {}
 
     def job_fn(job, ctx):
-        best = ctx.job_dir / "checkpoints" / "best"
-        best.mkdir(parents=True, exist_ok=True)
-        (best / "model.safetensors").write_bytes(b"weights")
+        for name in ("best", "checkpoint-3", "corrupt-checkpoint-2-0a1b2c3d"):
+            folder = ctx.job_dir / "checkpoints" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "model.safetensors").write_bytes(b"weights")
         seen[job.job_id] = job.config["keep_weights"]
         if job.tasks == ("gad",) and job.strategy == "single_task":
             return {"x": float("nan")}   # result write refused: the job fails
@@ -353,7 +377,59 @@ def test_keep_weights_false_deletes_checkpoints_only_after_the_result(env, keep)
         if job.job_id not in seen:
             continue
         done = (out / job.job_id / "result.json").exists()
-        weights = (out / job.job_id / "checkpoints" / "best" / "model.safetensors").exists()
-        assert weights == (keep or not done), (job.tasks, job.strategy, done, weights)
+        kept = sorted(p.parent.name for p in (out / job.job_id).glob("checkpoints/*/model.*"))
+        expected = (["best"] if keep else []) if done else \
+            ["best", "checkpoint-3", "corrupt-checkpoint-2-0a1b2c3d"]
+        assert kept == expected, (job.tasks, job.strategy, done)
+        assert (out / job.job_id / "checkpoints").exists() == (keep or not done)
         outcomes.add(done)
     assert outcomes == {True, False}   # both a finished and a failed job were checked
+
+
+def test_a_kill_between_the_result_and_the_pruning_is_pruned_by_the_next_run(env):
+    out = env["tmp"] / "r"
+    plan = build_plan(load_manifest(SMALL), env["data"])
+    assert run(SMALL, out, env["data"]) == 0
+    for job in plan.jobs:   # what the kill left: the checkpoints a done job no longer needs
+        for name in ("best", "best.old", "checkpoint-5"):
+            (out / job.job_id / "checkpoints" / name).mkdir(parents=True)
+    (out / plan.jobs[0].job_id / "checkpoints" / "best").rmdir()   # a kill in save_best's swap
+    assert run(SMALL, out, env["data"]) == 0
+    for job in plan.jobs:
+        left = [p.name for p in (out / job.job_id / "checkpoints").iterdir()]
+        assert left == (["best.old"] if job is plan.jobs[0] else ["best"])
+
+
+def _temp_file(path: Path, age_s: float = 0.0) -> Path:
+    """A leftover of atomic_write_bytes (its exact naming), last modified age_s ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"half a file")
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    return path
+
+
+def test_temporary_files_of_interrupted_writes_are_removed_when_the_job_runs_again(env):
+    """Only the job's own folder, and never a file an earlier owner may still be writing: a
+    worker whose lease expired (on another machine: it may be alive) keeps its fresh ones."""
+    out = env["tmp"] / "r"
+    plan = build_plan(load_manifest(SMALL), env["data"])
+    released, expired, live = (j.job_id for j in plan.jobs[:3])
+    ledger = Ledger(out)
+    claim = ledger.try_claim(released, Worker("gone"), None)
+    ledger.release(claim)
+    info = {"job_id": expired, "gen": 0, "token": "t", "worker": "far", "host": "far",
+            "pid": 1, "machine": "far|x|y", "claimed_at": time.time() - 1000, "lease_s": 120}
+    (ledger.claims / f"{expired}.0.claim").write_text(json.dumps(info))
+    assert ledger.try_claim(live, Worker("elsewhere"), None) is not None   # alive: this process
+    doomed = [_temp_file(out / released / ".result.json.abcd_123.tmp"),
+              _temp_file(out / released / "predictions" / ".gad.parquet.0a1b2c3d.tmp"),
+              _temp_file(out / expired / ".result.json.zz99xx11.tmp", age_s=500)]
+    kept = [_temp_file(out / expired / "predictions" / ".gad.parquet.k3pt1234.tmp", age_s=5),
+            _temp_file(out / live / ".result.json.l1ve0000.tmp"),
+            _temp_file(out / released / "predictions" / "gad.parquet.tmp"),   # not our naming
+            _temp_file(out / released / ".tmp-checkpoint-3-x" / ".model.pt.abcdefgh.tmp")]
+    assert run(SMALL, out, env["data"], time_budget_s=2.0) == 3   # the live claim is waited for
+    assert (out / released / "result.json").exists() and (out / expired / "result.json").exists()
+    assert [p for p in doomed if p.exists()] == []
+    assert [p for p in kept if not p.exists()] == []
+    assert "removed 2 temporary file(s)" in (out / released / "log.txt").read_text()

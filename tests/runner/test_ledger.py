@@ -176,3 +176,25 @@ def test_a_ledger_with_one_heartbeat_file_per_job_is_still_read(tmp_path):
     assert state.status == "running" and state.progress == {"step": 4}
     ledger.finish(JOB)
     assert not (ledger.beats / f"{JOB}.json").exists()
+
+
+def test_files_are_abandoned_at_once_only_when_every_earlier_owner_is_gone(tmp_path):
+    """How long a temporary file in a job's folder must sit untouched before its new owner
+    may remove it: at once when no earlier owner can be writing, else a whole lease."""
+    ledger = Ledger(tmp_path, lease_s=30)
+    first = ledger.try_claim(JOB, Worker("a"), None)
+    assert ledger.abandoned_after_s(first) == 0.0                # nobody before it
+    ledger.release(first)
+    second = ledger.try_claim(JOB, Worker("b"), ledger.snapshot([JOB]).claims[JOB])
+    assert ledger.abandoned_after_s(second) == 0.0               # the first one released
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    info = json.loads((ledger.claims / f"{JOB}.1.claim").read_text())
+    (ledger.claims / f"{JOB}.1.claim").write_text(json.dumps({**info, "pid": dead.pid}))
+    third = ledger.try_claim(JOB, Worker("c"), ledger.snapshot([JOB]).claims[JOB])
+    assert third is not None and ledger.abandoned_after_s(third) == 0.0   # its process died
+    ledger.release(third)
+    # an owner on another machine whose lease expired may still be finishing a write
+    _foreign_claim(ledger, JOB, 3, age_s=500)
+    fourth = ledger.try_claim(JOB, Worker("d"), ledger.snapshot([JOB]).claims[JOB])
+    assert fourth is not None and ledger.abandoned_after_s(fourth) == 120.0

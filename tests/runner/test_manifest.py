@@ -63,7 +63,8 @@ def test_resolved_config_layers_defaults_and_overrides():
     m = parse_manifest(VALID, "v.toml")
     st, mt, tc = m.experiments
     cfg = m.resolved_config(st, ("bc2gm",))
-    assert set(cfg) == set(HYPERPARAMETERS) | {"adapter"}
+    # token_controlled_max_epochs is a token-controlled job's only
+    assert set(cfg) == set(HYPERPARAMETERS) - {"token_controlled_max_epochs"} | {"adapter"}
     assert cfg["learning_rate"] == 3e-5 and cfg["batch_size"] == 4
     assert cfg["max_train_examples"] == {"bc2gm": 100}
     assert m.resolved_config(st, ("gad",))["max_train_examples"] == {}
@@ -73,6 +74,50 @@ def test_resolved_config_layers_defaults_and_overrides():
     assert mcfg["temperature"] == 2.0
     tcfg = m.resolved_config(tc, ("gad",))
     assert tcfg["batch_size"] == 16 and tcfg["sampling"] == "proportional"
+
+
+def test_lengths_per_task_are_recorded_where_they_change_what_a_job_computes():
+    """Every task is cut at max_length unless max_length_per_task lowers it; a job records
+    the per-task lengths (and so changes its id) unless all of them are max_length and no
+    task's former built-in cap (256 / 128) was lower -- such a job computes what it did."""
+    def cfg(text, exp, tasks):
+        m = parse_manifest(text, "v.toml")
+        return m.resolved_config(m.experiments[exp], tasks)
+
+    at_128 = _bad("learning_rate = 3e-5", "max_length = 128")
+    assert "max_length_per_task" not in cfg(at_128, 0, ("gad",))
+    assert "max_length_per_task" not in cfg(at_128, 1, ("bc2gm", "gad"))
+    assert "max_length_per_task" not in cfg(VALID, 0, ("pubmedqa",))  # its cap was 512
+    assert cfg(VALID, 0, ("gad",))["max_length_per_task"] == {"gad": 512}  # was cut at 128
+    at_200 = _bad("learning_rate = 3e-5", "max_length = 200")
+    assert "max_length_per_task" not in cfg(at_200, 0, ("bc2gm",))  # within its former 256
+    assert cfg(at_200, 0, ("gad",))["max_length_per_task"] == {"gad": 200}
+    lowered = _bad("learning_rate = 3e-5", "max_length = 128\nmax_length_per_task = {gad = 64}")
+    assert cfg(lowered, 1, ("bc2gm", "gad"))["max_length_per_task"] == {"bc2gm": 128, "gad": 64}
+    assert "max_length_per_task" not in cfg(lowered, 0, ("bc2gm",))
+    per_exp = _bad("batch_size = 4", "max_length_per_task = {bc2gm = 100}")
+    assert cfg(per_exp, 0, ("bc2gm",))["max_length_per_task"] == {"bc2gm": 100}
+    assert cfg(per_exp, 1, ("bc2gm", "gad"))["max_length_per_task"] == {"bc2gm": 512, "gad": 512}
+
+
+def test_token_controlled_keys_reach_token_controlled_jobs_only():
+    def configs(text):
+        m = parse_manifest(text, "v.toml")
+        st, mt, tc = m.experiments
+        return (m.resolved_config(st, ("gad",)), m.resolved_config(mt, mt.task_sets[0]),
+                m.resolved_config(tc, ("gad",)))
+
+    st, mt, tc = configs(VALID)
+    assert tc["token_controlled_max_epochs"] == 20 and tc["parity_target"] == "total"
+    assert not {"token_controlled_max_epochs", "parity_target"} & (set(st) | set(mt))
+    text = _bad("learning_rate = 3e-5", "learning_rate = 3e-5\ntoken_controlled_max_epochs = 7")
+    st2, mt2, tc = configs(text)
+    assert tc["token_controlled_max_epochs"] == 7 and (st2, mt2) == (st, mt)
+    text = _bad('parity = "per_task"', 'parity = "per_task"\nparity_target = "best"\n'
+                'token_controlled_max_epochs = 40')
+    tc = configs(text)[2]
+    assert tc["token_controlled_max_epochs"] == 40 and tc["parity_target"] == "best"
+    assert parse_manifest(text, "v.toml").experiments[2].parity_target == "best"
 
 
 def test_pairs_expand_to_every_unordered_pair():
@@ -133,6 +178,23 @@ BAD = [
     (_bad("max_train_examples = {bc2gm = 100}", "max_train_examples = {bc2g = 100}"), "max_train",
      ["unknown task 'bc2g'"]),
     (_bad('tiny = "/models/tiny"', "tiny = 3"), "tiny = 3", ["models.tiny", "non-empty string"]),
+    (_bad("max_train_examples = {bc2gm = 100}", "max_length_per_task = {gad = 1024}"),
+     "max_length_per_task", ["defaults.max_length_per_task.gad", "1024 is above max_length = 512",
+                             "only lower"]),
+    (_bad("batch_size = 4", "max_length = 64\nmax_length_per_task = {gad = 65}"),
+     "max_length_per_task", ["experiments[0].max_length_per_task.gad", "above max_length = 64"]),
+    (_bad("max_train_examples = {bc2gm = 100}", "max_length_per_task = {gadd = 64}"),
+     "max_length_per_task", ["unknown task 'gadd'", "did you mean 'gad'"]),
+    (_bad("max_train_examples = {bc2gm = 100}", "max_length_per_task = {gad = 4}"),
+     "max_length_per_task", ["integer in [8, 8192]"]),
+    (_bad("max_train_examples = {bc2gm = 100}", "max_length_per_task = 64"),
+     "max_length_per_task", ["expected a table"]),
+    (_bad("batch_size = 4", "token_controlled_max_epochs = 5"), "token_controlled_max_epochs",
+     ["experiments[0].token_controlled_max_epochs", "token_controlled experiments only"]),
+    (_bad('parity = "per_task"', 'parity = "per_task"\ntoken_controlled_max_epochs = 0'),
+     "token_controlled_max_epochs", ["experiments[2].token_controlled_max_epochs", "integer"]),
+    (_bad('parity = "per_task"', 'parity = "per_task"\nparity_target = "end"'),
+     "parity_target", ["experiments[2].parity_target", "expected one of 'total', 'best'"]),
 ]
 
 
@@ -153,3 +215,23 @@ def test_bad_manifest_is_one_input_error_line(text, marker, needles):
         assert needle in msg
     if marker is not None:
         assert info.value.line == _line_of(text, marker), msg
+
+
+def test_a_byte_order_mark_is_accepted_and_lines_stay_right(tmp_path):
+    from runner.manifest import load_manifest
+
+    path = tmp_path / "m.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + VALID.encode("utf-8"))   # Notepad's "UTF-8 with BOM"
+    assert load_manifest(path) == parse_manifest(VALID, str(path))
+    bad = VALID.replace("batch_size = 4", "batch_size = 0")
+    path.write_bytes(b"\xef\xbb\xbf" + bad.encode("utf-8"))
+    with pytest.raises(InputError) as info:
+        load_manifest(path)
+    line = bad.splitlines().index("batch_size = 0") + 1
+    assert str(info.value).startswith(f"{path}:{line}: experiments[0].batch_size: ")
+
+
+def test_the_results_line_is_kept_for_errors_about_that_folder():
+    text = VALID.replace('name = "t"\n', 'name = "t"\nresults = "out/t"\n', 1)
+    study = parse_manifest(text).study
+    assert study.results == "out/t" and study.results_line == 3

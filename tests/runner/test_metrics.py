@@ -77,7 +77,10 @@ def test_ner_stats_reproduce_seqeval_exactly_on_real_test_sets(task, kind):
     preds = perturb(df["tags"], random.Random(7), kind)
     metrics, frame = evaluate(spec, df, preds)
     direct, counts = seqeval_report(list(df["tags"]), preds)
+    lenient = metrics.pop("f1_lenient")
     assert metrics == direct                       # the aggregate is seqeval's
+    # the secondary F1 is seqeval's default (lenient) mode, called directly
+    assert lenient == f1_score(typed(df["tags"]), typed(preds))
     # the per-sentence statistics sum to seqeval's own entity counts, exactly
     assert tuple(int(frame[c].sum()) for c in ("tp", "fp", "fn")) == counts
     assert_same_as_seqeval(metrics_from_stats(spec, frame), direct)
@@ -112,6 +115,16 @@ def test_per_sentence_counts_match_seqeval_strict(pairs):
                 "precision": tp / (tp + fp) if tp + fp else 0.0,
                 "recall": tp / (tp + fn) if tp + fn else 0.0}
     assert_same_as_seqeval(expected, direct)
+
+
+def test_lenient_f1_counts_an_i_without_b_and_strict_does_not():
+    spec = get_task("bc2gm")
+    df = pd.DataFrame({"id": ["s1", "s2"], "tokens": [["a", "b", "c"], ["d", "e"]],
+                       "tags": [["O", "B", "I"], ["B", "O"]]})
+    metrics, _ = evaluate(spec, df, [["O", "I", "I"], ["B", "O"]])
+    # strict: the "I I" run is no entity -> tp 1, fp 0, fn 1; lenient: it is the gold entity
+    assert metrics["f1"] == pytest.approx(2 / 3) and metrics["f1_lenient"] == 1.0
+    assert list(metrics)[:3] == list(spec.metrics) and "f1_lenient" not in spec.metrics
 
 
 def test_strict_mode_ignores_an_i_without_b():
@@ -166,6 +179,10 @@ def test_hoc_is_scored_per_abstract_by_union():
     # per sentence: 1_0 fn a; 1_1 fp a, fp b; 2_0 fn b -> tp 0
     assert metrics["sentence_micro_f1"] == 0.0
     assert metrics_from_stats(spec, frame)["micro_f1"] == metrics["micro_f1"]
+    # accuracy: abstracts whose predicted set is exactly the gold set (neither is here)
+    assert metrics["accuracy"] == 0.0
+    exact, _ = evaluate(spec, df, [[a], [], []])
+    assert exact["accuracy"] == 0.5  # abstract 1 exact, abstract 2 misses b
 
 
 def test_hoc_real_test_set_stats_match_sklearn_per_abstract():
@@ -190,6 +207,9 @@ def test_hoc_real_test_set_stats_match_sklearn_per_abstract():
     assert metrics["micro_f1"] == pytest.approx(expected, abs=1e-12)
     sentence = skm.f1_score(hot(map(set, df["labels"])), hot(map(set, preds)), average="micro")
     assert metrics["sentence_micro_f1"] == pytest.approx(sentence, abs=1e-12)
+    # the methodology's secondary accuracy: sklearn's subset accuracy per abstract
+    subset = skm.accuracy_score(hot([gold[d] for d in docs]), hot([pred[d] for d in docs]))
+    assert metrics["accuracy"] == pytest.approx(subset, abs=1e-12) and 0 < subset < 1
 
 
 def test_regression_pairs_match_scipy_exactly():

@@ -9,6 +9,7 @@ import pytest
 from runner.errors import InputError
 from runner.manifest import load_manifest, parse_manifest
 from runner.plan import build_plan
+from runner.tasks import SPLITS
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "manifests").glob("*.toml"))
@@ -100,20 +101,93 @@ def test_ids_change_with_what_is_computed(tmp_path):
     assert all(sampled.get(k) != v for k, v in before.items() if k[0] != "single_task")
 
 
+def write_sums(folder: Path, tasks, digest=lambda rel: "a" * 64) -> None:
+    """A SHA256SUMS with a line for every split of ``tasks`` (planning reads only the lines)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rels = [f"{t}/{s}.parquet" for t in tasks for s in SPLITS]
+    (folder / "SHA256SUMS").write_text("".join(f"{digest(r)}  {r}\n" for r in rels))
+
+
+BASE_TASKS = ("bc2gm", "gad", "chemprot", "ddi")
+
+
 def test_data_checksums_are_part_of_the_id(tmp_path):
-    before = ids(BASE, tmp_path)
-    (tmp_path / "SHA256SUMS").write_text(f"{'a' * 64}  gad/train.parquet\n"
-                                         f"{'b' * 64}  bc2gm/test.parquet\n")
+    before = ids(BASE, tmp_path)                  # a plan without data
+    write_sums(tmp_path, BASE_TASKS)
+    with_data = ids(BASE, tmp_path)
+    assert set(with_data) == set(before) and not set(with_data.values()) & set(before.values())
+    write_sums(tmp_path, BASE_TASKS, lambda rel: ("b" if rel == "gad/train.parquet" else "a") * 64)
     plan = build_plan(parse_manifest(BASE, "m.toml"), tmp_path)
     after = ids(BASE, tmp_path)
-    for key, job_id in before.items():
-        touches = {"gad", "bc2gm"} & (set(key[2]) | {t for ts in key[4] for t in ts})
-        assert (after[key] != job_id) == bool(touches), key
+    for key, job_id in with_data.items():
+        touches = "gad" in set(key[2]) | {t for ts in key[4] for t in ts}
+        assert (after[key] != job_id) == touches, key
     gad = next(j for j in plan.jobs if j.tasks == ("gad",) and j.strategy == "single_task")
-    assert gad.data_checksums == {"gad/train.parquet": "a" * 64}
+    assert gad.data_checksums == {"gad/train.parquet": "b" * 64,
+                                  "gad/validation.parquet": "a" * 64,
+                                  "gad/test.parquet": "a" * 64}
     (tmp_path / "SHA256SUMS").write_text("not a checksum line\n")
     with pytest.raises(InputError, match="SHA256SUMS:1"):
         build_plan(parse_manifest(BASE, "m.toml"), tmp_path)
+
+
+def test_a_checksum_file_without_a_line_for_a_file_a_job_reads_is_bad_input(tmp_path):
+    write_sums(tmp_path, ("bc2gm", "chemprot", "ddi"))   # gad's lines removed
+    for require_data in (False, True):
+        with pytest.raises(InputError, match=r"SHA256SUMS: no line for gad/train\.parquet"):
+            build_plan(parse_manifest(BASE, "m.toml"), tmp_path, require_data=require_data)
+    lines = (tmp_path / "SHA256SUMS").read_text()
+    write_sums(tmp_path, ("gad",))
+    (tmp_path / "SHA256SUMS").write_text(lines + (tmp_path / "SHA256SUMS").read_text()
+                                         .replace("gad/test", "gad/validation"))
+    with pytest.raises(InputError, match=r"SHA256SUMS:\d+: gad/validation\.parquet is listed "
+                                         r"twice"):
+        build_plan(parse_manifest(BASE, "m.toml"), tmp_path)
+
+
+def test_a_plan_that_needs_data_refuses_a_missing_folder_or_checksum_file(tmp_path):
+    manifest = parse_manifest(BASE, "m.toml")
+    with pytest.raises(InputError, match=r"SHA256SUMS: checksum file missing"):
+        build_plan(manifest, tmp_path, require_data=True)
+    with pytest.raises(InputError, match=r"nowhere: --data-dir: no such folder"):
+        build_plan(manifest, tmp_path / "nowhere", require_data=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match=r"file: --data-dir: is not a folder"):
+        build_plan(manifest, tmp_path / "file", require_data=True)
+    write_sums(tmp_path, BASE_TASKS)
+    assert all(len(j.data_checksums) == 3 * len(j.tasks)
+               for j in build_plan(manifest, tmp_path, require_data=True).jobs)
+
+
+@pytest.mark.parametrize("line,accepted", [
+    (f"{'A' * 64}  gad/train.parquet", True),      # upper-case hex
+    (f"{'a' * 64} *gad/train.parquet", True),      # sha256sum's binary mode
+    (f"{'a' * 64} gad/train.parquet", False),      # one space: not sha256sum's format
+    (f"# {'a' * 64}  gad/train.parquet", False),   # sha256sum -c has no comments
+    (f"{'a' * 63}  gad/train.parquet", False),
+    (f"{'g' * 64}  gad/train.parquet", False),
+])
+def test_planning_and_verification_read_sha256sums_by_one_rule(tmp_path, line, accepted):
+    """The plan and the check before a job trains read SHA256SUMS with the same parser."""
+    from runner.data import verify_checksums
+
+    write_sums(tmp_path, ["gad"])
+    text = (tmp_path / "SHA256SUMS").read_text().splitlines()
+    (tmp_path / "SHA256SUMS").write_text("\n".join([line] + text[1:]) + "\n")
+    (tmp_path / "gad").mkdir()
+    for split in SPLITS:
+        (tmp_path / "gad" / f"{split}.parquet").write_bytes(b"x")
+    manifest = parse_manifest(BASE.replace('"bc2gm", "gad"]', '"gad"]', 1)
+                              .split("[[experiments]]\nname = \"mt\"")[0], "m.toml")
+    outcomes = []
+    for read in (lambda: build_plan(manifest, tmp_path, require_data=True),
+                 lambda: verify_checksums(tmp_path, ["gad"])):
+        try:
+            read()
+            outcomes.append("read")
+        except InputError as err:
+            outcomes.append("malformed" if "SHA256SUMS:1:" in str(err) else "read")
+    assert outcomes == (["read", "read"] if accepted else ["malformed", "malformed"])
 
 
 def test_the_same_job_twice_is_an_input_error(tmp_path):
@@ -138,8 +212,10 @@ def test_shipped_manifest_sizes(tmp_path):
     def n(name, strategy=None):
         jobs = build_plan(load_manifest(ROOT / "manifests" / name), tmp_path).jobs
         return len([j for j in jobs if strategy in (None, j.strategy)])
-    assert n("phase1_single_task.toml") == 24
-    assert n("phase2_multi_task.toml") == 12
+    # three seeds: the fewest with which the phases' paired tests mean anything
+    assert n("phase1_single_task.toml") == 3 * 8 * 3
+    assert n("phase2_multi_task.toml") == 3 * 4 * 3
+    assert n("phase3_token_controlled.toml") == 3 * (4 + 15 + 8) * 3
     assert n("full_study.toml", "single_task") == 4 * 8 * 5
     assert n("full_study.toml", "token_controlled") == 4 * 5 * (2 + 2 + 3 + 8) * 2
     demo = build_plan(load_manifest(ROOT / "manifests/demo.toml"), tmp_path).jobs
@@ -151,7 +227,7 @@ def test_job_id_is_the_hash_of_the_documented_identity(tmp_path):
     from runner.models_registry import model_key
     from runner.plan import NOT_IN_ID, job_id_of
 
-    (tmp_path / "SHA256SUMS").write_text(f"{'c' * 64}  gad/train.parquet\n")
+    write_sums(tmp_path, BASE_TASKS, lambda rel: "c" * 64)
     manifest = parse_manifest(BASE, "m.toml")
     plan = build_plan(manifest, tmp_path)
     for job in plan.jobs:
@@ -162,3 +238,107 @@ def test_job_id_is_the_hash_of_the_documented_identity(tmp_path):
                     "reference_job": job.depends_on[0] if job.depends_on else None,
                     "data_checksums": job.data_checksums}
         assert job.job_id == job_id_of(identity)
+
+
+# ------------------------------------------------------------------ models resolve here?
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """An empty Hugging Face cache, and a record of what touched the network or loaded."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    import runner.models_registry as registry
+
+    calls: dict[str, list] = {"probe": [], "load": []}
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata",
+                        lambda url, **kw: calls["probe"].append((url, kw)))
+    monkeypatch.setattr(registry, "_load_config_and_tokenizer",
+                        lambda name, **kw: calls["load"].append((name, kw)))
+    return calls
+
+
+def test_a_hub_model_offline_and_not_cached_is_refused_without_the_network(hub, monkeypatch):
+    import runner.models_registry as registry
+
+    monkeypatch.setattr(registry, "hub_offline", lambda: True)
+    tried, why = registry.model_problem("nobody/no-such-model")
+    assert tried == "hub id nobody/no-such-model" and "HF_HUB_OFFLINE=1" in why
+    assert hub == {"probe": [], "load": []}
+
+
+def test_online_one_short_probe_of_the_hub_decides(hub, monkeypatch):
+    """Both branches forced: the hub answers (config and tokenizer fetched, no weights) or
+    not (refused after one request with a short timeout, nothing loaded)."""
+    import huggingface_hub
+
+    import runner.models_registry as registry
+
+    monkeypatch.setattr(registry, "hub_offline", lambda: False)
+    assert registry.model_problem("org/model") == ("hub id org/model", None)
+    ((url, kw),) = hub["probe"]
+    assert "org/model" in url and "config.json" in url and kw["timeout"] <= 10
+    assert hub["load"] == [("org/model", {})]
+
+    def unreachable(url, **kw):
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", unreachable)
+    hub["load"].clear()
+    assert registry.model_problem("org/model") == (
+        "hub id org/model",
+        "the hub did not serve it (ConnectionError: [Errno -2] Name or service not known)")
+    assert hub["load"] == []
+
+
+def test_a_cached_hub_model_loads_from_the_cache_only(hub, monkeypatch, tmp_path):
+    import runner.models_registry as registry
+
+    snap = tmp_path / "hf-cache/models--org--cached/snapshots/abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "hf-cache/models--org--cached/refs").mkdir()
+    (tmp_path / "hf-cache/models--org--cached/refs/main").write_text("abc123")
+    monkeypatch.setattr(registry, "hub_offline", lambda: True)
+    assert registry.whereabouts("org/cached").state == "here"
+    assert registry.model_problem("org/cached") == ("hub id org/cached", None)
+    assert hub == {"probe": [], "load": [("org/cached", {"local_files_only": True})]}
+
+    def no_tokenizer(name, **kw):
+        raise OSError("tokenizer.json not in the cache")
+
+    monkeypatch.setattr(registry, "_load_config_and_tokenizer", no_tokenizer)
+    assert "only partly in the Hugging Face cache" in registry.model_problem("org/cached")[1]
+
+
+def test_local_folders_load_config_and_tokenizer_without_weights(tmp_path):
+    from runner.models_registry import model_problem, resolve_model
+
+    minilm = resolve_model("minilm")   # the demo's packaged folder
+    assert model_problem(minilm) == (f"local folder {minilm}", None)
+    assert model_problem(str(tmp_path / "nowhere" / "model"))[1] == "no such folder"
+    assert model_problem(str(tmp_path))[1] == "no config.json in it"
+    (tmp_path / "config.json").write_text("{}")
+    assert model_problem(str(tmp_path))[1].startswith("does not load (ValueError: ")
+
+
+def test_check_models_names_the_alias_its_manifest_line_and_what_to_do(hub, monkeypatch):
+    import runner.models_registry as registry
+    from runner.plan import check_models
+
+    monkeypatch.setattr(registry, "hub_offline", lambda: True)
+    path = ROOT / "manifests/phase3_token_controlled.toml"
+    manifest = load_manifest(path)
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1)
+                if t.startswith("models = "))
+    with pytest.raises(InputError) as info:
+        check_models(manifest, ["bert-base-uncased", "biobert", "bert-base-uncased",
+                                "pubmedbert"])
+    assert str(info.value) == (
+        f"{path}:{line}: experiments[0].models: model 'bert-base-uncased' cannot be had "
+        f"here: tried hub id bert-base-uncased: not in the Hugging Face cache, and "
+        f"HF_HUB_OFFLINE=1 forbids fetching it; set HF_HUB_OFFLINE=0 on a machine with "
+        f"network access (or fill the Hugging Face cache first), or point the alias at a "
+        f"local folder: [models] bert-base-uncased = \"/path/to/folder\" (also: biobert, "
+        f"pubmedbert)")
+    assert hub == {"probe": [], "load": []}

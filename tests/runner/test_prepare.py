@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import pickle
 import shutil
+import signal
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -14,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import ipc
 
-from runner.errors import EXIT_BAD_INPUT, InputError
+from runner.errors import EXIT_BAD_INPUT, EXIT_TIME_BUDGET, InputError
 from runner.prepare import main, readers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +75,9 @@ def test_prepare_writes_every_fixture_task_with_checksums(fixture_out):
     for line in (fixture_out / "SHA256SUMS").read_text().splitlines():
         digest, rel = line.split("  ")
         sums[rel] = digest
-    assert len(sums) == 3 * len(FIXTURE_TASKS)
+    # three splits per task, and the two files derived from them all
+    assert len(sums) == 3 * len(FIXTURE_TASKS) + 2
+    assert {"TOKEN_LENGTHS.json", "CONTAMINATION.json"} <= set(sums)
     for rel, digest in sums.items():
         assert hashlib.sha256((fixture_out / rel).read_bytes()).hexdigest() == digest
     # the pair construction marks both mentions and labels with the task's classes only
@@ -287,6 +294,150 @@ def test_committed_data_is_what_prepare_makes_from_the_real_sources(tmp_path):
     tasks = ("gad", "biosses", "pubmedqa", "s800")
     assert main(["--source", str(REAL_SOURCES), "--out", str(out), "--tasks", ",".join(tasks)]) == 0
     for task in tasks:
-        for name in ("train.parquet", "validation.parquet", "test.parquet", "README.md"):
+        for name in ("train.parquet", "validation.parquet", "test.parquet"):
             assert (out / task / name).read_bytes() == \
                 (REPO / "data" / task / name).read_bytes(), (task, name)
+        # the card's contamination section compares with the tasks prepared alongside (4 here,
+        # 13 in data/): everything else is the same text
+        assert without_contamination(out / task / "README.md") == \
+            without_contamination(REPO / "data" / task / "README.md"), task
+    # the derived files cover exactly the tasks in --out, and are listed in its SHA256SUMS
+    lengths = json.loads((out / "TOKEN_LENGTHS.json").read_text())["tasks"]
+    committed = json.loads((REPO / "data" / "TOKEN_LENGTHS.json").read_text())["tasks"]
+    assert lengths == {t: committed[t] for t in tasks}
+    assert sorted(json.loads((out / "CONTAMINATION.json").read_text())["tasks"]) == sorted(tasks)
+    sums = (out / "SHA256SUMS").read_text()
+    assert "  TOKEN_LENGTHS.json\n" in sums and "  CONTAMINATION.json\n" in sums
+
+
+def without_contamination(card: Path) -> str:
+    from runner.contamination import CARD_BEGIN, CARD_END
+
+    text = card.read_text(encoding="utf-8")
+    return text[:text.index(CARD_BEGIN)] + text[text.index(CARD_END) + len(CARD_END):]
+
+
+# --- hostile pickles that a few bytes make endless, and an interrupted prepare ----------------
+
+@contextlib.contextmanager
+def _time_limit(seconds: int):
+    """Fail (not hang) when the block runs longer: SIGALRM interrupts a pure-Python loop."""
+    def too_slow(signum, frame):
+        raise AssertionError(f"still running after {seconds} s")
+    old = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _self_referencing():
+    loop = []
+    loop.append(loop)
+    return loop
+
+
+def _two_to_the_sixty():
+    a = [0]
+    for _ in range(60):
+        a = [a, a]    # pickled with its memo: 60 small lists, 2**60 references as a tree
+    return a
+
+
+def _deeply_nested():
+    deep = inner = []
+    for _ in range(readers.MAX_PICKLE_DEPTH + 10):
+        inner.append([])
+        inner = inner[0]
+    return deep
+
+
+def _seed_pickle_with(src: Path, value) -> Path:
+    path = src / "seed-pickle" / "gad.pkl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(pickle.dumps({"train": [{"id": "0", "text": "t", "label": 1, "x": value}],
+                                   "test": [{"id": "1", "text": "t", "label": 0}]}))
+    return path
+
+
+@pytest.mark.parametrize("make,expected", [(_self_referencing, "reference cycle"),
+                                           (_two_to_the_sixty, "more than 20,000,000 values"),
+                                           (_deeply_nested, "nested deeper than 100")])
+def test_hostile_pickles_are_refused_quickly(make, expected, tmp_path, capsys):
+    path = _seed_pickle_with(tmp_path / "src", make())
+    assert path.stat().st_size < 5000
+    with _time_limit(20):
+        code = main(["--source", str(tmp_path / "src"), "--out", str(tmp_path / "d"),
+                     "--tasks", "gad"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_BAD_INPUT
+    assert "\n" not in err and str(path) in err and expected in err, err
+    assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.prepare-*"))
+
+
+def test_shared_values_are_admitted_and_counted_as_often_as_they_appear():
+    shared = ["a", "b"]
+    obj = {"x": [shared, shared]}
+    # dict, its key, the outer list, then the shared list (itself + 2 strings) twice
+    assert readers._check_builtin(obj, "f") == 3 + 2 * 3
+
+
+_SLOW_PREPARE = """\
+import pathlib, signal, sys, time
+from runner.prepare import main, readers
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if inherited
+marker = pathlib.Path(sys.argv[1])
+real = readers.read_seed_pickle
+def slow(path):
+    marker.write_text("reading")   # the temporary folder exists by now
+    time.sleep(120)
+    return real(path)
+readers.read_seed_pickle = slow
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_prepare_removes_its_temporary_folder_and_exits_3(sig, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / "seed-pickle", src / "seed-pickle")
+    marker, out = tmp_path / "reading", tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE, str(marker), "--source",
+                             str(src), "--out", str(out), "--tasks", "gad"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate()[1] if proc.poll() is not None else "slow"
+        assert list(tmp_path.glob(".data.prepare-*"))    # it was there when the signal came
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == EXIT_TIME_BUDGET, err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
+    assert not list(tmp_path.glob(".data.prepare-*")) and not out.exists()
+
+
+def test_an_error_inside_prepare_removes_its_temporary_folder(tmp_path, monkeypatch):
+    from runner.prepare import writers
+
+    def broken():
+        raise RuntimeError("tokenizer file damaged")
+    monkeypatch.setattr(writers, "load_tokenizer", broken)
+    with pytest.raises(RuntimeError, match="damaged"):
+        main(["--source", str(FIXTURES), "--out", str(tmp_path / "data"), "--tasks", "gad"])
+    assert not list(tmp_path.glob(".data.prepare-*")) and not (tmp_path / "data").exists()
+
+
+def test_out_under_a_regular_file_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    out = tmp_path / "notes.txt" / "data"
+    assert main(["--source", str(FIXTURES), "--out", str(out), "--tasks", "gad"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {out}: --out: {tmp_path / 'notes.txt'} is a file, not a folder"

@@ -56,6 +56,15 @@ def test_columns_per_kind_match_the_contract():
     assert get_task("biosses").columns == ("id", "text_1", "text_2", "label")
 
 
+def test_no_task_declares_its_own_sequence_length():
+    """The manifest's max_length (or max_length_per_task) is what a job cuts at: a length in
+    the task declaration silently cut 256 / 128 while result.json said 512 (issue 12)."""
+    assert "max_length" not in {f.name for f in dataclasses.fields(TASKS["gad"])}
+    from runner.prepare.writers import CARD_MAX_LENGTH, data_card
+    card = data_card(get_task("gad"), "test", {"train": []}, [], None)
+    assert f"max_length: {CARD_MAX_LENGTH} tokens" in card and CARD_MAX_LENGTH == 512
+
+
 def test_a_bad_spec_is_refused():
     spec = get_task("gad")
     with pytest.raises(ValueError, match="primary_metric"):

@@ -27,9 +27,10 @@ CLI_PROBE = (
     "sys.exit(code)\n")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``python -m stats ARGS`` in ``cwd`` (where it looks for data/CONTAMINATION.json)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-c", CLI_PROBE, *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-c", CLI_PROBE, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -49,7 +50,8 @@ def full_paper(tmp_path_factory):
     bad.mkdir()
     (bad / "result.json").write_text('{"experiment_id": "abc", "seed": ')
     out = tmp_path_factory.mktemp("paper")
-    proc = run_cli(str(out), "--results", str(root), "--resamples", "200")
+    # run outside the repository: its data/CONTAMINATION.json is not this study's
+    proc = run_cli(str(out), "--results", str(root), "--resamples", "200", cwd=out)
     return {"root": root, "out": out, "proc": proc, "truncated": pq,
             "malformed": bad / "result.json"}
 

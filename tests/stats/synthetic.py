@@ -28,6 +28,22 @@ TRAIN_TOKENS = {"bc2gm": 1_200_000, "jnlpba": 2_400_000, "chemprot": 4_000_000,
 FP_PER_ENTITY = 0.1  # false positives per gold entity (NER)
 
 
+@dataclass(frozen=True)
+class TCVariant:
+    """One token-controlled experiment of the design (a manifest's [[experiments]] table)."""
+
+    name: str = "tc"
+    mode: str = "total"  # parity.mode: "total" | "per_task"
+    target: str | None = "total"  # parity.target; None: a result from before issue 12
+    gain: dict[str, float] | None = None  # TC − ST quality per task (None: Design.tc_gain)
+    # quality of the best-validation weights minus the final weights', per task; None: the
+    # result records no best_weights (before issue 12)
+    best_gain: dict[str, float] | None = field(default_factory=dict)
+    # task -> (epochs_run, epochs_needed) for jobs that stopped at the epoch cap
+    short: dict[str, tuple[float, float]] = field(default_factory=dict)
+    epoch_cap: int = 20
+
+
 @dataclass
 class Design:
     tasks: tuple[str, ...] = ("bc2gm", "chemprot", "biosses")
@@ -47,6 +63,14 @@ class Design:
     tokenizer: str = "0123abcd4567"
     write_predictions: bool = True
     rng_seed: int = 0
+    tc_variants: tuple[TCVariant, ...] = (TCVariant(),)
+    issue12_fields: bool = True  # tokens_at_best, truncation, test_weights (results/README.md)
+    # task -> k: the multi-task job predicts the first k test units (ids leaked_ids(task, k))
+    # perfectly, as if it had seen them in another task's training data; elsewhere it is
+    # drawn as usual (issue 13: a gain that only contaminated units carry)
+    leaked: dict[str, int] = field(default_factory=dict)
+    # provenance.data_checksums of every job (its tasks' files); None: not recorded
+    data_checksums: dict[str, str] | None = None
 
 
 def job_id(*parts: Any) -> str:
@@ -101,8 +125,53 @@ def _predict(task: str, test: dict[str, np.ndarray], quality: float,
         frame = pd.DataFrame({"gold_value": gold, "pred_value": pred})
         frame["gold"] = [json.dumps(float(x)) for x in gold]
         frame["pred"] = [json.dumps(float(x)) for x in pred]
-    frame.insert(0, "unit_id", [f"{task}-{i:05d}" for i in range(len(frame))])
+    frame.insert(0, "unit_id", leaked_ids(task, len(frame)))
     return frame
+
+
+def leaked_ids(task: str, k: int) -> list[str]:
+    """The unit ids of a task's first k test units (as ``_predict`` names them)."""
+    return [f"{task}-{i:05d}" for i in range(k)]
+
+
+def perfect_on(task: str, frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """``frame`` with its first k units predicted exactly right."""
+    frame = frame.copy()
+    head = frame.index[:k]
+    if KIND[task] == "counts":
+        frame.loc[head, "tp"] = frame.loc[head, "tp"] + frame.loc[head, "fn"]
+        frame.loc[head, ["fp", "fn"]] = 0
+    elif KIND[task] == "classes":
+        frame.loc[head, "pred_id"] = frame.loc[head, "gold_id"]
+    else:
+        frame.loc[head, "pred_value"] = frame.loc[head, "gold_value"]
+    frame.loc[head, "pred"] = frame.loc[head, "gold"]
+    return frame
+
+
+DATA_CHECKSUMS = {f"{t}/{s}.parquet": hashlib.sha256(f"{t}/{s}".encode()).hexdigest()
+                  for t in KIND for s in ("train", "validation", "test")}
+
+
+def contamination_doc(design: Design, overlaps: dict[tuple[str, str], list[str]],
+                      checksums: dict[str, str] | None = None, n: int = 13) -> dict[str, Any]:
+    """A ``contamination/1`` document (results/README.md) over the design's tasks: test units
+    of B overlapping training units of A as ``overlaps[(B, A)]`` (n-gram), nothing else."""
+    tasks = list(design.tasks)
+    checksums = checksums or {k: v for k, v in DATA_CHECKSUMS.items()
+                              if k.split("/")[0] in tasks}
+
+    def ids(b: str, split: str, a: str) -> dict[str, list[str]]:
+        return {"exact": [], "ngram": sorted(overlaps.get((b, a), [])) if split == "test" else []}
+
+    return {"schema": "contamination/1", "n": n, "normalisation": "synthetic",
+            "rules": {}, "unit_text": {t: "synthetic unit" for t in tasks}, "tasks": tasks,
+            "evaluated_splits": ["validation", "test"], "data_checksums": checksums,
+            "units": {t: {"train": 1000, "validation": 200, "test": design.n_units[t]}
+                      for t in tasks},
+            "overlap": {b: {s: {a: ids(b, s, a) for a in tasks} for s in ("validation", "test")}
+                        for b in tasks},
+            "train_units_overlapping_evaluated": {t: 0 for t in tasks}}
 
 
 def metrics_of(task: str, frame: pd.DataFrame) -> dict[str, float]:
@@ -141,13 +210,23 @@ def stat_spec(task: str) -> dict[str, Any]:
 def _result(design: Design, *, etype: str, experiment: str, model: str, seed: int,
             tasks: tuple[str, ...], per_task_metrics: dict[str, dict[str, float]],
             tokens_per_task: dict[str, int], tokenizer: str, jid: str,
-            parity: dict | None = None) -> dict[str, Any]:
+            parity: dict | None = None,
+            best_metrics: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     token_count = int(sum(tokens_per_task.values()))
     per_task = {}
     for t in tasks:
         per_task[t] = {"primary_metric": PRIMARY[t], "metrics": per_task_metrics[t],
                        "tokens": int(tokens_per_task[t]), "n_test": design.n_units[t],
                        "stat_spec": stat_spec(t), "predictions": f"predictions/{t}.parquet"}
+        if design.issue12_fields:
+            per_task[t]["max_length"] = 512
+            per_task[t]["truncation"] = {"max_length": 512, "train_truncated": 3,
+                                         "train_examples": 1000, "test_truncated": 1,
+                                         "test_examples": design.n_units[t]}
+        if best_metrics and t in best_metrics:
+            per_task[t]["best_weights"] = {
+                "metrics": best_metrics[t], "step": 500, "tokens": token_count * 2 // 3,
+                "predictions": f"predictions/best_weights/{t}.parquet"}
     history = []
     for k in range(1, 4):
         history.append({"step": 250 * k, "tokens": token_count * k // 3, "epoch": k / 3,
@@ -171,10 +250,43 @@ def _result(design: Design, *, etype: str, experiment: str, model: str, seed: in
         "per_task": per_task, "validation_history": history,
         "provenance": {"runner_version": "0.1.0", "git_commit": "synthetic"},
     }
+    if design.data_checksums is not None:
+        data["provenance"]["data_checksums"] = {
+            k: v for k, v in design.data_checksums.items() if k.split("/")[0] in tasks}
+    if design.issue12_fields:
+        # the best checkpoint of the synthetic history is its second of three evaluations
+        data["tokens_at_best"] = token_count * 2 // 3
+        data["tokens_per_task_at_best"] = {t: int(v) * 2 // 3 for t, v in tokens_per_task.items()}
+        data["test_weights"] = "final"
     if parity is not None:
         data["parity"] = parity
         data["config"]["target_tokens"] = parity["target_tokens"]
+        if "target" in parity:
+            data["config"]["parity_target"] = parity["target"]
+            data["config"]["token_controlled_max_epochs"] = parity["epoch_cap"]
     return data
+
+
+def tc_parity(variant: TCVariant, task: str, mt_id: str, mt_tokens: dict[str, int],
+              scale: float = 1.0) -> dict[str, Any]:
+    """The parity block of a TC job of this variant for ``task`` (results/README.md), with
+    the tokens it achieved: the target × ``scale``, or short of it when the job stopped at
+    its epoch cap (``variant.short``)."""
+    total, per_task = sum(mt_tokens.values()), mt_tokens[task]
+    targets = {"total": total if variant.mode == "total" else per_task}
+    targets["best"] = targets["total"] * 2 // 3  # tokens_at_best of the synthetic MT job
+    target = targets[variant.target or "total"]
+    run, needed = variant.short.get(task, (None, None))
+    achieved = round(target * (scale if run is None else run / needed))
+    block = {"mode": variant.mode, "reference_job": mt_id, "target_tokens": target,
+             "achieved_tokens": achieved, "relative_gap": abs(achieved - target) / target}
+    if variant.target is not None:
+        needed = needed or 4.0
+        block.update({"target": variant.target, "targets": targets, "reached": run is None,
+                      "epochs_run": run or needed, "epochs_needed": needed,
+                      "epoch_cap": variant.epoch_cap,
+                      "stopped_because": "target_reached" if run is None else "epoch_cap"})
+    return block
 
 
 def generate(design: Design) -> list[tuple[dict[str, Any], dict[str, pd.DataFrame]]]:
@@ -185,12 +297,17 @@ def generate(design: Design) -> list[tuple[dict[str, Any], dict[str, pd.DataFram
     for mi, model in enumerate(design.models):
         seed_eff = {s: rng.normal(0, design.seed_sd) for s in design.seeds}
 
-        def system(task: str, seed: int, gain: float, mi: int = mi,
-                   seed_eff: dict = seed_eff) -> tuple[dict[str, float], pd.DataFrame]:
+        def system(task: str, seed: int, gain: float, mi: int = mi, seed_eff: dict = seed_eff,
+                   shift: float | None = None) -> tuple:
+            """``shift``: the same job's other weights (best validation) differ by this much
+            quality; drawn with the same numbers (no extra draw from ``rng``)."""
             q = design.base[task] + seed_eff[seed] + gain + rng.normal(0, design.train_sd)
-            crn = np.random.default_rng([design.rng_seed, mi, seed, design.tasks.index(task)])
-            frame = _predict(task, tests[task], q, crn)
-            return metrics_of(task, frame), frame
+            out = []
+            for extra in (0.0, shift) if shift is not None else (0.0,):
+                crn = np.random.default_rng([design.rng_seed, mi, seed, design.tasks.index(task)])
+                frame = _predict(task, tests[task], q + extra, crn)
+                out += [metrics_of(task, frame), frame]
+            return tuple(out)
 
         for seed in design.seeds:
             if "single_task" in design.strategies:
@@ -206,6 +323,9 @@ def generate(design: Design) -> list[tuple[dict[str, Any], dict[str, pd.DataFram
                 mts, frames = {}, {}
                 for task in design.tasks:
                     mts[task], frames[task] = system(task, seed, design.mt_gain.get(task, 0.0))
+                    if design.leaked.get(task):
+                        frames[task] = perfect_on(task, frames[task], design.leaked[task])
+                        mts[task] = metrics_of(task, frames[task])
                 tpt = {t: 3 * TRAIN_TOKENS[t] for t in design.tasks}
                 mt_id = job_id("mt", model, seed, design.tasks)
                 jobs.append((_result(design, etype="multi_task", experiment="mt_all",
@@ -213,21 +333,32 @@ def generate(design: Design) -> list[tuple[dict[str, Any], dict[str, pd.DataFram
                                      per_task_metrics=mts, tokens_per_task=tpt,
                                      tokenizer=design.tokenizer, jid=mt_id), frames))
                 if "token_controlled" in design.strategies:
-                    total = sum(tpt.values())
-                    for task in design.tasks:
-                        m, f = system(task, seed, design.tc_gain.get(task, 0.0))
-                        achieved = round(total * design.tc_token_scale.get(task, 1.0))
-                        jid = job_id("tc", model, seed, task)
-                        parity = {"mode": "total", "reference_job": mt_id, "target_tokens": total,
-                                  "achieved_tokens": achieved,
-                                  "relative_gap": abs(achieved - total) / total}
-                        jobs.append((_result(
-                            design, etype="token_controlled_baseline", experiment="tc",
-                            model=model, seed=seed, tasks=(task,), per_task_metrics={task: m},
-                            tokens_per_task={task: achieved},
-                            tokenizer=design.tc_tokenizer.get(task, design.tokenizer),
-                            jid=jid, parity=parity), {task: f}))
+                    for variant in design.tc_variants:
+                        for task in design.tasks:
+                            jobs.append(_tc_job(design, variant, model, seed, task, mt_id, tpt,
+                                                system))
     return jobs
+
+
+def _tc_job(design: Design, variant: TCVariant, model: str, seed: int, task: str,
+            mt_id: str, tpt: dict[str, int], system):
+    """One TC job: final weights drawn as they always were (the default design's numbers do
+    not change), best-validation weights from the same numbers shifted by ``best_gain``."""
+    gains = design.tc_gain if variant.gain is None else variant.gain
+    with_best = variant.best_gain is not None and design.issue12_fields
+    shift = variant.best_gain.get(task, 0.0) if with_best else None
+    m, f, *rest = system(task, seed, gains.get(task, 0.0), shift=shift)
+    frames, best = {task: f}, None
+    if rest:
+        frames[f"best_weights/{task}"] = rest[1]
+        best = {task: rest[0]}
+    parity = tc_parity(variant, task, mt_id, tpt, design.tc_token_scale.get(task, 1.0))
+    jid = job_id("tc", model, seed, task, variant.name, design.tasks)
+    return (_result(design, etype="token_controlled_baseline", experiment=variant.name,
+                    model=model, seed=seed, tasks=(task,), per_task_metrics={task: m},
+                    tokens_per_task={task: parity["achieved_tokens"]},
+                    tokenizer=design.tc_tokenizer.get(task, design.tokenizer), jid=jid,
+                    parity=parity, best_metrics=best), frames)
 
 
 def write_study(root: Path, design: Design) -> list[str]:
@@ -237,9 +368,10 @@ def write_study(root: Path, design: Design) -> list[str]:
         job_dir = Path(root) / data["experiment_id"]
         job_dir.mkdir(parents=True, exist_ok=True)
         if design.write_predictions:
-            (job_dir / "predictions").mkdir(exist_ok=True)
-            for task, frame in frames.items():
-                frame.to_parquet(job_dir / "predictions" / f"{task}.parquet", index=False)
+            for name, frame in frames.items():
+                path = job_dir / "predictions" / f"{name}.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                frame.to_parquet(path, index=False)
         (job_dir / "result.json").write_text(json.dumps(data, indent=1))
         ids.append(data["experiment_id"])
     return ids
@@ -248,10 +380,13 @@ def write_study(root: Path, design: Design) -> list[str]:
 def seed_level_study(rng: np.random.Generator, tasks: tuple[str, ...] = ("bc2gm", "chemprot", "biosses"),
                      seeds: tuple[int, ...] = (1, 2, 3, 4, 5), mt_gain: dict[str, float] | None = None,
                      tc_gain: dict[str, float] | None = None, seed_sd: float = 0.01,
-                     train_sd: float = 0.005) -> list[dict[str, Any]]:
+                     train_sd: float = 0.005, base: dict[str, float] | None = None,
+                     variant: TCVariant = TCVariant()) -> list[dict[str, Any]]:
     """result.json dicts of an ST / MT / TC study without predictions (seed-level tests
     only): score = base + seed effect + gain + training noise. Cheap enough for 200 studies."""
     design = Design(tasks=tasks, seeds=seeds, write_predictions=False)
+    if base:
+        design.base = {**design.base, **base}
     mt_gain, tc_gain = mt_gain or {}, tc_gain or {}
     out = []
     tpt = {t: 3 * TRAIN_TOKENS[t] for t in tasks}
@@ -273,14 +408,20 @@ def seed_level_study(rng: np.random.Generator, tasks: tuple[str, ...] = ("bc2gm"
                            tasks=tasks, per_task_metrics={t: score(t, seed, mt_gain.get(t, 0.0))
                                                           for t in tasks},
                            tokens_per_task=tpt, tokenizer=design.tokenizer, jid=mt_id))
-        total = sum(tpt.values())
         for task in tasks:
-            out.append(_result(design, etype="token_controlled_baseline", experiment="tc",
-                               model="m", seed=seed, tasks=(task,),
+            parity = tc_parity(variant, task, mt_id, tpt)
+            out.append(_result(design, etype="token_controlled_baseline",
+                               experiment=variant.name, model="m", seed=seed, tasks=(task,),
                                per_task_metrics={task: score(task, seed, tc_gain.get(task, 0.0))},
-                               tokens_per_task={task: total}, tokenizer=design.tokenizer,
-                               jid=job_id("tc", seed, task),
-                               parity={"mode": "total", "reference_job": mt_id,
-                                       "target_tokens": total, "achieved_tokens": total,
-                                       "relative_gap": 0.0}))
+                               tokens_per_task={task: parity["achieved_tokens"]},
+                               tokenizer=design.tokenizer,
+                               jid=job_id("tc", seed, task, variant.name), parity=parity))
     return out
+
+
+def write_results(root: Path, results: list[dict[str, Any]]) -> None:
+    """Write result.json dicts (no predictions) as ``root/<job_id>/result.json``."""
+    for data in results:
+        job_dir = Path(root) / data["experiment_id"]
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / "result.json").write_text(json.dumps(data, indent=1))

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from stats.analysis import Options, Study, analyse
@@ -178,3 +179,21 @@ def test_one_multi_task_experiment_with_overlapping_task_sets_is_several_systems
             for f in an.rq5 for r in f["rows"] if r.get("multi_task_experiment")}
     assert ("mt_all[bc2gm+chemprot]", "chemprot") in rows
     assert ("mt_all[bc2gm+biosses]", "biosses") in rows
+
+
+def test_methodology_pooled_comparison_is_students_t_over_every_compared_score(tmp_path):
+    from scipy import stats as sps
+
+    _, an = run(tmp_path, Design(mt_gain={"bc2gm": 0.03}, write_predictions=False,
+                                 n_units=SMALL))
+    fam = an.multitask[0]
+    mt = [v for r in fam["rows"] for v in r["values_a"]]
+    st = [v for r in fam["rows"] for v in r["values_b"]]
+    pooled = fam["summary"]["methodology_pooled"]
+    ref = sps.ttest_ind(mt, st)
+    assert pooled["students_t"]["t"] == pytest.approx(ref.statistic, rel=1e-12)
+    assert pooled["students_t"]["p"] == pytest.approx(ref.pvalue, rel=1e-12)
+    sp = ((14 * np.var(mt, ddof=1) + 14 * np.var(st, ddof=1)) / 28) ** 0.5
+    assert pooled["pooled_d"]["d"] == pytest.approx((np.mean(mt) - np.mean(st)) / sp)
+    assert pooled["n_a"] == pooled["n_b"] == 15
+    assert pooled["d_above_0_3"] is (pooled["pooled_d"]["d"] > 0.3)

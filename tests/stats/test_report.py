@@ -9,8 +9,10 @@ from stats.analysis import Options
 from stats.report import SECTIONS, build_paper
 
 TABLES = ("table_single_task.tex", "table_multitask_comparison.tex",
-          "table_rq5_token_controlled.tex", "table_dataset_statistics.tex")
-FIGURES = ("fig_strategy_bars", "fig_validation_curves", "fig_transfer_heatmap")
+          "table_rq5_token_controlled.tex", "table_dataset_statistics.tex",
+          "table_contamination.tex", "table_clean_units.tex")
+FIGURES = ("fig_strategy_bars", "fig_validation_curves", "fig_transfer_heatmap",
+           "fig_contamination")
 NAN = re.compile(r"(?<![A-Za-z])nan(?![A-Za-z])", re.IGNORECASE)
 
 
@@ -60,6 +62,14 @@ def test_tables_and_summary_report_the_known_truth(full_paper):
     for rq in ("RQ1", "RQ5"):
         assert rq in summary
     assert "verdict GENUINE TRANSFER" in summary and "parity violated" in summary
+    # both effect sizes, labelled; the methodology's pooled line; secondary metrics
+    assert "effect Hedges' g (paired) +" in summary and "Cohen's d (pooled SD) +" in summary
+    assert re.search(r"methodology 9\.2, all 3 compared task\(s\) pooled .* Student's "
+                     r"t\(28\) = [-\d.]+, p [\d.]+; Cohen's d \(pooled SD\) [-+][\d.]+ "
+                     r"\((small|medium|large)\); d > 0\.3: (yes|no)", summary)
+    assert re.search(r"single_task \(st\) chemprot macro_f1: .*; accuracy [\d.]+$", summary,
+                     re.MULTILINE)
+    assert r"$d$ (pooled) & $d_z$ & Seeds ($n$)" in t2 and "1--5 (5)" in t2
     assert str(full_paper["malformed"]) in summary
     # the truncated ST biosses predictions: its system CI is n/a with the reason
     assert "predictions unusable: cannot read parquet" in summary
@@ -137,3 +147,44 @@ def test_out_that_is_a_file_is_bad_input(tmp_path, capsys):
     assert main([str(tmp_path / "paper"), "--results", str(tmp_path / "r")]) == 2
     assert "not a folder" in capsys.readouterr().err
     assert (tmp_path / "paper").read_text() == "keep me"
+
+
+def test_an_empty_results_folder_is_bad_input_and_nothing_is_written(tmp_path, capsys):
+    from stats.__main__ import main
+
+    (tmp_path / "results" / "study" / "job" / "checkpoints" / "x").mkdir(parents=True)
+    (tmp_path / "results" / "study" / "job" / "checkpoints" / "x" / "result.json").write_text("{}")
+    assert main([str(tmp_path / "paper"), "--results", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'results'}: no result.json found below this folder (no "
+                   "job has finished there; give the study's results folder)\n")
+    assert not (tmp_path / "paper").exists()
+
+
+def _one_result(tmp_path):
+    (tmp_path / "r" / "job").mkdir(parents=True)
+    (tmp_path / "r" / "job" / "result.json").write_text("{}")   # read, then listed as skipped
+    return str(tmp_path / "r")
+
+
+@pytest.mark.parametrize("where", ["under a file", "a file", "in /proc"])
+def test_an_out_that_cannot_be_a_folder_is_one_line_exit_2(where, tmp_path, capsys):
+    from pathlib import Path
+
+    from stats.__main__ import main
+
+    results = _one_result(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    out, expected = {
+        "under a file": (tmp_path / "notes.txt" / "paper",
+                         f"{tmp_path / 'notes.txt'} is a file, not a folder"),
+        "a file": (tmp_path / "notes.txt", "is a file, not a folder"),
+        "in /proc": (Path("/proc/mtl-stats-test/paper"), "cannot create a folder in /proc"),
+    }[where]
+    if where == "in /proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    before = sorted(map(str, tmp_path.rglob("*")))
+    assert main([str(out), "--results", results, "--resamples", "10"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {out}: OUT: {expected}"), err
+    assert sorted(map(str, tmp_path.rglob("*"))) == before

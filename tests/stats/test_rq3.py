@@ -127,3 +127,24 @@ def test_all_skipped_is_na(tmp_path):
     out = rq3.build([tmp_path / "r"], tmp_path / "p")
     assert out["reason"] == "every evaluated level was skipped"
     assert "no GPU" in (tmp_path / "p" / "table_rq3_frontier.tex").read_text()
+
+
+def test_a_level_skipped_for_a_library_reason_is_reported_once_with_it(tmp_path):
+    """nf4 skipped on every seed because bitsandbytes' CPU kernel cannot take the model: the
+    reason is in the table and the summary once per (model, experiment, level), with the
+    number of jobs, and the other levels are still on the frontier."""
+    why = ("nf4 cannot run on cpu with bitsandbytes 0.50.2 (Linear 32->32): RuntimeError: "
+           "shape '[32, 0]' is invalid for input of size 16")
+    for seed in (1, 2, 3):
+        d = write_job(tmp_path / "r", f"s{seed}", strategy="single_task", experiment="st",
+                      tasks=["bc2gm"], seed=seed, trainable=1, adapter=False)
+        write_eval(d, f"s{seed}", "fp32", metric=0.8, size_mb=90, latency=10.0)
+        write_eval(d, f"s{seed}", "nf4", skipped=why)
+    out = rq3.build([tmp_path / "r"], tmp_path / "p")
+    assert out["reason"] is None and {r["level"] for r in out["rows"]} == {"fp32"}
+    assert [s["reason"] for s in out["skipped_levels"]] == [why] * 3
+    lines = rq3.summary_lines(out)
+    assert [ln for ln in lines if ln.startswith("skipped level")] == [
+        f"skipped level: minilm st nf4 (3 jobs): {why}"]
+    tex = (tmp_path / "p" / "table_rq3_frontier.tex").read_text()
+    assert tex.count(r"Linear 32-\textgreater{}32): RuntimeError: shape '[32, 0]' is") == 1

@@ -143,13 +143,12 @@ def test_load_similarity_checks(tmp_path):
 
 
 def test_tables_compile_with_pdflatex(tmp_path):
-    import shutil
     import subprocess
 
     from stats import rq2, rq3
+    from tests.stats.test_latex import require_pdflatex
 
-    if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex not installed")
+    require_pdflatex()   # skips without pdflatex, fails in CI
     rows = [{"model": "bio_bert&co", "mt_experiment": "pairs_50%", "target": "a", "partner": "b",
              "n": 3, "mean_gain": -0.02, "seed_interval": {"low": -0.03, "high": -0.01},
              "p_holm": 0.01, "significant": True, "negative_transfer": True,

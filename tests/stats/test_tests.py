@@ -1,6 +1,7 @@
 """stats.tests against scipy / statsmodels on known data, and the degenerate cases."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -108,6 +109,38 @@ def test_token_parity():
     assert T.token_parity(1_000_000, 900_000, "tok", "tok", 0.15)["holds"] is True
     mixed = T.token_parity(1_000_000, 1_000_000, "tok", "other", 0.05)
     assert mixed["holds"] is None and "mixed tokenizers" in mixed["reason"]
+
+
+def test_students_t_and_pooled_d_match_scipy_and_the_methodology():
+    res = T.students_t(A, B)
+    ref = sps.ttest_ind(A, B)  # the methodology's call (section 9.2): equal variances
+    assert res["t"] == pytest.approx(ref.statistic, rel=1e-12)
+    assert res["p"] == pytest.approx(ref.pvalue, rel=1e-12) and res["df"] == 8
+    assert T.students_t([0.8], B)["p"] is None
+    # one constant sample is fine (scipy warns about precision, we do not pass that on)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        const = T.students_t([0.5, 0.5, 0.5], [0.71, 0.61, 0.81])
+    sp = math.sqrt(2 * np.var([0.71, 0.61, 0.81], ddof=1) / 4)
+    t = (0.5 - 0.71) / (sp * math.sqrt(2 / 3))
+    assert const["t"] == pytest.approx(t) and const["p"] == pytest.approx(2 * sps.t.sf(-t, 4))
+    assert "zero variance" in T.students_t([0.8, 0.8], [0.7, 0.7])["reason"]
+
+
+def test_rq5_verdict_needs_a_multi_task_gain_as_well_as_mt_above_tc():
+    # issue 12: ST = MT = 0.70, TC = 0.64 -- MT − ST +0.5 points (Holm p 0.7), MT − TC
+    # +6 points (Holm p 0.001): MT only beats an over-trained TC; nothing to explain
+    v, why = T.rq5_verdict(True, "gap 0%", 0.06, 0.001, 0.005, 0.7)
+    assert v == T.NOT_SHOWN and "no multi-task gain" in why and "+6.00 points" in why
+    assert T.rq5_verdict(True, "gap 0%", 0.06, 0.001, None, None)[0] == T.NOT_SHOWN
+    assert T.rq5_verdict(True, "gap 0%", 0.06, 0.001, 0.03, 0.06)[0] == T.NOT_SHOWN
+    assert T.rq5_verdict(True, "gap 0%", 0.06, 0.001, -0.03, 0.001)[0] == T.NOT_SHOWN
+    # a multi-task gain, but MT − TC untestable (identical differences): not exposure either
+    assert T.rq5_verdict(True, "gap 0%", 0.01, None, 0.03, 0.001)[0] == T.NOT_SHOWN
+    # the rule in words names all three conditions and the thresholds it is given
+    rule = T.verdict_rule(0.01, 0.1)
+    assert "MT is significantly above ST AND MT is significantly above TC" in rule
+    assert "p < 0.01" in rule and "below 10%" in rule and "parity not reached" in rule
 
 
 def test_rq5_verdict_rules():
