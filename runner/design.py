@@ -81,6 +81,8 @@ class Truncation:
     train_examples: int
     test_truncated: int
     test_examples: int
+    train_used: int          # examples a job trains on (max_train_examples), of train_examples
+    test_used: int           # ... and tests on (max_eval_examples), of test_examples
 
 
 @dataclass
@@ -319,15 +321,21 @@ def token_controlled(plan: Plan, lengths: Lengths, results: Results
 
 
 def truncation(plan: Plan, lengths: Lengths) -> list[Truncation]:
+    """Per task and effective length, the examples cut in the prepared splits, and the share of
+    them a job sees where ``max_train_examples`` / ``max_eval_examples`` take a subset."""
     seen = {}
     for job in plan.jobs:
         for task in job.tasks:
-            key = (task, effective_max_length(job.config, task))
+            length = effective_max_length(job.config, task)
+            train_cap = (job.config.get("max_train_examples") or {}).get(task)
+            key = (task, length, train_cap, job.config.get("max_eval_examples"))
             if key not in seen and lengths.has(task):
-                n_train, _, cut_train = lengths.stats(task, "train", key[1])
-                n_test, _, cut_test = lengths.stats(task, "test", key[1])
-                seen[key] = Truncation(task, key[1], cut_train, n_train, cut_test, n_test)
-    return sorted(seen.values(), key=lambda t: (t.task, t.max_length))
+                n_train, _, cut_train = lengths.stats(task, "train", length)
+                n_test, _, cut_test = lengths.stats(task, "test", length)
+                seen[key] = Truncation(task, length, cut_train, n_train, cut_test, n_test,
+                                       min(n_train, train_cap or n_train),
+                                       min(n_test, key[3] or n_test))
+    return sorted(seen.values(), key=lambda t: (t.task, t.max_length, t.train_used))
 
 
 def total_tokens(plan: Plan, lengths: Lengths, tc: list[TokenControlled]) -> int:
@@ -395,6 +403,16 @@ def _grouped(items, key):
     return groups.items()
 
 
+def _subset(t: Truncation) -> str:
+    if (t.train_used, t.test_used) == (t.train_examples, t.test_examples):
+        return ""
+    def share(cut, used, n):
+        return f"{cut * used / n:.1f}"
+    return (f" in the prepared splits; the jobs' subsets of {t.train_used} / {t.test_used} "
+            f"hold about {share(t.train_truncated, t.train_used, t.train_examples)} / "
+            f"{share(t.test_truncated, t.test_used, t.test_examples)}")
+
+
 def render(c: DesignCheck) -> list[str]:
     """The check as text: comparisons that come out alike (same systems, seeds and power) on
     one line, token-controlled jobs one line per experiment, model and task (all seeds)."""
@@ -424,7 +442,7 @@ def render(c: DesignCheck) -> list[str]:
     if c.truncation:
         lines.append("  truncation at the effective max_length (train / test examples cut):")
         lines += [f"    {t.task} @ {t.max_length}: {t.train_truncated} of {t.train_examples} / "
-                  f"{t.test_truncated} of {t.test_examples}" for t in c.truncation]
+                  f"{t.test_truncated} of {t.test_examples}" + _subset(t) for t in c.truncation]
     if c.total_training_tokens is not None:
         lines.append(f"  total training tokens (upper bound, all epochs): "
                      f"{c.total_training_tokens:,}; counted with {c.lengths_source} "

@@ -468,14 +468,16 @@ def contamination_section(ctx: Context) -> SectionOutput:
     changes = [e["sentence"] for e in entries if e["sentence"]]
     lines = _contamination_lines(ctx, cont, rows, evaluated, entries, changes)
     reason = None if cont.usable else cont.describe()
+    # an empty table's row is short (it does not wrap); the whole reason goes in a note
+    short = None if cont.usable else f"contamination {cont.status}; see the note"
     n = cont.doc["n"] if cont.usable else None
     return SectionOutput(
         tables={"table_contamination.tex": tables.contamination_table(
-                    ctx.env, rows, n, reason or "no task of the study is in the file",
-                    ctx.source),
+                    ctx.env, rows, n, short or "no task of the study is in the file",
+                    ctx.source, reason),
                 "table_clean_units.tex": tables.clean_units_table(
                     ctx.env, entries, ctx.options.alpha,
-                    reason or "no comparison to recompute", ctx.source),
+                    short or "no comparison to recompute", ctx.source, reason),
                 "contamination.csv": _csv(contam.all_pairs(cont.doc) if cont.usable else [])},
         figures={"fig_contamination": figures.contamination_heatmap(rows, n, reason)},
         statistics={"contamination": {

@@ -383,10 +383,12 @@ def _count(x: int) -> str:
 
 
 def contamination_table(env: jinja2.Environment, rows: list[dict[str, Any]], n: int | None,
-                        empty_reason: str | None, source: str = "results") -> str:
+                        empty_reason: str | None, source: str = "results",
+                        why: str | None = None) -> str:
     """Train/test overlap (issue 13): per test task, each training task whose training units
     its test units overlap (exact, n-gram, either, share of the test units), then the units
-    overlapping any of the study's training tasks. ``rows``: stats.contamination.overlap_rows."""
+    overlapping any of the study's training tasks. ``rows``: stats.contamination.overlap_rows;
+    ``why``: a long reason for an empty table, as a (wrapping) note."""
     groups = []
     for task in dict.fromkeys(r["test_task"] for r in rows):
         mine = [r for r in rows if r["test_task"] == task]
@@ -405,6 +407,7 @@ def contamination_table(env: jinja2.Environment, rows: list[dict[str, Any]], n: 
               rf"unit counts only by exact match); overlapping, either; share of the task's "
               rf"test units. Training tasks without overlap are left out. From "
               rf"\texttt{{python -m runner contamination}}.")] if n else []
+    notes += [latex_escape(why)] if why else []
     ctx = table_context("Train/test overlap between the study's tasks (contamination).",
                         "tab:contamination", "lrlrrrr", [], groups, notes, 7, empty_reason)
     return render(env, "table_contamination.tex.j2", placement="t", size=r"\small",
@@ -422,7 +425,8 @@ def _finding_cell(full: str | None, clean: str | None) -> str:
 
 
 def clean_units_table(env: jinja2.Environment, entries: list[dict[str, Any]], alpha: float,
-                      empty_reason: str | None, source: str = "results") -> str:
+                      empty_reason: str | None, source: str = "results",
+                      why: str | None = None) -> str:
     """Every RQ1 / RQ5 / RQ2 comparison on the full test set and on its clean units (issue
     13). ``entries``: {"rq", "model", "comparison", "task", "full", "clean", "findings",
     "boot_key"}, built by stats.report."""
@@ -448,6 +452,7 @@ def clean_units_table(env: jinja2.Environment, entries: list[dict[str, Any]], al
               r"scored. $\Delta$: MT$-$ST (RQ1, RQ2) or MT$-$TC (RQ5) with its 95\% paired "
               r"bootstrap interval over test units; $p_\mathrm{Holm}$ as in the RQ's own "
               r"table. Finding: significance (RQ1, RQ2) or the verdict (RQ5)."), *fn.notes()]
+    notes += [latex_escape(why)] if why else []
     ctx = table_context("Every comparison on the full test set and on its clean test units.",
                         "tab:clean_units", "lllllccccl", [], list(groups.values()), notes, 10,
                         empty_reason)

@@ -260,7 +260,7 @@ def test_plan_shows_per_model_whether_it_resolves_here(tmp_path, capsys, monkeyp
                  "--results-dir", str(tmp_path / "res")]) == 0
     out = capsys.readouterr().out.splitlines()
     models = out[out.index("models (from their files; `run` loads each config and tokenizer "
-                           "first):") + 1:]
+                           "first):") + 1:out.index("design check")]
     assert models[0] == ("  ghost   MISSING: hub id nobody/no-such-model: not in the Hugging "
                          "Face cache, and HF_HUB_OFFLINE=1 forbids fetching it")
     assert models[1].startswith("  minilm  ok: local folder ") and len(models) == 2
