@@ -186,43 +186,72 @@ def flops_per_real_token(config, mean_padded_len: float) -> float:
     return 6 * p + 12 * layers * h * mean_padded_len
 
 
-def make_job(model_name: str, cfg: dict, seed: int) -> Job:
+def make_job(model_name: str, cfg: dict, seed: int, task: str = TASK) -> Job:
     return Job(job_id="benchmark000", study="benchmark", experiment="engine",
                strategy="single_task", experiment_type="single_task_baseline", model="bench",
-               model_name=model_name, tasks=(TASK,), seed=seed, config=cfg, depends_on=(),
+               model_name=model_name, tasks=(task,), seed=seed, config=cfg, depends_on=(),
                parity=None, data_checksums={})
 
 
-def run_engine(model_name, cfg, seed, data_dir, work: Path, device, should_stop=None):
+def run_engine(model_name, cfg, seed, data_dir, work: Path, device, should_stop=None,
+               task: str = TASK):
     clock = StepClock(device)
     ctx = JobContext(job_dir=work, data_dir=data_dir,
                      heartbeat=lambda p: clock.mark(p["tokens"]),
                      should_stop=should_stop or (lambda: False))
     work.mkdir(parents=True, exist_ok=True)
-    result = engine_job.run_job(make_job(model_name, cfg, seed), ctx)
+    result = engine_job.run_job(make_job(model_name, cfg, seed, task), ctx)
     return result, clock
 
 
-def run_trainer(model_name, cfg, seed, train_df, test_df, grouped: bool, work: Path, device,
-                dtype, compile_model: bool):
+def trainer_model_and_collator(spec, model_name: str, tok):
+    """The stock Hugging Face head for the task's kind (token or sequence classification,
+    freshly initialised from the torch generator as it stands) and its padding collator."""
     from transformers import (
+        AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
-        AutoTokenizer,
         DataCollatorForTokenClassification,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
+        DataCollatorWithPadding,
     )
-    spec = get_task(TASK)
+    if spec.kind == "ner":
+        return (AutoModelForTokenClassification.from_pretrained(model_name,
+                                                                num_labels=len(spec.labels)),
+                DataCollatorForTokenClassification(tok))
+    if spec.kind != "classification":
+        raise ValueError(f"{spec.name}: the Trainer baseline covers ner and classification, "
+                         f"not {spec.kind}")
+    return (AutoModelForSequenceClassification.from_pretrained(model_name,
+                                                               num_labels=len(spec.labels)),
+            DataCollatorWithPadding(tok))
+
+
+def trainer_features(split) -> list[dict]:
+    """The engine's own encoding (same truncation, same first-sub-token labels) as the
+    Trainer's dataset."""
+    def labels(i):
+        lab = split.labels[i]
+        return lab.tolist() if isinstance(lab, np.ndarray) else lab
+    features = []
+    for i in range(len(split)):
+        row = {"input_ids": split.input_ids[i].tolist(),
+               "attention_mask": [1] * int(split.lengths[i]), "labels": labels(i)}
+        if split.token_type_ids is not None:
+            row["token_type_ids"] = split.token_type_ids[i].tolist()
+        features.append(row)
+    return features
+
+
+def run_trainer(model_name, cfg, seed, train_df, test_df, grouped: bool, work: Path, device,
+                dtype, compile_model: bool, task: str = TASK):
+    from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+    spec = get_task(task)
     tok = AutoTokenizer.from_pretrained(model_name)
-    length = batching.effective_max_length(TASK, cfg, batching.model_length_limit(tok))
+    length = batching.effective_max_length(task, cfg, batching.model_length_limit(tok))
     train = encode_split(spec, train_df, tok, length)
-    features = [{"input_ids": train.input_ids[i].tolist(),
-                 "attention_mask": [1] * int(train.lengths[i]),
-                 "token_type_ids": train.token_type_ids[i].tolist(),
-                 "labels": train.labels[i].tolist()} for i in range(len(train))]
+    features = trainer_features(train)
     fed = {"real": 0, "padded": 0}
-    base_collator = DataCollatorForTokenClassification(tok)
+    torch.manual_seed(seed)  # the fresh head's initialisation
+    model, base_collator = trainer_model_and_collator(spec, model_name, tok)
 
     def collator(batch):
         out = base_collator(batch)
@@ -255,13 +284,11 @@ def run_trainer(model_name, cfg, seed, train_df, test_df, grouped: bool, work: P
             kwargs["group_by_length"] = True
     if "eval_strategy" not in fields:  # transformers 4.40
         kwargs["evaluation_strategy"] = kwargs.pop("eval_strategy")
-    torch.manual_seed(seed)
-    model = AutoModelForTokenClassification.from_pretrained(model_name, num_labels=3)
     trainer = Trainer(model=model, args=TrainingArguments(**kwargs), train_dataset=features,
                       data_collator=collator, callbacks=[Clock()])
     trainer.train()
 
-    # test F1: predict in input order ourselves, first sub-token of each word
+    # test score: predict in input order ourselves (NER: first sub-token of each word)
     test = encode_split(spec, test_df, tok, length)
     model.eval()
     preds = [None] * len(test)
@@ -272,13 +299,16 @@ def run_trainer(model_name, cfg, seed, train_df, test_df, grouped: bool, work: P
             inputs = {k: v.to(device) for k, v in batch.tensors.items() if k != "labels"}
             logits = model(**inputs).logits.float().cpu().numpy()
             for row, i in enumerate(idx):
-                preds[int(i)] = batching.word_predictions(test, int(i), logits[row].argmax(-1),
-                                                          spec.labels)
+                preds[int(i)] = (
+                    batching.word_predictions(test, int(i), logits[row].argmax(-1), spec.labels)
+                    if spec.kind == "ner" else spec.labels[int(logits[row].argmax())])
     metrics, _ = evaluate(spec, test_df, preds)
     return {"tokens_per_s": clock.steady_tokens_per_s(), "steady_s": clock.steady_seconds(),
             "tokens_per_cpu_s": clock.tokens_per_cpu_s(),
             "padding_share": 1 - fed["real"] / fed["padded"], "real_tokens": fed["real"],
-            "f1": metrics["f1"], "mean_padded_len": fed["padded"] / len(features)}, model.config
+            "f1": metrics.get("f1"), "score": metrics[spec.primary_metric],
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "mean_padded_len": fed["padded"] / len(features)}, model.config
 
 
 def engine_padding(model_name, cfg, seed, train_df) -> tuple[float, float]:
@@ -353,12 +383,14 @@ def bench_model(name: str, args, device: torch.device, dtype, data_dir: Path, tm
         row["flops_per_token"] = flops_per_real_token(config, row["mean_padded_len"])
         row["model_flops_per_s"] = row["flops_per_token"] * row["tokens_per_s"]
 
-    # restart -> first resumed step: interrupt an engine job at step 20, run it again
+    # restart -> first resumed step: interrupt an engine job at step 20 (half-way through a
+    # shorter run, which would otherwise finish uninterrupted), run it again
     calls = {"n": 0}
+    stop_step = max(1, min(20, -(-len(train_df) // args.batch_size) // 2))
 
     def stop_at_20():
         calls["n"] += 1
-        return calls["n"] == 20
+        return calls["n"] == stop_step
     try:
         run_engine(model_name, cfg, args.seed, data_dir, tmp / f"{name}-resume", device,
                    stop_at_20)

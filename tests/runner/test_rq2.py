@@ -278,8 +278,9 @@ def test_unloadable_model_config_fails_the_plan_naming_the_model(tmp_path):
 # with the repository's data/SHA256SUMS): adding adapter and heldout support renames nothing.
 # The last two (token-controlled) changed with issue 12, because what they compute did: an
 # epoch cap of 20 instead of failing past 100, and their best validation weights tested.
+# demo_before_issue12.toml is manifests/demo.toml as it was then (the demo now runs 3 seeds).
 OLD_IDS = {
-    "manifests/demo.toml": ["a7d05b9eaa6e", "ac500d5073b1", "54f06a2a8965", "c83a3e4289ec",
+    "tests/assets/manifests/demo_before_issue12.toml": ["a7d05b9eaa6e", "ac500d5073b1", "54f06a2a8965", "c83a3e4289ec",
                             "a53ee6a6f638"],
     "tests/assets/manifests/small.toml": ["fe894daa5053", "b52d7bba44f2", "b58785d18793",
                                           "b8be40a48e5b", "dd4d0d145bf2"],

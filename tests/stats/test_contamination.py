@@ -217,17 +217,11 @@ def test_default_file_in_the_working_folder_absent_and_missing(tmp_path):
 def test_rq2_rows_on_clean_units(tmp_path):
     """Held-out task units overlapping a source task's training data leave both sides; the
     clean delta is the F1 of the remaining units, and the clean table shows the RQ2 row."""
-    from tests.stats.test_rq2 import write_heldout, write_job
+    from tests.stats.test_rq2 import write_adapter_pair
 
     root = tmp_path / "results"
     for seed in (1, 2):
-        mt = write_job(root, f"mt{seed}", strategy="multi_task", experiment="mt_adapter",
-                       tasks=["bc2gm", "jnlpba"], seed=seed, trainable=300_000)
-        st = write_job(root, f"st{seed}", strategy="single_task", experiment="st_matched",
-                       tasks=["bc2gm"], seed=seed, trainable=297_000, matched_to="mt_adapter")
-        for ho in (1, 2):
-            write_heldout(mt, f"mt{seed}", "ncbi_disease", ho, 0.80)
-            write_heldout(st, f"st{seed}", "ncbi_disease", ho, 0.70)
+        write_adapter_pair(root, seed)
     dropped = [f"u{i:04d}" for i in range(100)]
     design = Design(tasks=("bc2gm", "jnlpba", "ncbi_disease"),
                     n_units={"bc2gm": 10, "jnlpba": 10, "ncbi_disease": 400})

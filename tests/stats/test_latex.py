@@ -76,18 +76,12 @@ def test_degenerate_tables_compile(degenerate_paper, tmp_path):
 def rq2_to_rq4_results(root):
     """Held-out (RQ2), evaluation (RQ3, nf4 skipped for a library reason) and pair (RQ4) jobs
     with a task similarity file: a folder for which stats writes every RQ2-RQ4 table."""
-    from tests.stats.test_rq2 import write_heldout, write_job
+    from tests.stats.test_rq2 import write_adapter_pair, write_job
     from tests.stats.test_rq3 import write_eval
     from tests.stats.test_rq4 import GAIN, NOISE, TASKS, sim_doc
 
     for seed in (1, 2):
-        mt = write_job(root, f"mt{seed}", strategy="multi_task", experiment="mt_adapter",
-                       tasks=["bc2gm", "jnlpba"], seed=seed, trainable=300_000)
-        st = write_job(root, f"st{seed}", strategy="single_task", experiment="st_matched",
-                       tasks=["bc2gm"], seed=seed, trainable=297_000, matched_to="mt_adapter")
-        for ho in (1, 2):
-            write_heldout(mt, f"mt{seed}", "ncbi_disease", ho, 0.80)
-            write_heldout(st, f"st{seed}", "ncbi_disease", ho, 0.70)
+        _, st = write_adapter_pair(root, seed)
         write_eval(st, f"st{seed}", "fp32", metric=0.80, size_mb=90, latency=10.0)
         write_eval(st, f"st{seed}", "int8", metric=0.78, size_mb=25, latency=12.0)
         write_eval(st, f"st{seed}", "nf4", skipped=LIBRARY_REASON)

@@ -186,3 +186,18 @@ def test_stats_modules_do_not_import_torch_or_runner():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'runner')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def write_adapter_pair(root, seed: int):
+    """One seed of a shared-adapter multi-task job and its parameter-matched single-task job,
+    each with held-out ncbi_disease results at two head seeds (MT 0.80, ST 0.70); returns the
+    two job folders."""
+    mt = write_job(root, f"mt{seed}", strategy="multi_task", experiment="mt_adapter",
+                   tasks=["bc2gm", "jnlpba"], seed=seed, trainable=300_000)
+    st = write_job(root, f"st{seed}", strategy="single_task", experiment="st_matched",
+                   tasks=["bc2gm"], seed=seed, trainable=297_000, matched_to="mt_adapter")
+    for ho in (1, 2):
+        write_heldout(mt, f"mt{seed}", "ncbi_disease", ho, 0.80)
+        write_heldout(st, f"st{seed}", "ncbi_disease", ho, 0.70)
+    return mt, st
+

