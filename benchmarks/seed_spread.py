@@ -439,6 +439,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()  # the Trainer's model load report, once per run
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = engine_train.autocast_dtype(args.precision, device)
