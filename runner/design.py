@@ -2,7 +2,7 @@
 
 Printed by ``python -m runner plan`` (``--json`` for scripts) and by ``run`` before it claims
 any work.  Nothing here trains or tokenises; it reads the plan, ``data/TOKEN_LENGTHS.json``
-(runner/prepare/lengths.py) and, where some jobs already finished, their ``result.json``:
+(runner/token_lengths.py) and, where some jobs already finished, their ``result.json``:
 
 * per comparison the analysis will make -- RQ1 multi-task vs single-task and RQ5 multi-task vs
   token-controlled, per model and task -- the seeds all its systems share, whether a paired
@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import token_lengths
 from runner.plan import Job, Plan
-from runner.prepare import lengths as token_lengths
 from stats.power import mde_dz  # scipy.special only: plan stays fast
 
 # Seed-to-seed standard deviation of a paired difference (two systems, same seed), in points
@@ -357,7 +357,7 @@ def check(plan: Plan, results_dir: str | Path | None = None,
     if hist is None:
         out.warnings.append(f"no {plan.data_dir / token_lengths.FILENAME}: token projections, "
                             "truncation counts and total tokens not estimated (build it with "
-                            f"`python -m runner.prepare.lengths {plan.data_dir}`)")
+                            f"`python -m runner.token_lengths {plan.data_dir}`)")
     else:
         lengths = Lengths(hist)
         out.lengths_source = token_lengths.TOKENIZER

