@@ -259,7 +259,7 @@ def _results_dir(args: argparse.Namespace, manifest):
     manifest's `results` line."""
     from pathlib import Path
 
-    from runner.errors import folder_problem
+    from stats.fileio import folder_problem  # the one output-folder check
 
     path = Path(args.results_dir or manifest.study.results)
     problem = folder_problem(path, write=args.command == "run")

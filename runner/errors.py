@@ -6,10 +6,6 @@ line on stderr and exits with code 2.  Nothing below the parsers sees raw, unche
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 EXIT_OK = 0
 EXIT_FAILED = 1  # some job failed; the others went on
 EXIT_BAD_INPUT = 2
@@ -37,27 +33,3 @@ class InputError(Exception):
             head = self.file if self.line is None else f"{self.file}:{self.line}"
         parts = [p for p in (head, self.where) if p]
         return ": ".join(parts + [self.message]).replace("\n", " ")
-
-
-def folder_problem(path: str | os.PathLike, write: bool = True) -> str | None:
-    """Why ``path`` cannot serve as an output folder (a message for an InputError), or None.
-
-    It, or the nearest part of it that exists, must be a folder, not a file; and a folder
-    must be creatable there -- probed with a temporary one, removed at once, because only
-    trying tells (``/proc``, read-only mounts, and root passes every permission check).
-    With ``write`` false (plan, status: they only read) a folder that exists is not probed.
-    """
-    path = Path(path)
-    existing = path.absolute()
-    try:
-        while not existing.exists():    # False under a regular file (ENOTDIR) as well
-            existing = existing.parent
-        if not existing.is_dir():
-            if existing == path.absolute():
-                return "is a file, not a folder"
-            return f"{existing} is a file, not a folder"
-        if write or existing != path.absolute():
-            os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
-    except OSError as err:
-        return f"cannot create a folder in {existing} ({err.strerror or err})"
-    return None

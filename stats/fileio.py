@@ -29,12 +29,14 @@ class StatsInputError(Exception):
         super().__init__(": ".join(parts + [message]).replace("\n", " "))
 
 
-def folder_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot become the output folder, or None (runner.errors.folder_problem).
+def folder_problem(path: str | os.PathLike, write: bool = True) -> str | None:
+    """Why ``path`` cannot serve as an output folder (a message for a one-line error), or None.
 
-    It, or the nearest part of it that exists, must be a folder, not a file, and a folder
-    must be creatable there: probed with a temporary one, removed at once, because only
+    It, or the nearest part of it that exists, must be a folder, not a file; and a folder
+    must be creatable there -- probed with a temporary one, removed at once, because only
     trying tells (``/proc``, read-only mounts, and root passes every permission check).
+    With ``write`` false (runner plan, status: they only read) a folder that exists is not
+    probed.  The runner uses this one too (stats imports no runner; the runner may import stats).
     """
     path = Path(path)
     existing = path.absolute()
@@ -45,7 +47,8 @@ def folder_problem(path: str | os.PathLike) -> str | None:
             if existing == path.absolute():
                 return "is a file, not a folder"
             return f"{existing} is a file, not a folder"
-        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
+        if write or existing != path.absolute():
+            os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
     except OSError as err:
         return f"cannot create a folder in {existing} ({err.strerror or err})"
     return None

@@ -26,10 +26,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-from runner.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TIME_BUDGET, InputError, folder_problem
+from runner.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TIME_BUDGET, InputError
 from runner.fsutil import atomic_write_text, fsync_dir, sha256_file
 from runner.prepare import readers, writers
 from runner.tasks import SPLITS, TASKS, Source, TaskSpec
+from stats.fileio import folder_problem  # the one output-folder check (stats owns it)
 
 FORMATS = ("biobert-ner", "bigbio", "seed-pickle")
 
