@@ -1,7 +1,7 @@
 """Bootstrap speed: 10,000 resamples of entity-F1 on the BC2GM test set (5,038 sentences).
 
 Fast path: per-sentence tp/fp/fn (the predictions' sufficient statistics) resampled with
-``stats.bootstrap.resample_blocks`` (draw counts @ X). Baseline: the naive loop that builds
+``stats.core.bootstrap.resample_blocks`` (draw counts @ X). Baseline: the naive loop that builds
 each resampled corpus and calls ``seqeval.metrics.f1_score`` on it, in the same process;
 it is timed on a few resamples and extrapolated per resample. Both use the same drawn
 indices, and the fast path's F1 on those resamples must equal seqeval's.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stats.bootstrap import Block, index_chunks, observed, resample_blocks
+from stats.core.bootstrap import Block, index_chunks, observed, resample_blocks
 
 BC2GM_TEST_SENTENCES = 5038
 

@@ -1,11 +1,11 @@
 """Contamination speed: every (training task, evaluated task) pair of the prepared tasks.
 
-Fast path: ``runner.contamination`` -- words to stable 64-bit values, n-grams as windowed
+Fast path: ``runner.data.contamination`` -- words to stable 64-bit values, n-grams as windowed
 polynomial hashes in numpy, one sorted index of all tasks' training hashes (a bit per task)
 looked up with ``searchsorted``.  Baseline, in the same process, on the same units: the
 plain-Python definition -- every unit tokenised with the same ``words()``, one Python set of
 n-gram tuples and one of exact keys per training task, each evaluated unit tested against
-every task's sets (``runner.contamination.unit_grams`` / ``unit_key``).  Both must give the
+every task's sets (``runner.data.contamination.unit_grams`` / ``unit_key``).  Both must give the
 same unit ids for every pair; the script says so or exits 1.
 
 Goal (issue 13): ``python -m runner contamination`` over the 13 prepared tasks in under a
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from runner import contamination as cont
-from runner.tasks import TASKS, get_task
+from runner.data import contamination as cont
+from runner.data.tasks import TASKS, get_task
 
 SPLITS = ("train",) + cont.EVALUATED_SPLITS
 

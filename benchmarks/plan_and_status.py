@@ -9,7 +9,7 @@ of the jobs are done (a 2 KB result.json each), 2% failed, 1% interrupted and 4 
 
     plan            load_manifest + build_plan (parse, expand, hash every job)
     plan table      the `python -m runner plan` text (includes a ledger snapshot)
-    design check    runner/design.py over the plan and the results (power per comparison,
+    design check    runner/study/design.py over the plan and the results (power per comparison,
                     token-controlled feasibility from data/TOKEN_LENGTHS.json, truncation);
                     here every finished job has a primary score, so the measured seed-to-seed
                     SD reads ~6,000 result.json files
@@ -36,12 +36,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runner import design
-from runner.executor import format_plan, job_states, status
 from runner.fsutil import atomic_write_json
-from runner.ledger import Ledger, Worker
-from runner.manifest import load_manifest
-from runner.plan import build_plan
+from runner.orchestrate.ledger import Ledger, Worker
+from runner.orchestrate.local import format_plan, job_states, status
+from runner.study import design
+from runner.study.manifest import load_manifest
+from runner.study.plan import build_plan
 
 TASKS = ["bc2gm", "jnlpba", "chemprot", "ddi", "gad", "hoc", "pubmedqa", "biosses"]
 GOAL_S = 1.0

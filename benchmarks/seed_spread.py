@@ -3,7 +3,7 @@ paired by seed, same process, same data subsets and hyperparameters.
 
 For each task (default BC2GM, NER, and GAD, sequence classification) and each seed, two runs:
 
-* ``engine``           ``runner.engine.job.run_job`` as a study runs it (length-grouped batches,
+* ``engine``           ``runner.recipes.train_job.run_job`` as a study runs it (length-grouped batches,
                        its heads; ``--engine-eval epoch``: validation after every epoch and the
                        best validation weights tested; ``end``: the final weights tested);
 * ``trainer_grouped``  ``Trainer`` + the stock ``AutoModelFor{Token,Sequence}Classification``
@@ -58,11 +58,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # hides CUDA: imported before runner
 import train_throughput as tt
 
-from runner.engine import job as engine_job
-from runner.engine import train as engine_train
+from runner.data.splits import subsample
+from runner.data.tasks import get_task
 from runner.errors import EXIT_BAD_INPUT, InputError
 from runner.fsutil import atomic_write_json
-from runner.tasks import get_task
+from runner.ml import train as engine_train
+from runner.recipes import train_job as engine_job
 
 FORMAT = "seed_spread/1"
 SYSTEMS = ("engine", "trainer_grouped")
@@ -394,9 +395,9 @@ def measure(args, store: dict, out: Path, device, dtype) -> None:
         model_name = tt.model_path(args.model, Path(tmp))
         for task in args.tasks:
             n_train, n_test = args.train_sizes[task], args.test_sizes[task]
-            train_df = engine_job._subsample(engine_job.load_split(data_dir, task, "train"),
+            train_df = subsample(engine_job.load_split(data_dir, task, "train"),
                                              n_train)
-            test_df = engine_job._subsample(engine_job.load_split(data_dir, task, "test"),
+            test_df = subsample(engine_job.load_split(data_dir, task, "test"),
                                             n_test)
             cfg = engine_config(args, task, n_train, n_test,
                                 math.ceil(len(train_df) / args.batch_size))
@@ -454,7 +455,7 @@ def main(argv=None) -> int:
     data_dir = Path(args.data_dir)
     summaries = {}
     for task in args.tasks:
-        sizes = [len(engine_job._subsample(engine_job.load_split(data_dir, task, split), n))
+        sizes = [len(subsample(engine_job.load_split(data_dir, task, split), n))
                  for split, n in (("train", args.train_sizes[task]),
                                   ("test", args.test_sizes[task]))]
         lines, summaries[task] = task_table(task, store["runs"].get(task, {}),

@@ -2,7 +2,7 @@
 
 Same model, data subset, hyperparameters and device, one epoch each:
 
-* ``engine``          runner.engine (dynamic padding, length-grouped batches, one loop; on a
+* ``engine``          runner.recipes (dynamic padding, length-grouped batches, one loop; on a
                       GPU: autocast bf16/fp16, fused AdamW, sdpa attention, pinned-memory copies,
                       ``--compile`` optional);
 * ``trainer``         ``Trainer`` + ``DataCollatorForTokenClassification`` (pads each batch to
@@ -21,7 +21,7 @@ hidden 64, random: a smoke test of this script).
 Reported per run: real (non-padding) training tokens per second in the steady state (from the
 end of the first optimizer step to the end of the last: no loading, no evaluation; on CUDA each
 step mark synchronises the device), padding share of the tokens fed, test entity F1 (every run
-scored here in input order with runner.metrics.evaluate), and model FLOPs utilisation:
+scored here in input order with runner.ml.metrics.evaluate), and model FLOPs utilisation:
 
     MFU = (6 * P + 12 * L * H * S) * real_tokens / seconds / peak
 
@@ -67,16 +67,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if "--device" in sys.argv[:-1] and sys.argv[sys.argv.index("--device") + 1] == "cpu":
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything initialises CUDA
 
-from runner.data import load_split
-from runner.engine import batching
-from runner.engine import job as engine_job
-from runner.engine.batching import encode_split
-from runner.engine.train import autocast_dtype
-from runner.jobapi import JobContext, JobInterrupted
-from runner.metrics import evaluate
-from runner.models_registry import resolve_model
-from runner.plan import Job
-from runner.tasks import get_task
+from runner.data.splits import load_split, subsample
+from runner.data.tasks import get_task
+from runner.ml import batching
+from runner.ml.batching import encode_split
+from runner.ml.metrics import evaluate
+from runner.ml.train import autocast_dtype
+from runner.orchestrate.jobapi import JobContext, JobInterrupted
+from runner.recipes import train_job as engine_job
+from runner.study.config import TrainConfig
+from runner.study.models import resolve_model
+from runner.study.plan import Job
 
 TASK = "bc2gm"
 
@@ -246,7 +247,7 @@ def run_trainer(model_name, cfg, seed, train_df, test_df, grouped: bool, work: P
     from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
     spec = get_task(task)
     tok = AutoTokenizer.from_pretrained(model_name)
-    length = batching.effective_max_length(task, cfg, batching.model_length_limit(tok))
+    length = batching.effective_max_length(task, TrainConfig.from_dict(cfg), batching.model_length_limit(tok))
     train = encode_split(spec, train_df, tok, length)
     features = trainer_features(train)
     fed = {"real": 0, "padded": 0}
@@ -317,7 +318,7 @@ def engine_padding(model_name, cfg, seed, train_df) -> tuple[float, float]:
     spec = get_task(TASK)
     tok = AutoTokenizer.from_pretrained(model_name)
     split = encode_split(spec, train_df, tok,
-                         batching.effective_max_length(TASK, cfg, batching.model_length_limit(tok)))
+                         batching.effective_max_length(TASK, TrainConfig.from_dict(cfg), batching.model_length_limit(tok)))
     plan = batching.epoch_plan(split.lengths, cfg["batch_size"], seed, TASK, 0)
     real = int(split.lengths.sum())
     padded = sum(int(split.lengths[b].max()) * len(b) for b in plan)
@@ -457,8 +458,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = autocast_dtype(args.precision, device)
     data_dir = Path(args.data_dir)
-    train_df = engine_job._subsample(load_split(data_dir, TASK, "train"), args.train_examples)
-    test_df = engine_job._subsample(load_split(data_dir, TASK, "test"), args.test_examples)
+    train_df = subsample(load_split(data_dir, TASK, "train"), args.train_examples)
+    test_df = subsample(load_split(data_dir, TASK, "test"), args.test_examples)
 
     if device.type == "cuda":
         where = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"

@@ -51,7 +51,7 @@ NEXT_STEPS = {
 
 def study_name(manifest: str | Path) -> str:
     """The manifest's [study] name (parsed by the runner: bad input raises there)."""
-    from runner.manifest import load_manifest
+    from runner.study.manifest import load_manifest
     return load_manifest(manifest).study.name
 
 

@@ -27,13 +27,16 @@ import os
 import sys
 
 from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIME_BUDGET, InputError
-
-LEVELS_DEFAULT = ("fp32", "fp16", "bf16", "int8", "nf4")  # runner.calibration.LEVELS
+from runner.outputs.evaluation import LEVELS
 
 COMMANDS = ("run", "plan", "status", "prepare", "evaluate", "similarity", "contamination")
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand.
+
+    Long because it is the CLI's one declaration: every subcommand and flag with its help text,
+    in --help's order."""
     parser = argparse.ArgumentParser(
         prog="python -m runner",
         description="Run a multi-task transfer study described by a TOML manifest. "
@@ -97,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="seed-to-seed standard deviation of a paired difference, in points "
                            "of the primary metric, for the power of every comparison (default: "
                            "measured from finished jobs where 3+ seeds are done, else "
-                           "runner.design.DEFAULT_SD_POINTS = 1.0)")
+                           "runner.study.design.DEFAULT_SD_POINTS = 1.0)")
     status = sub.add_parser("status", help="counts per state, progress, failures",
                             description="Counts per state, progress and ETA of running "
                             "jobs, failed jobs with their one-line reason. Writes nothing.")
@@ -118,8 +121,8 @@ def _parser() -> argparse.ArgumentParser:
         "CPU; a level that cannot run here is written as skipped with the reason. A level "
         "whose file exists is not computed again (--force does).")
     common(ev)
-    ev.add_argument("--levels", default=",".join(LEVELS_DEFAULT),
-                    help=f"comma-separated precision levels (default: {','.join(LEVELS_DEFAULT)})")
+    ev.add_argument("--levels", default=",".join(LEVELS),
+                    help=f"comma-separated precision levels (default: {','.join(LEVELS)})")
     ev.add_argument("--batch-size", type=int, default=32,
                     help="examples per inference batch for every level (default 32)")
     ev.add_argument("--experiments", default=None, metavar="NAME,...",
@@ -174,11 +177,11 @@ def _silence_stdout() -> None:
 def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "prepare":
-        from runner.prepare import main as prepare_main  # lazily: only this command needs it
+        from runner.data.prepare import main as prepare_main  # lazily: only this command needs it
         return prepare_main(argv[1:])
     if argv and argv[0] == "contamination":
-        from runner.contamination import main as contamination_main
-        return contamination_main(argv[1:])
+        from runner.data.contamination import main as contamination_main
+        return contamination_main(argv[1:], manifest_tasks=_evaluated_tasks)
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")
     parser = _parser()
@@ -187,7 +190,7 @@ def _main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     if args.command == "run":
-        from runner.workers import die_with_parent
+        from runner.orchestrate.workers import die_with_parent
         die_with_parent()   # a worker started by --workers stops when its parent dies
     try:
         return _dispatch(args)
@@ -199,8 +202,14 @@ def _main(argv: list[str] | None = None) -> int:
         return EXIT_TIME_BUDGET
 
 
+def _evaluated_tasks(manifest_path: str) -> list[str]:
+    """The tasks ``contamination --manifest`` checks: the study's evaluated tasks."""
+    from runner.study.manifest import load_manifest
+    return list(load_manifest(manifest_path).evaluated_tasks())
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from runner.evaluate import evaluate_manifest, parse_levels, parse_names
+    from runner.recipes.quantized_eval import evaluate_manifest, parse_levels, parse_names
 
     summary = evaluate_manifest(args.manifest, results_dir=args.results_dir,
                                 data_dir=args.data_dir, levels=parse_levels(args.levels),
@@ -213,8 +222,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _similarity(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runner import similarity
-    from runner.evaluate import parse_names, similarity_argv
+    from runner.recipes import similarity
+    from runner.recipes.quantized_eval import parse_names
 
     if args.tasks is not None:
         if args.out is None:
@@ -224,9 +233,9 @@ def _similarity(args: argparse.Namespace) -> int:
         if args.tokenizer:
             argv += ["--tokenizer", args.tokenizer]
         return similarity.main(argv)
-    from runner.manifest import load_manifest
+    from runner.study.manifest import load_manifest
     manifest = load_manifest(args.manifest)
-    argv, note = similarity_argv(manifest, Path(args.results_dir or manifest.study.results),
+    argv, note = similarity.similarity_argv(manifest, Path(args.results_dir or manifest.study.results),
                                  args.data_dir, args.out)
     if args.tokenizer:
         argv, note = [a for a in argv] + ["--tokenizer", args.tokenizer], None
@@ -238,13 +247,13 @@ def _similarity(args: argparse.Namespace) -> int:
 def _after_run(manifest, results_dir, data_dir, code: int) -> int:
     """RQ4: a finished run of a manifest with a task_sets = "pairs" experiment writes the
     study's task_similarity.json when it is absent (a failure here never fails the run)."""
-    from runner import similarity
-    from runner.evaluate import has_pair_experiment, similarity_argv
+    from runner.recipes import similarity
+    from runner.study.manifest import has_pair_experiment
 
     out = results_dir / "task_similarity.json"
     if code != 0 or out.exists() or not has_pair_experiment(manifest):
         return code
-    argv, note = similarity_argv(manifest, results_dir, data_dir)
+    argv, note = similarity.similarity_argv(manifest, results_dir, data_dir)
     if note:
         print(f"note: {note}")
     if similarity.main(argv) != 0:
@@ -286,14 +295,14 @@ def _run_flags(args: argparse.Namespace) -> int | None:
         raise InputError(None, "only with --executor ray", where="--address/--cpus-per-job")
     if args.workers is None:
         return None
-    from runner import workers
+    from runner.orchestrate import workers
     return workers.parse_workers(args.workers)
 
 
 def _models_left(plan, results_dir, retry_failed: bool) -> list[str]:
     """Model aliases of the jobs this run may still start: a finished study loads none."""
-    from runner.executor import job_states
-    from runner.ledger import Ledger
+    from runner.orchestrate.ledger import Ledger
+    from runner.orchestrate.local import job_states
 
     skip = {"done"} if retry_failed else {"done", "failed", "blocked"}
     states = job_states(plan.jobs, Ledger(results_dir).snapshot(j.job_id for j in plan.jobs))
@@ -302,10 +311,11 @@ def _models_left(plan, results_dir, retry_failed: bool) -> list[str]:
 
 def _plan(args: argparse.Namespace, plan, manifest, results_dir) -> int:
     """`runner plan`: the jobs and their states, whether each model resolves here, and the
-    design check (runner/design.py); ``--json`` gives the same as one document."""
-    from runner import design, executor
-    from runner.ledger import Ledger
-    from runner.plan import models_report
+    design check (runner/study/design.py); ``--json`` gives the same as one document."""
+    from runner.orchestrate import local as executor
+    from runner.orchestrate.ledger import Ledger
+    from runner.study import design
+    from runner.study.plan import models_report
 
     check = design.check(plan, results_dir, sd_points=args.sd_points)
     if args.json:
@@ -327,7 +337,7 @@ def _plan(args: argparse.Namespace, plan, manifest, results_dir) -> int:
 def _design_summary(plan, results_dir) -> None:
     """Before `run` claims work: the design check's warnings and one line of counts (the
     whole check is `runner plan`'s; a resumed run should not repeat pages of it)."""
-    from runner import design
+    from runner.study import design
 
     check = design.check(plan, results_dir)
     testable = sum(c.paired_test for c in check.comparisons)
@@ -343,9 +353,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "similarity":
         return _similarity(args)
 
-    from runner import executor
-    from runner.manifest import load_manifest
-    from runner.plan import build_plan, check_models
+    from runner.orchestrate import local as executor
+    from runner.study.manifest import load_manifest
+    from runner.study.plan import build_plan, check_models
 
     manifest = load_manifest(args.manifest)
     results_dir = _results_dir(args, manifest)
@@ -364,12 +374,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     check_models(manifest, _models_left(plan, results_dir, args.retry_failed))
     _design_summary(plan, results_dir)
     if args.executor == "ray":
-        from runner.ray_executor import run_ray
+        from runner.orchestrate.ray import run_ray
         code = run_ray(plan, results_dir, address=args.address, time_budget_s=budget,
                        retry_failed=args.retry_failed, cpus_per_job=args.cpus_per_job)
         return _after_run(manifest, results_dir, args.data_dir, code)
     if args.workers is not None:
-        from runner import workers
+        from runner.orchestrate import workers
         if (n_workers if n_workers is not None else len(workers.visible_gpus())) > 1:
             child = [str(args.manifest), "--results-dir", str(results_dir),
                      "--data-dir", str(args.data_dir)]

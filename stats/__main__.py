@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _contamination_path(given: str | None) -> Path | None:
     """The file named by --contamination (it must exist), else the default if present."""
-    from stats.contamination import default_path
+    from stats.read.contamination import default_path
 
     if given is None:
         return default_path()
@@ -58,7 +58,7 @@ def _check_inputs(results: list[str]) -> None:
     """Bad input before anything is written: a folder that is missing, or no result.json
     below any of them (a typo'd or not yet run study would otherwise give a paper of "no
     results" files that look like a finished, empty study)."""
-    from stats.load import result_files
+    from stats.read.results import result_files
 
     roots = [Path(r) for r in results]
     for root in roots:
@@ -72,7 +72,7 @@ def _check_inputs(results: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from stats.analysis import Options
+    from stats.core.analysis import Options
     from stats.report import build_paper
 
     try:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from runner.__main__ import main
-from runner.executor import run_plan
-from runner.ledger import Ledger, Worker
-from runner.manifest import load_manifest
-from runner.plan import build_plan
+from runner.orchestrate.ledger import Ledger, Worker
+from runner.orchestrate.local import run_plan
+from runner.study.manifest import load_manifest
+from runner.study.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "tests/assets/manifests"
@@ -233,7 +233,7 @@ def test_a_model_that_cannot_be_had_ends_the_run_before_any_job_is_claimed(
         flags, tmp_path, capsys, monkeypatch):
     """Issue 11.8: offline, each job retried the hub and failed in turn; now every executor
     stops at once with exit 2 and one line: alias, what was tried, manifest line, what to do."""
-    import runner.models_registry as registry
+    import runner.study.models as registry
 
     monkeypatch.setattr(registry, "hub_offline", lambda: True)
     manifest, line = _ghost_manifest(tmp_path, everywhere=True)
@@ -252,7 +252,7 @@ def test_a_model_that_cannot_be_had_ends_the_run_before_any_job_is_claimed(
 
 
 def test_plan_shows_per_model_whether_it_resolves_here(tmp_path, capsys, monkeypatch):
-    import runner.models_registry as registry
+    import runner.study.models as registry
 
     monkeypatch.setattr(registry, "hub_offline", lambda: True)
     manifest, _ = _ghost_manifest(tmp_path, everywhere=False)

@@ -80,7 +80,7 @@ def degenerate_study(root: Path) -> None:
 @pytest.fixture(scope="session")
 def degenerate_paper(tmp_path_factory):
     """paper/ built in-process from :func:`degenerate_study`."""
-    from stats.analysis import Options
+    from stats.core.analysis import Options
     from stats.report import build_paper
 
     root = tmp_path_factory.mktemp("degenerate")

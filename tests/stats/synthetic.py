@@ -5,7 +5,7 @@ tasks, models and seeds. Each system's quality is ``base[task] + seed effect + g
 the per-example predictions are drawn from it with common random numbers per seed (the
 same test entity is hard for every strategy of one seed), so paired differences are
 realistic. Metrics in result.json are computed here with plain numpy/scipy, independently
-of ``stats.metrics``, so a mismatch would show.
+of ``stats.core.metrics``, so a mismatch would show.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def contamination_doc(design: Design, overlaps: dict[tuple[str, str], list[str]]
 
 
 def metrics_of(task: str, frame: pd.DataFrame) -> dict[str, float]:
-    """Independent re-implementation of the README formulas (loops, not stats.metrics)."""
+    """Independent re-implementation of the README formulas (loops, not stats.core.metrics)."""
     if KIND[task] == "counts":
         tp, fp, fn = (int(frame[c].sum()) for c in ("tp", "fp", "fn"))
         f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0

@@ -33,7 +33,11 @@ def test_the_wheel_carries_every_template(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {n.rpartition("/")[2] for n in names if n.startswith("stats/templates/")}
     assert shipped == {p.name for p in (REPO / "templates").glob("*.j2")}
-    assert "runner/engine/train.py" in names and "stats/report.py" in names
+    assert "runner/__main__.py" in names and "stats/report.py" in names
+    # every stats subpackage (pyproject's explicit package list) is in the wheel
+    for sub in ("read", "core", "questions", "render"):
+        assert {p.relative_to(REPO).as_posix() for p in (REPO / "stats" / sub).glob("*.py")} \
+            <= names, sub
 
 
 def test_stats_reads_the_shipped_copy_when_no_templates_folder_is_beside_it(tmp_path):
@@ -43,7 +47,7 @@ def test_stats_reads_the_shipped_copy_when_no_templates_folder_is_beside_it(tmp_
     shutil.copytree(REPO / "stats", installed / "stats",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "templates", installed / "stats" / "templates")
-    code = ("import stats.tables as t; print(t.TEMPLATES); "
+    code = ("import stats.render.latex as t; print(t.TEMPLATES); "
             "print(t.environment().get_template('table_single_task.tex.j2').filename)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=False,
                           capture_output=True, text=True, env={"PYTHONPATH": str(installed)})

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from stats.analysis import Options
+from stats.core.analysis import Options
 from stats.report import SECTIONS, build_paper
 
 TABLES = ("table_single_task.tex", "table_multitask_comparison.tex",

@@ -18,7 +18,7 @@ import sys
 import time
 
 from runner.fsutil import atomic_write_json
-from runner.jobapi import JobFailed, JobInterrupted
+from runner.orchestrate.jobapi import JobFailed, JobInterrupted
 
 
 def _append(line: str) -> None:
@@ -70,9 +70,9 @@ def standin_job(job, ctx) -> dict:
 def main(argv: list[str]) -> int:
     import argparse
 
-    from runner.executor import parse_time_budget, run_plan
-    from runner.manifest import load_manifest
-    from runner.plan import build_plan
+    from runner.orchestrate.local import parse_time_budget, run_plan
+    from runner.study.manifest import load_manifest
+    from runner.study.plan import build_plan
 
     p = argparse.ArgumentParser()
     p.add_argument("manifest")

@@ -15,7 +15,7 @@ import pyarrow as pa
 from pyarrow import ipc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from runner.prepare.readers import read_seed_pickle
+from runner.data.prepare.readers import read_seed_pickle
 
 OUT = Path(__file__).resolve().parent / "source"
 

@@ -1,0 +1,158 @@
+"""One pretrained encoder shared by one head per task.
+
+* ner: dropout -> linear over every sub-token (cross-entropy, sub-tokens other than a word's
+  first are ignored);
+* classification: the first token's hidden state -> dropout -> dense+tanh -> dropout -> linear
+  (cross-entropy) -- the same head shape for BERT- and RoBERTa-type encoders;
+* multilabel: the same head, sigmoid + binary cross-entropy per label;
+* regression: the same head with one output, mean squared error.
+
+Dropout is 0.1 everywhere (the encoders' own default as well).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+HEAD_DROPOUT = 0.1
+
+
+class SequenceHead(nn.Module):
+    def __init__(self, hidden: int, n_out: int):
+        super().__init__()
+        self.dropout = nn.Dropout(HEAD_DROPOUT)
+        self.dense = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, n_out)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(hidden_states[:, 0])
+        x = torch.tanh(self.dense(x))
+        return self.out(self.dropout(x))
+
+
+class TokenHead(nn.Module):
+    def __init__(self, hidden: int, n_out: int):
+        super().__init__()
+        self.dropout = nn.Dropout(HEAD_DROPOUT)
+        self.out = nn.Linear(hidden, n_out)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(hidden_states))
+
+
+def head_outputs(spec) -> int:
+    return 1 if spec.kind == "regression" else len(spec.labels)
+
+
+class MultiTaskModel(nn.Module):
+    """``forward(task, input_ids, attention_mask, token_type_ids=None, labels=None)`` ->
+    (loss or None, logits)."""
+
+    def __init__(self, encoder: nn.Module, specs: dict):
+        super().__init__()
+        self.encoder = encoder
+        hidden = int(encoder.config.hidden_size)
+        self.kinds = {name: spec.kind for name, spec in specs.items()}
+        self.heads = nn.ModuleDict({
+            name: (TokenHead if spec.kind == "ner" else SequenceHead)(hidden, head_outputs(spec))
+            for name, spec in specs.items()})
+        std = float(getattr(encoder.config, "initializer_range", 0.02))
+        for module in self.heads.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, task: str, input_ids, attention_mask, token_type_ids=None, labels=None):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state
+        logits = self.heads[task](hidden)
+        if labels is None:
+            return None, logits
+        kind = self.kinds[task]
+        # losses in float32 whatever the autocast dtype
+        if kind == "ner":
+            loss = nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]),
+                                               labels.view(-1), ignore_index=-100)
+        elif kind == "classification":
+            loss = nn.functional.cross_entropy(logits.float(), labels)
+        elif kind == "multilabel":
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        else:
+            loss = nn.functional.mse_loss(logits.float().squeeze(-1), labels.float())
+        return loss, logits
+
+
+def load_encoder(model_name: str) -> nn.Module:
+    """``AutoModel`` without its pooler where the architecture allows (the heads pool).
+
+    The checkpoint's pooler weights are then reported as unexpected: that report (and the
+    loading progress bar) is silenced, other warnings and errors are not."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        # PyTorch's fused scaled-dot-product attention where the architecture has it (the
+        # default in recent transformers); older versions / other architectures: their default
+        for attn in ({"attn_implementation": "sdpa"}, {}):
+            try:
+                try:
+                    return AutoModel.from_pretrained(model_name, add_pooling_layer=False, **attn)
+                except TypeError:  # architectures without a pooler do not take the argument
+                    return AutoModel.from_pretrained(model_name, **attn)
+            except (ValueError, ImportError):
+                if not attn:
+                    raise
+        raise AssertionError("unreachable")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def build_model(model_name: str, specs: dict) -> MultiTaskModel:
+    """The job's model: pretrained encoder + freshly initialised heads.  Raises ``OSError``
+    when ``model_name`` is neither a local model folder nor a cached/downloadable hub id."""
+    return MultiTaskModel(load_encoder(model_name), specs)
+
+
+def adapter_settings(adapter: dict | None):
+    """``config.adapter`` (matched_to and all) -> LoraSettings, or None for full fine-tuning."""
+    if not adapter:
+        return None
+    from runner.study.adapter import settings_from_table
+
+    return settings_from_table({k: v for k, v in adapter.items() if k != "matched_to"})
+
+
+def apply_adapter(model: MultiTaskModel, adapter: dict | None) -> MultiTaskModel:
+    """Wrap the encoder with LoRA (base weights frozen; LoRA A/B and every head trainable).
+    Multi-task jobs thus share one adapter across their task heads; single-task jobs have one
+    adapter for their one task.  No-op when ``adapter`` is None."""
+    settings = adapter_settings(adapter)
+    if settings is not None:
+        from runner.ml.lora import apply_lora
+
+        model.encoder = apply_lora(model.encoder, settings)
+    return model
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    return {"total": int(sum(p.numel() for p in model.parameters())),
+            "trainable": int(sum(p.numel() for p in model.parameters() if p.requires_grad))}
+
+
+def load_config_and_tokenizer(name: str, **kwargs) -> None:
+    """What a job loads before the weights (the plan's model check, runner.study.models);
+    raises OSError / ValueError when it cannot."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    AutoConfig.from_pretrained(name, **kwargs)
+    if not AutoTokenizer.from_pretrained(name, **kwargs).is_fast:
+        raise ValueError("no fast tokenizer (jobs need one to align words and word pieces)")

@@ -1,0 +1,416 @@
+"""The one training loop: single_task, multi_task and token_controlled jobs.
+
+Read top to bottom:
+
+1. Restore the newest intact checkpoint, or start from step 0.
+2. Each optimizer step feeds ``grad_accumulation`` micro-batches.  A micro-batch's task comes
+   from the :class:`TaskSampler` (always the one task outside multi_task); its examples are the
+   next entry of that task's length-grouped epoch plan (``positions[task]`` = epoch, index).
+   Token-controlled jobs trim the batch that would overshoot the target.  The real tokens of
+   each batch (attention-mask sum) are added to the task's counter right where the batch is fed.
+3. Every ``eval_every`` steps: validate (mean of the tasks' primary metrics), best weights
+   (an exact tie of the score is broken by the lower mean validation loss), early stopping
+   (patience, min_delta; not for token_controlled, which keeps its best weights apart, in
+   ``validation_best/``), checkpoint.  Also checkpoint every ``checkpoint_every_s`` seconds,
+   and when ``ctx.should_stop()`` -> JobInterrupted.
+4. End: single/multi -- stopped early, or ran ``max_epochs`` (``max_steps``); token_controlled --
+   the token target is reached, or ``token_controlled_max_epochs`` passes over its task are
+   done (the job finishes short of its target; the caller records the shortfall).  A final
+   validation (if the last step was not evaluated), the final checkpoint (``finished``), and
+   the caller tests the best weights (token_controlled: the final ones, then the best ones).
+
+Nothing here depends on wall-clock time except *when* checkpoints are written, so a resumed job
+computes exactly what the uninterrupted one does (on CPU, bit for bit).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runner.ml import checkpoint as ckpt
+from runner.ml.batching import EncodedSplit, collate, epoch_plan
+from runner.ml.inference import predict
+from runner.ml.runtime import autocast, to_device
+from runner.orchestrate.jobapi import JobFailed, JobInterrupted
+from runner.study.config import TrainConfig
+from runner.study.sampling import TaskSampler
+
+MAX_GRAD_NORM = 1.0                      # gradient clipping, as Hugging Face's Trainer default
+# token_controlled: the best validation weights, under checkpoints/ (best/ holds the final ones,
+# which the job is tested with, as the methodology says; these are tested second)
+BEST_VALIDATION_DIR = "validation_best"
+
+
+@dataclass
+class TrainTask:
+    spec: Any
+    train: EncodedSplit
+    validation: EncodedSplit
+    validation_df: Any  # pandas.DataFrame: the split evaluate() scores
+
+
+@dataclass
+class TrainSetup:
+    strategy: str                      # "single_task" | "multi_task" | "token_controlled"
+    tasks: dict[str, TrainTask]
+    config: TrainConfig
+    seed: int
+    device: torch.device
+    pad_id: int
+    ckpt_root: Path
+    metrics_fn: Callable               # runner.ml.metrics.evaluate(spec, df, preds)
+    batch_size: int
+    grad_accumulation: int
+    target_tokens: int | None = None   # token_controlled only
+
+
+# --------------------------------------------------------------------------------- precision
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None = fp32.  "auto": bf16 where the GPU has it, else fp16 (T4); fp32 on CPU."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def make_grad_scaler(device: torch.device, enabled: bool):
+    """fp16 loss scaling (a no-op object when disabled); torch < 2.3 has only the CUDA one."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled and device.type == "cuda")
+
+
+def eval_batch_size(batch_size: int) -> int:
+    return max(32, 2 * batch_size)
+
+
+def _score(value) -> float:
+    """Comparable validation score: NaN (e.g. Pearson of constant predictions) never wins."""
+    return -math.inf if value is None or not math.isfinite(value) else float(value)
+
+
+def _mean_loss(metrics: dict) -> float:
+    """Mean validation loss over the tasks (NaN-free losses only; inf when there are none)."""
+    losses = [m["loss"] for m in metrics.values() if math.isfinite(m.get("loss", math.nan))]
+    return float(np.mean(losses)) if losses else math.inf
+
+
+def _ties_with_lower_loss(score: float, loss: float, progress: ckpt.TrainingProgress) -> bool:
+    """A score exactly equal to the best one (typically a plateau: NER F1 0.0 while the model
+    still predicts only O) counts as an improvement when the validation loss is lower.  Without
+    this, a run whose F1 starts late keeps its first evaluation's weights as "best" and stops
+    after ``patience`` evaluations although it is still learning."""
+    if progress.best_score is None or score != progress.best_score:
+        return False
+    best = next((h for h in progress.validation_history if h["step"] == progress.best_step),
+                None)
+    return best is not None and loss < _mean_loss(best["metrics"])
+
+
+def validate(model, setup: TrainSetup, dtype) -> tuple[dict, float]:
+    """Validation metrics per task and the early-stopping score (mean of primary metrics)."""
+    metrics, primaries = {}, []
+    for name, t in setup.tasks.items():
+        preds, loss = predict(model, t.spec, t.validation, setup.pad_id, setup.device, dtype,
+                              eval_batch_size(setup.batch_size))
+        m, _ = setup.metrics_fn(t.spec, t.validation_df, preds)
+        m = {k: float(v) for k, v in m.items()}
+        m["loss"] = float(loss)
+        metrics[name] = m
+        primaries.append(m[t.spec.primary_metric])
+    return metrics, float(np.mean(primaries))
+
+
+# --------------------------------------------------------------------------------- planning
+def batches_per_epoch(split: EncodedSplit, batch_size: int) -> int:
+    return math.ceil(len(split) / batch_size)
+
+
+def epoch_cap(config: TrainConfig) -> int:
+    """Passes over its task after which a token-controlled job stops short of its target."""
+    return int(config.token_controlled_max_epochs)
+
+
+def epochs_needed(target_tokens: int, split: EncodedSplit) -> float:
+    """Passes over ``split`` that hold ``target_tokens`` real tokens."""
+    return target_tokens / max(1, int(split.lengths.sum()))
+
+
+def best_validation_root(ckpt_root: Path) -> Path:
+    """Where a token-controlled job keeps its best validation weights (``<here>/best/``)."""
+    return Path(ckpt_root) / BEST_VALIDATION_DIR
+
+
+def plan_total_steps(setup: TrainSetup, batch_size: int, accumulation: int) -> int:
+    """Optimizer steps the linear schedule decays over (token_controlled: to its target, or to
+    its epoch cap where the target lies beyond it)."""
+    cfg = setup.config
+    if setup.strategy == "token_controlled":
+        (t,) = setup.tasks.values()
+        epochs = min(epochs_needed(setup.target_tokens, t.train), epoch_cap(cfg))
+        micro = math.ceil(epochs * batches_per_epoch(t.train, batch_size))
+    elif cfg.max_steps:
+        return int(cfg.max_steps)
+    else:
+        micro = int(cfg.max_epochs) * sum(batches_per_epoch(t.train, batch_size)
+                                             for t in setup.tasks.values())
+    return max(1, math.ceil(micro / accumulation))
+
+
+def new_progress(setup: TrainSetup) -> ckpt.TrainingProgress:
+    names = list(setup.tasks)
+    return ckpt.TrainingProgress(
+        strategy=setup.strategy, tasks=names, batch_size=setup.batch_size,
+        grad_accumulation=setup.grad_accumulation,
+        total_steps=plan_total_steps(setup, setup.batch_size, setup.grad_accumulation),
+        target_tokens=setup.target_tokens,
+        positions={t: {"epoch": 0, "index": 0} for t in names},
+        tokens_per_task={t: 0 for t in names}, examples_per_task={t: 0 for t in names},
+        batches_per_task={t: 0 for t in names})
+
+
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    """transformers' ``get_linear_schedule_with_warmup`` factor, written out: importing that
+    module imports peft and, through it, bitsandbytes (slow; a kernel warning on some CPUs)."""
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    return max(0.0, float(total - step) / float(max(1, total - warmup)))
+
+
+def make_optimizer(model, cfg: TrainConfig, device: torch.device, total_steps: int):
+    import functools
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # biases and LayerNorm weights are not decayed (as in BERT and the HF Trainer)
+        (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": float(cfg.weight_decay)},
+              {"params": no_decay, "weight_decay": 0.0}]
+    try:
+        # fused: one kernel for all parameters (CUDA; CPU since torch 2.4: ~6x faster there)
+        optimizer = torch.optim.AdamW(groups, lr=float(cfg.learning_rate), fused=True)
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.AdamW(groups, lr=float(cfg.learning_rate))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        linear_warmup_decay, warmup=int(cfg.warmup_steps), total=total_steps))
+    return optimizer, scheduler
+
+
+# --------------------------------------------------------------------------------- the loop
+def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
+    """Train ``model`` on ``setup`` from its latest checkpoint (if any) to the end of its
+    budget; the progress it returns is what result.json reports.
+
+    Long on purpose (nanoGPT's rule): the loop reads top to bottom -- sample, step, validate,
+    checkpoint, stop -- and its closures share the loop's state; split, the order of RNG draws
+    and saves that exact resume depends on would be spread over several functions."""
+    cfg, log = setup.config, ctx.logger
+    device = setup.device
+    dtype = autocast_dtype(str(cfg.precision), device)
+    scaler = make_grad_scaler(device, enabled=dtype is torch.float16)
+    token_controlled = setup.strategy == "token_controlled"
+    early_stopping = not token_controlled
+    # where the best validation weights go: best/ (tested), or apart for token_controlled
+    best_root = best_validation_root(setup.ckpt_root) if token_controlled else setup.ckpt_root
+
+    # another job's checkpoint is corrupt here: skipped for an older one, or a fresh start
+    restored = ckpt.load_latest_checkpoint(setup.ckpt_root, log, strategy=setup.strategy,
+                                           tasks=list(setup.tasks))
+    if restored is not None and _predates_per_task_history(restored[1]):
+        log.warning("checkpoint %s was written before validation recorded tokens per task "
+                    "(needed for tokens_per_task_at_best); restarting the job from scratch",
+                    restored[0])
+        shutil.rmtree(setup.ckpt_root, ignore_errors=True)
+        restored = None
+    if restored is not None:
+        path, progress, model_state, optim_state, rng_state = restored
+        model.load_state_dict(model_state)
+    else:
+        progress = new_progress(setup)
+    model.to(device)
+    optimizer, scheduler = make_optimizer(model, cfg, device, progress.total_steps)
+    if restored is not None:
+        optimizer.load_state_dict(optim_state["optimizer"])
+        scheduler.load_state_dict(optim_state["scheduler"])
+        scaler.load_state_dict(optim_state["scaler"])
+        ckpt.restore_rng(rng_state)
+        log.info("resumed from %s: step %d, %d tokens", path.name, progress.step,
+                 progress.token_count)
+
+    sizes = {name: len(t.train) for name, t in setup.tasks.items()}
+    sampler = TaskSampler(sizes, setup.seed, str(cfg.sampling),
+                          float(cfg.temperature or 1.0), cfg.examples_cap)
+    if progress.sampler_state is not None:
+        sampler.load_state_dict(progress.sampler_state)
+    bs, accumulation = progress.batch_size, progress.grad_accumulation
+    plans: dict[tuple[str, int], list] = {}  # (task, epoch) -> that epoch's batches
+    total_examples = sum(sizes.values())
+    cap_examples = epoch_cap(cfg) * total_examples  # token_controlled: of its one task
+    eval_every = int(cfg.eval_every)
+
+    def next_indices(task: str) -> np.ndarray:
+        pos = progress.positions[task]
+        plan = plans.get((task, pos["epoch"]))
+        if plan is None:
+            plans.clear()  # one epoch per task is all that is ever needed again
+            plan = epoch_plan(setup.tasks[task].train.lengths, bs, setup.seed, task, pos["epoch"])
+            plans[(task, pos["epoch"])] = plan
+        if pos["index"] >= len(plan):
+            pos["epoch"] += 1
+            pos["index"] = 0
+            return next_indices(task)
+        pos["index"] += 1
+        return plan[pos["index"] - 1]
+
+    def epochs_done() -> float:
+        return sum(progress.examples_per_task.values()) / total_examples
+
+    def training_done() -> bool:
+        if progress.finished or progress.stopped_early:
+            return True
+        if token_controlled:
+            return progress.token_count >= progress.target_tokens or \
+                sum(progress.examples_per_task.values()) >= cap_examples
+        return progress.step >= progress.total_steps
+
+    def run_validation() -> None:
+        metrics, score = validate(model, setup, dtype)
+        entry = {"step": progress.step, "tokens": progress.token_count,
+                 "tokens_per_task": {t: int(n) for t, n in progress.tokens_per_task.items()},
+                 "epoch": round(epochs_done(), 4), "metrics": metrics, "score": score}
+        progress.validation_history.append(entry)
+        best = -math.inf if progress.best_score is None else progress.best_score
+        loss = _mean_loss(metrics)
+        improved = _score(score) > best + float(cfg.min_delta) or _ties_with_lower_loss(
+            _score(score), loss, progress)
+        if improved:
+            progress.best_score, progress.best_step = _score(score), progress.step
+            progress.evals_without_improvement = 0
+            ckpt.save_best(best_root, model, {"step": progress.step, "score": score})
+        elif early_stopping:
+            progress.evals_without_improvement += 1
+            if progress.evals_without_improvement >= int(cfg.patience):
+                progress.stopped_early = True
+        log.info("step %d epoch %.2f tokens %d: validation score %.4f%s%s", progress.step,
+                 entry["epoch"], progress.token_count, score, " (best)" if improved else "",
+                 " -> early stop" if progress.stopped_early else "")
+
+    segment_start = time.monotonic()
+
+    def save() -> None:
+        nonlocal segment_start
+        now = time.monotonic()
+        progress.train_seconds += now - segment_start
+        segment_start = now
+        progress.sampler_state = sampler.state_dict()
+        ckpt.save_checkpoint(setup.ckpt_root, progress, model, optimizer, scheduler, scaler)
+
+    last_save = time.monotonic()
+    last_eval_step = (progress.validation_history[-1]["step"]
+                      if progress.validation_history else None)
+    while not training_done():
+        model.train()
+        for _ in range(accumulation):
+            task = sampler.next_task()
+            indices = next_indices(task)
+            split = setup.tasks[task].train
+            if token_controlled:
+                kept = trim_to_target(indices, split.lengths,
+                                      progress.target_tokens - progress.token_count)
+                progress.trimmed_examples += len(indices) - len(kept)
+                indices = kept
+            batch = collate(split, indices, setup.pad_id)
+            with autocast(device, dtype):
+                loss, _ = model(task, **to_device(batch.tensors, device))
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise JobFailed(f"{task}: loss is {loss_value} at step {progress.step + 1} "
+                                f"(lr {scheduler.get_last_lr()[0]:.2e})")
+            scaler.scale(loss / accumulation).backward()
+            # the count: real tokens of exactly what the model was just fed
+            progress.tokens_per_task[task] += batch.n_tokens
+            progress.examples_per_task[task] += batch.n_examples
+            progress.batches_per_task[task] += 1
+            progress.micro_steps += 1
+            progress.train_loss_sum += loss_value
+            if token_controlled and training_done():
+                break
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress.step += 1
+        ctx.heartbeat({"phase": "train", "step": progress.step,
+                       "total_steps": progress.total_steps, "tokens": progress.token_count,
+                       "target_tokens": progress.target_tokens, "epoch": epochs_done()})
+
+        saved = False
+        if progress.step % eval_every == 0:
+            run_validation()
+            last_eval_step = progress.step
+        due = progress.step % eval_every == 0 or \
+            time.monotonic() - last_save >= float(cfg.checkpoint_every_s)
+        if due and not training_done():  # a finished loop saves once, below
+            save()
+            saved, last_save = True, time.monotonic()
+        if not training_done() and ctx.should_stop():
+            if not saved:
+                save()
+            raise JobInterrupted(f"stopped at step {progress.step}; run again to resume")
+
+    if not progress.finished:
+        if last_eval_step != progress.step:  # the final weights are validated too
+            run_validation()
+        if progress.best_step is None:  # no finite validation score: the final weights
+            ckpt.save_best(best_root, model, {"step": progress.step, "score": None})
+            progress.best_step = progress.step
+        if token_controlled:  # tested first: the methodology's rule (no early stopping)
+            ckpt.save_best(setup.ckpt_root, model, {"step": progress.step, "score": None})
+        progress.finished = True
+        save()
+    return progress
+
+
+def _predates_per_task_history(progress: ckpt.TrainingProgress) -> bool:
+    """A checkpoint of a runner whose validation history lacks tokens per task."""
+    return any("tokens_per_task" not in h for h in progress.validation_history)
+
+
+def tokens_at_best(progress: ckpt.TrainingProgress) -> tuple[int, dict[str, int]]:
+    """Real training tokens (all tasks, per task) when the best validation weights were taken;
+    the final counts where no validation chose any."""
+    entry = next((h for h in progress.validation_history if h["step"] == progress.best_step),
+                 None)
+    if entry is None:
+        return progress.token_count, {t: int(n) for t, n in progress.tokens_per_task.items()}
+    return int(entry["tokens"]), {t: int(n) for t, n in entry["tokens_per_task"].items()}
+
+
+def trim_to_target(indices: np.ndarray, lengths: np.ndarray, remaining: int) -> np.ndarray:
+    """The batch's first k examples, k chosen so their tokens land as close as possible to the
+    ``remaining`` tokens (so the final count is within one example of the target)."""
+    cumulative = np.cumsum(lengths[indices])
+    if cumulative[-1] <= remaining:
+        return indices
+    k = int(np.searchsorted(cumulative, remaining, side="right"))  # tokens(k) <= remaining
+    over = int(cumulative[k]) - remaining                          # taking one more overshoots
+    under = remaining - (int(cumulative[k - 1]) if k > 0 else 0)
+    if over < under or k == 0:
+        k += 1
+    return indices[:k]

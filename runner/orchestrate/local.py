@@ -1,0 +1,556 @@
+"""Run a plan's jobs through the ledger: each job once, resumable, within a time budget.
+
+``run_plan`` loops: take one look at the ledger, start the first ready job in plan order
+that this worker can claim, repeat.  When nothing is ready but jobs are running elsewhere
+(or wait on jobs running elsewhere) it polls.  Any number of workers -- processes or
+machines sharing the results folder -- may run the same plan at once.
+
+Job states (``status`` and ``plan`` print them):
+    done         result.json exists
+    failed       a failure record exists (retried only with --retry-failed)
+    running      claimed by a live worker
+    stale        claimed by a worker that stopped heartbeating: will be taken over
+    interrupted  started earlier and stopped (checkpoint kept): will resume
+    blocked      a job it depends on failed
+    ready        its dependencies are done (or it has none)
+    pending      waits for a dependency that is not done yet
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from runner.errors import InputError
+from runner.fsutil import remove_temp_files
+from runner.orchestrate.jobapi import JobContext, JobFailed, JobInterrupted
+from runner.orchestrate.ledger import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_LEASE_S,
+    Claim,
+    Ledger,
+    Snapshot,
+    Worker,
+)
+from runner.orchestrate.states import STATES, any_unfinished, exit_outcome, is_runnable
+from runner.study.plan import Job, Plan
+
+JobFn = Callable[[Job, JobContext], dict]
+
+
+# ------------------------------------------------------------------------ helpers
+_BUDGET_RE = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+
+
+def parse_time_budget(text: str) -> float:
+    """'11h30m', '45m', '90s', '1.5h' or plain seconds -> seconds."""
+    s = str(text).strip().lower()
+    try:
+        value = float(s)
+    except ValueError:
+        pos, total = 0, 0.0
+        for m in _BUDGET_RE.finditer(s):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1}[m.group(2)]
+            pos = m.end()
+        if pos != len(s) or not s:
+            raise InputError(None, f"expected a duration like 11h30m, 45m or 90s, got {text!r}",
+                             where="--time-budget") from None
+        value = total
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(None, f"expected a positive duration, got {text!r}",
+                         where="--time-budget")
+    return value
+
+
+def safety_margin_s(budget_s: float) -> float:
+    """Seconds before the budget's end at which running jobs are told to checkpoint:
+    2% of the budget but at least 60 s, and never more than a tenth of the budget."""
+    return min(max(60.0, 0.02 * budget_s), 0.1 * budget_s)
+
+
+def job_states(jobs, snap: Snapshot) -> dict[str, str]:
+    """The state of every job (see the module docstring) from one ledger snapshot."""
+    base: dict[str, str] = {}
+    for job in jobs:
+        jid = job.job_id
+        claim = snap.claims.get(jid)
+        if jid in snap.done:
+            state = "done"
+        elif jid in snap.failed:
+            state = "failed"
+        elif claim is not None and claim.status == "running":
+            state = "running"
+        elif claim is not None and claim.status == "stale":
+            state = "stale"
+        elif claim is not None or jid in snap.started:
+            state = "interrupted"
+        else:
+            state = "ready"
+        base[jid] = state
+    out: dict[str, str] = {}
+    for job in jobs:
+        state = base[job.job_id]
+        if state == "ready" and job.depends_on:
+            deps = [base.get(d, "pending") for d in job.depends_on]
+            if any(d in ("failed", "blocked") for d in deps):
+                state = "blocked"
+            elif any(d != "done" for d in deps):
+                state = "pending"
+        out[job.job_id] = state
+    return out
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _counts_line(title: str, counts: Counter, order) -> str:
+    keys = [k for k in order if counts.get(k)] + sorted(k for k in counts if k not in order)
+    return f"{title}: " + ", ".join(f"{k} {counts[k]}" for k in keys)
+
+
+def format_plan(plan: Plan, states: dict[str, str]) -> str:
+    """The job table, then counts per strategy and per state, and the total."""
+    header = ("job_id", "experiment", "strategy", "model", "tasks", "seed", "depends_on",
+              "state")
+    rows = [(j.job_id, j.experiment, j.strategy, j.model, "+".join(j.tasks), str(j.seed),
+             ",".join(j.depends_on) or "-", states[j.job_id]) for j in plan.jobs]
+    widths = [len(h) for h in header]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header).rstrip()]
+    lines.extend(fmt.format(*row).rstrip() for row in rows)
+    lines.append("")
+    lines.append(_counts_line("per strategy", Counter(j.strategy for j in plan.jobs),
+                              ("single_task", "multi_task", "token_controlled")))
+    lines.append(_counts_line("per state", Counter(states.values()), STATES))
+    lines.append(f"total: {len(plan.jobs)} jobs")
+    return "\n".join(lines)
+
+
+def format_status(plan: Plan, ledger: Ledger, snap: Snapshot, states: dict[str, str]) -> str:
+    """Counts per state, progress of running jobs, failed jobs with their reason."""
+    jobs = plan.by_id()
+    counts = Counter(states.values())
+    lines = [f"study {plan.manifest.study.name}: {len(plan.jobs)} jobs in {ledger.root}",
+             _counts_line("per state", counts, STATES)]
+    running = [j for j in plan.jobs if states[j.job_id] in ("running", "stale")]
+    if running:
+        lines.append("running:")
+    for job in running:
+        c = snap.claims[job.job_id]
+        p = c.progress
+        step, total = p.get("step"), p.get("total_steps")
+        tokens, target = p.get("tokens"), p.get("target_tokens")
+        eta = p.get("eta_s")
+        elapsed = p.get("elapsed_s")
+        if eta is None and isinstance(step, (int, float)) and isinstance(total, (int, float)) \
+                and step and isinstance(elapsed, (int, float)):
+            eta = elapsed * (total - step) / step
+        head = (f"  {job.job_id} {job.experiment} {job.model} {'+'.join(job.tasks)} "
+                f"seed {job.seed}: {states[job.job_id]}, worker {c.info.get('worker', '?')}")
+        parts = [head]
+        if step is not None:
+            parts.append(f"step {step}/{total if total is not None else '?'}")
+        if tokens is not None:
+            parts.append(f"tokens {tokens}" + (f"/{target}" if target is not None else ""))
+        if p.get("phase"):
+            parts.append(str(p["phase"]))
+        parts.append(f"ETA {_fmt_s(eta)}")
+        parts.append(f"heartbeat {_fmt_s(snap.taken_at - c.last_beat)} ago")
+        lines.append(", ".join(parts))
+    failed = [j for j in plan.jobs if states[j.job_id] == "failed"]
+    if failed:
+        lines.append("failed (rerun with --retry-failed):")
+    for job in failed:
+        reason = ledger.failure(job.job_id).get("reason", "?")
+        lines.append(f"  {job.job_id} {job.experiment} {job.model} {'+'.join(job.tasks)} "
+                     f"seed {job.seed}: {reason}")
+    blocked = [j for j in plan.jobs if states[j.job_id] == "blocked"]
+    if blocked:
+        lines.append(f"blocked: {len(blocked)} jobs wait on failed jobs "
+                     f"({', '.join(sorted({d for j in blocked for d in j.depends_on}))})")
+    del jobs
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- stopping
+class _Stop:
+    """should_stop(): a signal arrived, the budget is nearly spent, or the lease was lost."""
+
+    def __init__(self, stop_at: float | None):
+        self.stop_at = stop_at          # time.monotonic() seconds
+        self.signal: str | None = None
+
+    def budget_spent(self) -> bool:
+        return self.stop_at is not None and time.monotonic() >= self.stop_at
+
+    def __call__(self) -> bool:
+        return self.signal is not None or self.budget_spent()
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the claim every ``interval`` seconds with the job's latest progress.
+
+    The owner's last word on a claim (``Ledger.release``: "anyone may take it over now")
+    goes to the same heartbeat file, so it must come after this thread's last write:
+    ``stop()`` waits for a beat in flight and no beat starts after it.  Without that, a
+    beat that woke just before the job stopped could rename its "released": false file
+    over the release, and the claim would look held by a live (or, once the process is
+    gone, a dead) owner instead of free."""
+
+    def __init__(self, ledger: Ledger, claim: Claim, interval: float, started: float):
+        super().__init__(daemon=True, name=f"heartbeat-{claim.job_id}")
+        self.ledger, self.claim, self.interval, self.started = ledger, claim, interval, started
+        self.progress: dict = {}
+        self.lost = False
+        self.done = threading.Event()
+        self._writing = threading.Lock()   # held for each beat; stop() takes it too
+
+    def beat(self) -> None:
+        progress = dict(self.progress)
+        progress.setdefault("elapsed_s", round(time.monotonic() - self.started, 1))
+        self.ledger.heartbeat(self.claim, progress)
+
+    def stop(self) -> None:
+        """No heartbeat is written once this returns (it waits for one in flight)."""
+        if self.done.is_set():
+            return
+        with self._writing:
+            self.done.set()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            with self._writing:
+                if self.done.is_set():   # stopped while this beat waited for the lock
+                    return
+                try:
+                    if self.ledger.lost(self.claim):
+                        self.lost = True  # another worker took over: stop at the next check
+                        return
+                    self.beat()
+                except OSError as exc:  # a shared folder hiccup: try again next beat
+                    logging.getLogger("runner").warning("heartbeat failed: %s", exc)
+
+
+def _job_logger(job: Job, job_dir: Path) -> tuple[logging.Logger, list[logging.Handler]]:
+    logger = logging.getLogger(f"runner.job.{job.job_id}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    file_handler = logging.FileHandler(job_dir / "log.txt", encoding="utf-8")
+    file_handler.setFormatter(fmt)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter(f"[{job.job_id}] %(message)s"))
+    handlers = [file_handler, console]
+    for h in handlers:
+        logger.addHandler(h)
+    return logger, handlers
+
+
+def verify_job_data(job: Job, data_dir: Path) -> None:
+    """Raise InputError when a data file of the job, or its SHA256SUMS line, changed or went
+    missing since the plan was made (runner.data.splits.verify_checksums: the one SHA256SUMS reader)."""
+    if not job.data_checksums:
+        return  # a plan built without data (build_plan's require_data): jobs that read none
+    from runner.data.splits import verify_checksums
+
+    found = verify_checksums(data_dir, job.tasks)
+    for rel, digest in job.data_checksums.items():
+        if found.get(rel) != digest:
+            raise InputError(str(Path(data_dir) / rel), "changed since the plan was made")
+
+
+def prune_checkpoints(job_dir: Path, keep_weights: bool) -> bool:
+    """What a done job keeps of ``checkpoints/``: only ``best/`` (``runner evaluate`` and RQ2
+    read those weights; ``best.old/`` where a kill left no ``best/``), or nothing with
+    keep_weights = false.  Call it only once result.json is on disk: before that, a kill
+    resumes from the finished checkpoint instead of retraining.  True if it removed any."""
+    root = job_dir / "checkpoints"
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return False
+    names = {e.name for e in entries}
+    keep = set() if not keep_weights else {"best"} if "best" in names else {"best.old"}
+    doomed = [e for e in entries if e.name not in keep]
+    for entry in doomed:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:   # gone already, or not removable: the job is done regardless
+                pass
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return bool(doomed) or not keep
+
+
+def _prune_done_jobs(plan: Plan, ledger: Ledger) -> None:
+    """Prune the checkpoints of done jobs where a kill came between result.json and the
+    pruning (another worker pruning the same job at the same time is harmless)."""
+    for job in plan.jobs:
+        if ledger.result_path(job.job_id).exists():
+            prune_checkpoints(ledger.job_dir(job.job_id),
+                              job.config.get("keep_weights", True) is not False)
+
+
+def _remove_stray_temp_files(ledger: Ledger, claim: Claim, job_dir: Path, logger) -> None:
+    """Remove what interrupted atomic writes (result.json, predictions, ...) left in the job's
+    folder; a file an earlier owner of the job may still be writing stays (see
+    Ledger.abandoned_after_s)."""
+    removed = remove_temp_files(job_dir, ledger.abandoned_after_s(claim))
+    if removed:
+        logger.info("removed %d temporary file(s) of interrupted writes: %s", len(removed),
+                    ", ".join(str(p.relative_to(job_dir)) for p in removed))
+
+
+def _default_job_fn() -> JobFn:
+    try:
+        from runner.recipes.train_job import run_job  # lazily: plan and status never import torch
+    except ImportError as exc:
+        raise InputError(None, f"cannot import the training engine: {exc}; install the "
+                         f"project (pip install -e .)", where="runner.recipes") from None
+    return run_job
+
+
+# -------------------------------------------------------------------------- run
+def run_plan(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None,
+             time_budget_s: float | None = None, retry_failed: bool = False,
+             worker_id: str | None = None, lease_s: float = DEFAULT_LEASE_S,
+             heartbeat_s: float = DEFAULT_HEARTBEAT_S, poll_s: float = 5.0,
+             out: Callable[[str], None] | None = None) -> int:
+    """Run every job of ``plan`` that is not done; return the exit code (0, 1 or 3).
+
+    Long because the claim loop and its signal handling share the stop state; the exit code is
+    runner.orchestrate.states.exit_outcome."""
+    say = out or (lambda msg: print(msg, flush=True))
+    started_at = time.monotonic()
+    deadline = None if time_budget_s is None else started_at + time_budget_s
+    stop = _Stop(None if deadline is None else deadline - safety_margin_s(time_budget_s))
+    ledger = Ledger(results_dir, lease_s=lease_s)
+    ledger.ensure()
+    worker = Worker(worker_id or Worker.default_id())
+    ids = [j.job_id for j in plan.jobs]
+    for jid in ids:
+        moved = ledger.set_aside_corrupt_result(jid)
+        if moved is not None:
+            say(f"warning: {jid}/result.json did not parse; moved to {moved.name}, "
+                f"the job runs again")
+    _prune_done_jobs(plan, ledger)
+    durations = ledger.durations()
+    retried: set[str] = set()
+    job_fn_resolved: list[JobFn] = [job_fn] if job_fn is not None else []
+
+    def on_signal(signum, frame):
+        if stop.signal is not None:   # second signal: stop now, without checkpointing
+            raise KeyboardInterrupt
+        # No printing here: a signal may arrive in the middle of another print.
+        stop.signal = signal.Signals(signum).name
+
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.signal(sig, on_signal)
+    stopped_for_budget = False
+    try:
+        while True:
+            if stop():
+                stopped_for_budget = stop.signal is None
+                break
+            snap = ledger.snapshot(ids)
+            states = job_states(plan.jobs, snap)
+            picked = None
+            skipped_for_time = False
+            for job in plan.jobs:
+                state = states[job.job_id]
+                runnable = is_runnable(state, retry_failed and job.job_id not in retried)
+                if not runnable:
+                    continue
+                past = durations.get(job.experiment)
+                if deadline is not None and past:
+                    estimate = sum(past) / len(past)   # seconds, same experiment
+                    if time.monotonic() + estimate > stop.stop_at:
+                        skipped_for_time = True
+                        continue
+                if not job_fn_resolved:   # before claiming: a missing engine claims nothing
+                    job_fn_resolved.append(_default_job_fn())
+                claim = ledger.try_claim(job.job_id, worker, snap.claims.get(job.job_id))
+                if claim is not None:
+                    picked = (job, claim, state)
+                    break
+            if picked is not None:
+                job, claim, state = picked
+                if state == "failed":
+                    retried.add(job.job_id)
+                outcome = _run_one(job, claim, state, plan, ledger, job_fn_resolved[0],
+                                   stop, deadline, heartbeat_s, durations, say)
+                if outcome == "interrupted":
+                    stopped_for_budget = stop.signal is None
+                    break
+                continue
+            if skipped_for_time:
+                stopped_for_budget = True
+                say("no remaining job can finish within the time budget")
+                break
+            if not any_unfinished(states.values()):
+                break
+            # Jobs run elsewhere (or wait on jobs that do): poll until they finish.
+            end = time.monotonic() + poll_s
+            while time.monotonic() < end and not stop():
+                time.sleep(min(0.2, poll_s))
+    finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+
+    snap = ledger.snapshot(ids)
+    states = job_states(plan.jobs, snap)
+    counts = Counter(states.values())
+    message, code = exit_outcome(_counts_line("jobs", counts, STATES), counts,
+                                 len(plan.jobs), signal=stop.signal, budget=stopped_for_budget)
+    say(message)
+    return code
+
+
+def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job_fn: JobFn,
+             stop: _Stop, deadline: float | None, heartbeat_s: float,
+             durations: dict[str, list[float]], say) -> str:
+    """Run one claimed job; return "done", "failed", "interrupted" or "lost".
+
+    Long because heartbeat, lease, stop and the four outcomes share one claim's state."""
+    if ledger.is_done(job.job_id):   # finished by another worker since our snapshot
+        ledger.finish(job.job_id)
+        return "done"
+    if state == "failed":
+        ledger.clear_failure(job.job_id)
+    job_dir = ledger.job_dir(job.job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    beat = _Heartbeat(ledger, claim, heartbeat_s, t0)
+    logger, handlers = _job_logger(job, job_dir)
+    verb = "resuming" if state in ("stale", "interrupted") else "starting"
+    try:
+        say(f"{verb} {job.job_id} {job.experiment} {job.strategy} {job.model} "
+            f"{'+'.join(job.tasks)} seed {job.seed}")
+    except BaseException:
+        # e.g. BrokenPipeError: stdout was closed (`| head`); the job has not started, so
+        # give it back at once instead of leaving a claim that only a lease/pid check frees
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        ledger.release(claim)
+        raise
+
+    def should_stop() -> bool:
+        return beat.lost or stop()
+
+    def heartbeat(progress: dict) -> None:
+        beat.progress = dict(progress)
+
+    try:
+        beat.beat()
+        beat.start()
+        logger.info("job %s (%s, worker %s, claim generation %d)", job.job_id, verb,
+                    claim.worker, claim.gen)
+        _remove_stray_temp_files(ledger, claim, job_dir, logger)
+        verify_job_data(job, plan.data_dir)
+        deps = {}
+        for dep in job.depends_on:
+            result = ledger.load_result(dep)
+            if result is None:
+                raise JobFailed(f"dependency {dep} has no readable result.json")
+            deps[dep] = result
+        ctx = JobContext(job_dir=job_dir, data_dir=Path(plan.data_dir), dependency_results=deps,
+                         should_stop=should_stop, deadline=deadline, heartbeat=heartbeat,
+                         logger=logger)
+        result = job_fn(job, ctx)
+        if not isinstance(result, dict):
+            raise JobFailed(f"job function returned {type(result).__name__}, expected a dict")
+        try:
+            ledger.write_result(job.job_id, result)
+        except (TypeError, ValueError) as exc:
+            raise JobFailed(f"result is not JSON-serialisable: {exc}") from None
+        keep_weights = job.config.get("keep_weights", True) is not False
+        if prune_checkpoints(job_dir, keep_weights):   # only now that result.json is on disk
+            logger.info("checkpoints/ pruned to %s", "best/" if keep_weights else
+                        "nothing (keep_weights = false)")
+    except JobInterrupted as exc:
+        beat.stop()
+        if beat.lost:
+            say(f"lost {job.job_id}: another worker took it over")
+            return "lost"
+        ledger.release(claim, beat.progress)
+        logger.info("interrupted after %.1f s: %s", time.monotonic() - t0, exc)
+        say(f"interrupted {job.job_id} (checkpoint kept)")
+        return "interrupted"
+    except (InputError, JobFailed, Exception) as exc:
+        beat.stop()
+        reason = str(exc) if isinstance(exc, (InputError, JobFailed)) else \
+            f"{type(exc).__name__}: {exc}"
+        logger.error("failed: %s", reason, exc_info=not isinstance(exc, (InputError,
+                                                                          JobFailed)))
+        ledger.record_failure(job.job_id, reason, claim.worker)
+        ledger.release(claim)
+        say(f"failed {job.job_id}: {' '.join(reason.split())}")
+        return "failed"
+    except BaseException:
+        beat.stop()
+        ledger.release(claim, beat.progress)   # Ctrl-C twice: anyone may resume it at once
+        raise
+    finally:
+        beat.stop()
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+    seconds = time.monotonic() - t0
+    ledger.record_duration(job.job_id, job.experiment, seconds)
+    durations.setdefault(job.experiment, []).append(seconds)
+    ledger.finish(job.job_id)
+    say(f"done {job.job_id} in {_fmt_s(seconds)}")
+    return "done"
+
+
+def run_claimed(job: Job, claim: Claim, state: str, ledger: Ledger, data_dir: str | Path, *,
+                job_fn: JobFn | None = None, should_stop: Callable[[], bool] = lambda: False,
+                deadline: float | None = None, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+                out: Callable[[str], None] | None = None) -> str:
+    """Run one job that ``claim`` holds, exactly as ``run_plan`` does (heartbeat, log.txt,
+    result.json last, failure record, release on interruption); return "done", "failed",
+    "interrupted" or "lost".  The seam for executors that place jobs elsewhere (Ray):
+    ``state`` is the job's state when it was claimed, ``deadline`` a time.monotonic()
+    value, ``should_stop`` is polled by the job."""
+    shim = Plan(manifest=None, data_dir=Path(data_dir), jobs=(job,))  # only data_dir is read
+    return _run_one(job, claim, state, shim, ledger, job_fn or _default_job_fn(), should_stop,
+                    deadline, heartbeat_s, ledger.durations(),
+                    out or (lambda msg: print(msg, flush=True)))
+
+def status(plan: Plan, results_dir: str | Path) -> str:
+    ledger = Ledger(results_dir)
+    snap = ledger.snapshot(j.job_id for j in plan.jobs)
+    return format_status(plan, ledger, snap, job_states(plan.jobs, snap))
+
+
+def plan_table(plan: Plan, results_dir: str | Path) -> str:
+    ledger = Ledger(results_dir)
+    snap = ledger.snapshot(j.job_id for j in plan.jobs)
+    return format_plan(plan, job_states(plan.jobs, snap))

@@ -1,0 +1,478 @@
+"""``run_job(job, ctx)``: what one planned job computes, from prepared data to result dict.
+
+resolve the job -> load and tokenise its data (each task cut at its effective max_length,
+truncations counted) -> train (resuming from the newest intact checkpoint) -> test the best
+weights (token_controlled: the final ones) -> ``predictions/<task>.parquet`` -> held-out
+evaluation (RQ2, ``config.heldout``: runner.recipes.heldout) -> token_controlled: test its best
+validation weights too (``predictions/best_weights/``) -> return the result dict of
+results/README.md (the executor writes it as ``result.json``, last).
+
+``config.adapter`` (RQ2): the encoder is wrapped with LoRA before training, so only the adapter
+and the task heads train (multi-task jobs: one adapter shared by every task head).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import runner
+from runner.data.splits import subsample
+from runner.fsutil import canonical_json
+from runner.ml import checkpoint as ckpt
+from runner.ml.batching import effective_max_length, encode_split, model_length_limit
+from runner.ml.inference import score_and_write
+from runner.ml.model import apply_adapter, build_model, parameter_counts
+from runner.ml.runtime import configure_threads, device_name, seed_all, transformers_version
+from runner.ml.train import (
+    TrainSetup,
+    TrainTask,
+    autocast_dtype,
+    best_validation_root,
+    epoch_cap,
+    epochs_needed,
+    eval_batch_size,
+    tokens_at_best,
+    train,
+)
+from runner.orchestrate.jobapi import JobFailed
+from runner.outputs.document import json_safe
+from runner.outputs.provenance import git_commit, now
+from runner.recipes.heldout import run_heldout
+from runner.study.config import TrainConfig
+from runner.study.strategies import STRATEGIES, experiment_type
+
+
+# Seams to the data side (issue 3), looked up at call time so tests can substitute them.
+def get_task(name: str):
+    from runner.data.tasks import get_task as _get_task
+    return _get_task(name)
+
+
+def load_split(data_dir, task: str, split: str):
+    from runner.data.splits import load_split as _load_split
+    return _load_split(data_dir, task, split)
+
+
+def decontaminate_train(data_dir, task: str, train, setting):
+    from runner.data.contamination import decontaminate_train as _decontaminate_train
+    return _decontaminate_train(data_dir, task, train, setting)
+
+
+def evaluate(spec, split_df, preds):
+    from runner.ml.metrics import evaluate as _evaluate
+    return _evaluate(spec, split_df, preds)
+
+
+# ------------------------------------------------------------------------------------ helpers
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the vocabulary (token -> id), 12 hex: parity is per tokenizer."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(canonical_json(vocab).encode("utf-8")).hexdigest()[:12]
+
+
+def _load_tokenizer(model_name: str, needs_words: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_name)
+    except OSError as exc:
+        raise JobFailed(f"model not found: {model_name} ({str(exc).splitlines()[0][:160]})")
+    if not tok.is_fast:
+        raise JobFailed(f"{model_name}: a fast tokenizer is needed (word alignment)")
+    if needs_words:
+        try:
+            tok([["a"]], is_split_into_words=True)
+        except ValueError:  # byte-level BPE (RoBERTa) needs a prefix space for pre-split words
+            tok = AutoTokenizer.from_pretrained(model_name, add_prefix_space=True)
+    return tok
+
+
+def _reference_best_entry(result: dict) -> dict:
+    """The reference's validation entry at its best step (results written before
+    ``tokens_at_best`` existed still record it there)."""
+    best = (result.get("train_results") or {}).get("best_step")
+    return next((h for h in result.get("validation_history") or [] if h.get("step") == best),
+                {})
+
+
+def parity_targets(job, ctx) -> dict[str, int | None]:
+    """Both candidate token targets from the referenced multi-task job's result: its tokens
+    at the end ("total") and at its best validation checkpoint ("best"; None where its
+    result does not record them) -- all of its tasks, or this task's (parity per_task)."""
+    if not job.depends_on:
+        raise JobFailed("token_controlled job without a multi-task job to match")
+    ref = job.depends_on[0]
+    result = ctx.dependency_results.get(ref)
+    if result is None:
+        raise JobFailed(f"result of multi-task job {ref} is not available")
+    entry = _reference_best_entry(result)
+    if job.parity == "per_task":
+        (task,) = job.tasks
+        try:
+            total = int(result["tokens_per_task"][task])
+        except KeyError:
+            raise JobFailed(f"multi-task job {ref} has no token count for {task}") from None
+        best = (result.get("tokens_per_task_at_best")
+                or entry.get("tokens_per_task") or {}).get(task)
+        return {"total": total, "best": None if best is None else int(best)}
+    if job.parity not in (None, "total"):
+        raise JobFailed(f"unknown parity {job.parity!r}")
+    best = result.get("tokens_at_best", entry.get("tokens"))
+    return {"total": int(result["token_count"]), "best": None if best is None else int(best)}
+
+
+def token_target(job, ctx) -> tuple[int, str, dict[str, int | None]]:
+    """(target, which one: config ``parity_target``, the candidates of :func:`parity_targets`)."""
+    targets = parity_targets(job, ctx)
+    choice = str(TrainConfig.from_dict(job.config).parity_target)
+    if choice not in targets:
+        raise JobFailed(f"unknown parity_target {choice!r}")
+    if targets[choice] is None:
+        raise JobFailed(f"multi-task job {job.depends_on[0]} records no tokens at its best "
+                        f"checkpoint for {job.tasks[0]} (its result predates "
+                        f"tokens_per_task_at_best): run it again, or use parity_target = "
+                        f"\"total\"")
+    if targets[choice] <= 0:
+        raise JobFailed(f"token target {targets[choice]} from {job.depends_on[0]} is not "
+                        f"positive")
+    return targets[choice], choice, targets
+
+
+def _length_limit(model_name: str, tokenizer) -> int | None:
+    """The model's own input limit (its config's position embeddings, the tokenizer's)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_name)
+    except (OSError, ValueError) as exc:
+        raise JobFailed(f"model not found: {model_name} ({str(exc).splitlines()[0][:160]})")
+    return model_length_limit(tokenizer, config)
+
+
+def truncation_entry(enc: dict) -> dict:
+    """``per_task[task]["truncation"]``: the length and how many examples it cut."""
+    return {"max_length": enc["train"].max_length,
+            "train_truncated": enc["train"].truncated, "train_examples": len(enc["train"]),
+            "test_truncated": enc["test"].truncated, "test_examples": len(enc["test"])}
+
+
+def score_test(model, specs, frames, pad_id, device, dtype, batch_size: int, job_dir,
+                 folder: str = "predictions") -> dict[str, tuple[dict, str, int]]:
+    """Per task: (test metrics with the loss, predictions file relative to the job folder,
+    test units) of ``model`` as it is now; the predictions are written under ``folder``."""
+    out = {}
+    for name, spec in specs.items():
+        rel = f"{folder}/{name}.parquet"
+        metrics, n_test = score_and_write(
+            model, spec, frames[name]["test"], frames[name]["encoded_test"], evaluate,
+            Path(job_dir) / rel, pad_id=pad_id, device=device, dtype=dtype,
+            batch_size=batch_size)
+        out[name] = (metrics, rel, n_test)
+    return out
+
+
+def load_weights(model, root: Path, step, log) -> None:
+    """Load ``root``/best/ into ``model``; a warning if they are not from ``step``."""
+    best = ckpt.load_best(root)
+    if best is None:
+        raise JobFailed(f"best weights missing or corrupt in {root}")
+    meta, state = best
+    if meta.get("step") != step:
+        log.warning("weights in %s are from step %s, expected %s", root, meta.get("step"), step)
+    model.load_state_dict(state)
+
+
+def parity_block(job, progress, target: int, choice: str, targets: dict, train_split) -> dict:
+    """The ``parity`` record of a token-controlled job: what it reached, and why it stopped."""
+    achieved = progress.token_count
+    reached = achieved >= target
+    return {"mode": job.parity or "total", "reference_job": job.depends_on[0],
+            "target": choice, "targets": targets, "target_tokens": target,
+            "achieved_tokens": achieved, "relative_gap": abs(achieved - target) / target,
+            "trimmed_examples": progress.trimmed_examples, "reached": reached,
+            # both in passes over the task's real training tokens, so they compare
+            "epochs_run": round(epochs_needed(achieved, train_split), 4),
+            "epochs_needed": round(epochs_needed(target, train_split), 4),
+            "epoch_cap": epoch_cap(TrainConfig.from_dict(job.config)),
+            "stopped_because": "target_reached" if reached else "epoch_cap"}
+
+
+# ------------------------------------------------------------------------------------ run_job
+@dataclass
+class JobData:
+    """A job's tasks, read and tokenised once: per task its frames (train, validation, test,
+    encoded_test, truncation), its training view, and the rows decontamination dropped."""
+    frames: dict[str, dict]
+    tasks: dict[str, TrainTask]
+    dropped: dict[str, int | None]
+
+
+def run_job(job, ctx) -> dict:
+    """The executors' default job function (runner.orchestrate.jobapi): read the data,
+    train (resuming where a checkpoint is), test, run RQ2's held-out tasks, return the
+    result document.  One step a line or a call, in the order they happen.
+
+    A little over a screen: the order of the calls is the job's order of events (RQ2 before the
+    token-controlled re-test), so it stays in one place."""
+    started_at = now()
+    cfg = TrainConfig.from_dict(job.config)
+    log = ctx.logger
+    if job.strategy not in STRATEGIES:
+        raise JobFailed(f"unknown strategy {job.strategy!r}")
+    if job.strategy != "multi_task" and len(job.tasks) != 1:
+        raise JobFailed(f"{job.strategy} needs exactly one task, got {list(job.tasks)}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        configure_threads()
+    specs = {name: get_task(name) for name in job.tasks}
+    token_controlled = job.strategy == "token_controlled"
+    target, choice, targets = token_target(job, ctx) if token_controlled else (None, None, None)
+
+    heldout_kinds = [get_task(t).kind for t in (cfg.heldout or {}).get("tasks", ())]
+    tokenizer = _load_tokenizer(job.model_name, any(s.kind == "ner" for s in specs.values())
+                                or "ner" in heldout_kinds)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    data = load_job_data(ctx, cfg, specs, tokenizer, _length_limit(job.model_name, tokenizer))
+
+    ckpt_root = ckpt.checkpoints_dir(ctx.job_dir)
+    model, progress, oom_retry = train_with_oom_retry(job, ctx, cfg, specs, data, device,
+                                                      pad_id, ckpt_root, target)
+    # the test evaluation uses best/: the best validation weights (token_controlled: the final
+    # ones, the methodology's rule; its best validation weights are tested below)
+    tested_step = progress.step if token_controlled else progress.best_step
+    load_weights(model, ckpt_root, tested_step, log)
+    model.to(device)
+    dtype = autocast_dtype(str(cfg.precision), device)
+    test_batch = eval_batch_size(progress.batch_size)
+    scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
+                        ctx.job_dir)
+    per_task = per_task_entries(specs, scored, progress, data.frames)
+
+    provenance = provenance_of(job, device, started_at)
+    # RQ2: the encoder on held-out tasks.  The training checkpoint (finished) is kept until
+    # this is done, so a stop here resumes without retraining.
+    model_params = parameter_counts(model)
+    run_heldout(job, ctx, model, tokenizer, pad_id, device, get_task=get_task,
+                load_split=load_split, evaluate=evaluate, subsample=subsample,
+                seed_all=seed_all, provenance=provenance)
+    if token_controlled:  # after RQ2, which evaluates the weights tested first
+        load_weights(model, best_validation_root(ckpt_root), progress.best_step, log)
+        scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
+                            ctx.job_dir, "predictions/best_weights")
+        best_tokens = tokens_at_best(progress)[1]
+        for name, (metrics, rel, _) in scored.items():
+            per_task[name]["best_weights"] = {"metrics": metrics, "predictions": rel,
+                                              "step": progress.best_step,
+                                              "tokens": best_tokens[name]}
+
+    result = result_document(job, cfg, tokenizer, data, progress, oom_retry, per_task,
+                             model_params, (target, choice), provenance(dtype))
+    add_sampling_and_parity(result, job, cfg, data, progress, (target, choice, targets), log)
+    # checkpoints/ stays whole: the executor prunes it only once result.json is on disk, so
+    # a kill before that resumes from the finished checkpoint instead of retraining
+    return json_safe(result)
+
+
+def provenance_of(job, device, started_at: str):
+    """result.json's (and heldout.json's) ``provenance``, given the precision a document's
+    numbers were computed at; ``finished_at`` is when it is called."""
+    def provenance(precision_dtype) -> dict:
+        return {"runner_version": runner.__version__, "git_commit": git_commit(),
+                "torch": torch.__version__, "transformers": transformers_version(),
+                "python": platform.python_version(), "device": device_name(device),
+                "precision": (str(precision_dtype).replace("torch.", "") if precision_dtype
+                              else "float32"),
+                "data_checksums": dict(job.data_checksums),
+                "started_at": started_at, "finished_at": now()}
+    return provenance
+
+
+def load_job_data(ctx, cfg: TrainConfig, specs: dict, tokenizer, limit: int | None) -> JobData:
+    """Subsets fixed (seed 0), tokenised once, unpadded, cut at each task's length."""
+    log = ctx.logger
+    max_train = cfg.max_train_examples or {}
+    max_eval = cfg.max_eval_examples
+    frames, tasks, dropped = {}, {}, {}
+    for name, spec in specs.items():
+        # decontaminate = true: without the units that overlap an evaluated one
+        # (runner.data.contamination)
+        train_df, dropped[name] = decontaminate_train(
+            ctx.data_dir, name, load_split(ctx.data_dir, name, "train"), cfg.decontaminate)
+        frames[name] = {
+            "train": subsample(train_df, max_train.get(name)),
+            "validation": subsample(load_split(ctx.data_dir, name, "validation"), max_eval),
+            "test": subsample(load_split(ctx.data_dir, name, "test"), max_eval)}
+        length = effective_max_length(name, cfg, limit)
+        enc = {split: encode_split(spec, df, tokenizer, length)
+               for split, df in frames[name].items()}
+        tasks[name] = TrainTask(spec, enc["train"], enc["validation"], frames[name]["validation"])
+        frames[name]["encoded_test"] = enc["test"]
+        frames[name]["truncation"] = truncation_entry(enc)
+        if enc["train"].truncated or enc["test"].truncated:
+            log.info("%s: cut at %d tokens: %d of %d training, %d of %d test examples", name,
+                     length, enc["train"].truncated, len(enc["train"]), enc["test"].truncated,
+                     len(enc["test"]))
+    return JobData(frames, tasks, dropped)
+
+
+def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData, device,
+                         pad_id: int, ckpt_root: Path, target: int | None):
+    """(model, progress, oom_retry): the model built (seeded), adapted and trained; a CUDA
+    out-of-memory error retries once from scratch at half the batch and twice the
+    accumulation (the same effective batch), recorded as ``oom_retry``."""
+    log = ctx.logger
+    batch_size, accumulation = int(cfg.batch_size), int(cfg.grad_accumulation)
+    oom_retry = None
+    while True:
+        seed_all(job.seed)
+        try:
+            model = build_model(job.model_name, specs)
+        except OSError as exc:
+            raise JobFailed(f"model not found: {job.model_name} "
+                            f"({str(exc).splitlines()[0][:160]})") from None
+        apply_adapter(model, cfg.adapter)
+        if cfg.compile and device.type == "cuda":
+            if hasattr(model.encoder, "compile"):
+                # in place: the state_dict keys (checkpoints, best/) stay the plain model's
+                model.encoder.compile()
+            else:
+                log.warning("compile: torch %s has no Module.compile (2.2+); running eagerly",
+                            torch.__version__)
+        setup = TrainSetup(job.strategy, data.tasks, cfg, int(job.seed), device, pad_id,
+                           ckpt_root, evaluate, batch_size, accumulation, target)
+        try:
+            return model, train(model, setup, ctx), oom_retry
+        except torch.cuda.OutOfMemoryError:
+            if oom_retry is not None or batch_size < 2:
+                raise JobFailed(f"CUDA out of memory at batch size {batch_size}") from None
+            # same effective batch: half the examples per micro-batch, twice the micro-batches
+            del model
+            gc.collect()
+            torch.cuda.empty_cache()
+            shutil.rmtree(ckpt_root, ignore_errors=True)  # its batch plan no longer applies
+            batch_size, accumulation = batch_size // 2, accumulation * 2
+            oom_retry = {"batch_size": batch_size, "grad_accumulation": accumulation}
+            log.warning("CUDA out of memory: retrying with batch size %d x %d accumulation",
+                        batch_size, accumulation)
+
+
+def per_task_entries(specs: dict, scored: dict, progress, frames: dict) -> dict[str, dict]:
+    """result.json's ``per_task``: each task's test metrics, tokens, predictions, truncation."""
+    per_task = {}
+    for name, spec in specs.items():
+        metrics, rel, n_test = scored[name]
+        per_task[name] = {"primary_metric": spec.primary_metric, "metrics": metrics,
+                          "tokens": int(progress.tokens_per_task[name]),
+                          "n_test": n_test, "stat_spec": spec.stat_spec(),
+                          "predictions": rel,
+                          "max_length": frames[name]["truncation"]["max_length"],
+                          "truncation": frames[name]["truncation"]}
+    return per_task
+
+
+def eval_results(per_task: dict[str, dict]) -> dict:
+    """result.json's ``test_results``: ``eval_<metric>`` for one task; for several,
+    ``eval_<task>_<metric>`` plus the mean loss and the mean primary metric."""
+    if len(per_task) == 1:
+        (only,) = per_task.values()
+        return {f"eval_{k}": v for k, v in only["metrics"].items()}
+    test_results = {}
+    for name, pt in per_task.items():
+        test_results.update({f"eval_{name}_{k}": v for k, v in pt["metrics"].items()})
+    test_results["eval_loss"] = float(np.mean([pt["metrics"]["loss"]
+                                               for pt in per_task.values()]))
+    test_results["eval_primary_mean"] = float(np.mean(
+        [pt["metrics"][pt["primary_metric"]] for pt in per_task.values()]))
+    return test_results
+
+
+
+
+def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, oom_retry,
+                    per_task: dict, model_params: dict, parity: tuple, provenance: dict) -> dict:
+    """result.json (results/README.md) of a trained and tested job.  Long because the
+    document is: one field a line, in the file's order, is easier to check than pieces."""
+    target, choice = parity
+    tasks = data.tasks
+    examples = sum(progress.examples_per_task.values())
+    result_config = dict(job.config)   # the job's own config, as its id hashed it
+    if target is not None:
+        result_config["target_tokens"] = target
+        result_config["parity_target"] = choice
+        result_config["token_controlled_max_epochs"] = epoch_cap(cfg)
+    at_best, per_task_at_best = tokens_at_best(progress)
+    result = {
+        "experiment_id": job.job_id,
+        "experiment_type": experiment_type(job.strategy),
+        "experiment": job.experiment,
+        "study": job.study,
+        "model": job.model,
+        "model_name": job.model_name,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "seed": int(job.seed),
+        "tasks": list(job.tasks),
+        "config": result_config,
+        "dataset_stats": {
+            name: {"train_samples": len(t.train), "val_samples": len(t.validation),
+                   "test_samples": len(data.frames[name]["encoded_test"]),
+                   "num_labels": 1 if t.spec.kind == "regression" else len(t.spec.labels)}
+            for name, t in tasks.items()},
+        "model_params": model_params,
+        "train_results": {
+            "train_loss": progress.train_loss_sum / max(1, progress.micro_steps),
+            "train_runtime": round(progress.train_seconds, 3),
+            "epochs_trained": round(examples / sum(len(t.train) for t in tasks.values()), 4),
+            "train_samples_per_second": round(examples / max(progress.train_seconds, 1e-9), 3),
+            "steps": progress.step,
+            "best_step": progress.best_step,
+            "stopped_early": progress.stopped_early,
+            "batch_size": progress.batch_size,
+            "grad_accumulation": progress.grad_accumulation,
+            "oom_retry": oom_retry},
+        "test_results": eval_results(per_task),
+        "token_count": progress.token_count,
+        "tokens_per_task": {k: int(v) for k, v in progress.tokens_per_task.items()},
+        "tokens_at_best": at_best,
+        "tokens_per_task_at_best": per_task_at_best,
+        "test_weights": "final" if job.strategy == "token_controlled" else "best",
+        "per_task": per_task,
+        "validation_history": progress.validation_history,
+        "provenance": provenance,
+    }
+    for name, n in data.dropped.items():
+        if n is not None:   # decontaminate = true only: other results keep their fields
+            result["dataset_stats"][name]["decontaminated_dropped"] = n
+    return result
+
+
+def add_sampling_and_parity(result: dict, job, cfg: TrainConfig, data: JobData, progress,
+                            parity: tuple, log) -> None:
+    """Multi-task jobs: the realised sampling shares; token-controlled: the parity block."""
+    target, choice, targets = parity
+    if job.strategy == "multi_task":
+        total_batches = max(1, sum(progress.batches_per_task.values()))
+        total_tokens = max(1, progress.token_count)
+        result["sampling"] = {
+            "strategy": cfg.sampling,   # the file's name for the sampling rule
+            "batches": dict(progress.batches_per_task),
+            "batch_share": {t: n / total_batches for t, n in progress.batches_per_task.items()},
+            "token_share": {t: n / total_tokens for t, n in progress.tokens_per_task.items()}}
+        log.info("realised share of batches %s, of tokens %s", result["sampling"]["batch_share"],
+                 result["sampling"]["token_share"])
+    if target is not None:
+        result["parity"] = parity_block(job, progress, target, choice, targets,
+                                        data.tasks[job.tasks[0]].train)
+        if not result["parity"]["reached"]:
+            p = result["parity"]
+            log.warning("parity not reached: %d of %d tokens (gap %.1f%%) after %s of %s "
+                        "epochs needed (cap %d)", p["achieved_tokens"], target,
+                        100 * p["relative_gap"], p["epochs_run"], p["epochs_needed"],
+                        p["epoch_cap"])

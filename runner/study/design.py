@@ -1,0 +1,450 @@
+"""The design check: can the study the plan describes answer its questions?
+
+Printed by ``python -m runner plan`` (``--json`` for scripts) and by ``run`` before it claims
+any work.  Nothing here trains or tokenises; it reads the plan, ``data/TOKEN_LENGTHS.json``
+(runner/data/token_lengths.py) and, where some jobs already finished, their ``result.json``:
+
+* per comparison the analysis will make -- RQ1 multi-task vs single-task and RQ5 multi-task vs
+  token-controlled, per model and task -- the seeds all its systems share, whether a paired
+  test is possible (two or more), and the minimum detectable effect at 80% power
+  (``stats.core.power.mde_dz``, statsmodels' ``TTestPower`` definition) for a seed-to-seed standard deviation of the paired
+  difference: ``DEFAULT_SD_POINTS`` unless finished jobs of that comparison give one;
+* per token-controlled job the epochs it needs to reach its token target, projected from the
+  token counts of the prepared data and the multi-task job's planned budget (or its recorded
+  token count once it has finished), against the job's epoch cap;
+* per task the examples its effective ``max_length`` truncates, and the study's total
+  training tokens (an upper bound: early stopping ends most jobs sooner).
+
+Token counts come from the demo encoder's tokenizer (TOKEN_LENGTHS.json says so); other
+vocabularies split differently, so every token figure here is an estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.data import token_lengths
+from runner.study.config import truncation_length
+from runner.study.plan import Job, Plan
+from stats.core.power import mde_dz  # scipy.special only: plan stays fast
+
+# Seed-to-seed standard deviation of a paired difference (two systems, same seed), in points
+# of the primary metric, assumed where no finished jobs measure it: BERT-base fine-tunes on the
+# BLURB tasks typically vary by 0.5-1 point per system over seeds, so ~1 point for a difference.
+DEFAULT_SD_POINTS = 1.0
+# The methodology's cap on a token-controlled run (section 5.3: "num_epochs": 20).
+DEFAULT_TC_EPOCH_CAP = 20
+POWER, ALPHA = 0.8, 0.05
+
+
+@dataclass
+class Comparison:
+    question: str            # "RQ1" (MT vs ST) | "RQ5" (MT vs TC)
+    model: str
+    task: str
+    systems: list[str]       # experiment names, multi-task first
+    seeds: list[int]         # the seeds every system has (the plan gives all the study's)
+    paired_test: bool
+    mde_points: float | None
+    mde_dz: float | None
+    sd_points: float
+    sd_source: str           # "default" | "measured (n seeds)"
+
+
+@dataclass
+class TokenControlled:
+    job_id: str
+    experiment: str
+    model: str
+    task: str
+    seed: int
+    reference: str           # the multi-task system: experiment[task+set]
+    parity: str
+    target_tokens: int
+    target_source: str       # "projected" | "measured"
+    tokens_per_epoch: int
+    epochs_needed: float
+    epoch_cap: int
+    feasible: bool
+
+
+@dataclass
+class Truncation:
+    task: str
+    max_length: int
+    train_truncated: int
+    train_examples: int
+    test_truncated: int
+    test_examples: int
+    train_used: int          # examples a job trains on (max_train_examples), of train_examples
+    test_used: int           # ... and tests on (max_eval_examples), of test_examples
+
+
+@dataclass
+class DesignCheck:
+    comparisons: list[Comparison] = field(default_factory=list)
+    token_controlled: list[TokenControlled] = field(default_factory=list)
+    truncation: list[Truncation] = field(default_factory=list)
+    total_training_tokens: int | None = None
+    lengths_source: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------- token arithmetic
+def effective_max_length(config: dict, task: str) -> int:
+    """The length a job truncates ``task``'s examples at (the manifest's, or its per-task
+    table's where it lowers it)."""
+    return truncation_length(config["max_length"], config.get("max_length_per_task"), task)
+
+
+class Lengths:
+    """Token counts of the prepared data at any truncation length, from the histograms."""
+
+    def __init__(self, hist: dict[str, dict[str, dict[int, int]]]):
+        self.hist = hist
+        self._cache: dict[tuple, tuple[int, int, int]] = {}
+        self.projections: dict[tuple, dict[str, float]] = {}  # see projected_tokens
+
+    def has(self, task: str) -> bool:
+        return task in self.hist
+
+    def stats(self, task: str, split: str, max_length: int) -> tuple[int, int, int]:
+        """(examples, real tokens after truncation, examples truncated)."""
+        key = (task, split, max_length)
+        if key not in self._cache:
+            h = self.hist[task][split]
+            self._cache[key] = (sum(h.values()),
+                                sum(min(n, max_length) * c for n, c in h.items()),
+                                sum(c for n, c in h.items() if n > max_length))
+        return self._cache[key]
+
+    def epoch(self, job: Job, task: str) -> tuple[int, float]:
+        """(training examples the job uses, mean real tokens per example) of one task."""
+        n, tokens, _ = self.stats(task, "train", effective_max_length(job.config, task))
+        cap = (job.config.get("max_train_examples") or {}).get(task)
+        used = min(n, int(cap)) if cap else n
+        return used, tokens / n
+
+
+def _probabilities(job: Job, sizes: dict[str, int]) -> dict[str, float]:
+    from runner.study.sampling import task_probabilities  # numpy only
+
+    cfg = job.config
+    return task_probabilities(sizes, cfg.get("sampling", "proportional"),
+                              cfg.get("temperature", 1.0), cfg.get("examples_cap"))
+
+
+# The config keys a job's planned training tokens depend on (with its tasks): jobs that agree
+# on them -- every seed of one experiment -- share one projection.
+BUDGET_KEYS = ("batch_size", "grad_accumulation", "max_epochs", "max_steps", "max_length",
+               "max_length_per_task", "max_train_examples", "sampling", "temperature",
+               "examples_cap")
+
+
+def projected_tokens(job: Job, lengths: Lengths) -> dict[str, float]:
+    """Real training tokens per task if the job runs its whole planned budget (all epochs, or
+    max_steps), as the engine schedules it: micro-batches = epochs x sum of the tasks' batches
+    per epoch, each drawn from task t with the sampler's probability p_t."""
+    key = (job.tasks, tuple(_hashable(job.config.get(k)) for k in BUDGET_KEYS))
+    if key not in lengths.projections:
+        lengths.projections[key] = _projected_tokens(job, lengths)
+    return lengths.projections[key]
+
+
+def _hashable(value):
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
+
+
+def _projected_tokens(job: Job, lengths: Lengths) -> dict[str, float]:
+    cfg = job.config
+    batch = int(cfg["batch_size"])
+    per_task = {t: lengths.epoch(job, t) for t in job.tasks}
+    sizes = {t: n for t, (n, _) in per_task.items()}
+    if cfg.get("max_steps"):
+        micro = int(cfg["max_steps"]) * int(cfg.get("grad_accumulation", 1))
+    else:
+        micro = int(cfg["max_epochs"]) * sum(math.ceil(n / batch) for n in sizes.values())
+    probs = _probabilities(job, sizes) if len(job.tasks) > 1 else {job.tasks[0]: 1.0}
+    return {t: micro * probs[t] * batch * mean for t, (_, mean) in per_task.items()}
+
+
+# ----------------------------------------------------------------------------- the checks
+class Results:
+    """Finished jobs' result.json, each read at most once (a comparison and a token-controlled
+    projection may both ask); absent or unreadable reads as None."""
+
+    def __init__(self, results_dir: Path | None):
+        self.dir = results_dir
+        self.root = os.fspath(results_dir) if results_dir is not None else None
+        self._docs: dict[str, dict | None] = {}
+        self._present = None
+
+    def get(self, job_id: str) -> dict | None:
+        if self.dir is None:
+            return None
+        if self._present is None:  # one listing instead of a failed open per unfinished job
+            try:
+                self._present = set(os.listdir(self.dir))
+            except OSError:
+                self._present = set()
+        if job_id not in self._present:
+            return None
+        if job_id not in self._docs:
+            try:  # plain string paths: pathlib costs more than the read at 10,000 jobs
+                with open(f"{self.root}/{job_id}/result.json", encoding="utf-8") as fh:
+                    self._docs[job_id] = json.load(fh)
+            except (OSError, ValueError):
+                self._docs[job_id] = None
+        return self._docs[job_id]
+
+
+def _score(result: dict | None, task: str) -> float | None:
+    if not result:
+        return None
+    entry = (result.get("per_task") or {}).get(task) or {}
+    value = (entry.get("metrics") or {}).get(entry.get("primary_metric"))
+    return None if value is None else 100.0 * float(value)
+
+
+def _sd_of_differences(results: Results, task, a: dict[int, Job], b: dict[int, Job], seeds):
+    diffs = []
+    for s in seeds:
+        x = _score(results.get(a[s].job_id), task)
+        y = _score(results.get(b[s].job_id), task)
+        if x is not None and y is not None:
+            diffs.append(x - y)
+    if len(diffs) < 3:  # two differences give a one-degree-of-freedom SD: not worth trusting
+        return None, 0
+    mean = sum(diffs) / len(diffs)
+    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)), len(diffs)
+
+
+def _comparison(question, model, task, systems: dict[str, dict[int, Job]],
+                results: Results, sd_points) -> Comparison:
+    shared = sorted(set.intersection(*(set(by_seed) for by_seed in systems.values())))
+    names = list(systems)
+    sd, n_measured = (None, 0) if sd_points is not None else _sd_of_differences(
+        results, task, systems[names[0]], systems[names[1]], shared)
+    source = f"measured ({n_measured} seeds)" if sd is not None else (
+        "given" if sd_points is not None else "default")
+    sd = sd if sd is not None else (sd_points if sd_points is not None else DEFAULT_SD_POINTS)
+    d_z = mde_dz(len(shared), ALPHA, POWER) if len(shared) >= 2 else None
+    return Comparison(question, model, task, names, shared, d_z is not None,
+                      None if d_z is None else round(d_z * sd, 4),
+                      None if d_z is None else round(d_z, 4), round(sd, 4), source)
+
+
+def _label(job: Job) -> str:
+    """A multi-task system: its experiment and task set (one experiment may list several)."""
+    return f"{job.experiment}[{'+'.join(job.tasks)}]"
+
+
+def _by_seed(jobs) -> dict[int, Job]:
+    return {j.seed: j for j in jobs}
+
+
+def comparisons(plan: Plan, results: Results, sd_points: float | None
+                ) -> list[Comparison]:
+    """RQ1 (each multi-task system vs each full fine-tuning single-task experiment of the same
+    model and task) and RQ5 (each token-controlled experiment vs its multi-task system)."""
+    groups: dict[tuple, list[Job]] = defaultdict(list)
+    for job in plan.jobs:
+        groups[(job.experiment, job.model, job.tasks)].append(job)
+    mt = {k: v for k, v in groups.items() if v[0].strategy == "multi_task"}
+    st = {k: v for k, v in groups.items() if v[0].strategy == "single_task"
+          and not v[0].config.get("adapter")}
+    out = []
+    for (mt_exp, model, tasks), mt_jobs in mt.items():
+        label = _label(mt_jobs[0])
+        adapter = mt_jobs[0].config.get("adapter")
+        for (st_exp, st_model, (task,)), st_jobs in st.items():
+            if st_model == model and task in tasks and not adapter:
+                out.append(_comparison("RQ1", model, task, {label: _by_seed(mt_jobs),
+                                       st_exp: _by_seed(st_jobs)}, results, sd_points))
+    ids = plan.by_id()
+    for (tc_exp, model, tasks), tc_jobs in groups.items():
+        if tc_jobs[0].strategy != "token_controlled":
+            continue
+        (task,) = tasks
+        ref_jobs = [ids[j.depends_on[0]] for j in tc_jobs if j.depends_on]
+        by_set = defaultdict(list)
+        for ref, tc in zip(ref_jobs, tc_jobs):
+            by_set[ref.tasks].append((ref, tc))
+        for tasks, pairs in by_set.items():
+            label = _label(pairs[0][0])
+            out.append(_comparison("RQ5", model, task,
+                                   {label: _by_seed(r for r, _ in pairs),
+                                    tc_exp: _by_seed(t for _, t in pairs)},
+                                   results, sd_points))
+    return out
+
+
+def token_controlled(plan: Plan, lengths: Lengths, results: Results
+                     ) -> list[TokenControlled]:
+    ids = plan.by_id()
+    out = []
+    for job in plan.jobs:
+        if job.strategy != "token_controlled" or not job.depends_on:
+            continue
+        (task,) = job.tasks
+        ref = ids[job.depends_on[0]]
+        if not all(lengths.has(t) for t in ref.tasks):
+            continue
+        measured = results.get(ref.job_id)
+        if measured and measured.get("token_count") is not None:
+            per_task, source = measured.get("tokens_per_task") or {}, "measured"
+            if job.config.get("parity_target") == "best" and measured.get("tokens_at_best"):
+                per_task = measured.get("tokens_per_task_at_best") or per_task
+            total = (measured.get("tokens_at_best") if job.config.get("parity_target") == "best"
+                     else None) or measured["token_count"]
+        else:
+            per_task, source = projected_tokens(ref, lengths), "projected"
+            total = sum(per_task.values())
+        target = per_task.get(task, 0) if job.parity == "per_task" else total
+        n, mean = lengths.epoch(job, task)
+        per_epoch = n * mean
+        cap = int(job.config.get("token_controlled_max_epochs", DEFAULT_TC_EPOCH_CAP))
+        epochs = target / per_epoch if per_epoch else math.inf
+        out.append(TokenControlled(job.job_id, job.experiment, job.model, task, job.seed,
+                                   _label(ref), job.parity or "total", int(target), source, int(per_epoch),
+                                   round(epochs, 2), cap, epochs <= cap))
+    return out
+
+
+def truncation(plan: Plan, lengths: Lengths) -> list[Truncation]:
+    """Per task and effective length, the examples cut in the prepared splits, and the share of
+    them a job sees where ``max_train_examples`` / ``max_eval_examples`` take a subset."""
+    seen = {}
+    for job in plan.jobs:
+        for task in job.tasks:
+            length = effective_max_length(job.config, task)
+            train_cap = (job.config.get("max_train_examples") or {}).get(task)
+            key = (task, length, train_cap, job.config.get("max_eval_examples"))
+            if key not in seen and lengths.has(task):
+                n_train, _, cut_train = lengths.stats(task, "train", length)
+                n_test, _, cut_test = lengths.stats(task, "test", length)
+                seen[key] = Truncation(task, length, cut_train, n_train, cut_test, n_test,
+                                       min(n_train, train_cap or n_train),
+                                       min(n_test, key[3] or n_test))
+    return sorted(seen.values(), key=lambda t: (t.task, t.max_length, t.train_used))
+
+
+def total_tokens(plan: Plan, lengths: Lengths, tc: list[TokenControlled]) -> int:
+    targets = {t.job_id: t.target_tokens for t in tc}
+    total = 0.0
+    for job in plan.jobs:
+        if job.job_id in targets:
+            total += targets[job.job_id]
+        elif all(lengths.has(t) for t in job.tasks):
+            total += sum(projected_tokens(job, lengths).values())
+    return int(total)
+
+
+def check(plan: Plan, results_dir: str | Path | None = None,
+          sd_points: float | None = None) -> DesignCheck:
+    results = Results(Path(results_dir) if results_dir is not None else None)
+    out = DesignCheck(comparisons=comparisons(plan, results, sd_points))
+    hist = token_lengths.read(plan.data_dir)
+    if hist is None:
+        out.warnings.append(f"no {plan.data_dir / token_lengths.FILENAME}: token projections, "
+                            "truncation counts and total tokens not estimated (build it with "
+                            f"`python -m runner.data.token_lengths {plan.data_dir}`)")
+    else:
+        lengths = Lengths(hist)
+        out.lengths_source = token_lengths.TOKENIZER
+        out.token_controlled = token_controlled(plan, lengths, results)
+        out.truncation = truncation(plan, lengths)
+        out.total_training_tokens = total_tokens(plan, lengths, out.token_controlled)
+    out.warnings = _warnings(out) + out.warnings
+    return out
+
+
+def _warnings(c: DesignCheck) -> list[str]:
+    warn = []
+    testable = [x for x in c.comparisons if x.paired_test]
+    if not c.comparisons:
+        warn.append("THIS STUDY CANNOT TEST ANYTHING: it has no multi-task vs single-task or "
+                    "multi-task vs token-controlled comparison")
+    elif not testable:
+        warn.append("THIS STUDY CANNOT TEST ANYTHING: no comparison has the 2+ matched seeds a "
+                    "paired test needs (list more seeds in [study] seeds; 5 are usual)")
+    bad = [t for t in c.token_controlled if not t.feasible]
+    if bad:
+        worst = max(bad, key=lambda t: t.epochs_needed)
+        warn.append(f"{len(bad)} token-controlled job(s) cannot reach parity within their epoch "
+                    f"cap (worst: {worst.experiment} {worst.model}/{worst.task} needs "
+                    f"{worst.epochs_needed:g} epochs, cap {worst.epoch_cap}); they will stop at "
+                    "the cap and report the gap -- parity = \"per_task\" matches each task's own "
+                    "multi-task tokens instead")
+    return warn
+
+
+# ------------------------------------------------------------------------------ rendering
+def _fmt_mde(x: Comparison) -> str:
+    if not x.paired_test:
+        return "no paired test (fewer than 2 matched seeds)"
+    return (f"MDE {x.mde_points:.2f} points (d_z {x.mde_dz:.2f}) at 80% power, "
+            f"sd {x.sd_points:g} points ({x.sd_source})")
+
+
+def _grouped(items, key):
+    groups: dict[Any, list] = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    return groups.items()
+
+
+def _subset(t: Truncation) -> str:
+    if (t.train_used, t.test_used) == (t.train_examples, t.test_examples):
+        return ""
+    def share(cut, used, n):
+        return f"{cut * used / n:.1f}"
+    return (f" in the prepared splits; the jobs' subsets of {t.train_used} / {t.test_used} "
+            f"hold about {share(t.train_truncated, t.train_used, t.train_examples)} / "
+            f"{share(t.test_truncated, t.test_used, t.test_examples)}")
+
+
+def render(c: DesignCheck) -> list[str]:
+    """The check as text: comparisons that come out alike (same systems, seeds and power) on
+    one line, token-controlled jobs one line per experiment, model and task (all seeds)."""
+    lines = ["design check"]
+    lines += [f"  WARNING: {w}" for w in c.warnings]
+    lines.append(f"  comparisons ({len(c.comparisons)}):")
+    for (q, systems, seeds, mde), group in _grouped(
+            c.comparisons, lambda x: (x.question, tuple(x.systems), tuple(x.seeds),
+                                      _fmt_mde(x))):
+        where = ", ".join(f"{x.model}/{x.task}" for x in group)
+        lines.append(f"    {q} {' vs '.join(systems)}: {len(seeds)} matched seed(s) "
+                     f"{list(seeds)}; {mde} -- {where}")
+    if c.token_controlled:
+        ok = sum(t.feasible for t in c.token_controlled)
+        lines.append(f"  token-controlled jobs: {ok} of {len(c.token_controlled)} reach their "
+                     "target within the epoch cap (projected targets assume the multi-task job "
+                     "trains all its epochs; early stopping usually ends it sooner):")
+        for (exp, model, task, parity, ref), group in _grouped(
+                c.token_controlled, lambda t: (t.experiment, t.model, t.task, t.parity,
+                                               t.reference)):
+            need = sorted({t.epochs_needed for t in group})
+            span = f"{need[0]:g}" if len(need) == 1 else f"{need[0]:g}-{need[-1]:g}"
+            bad = sum(not t.feasible for t in group)
+            mark = "ok" if not bad else f"INFEASIBLE ({bad} of {len(group)} jobs)"
+            lines.append(f"    {exp} {model}/{task} vs {ref} parity {parity}: {span} epochs "
+                         f"needed (cap {group[0].epoch_cap}; {group[0].target_source}): {mark}")
+    if c.truncation:
+        lines.append("  truncation at the effective max_length (train / test examples cut):")
+        lines += [f"    {t.task} @ {t.max_length}: {t.train_truncated} of {t.train_examples} / "
+                  f"{t.test_truncated} of {t.test_examples}" + _subset(t) for t in c.truncation]
+    if c.total_training_tokens is not None:
+        lines.append(f"  total training tokens (upper bound, all epochs): "
+                     f"{c.total_training_tokens:,}; counted with {c.lengths_source} "
+                     "(other vocabularies: an estimate)")
+    return lines

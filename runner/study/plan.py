@@ -1,0 +1,326 @@
+"""A manifest expanded into jobs, each named by what it computes.
+
+``job_id`` = the first 12 hex digits of sha256(canonical_json(identity)), where identity is
+
+    {"strategy", "model" (hub id or path as written, never a machine's absolute path),
+     "tasks", "seed", "config" (every resolved hyperparameter except checkpoint_every_s,
+     compile and keep_weights, which change when state is saved, how fast and what is kept,
+     not what is computed), "parity",
+     "reference_job" (token_controlled: the multi-task job's id), "data_checksums"}
+
+Never the experiment name, its position or a counter: re-ordering or extending a
+manifest, or renaming an experiment, never renames a finished job.  The data checksums
+are the lines of ``<data_dir>/SHA256SUMS`` for every file of the job's tasks: a missing
+folder, file or line is bad input (``{}`` only in a plan built without data, see
+``build_plan``).
+
+Adapter jobs (RQ2) carry ``config.adapter``; a single_task experiment with ``adapter_match``
+gets, per model and task, the LoRA rank whose trainable parameters (LoRA + the task's head)
+are closest to the matched multi-task job's (shared LoRA + all its heads), computed here from
+the encoder's config (``runner.ml.lora.match_rank``), and records it as
+``config.adapter.matched_to`` (so the matched multi-task job id is part of the identity).
+
+Sequence lengths and token-controlled settings enter the config only where they change what
+a job computes (runner.study.manifest.Manifest.resolved_config): ``max_length_per_task`` unless
+every task is cut at a ``max_length`` within its former built-in cap, and
+``token_controlled_max_epochs`` / ``parity_target`` in token-controlled jobs only.
+
+A job of a ``decontaminate = true`` experiment carries ``config.decontaminate`` = {"n",
+"against": the study's evaluated tasks, "data_checksums": the SHA256SUMS lines of their
+validation and test files}: its training data depends on them, so its id does too.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.data.checksums import CHECKSUMS, data_folder, job_checksums, read_checksums
+from runner.errors import InputError
+from runner.fsutil import canonical_json
+from runner.study.manifest import Manifest, _Lines  # _Lines: the parser's key path -> line map
+from runner.study.models import how_to_get, model_key, model_problem, resolve_model, whereabouts
+
+# Saved-state cadence (seconds), torch.compile and whether the best weights are kept: how often,
+# how fast and what is kept, not what is computed, so not part of a job's identity.
+NOT_IN_ID = ("checkpoint_every_s", "compile", "keep_weights")
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    study: str
+    experiment: str
+    strategy: str          # single_task | multi_task | token_controlled
+    experiment_type: str   # single_task_baseline | multi_task | token_controlled_baseline
+    model: str             # manifest alias
+    model_name: str        # hub id or local path the engine loads
+    tasks: tuple[str, ...]
+    seed: int
+    config: dict[str, Any]
+    depends_on: tuple[str, ...]
+    parity: str | None
+    data_checksums: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    manifest: Manifest
+    data_dir: Path
+    jobs: tuple[Job, ...]   # in run order
+
+    def by_id(self) -> dict[str, Job]:
+        return {j.job_id: j for j in self.jobs}
+
+
+def plan_checksums(data_dir: str | Path, require_data: bool) -> dict[str, str] | None:
+    """The data folder's SHA256SUMS (the one parser: runner.data.checksums), or None for a plan
+    without data: ``require_data`` false and no SHA256SUMS there (see build_plan)."""
+    if require_data:
+        data_folder(data_dir)
+    elif not (Path(data_dir) / CHECKSUMS).exists():
+        return None
+    return read_checksums(data_dir)
+
+
+def evaluated_checksums(sums: dict[str, str] | None, tasks, data_dir) -> dict[str, str]:
+    """SHA256SUMS lines of the validation and test files of ``tasks``: what a job with
+    ``decontaminate`` drops from its training data depends on them ({} without data)."""
+    if sums is None:
+        return {}
+    return {rel: digest for rel, digest in job_checksums(sums, tasks, data_dir).items()
+            if not rel.endswith("/train.parquet")}
+
+
+def job_id_of(identity: dict[str, Any]) -> str:
+    """The definition: 12 hex digits of sha256 over the identity's canonical JSON."""
+    return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()[:12]
+
+
+def _fast_id(config: str, data_checksums: str, model: str, parity: str, reference_job: str,
+             seed: int, strategy: str, tasks: str) -> str:
+    """``job_id_of`` from the identity's values already in canonical JSON (cached per
+    experiment and task set), so 10,000 jobs need no full JSON encoding each.  Equal to
+    ``job_id_of`` by construction: canonical JSON is sorted keys with "," and ":"
+    separators, and the parameters above are the identity's keys in sorted order."""
+    text = (f'{{"config":{config},"data_checksums":{data_checksums},"model":{model},'
+            f'"parity":{parity},"reference_job":{reference_job},"seed":{seed},'
+            f'"strategy":{strategy},"tasks":{tasks}}}')
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _copy(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Each job its own config (nested: max_train_examples, adapter, heldout)."""
+    return copy.deepcopy(cfg)
+
+
+def head_parameters(task: str, hidden: int) -> int:
+    """Parameters of a task's head (runner.ml.model): ner: Linear(hidden, n);
+    others: Linear(hidden, hidden) + Linear(hidden, n); n = 1 for regression."""
+    from runner.data.tasks import get_task
+
+    spec = get_task(task)
+    n = 1 if spec.kind == "regression" else len(spec.labels)
+    out = hidden * n + n
+    return out if spec.kind == "ner" else out + hidden * hidden + hidden
+
+
+def build_plan(manifest: Manifest, data_dir: str | Path = "data", *,
+               require_data: bool = False) -> Plan:
+    """Expand every experiment x seed x model x task set into jobs, in manifest order.
+
+    Every job records the SHA256SUMS lines of every file it reads; a SHA256SUMS without one
+    of them is an InputError.  ``require_data`` (``python -m runner run|plan|status``): the
+    folder and its SHA256SUMS must exist too.  Without it, a folder with no SHA256SUMS gives
+    a plan without data -- jobs with no checksums, so other ids -- for callers whose jobs
+    read no data (stand-in job functions in tests, benchmarks).
+
+    Long because the job-id inputs (config, parity, reference job, checksums) are resolved in
+    one pass whose order is the manifest's; a split would have to re-prove that ids stay the
+    same (tests/runner/study/test_plan.py pins them).
+    """
+    sums = plan_checksums(data_dir, require_data)
+    study = manifest.study.name
+    jobs: list[Job] = []
+    seen: dict[str, Job] = {}
+    # multi-task job ids by (experiment, seed, model, task set), for token_controlled jobs
+    mt_ids: dict[tuple, Job] = {}
+    resolved: dict[str, tuple[str, str]] = {}
+    configs: dict[tuple, tuple[dict, str, str]] = {}
+    strategy_json = {s: canonical_json(s) for s in ("single_task", "multi_task",
+                                                      "token_controlled")}
+
+    def add(job: Job) -> None:
+        if job.job_id in seen:
+            other = seen[job.job_id]
+            raise InputError(manifest.path, f"experiment {job.experiment!r} repeats job "
+                             f"{job.job_id} of experiment {other.experiment!r} (same model, "
+                             f"tasks, seed and hyperparameters): remove one",
+                             where=f"experiments.{job.experiment}")
+        seen[job.job_id] = job
+        jobs.append(job)
+
+    data_cache: dict[tuple, tuple[dict, str]] = {}
+
+    def checksums(tasks: tuple[str, ...]) -> tuple[dict[str, str], str]:
+        if tasks not in data_cache:
+            out = {} if sums is None else job_checksums(sums, tasks, data_dir)
+            data_cache[tasks] = (out, canonical_json(out))
+        data, text = data_cache[tasks]
+        return dict(data), text
+
+    def config(exp, tasks) -> tuple[dict, str]:
+        """(resolved config, canonical JSON of its identity part, and of the tasks)."""
+        key = (exp.name, tasks)
+        if key not in configs:
+            cfg = manifest.resolved_config(exp, tasks)
+            if "decontaminate" in cfg:   # its training data depends on the evaluated files
+                cfg["decontaminate"]["data_checksums"] = evaluated_checksums(
+                    sums, cfg["decontaminate"]["against"], data_dir)
+            hashed = {k: v for k, v in cfg.items() if k not in NOT_IN_ID}
+            configs[key] = (cfg, canonical_json(hashed), canonical_json(list(tasks)))
+        return configs[key]
+
+    def model(alias):
+        if alias not in resolved:
+            key = model_key(alias, manifest.models)
+            resolved[alias] = (canonical_json(key), resolve_model(alias, manifest.models))
+        return resolved[alias]
+
+    # token_controlled jobs need their reference's ids: build multi_task jobs first,
+    # then emit everything in manifest order.
+    by_exp: dict[str, list[Job]] = {}
+    # adapter_match experiments need the matched multi-task job ids too.
+    ordered = sorted(manifest.experiments, key=lambda e: e.strategy == "token_controlled"
+                     or e.adapter_match is not None)
+    matches: dict[tuple, Any] = {}
+
+    def matched_adapter(exp, alias, task, seed) -> dict[str, Any]:
+        """exp's adapter with r matched to the multi-task job of this model and seed."""
+        # the one torch-side call of planning: LoRA parameter counts need the encoder
+        from runner.ml.lora import encoder_config, lora_trainable, match_rank
+
+        ref_exp = manifest.experiment(exp.adapter_match)
+        (ref_set,) = ref_exp.task_sets
+        ref = mt_ids[(ref_exp.name, seed, alias, ref_set)]
+        where = f"experiments.{exp.name}.adapter_match"
+        key = (exp.name, alias, task)
+        if key not in matches:
+            settings = ref_exp.adapter
+            conf = encoder_config(resolve_model(alias, manifest.models),
+                                  model_key(alias, manifest.models), manifest.path, where)
+            hidden = int(conf.hidden_size)
+            target = lora_trainable(conf, settings.target_modules, settings.r,
+                                    sum(head_parameters(t, hidden) for t in ref_set))
+            try:
+                m = match_rank(target, conf, settings.target_modules,
+                               head_parameters(task, hidden))
+            except InputError as err:
+                raise InputError(manifest.path, err.message, where=where) from None
+            matches[key] = (settings, m)
+        settings, m = matches[key]
+        out = settings.to_dict()
+        # alpha / r (the update's scale) stays the matched experiment's
+        out["r"], out["alpha"] = m.r, settings.alpha * m.r / settings.r
+        out["matched_to"] = {"experiment": ref_exp.name, "job_id": ref.job_id,
+                             "target_trainable": m.target_trainable, "trainable": m.trainable,
+                             "relative_gap": m.relative_gap}
+        return out
+    for exp in ordered:
+        out: list[Job] = by_exp.setdefault(exp.name, [])
+        for seed in manifest.study.seeds:
+            for alias in exp.models:
+                key_name, model_name = model(alias)   # (canonical JSON of the key, path)
+                for task_set in exp.task_sets:
+                    if exp.strategy != "token_controlled":
+                        cfg, cfg_json, tasks_json = config(exp, task_set)
+                        if exp.adapter_match is not None:
+                            cfg = {**cfg, "adapter": matched_adapter(exp, alias, task_set[0],
+                                                                     seed)}
+                            cfg_json = canonical_json({k: v for k, v in cfg.items()
+                                                       if k not in NOT_IN_ID})
+                        data, data_json = checksums(task_set)
+                        job_id = _fast_id(config=cfg_json, data_checksums=data_json,
+                                          model=key_name, parity="null", reference_job="null",
+                                          seed=seed, strategy=strategy_json[exp.strategy],
+                                          tasks=tasks_json)
+                        job = Job(job_id=job_id, study=study, experiment=exp.name,
+                                  strategy=exp.strategy, experiment_type=exp.experiment_type,
+                                  model=alias, model_name=model_name, tasks=task_set,
+                                  seed=seed, config=_copy(cfg), depends_on=(), parity=None,
+                                  data_checksums=data)
+                        if exp.strategy == "multi_task":
+                            mt_ids[(exp.name, seed, alias, task_set)] = job
+                        out.append(job)
+                        continue
+                    ref = mt_ids[(exp.reference, seed, alias, task_set)]
+                    for task in task_set:
+                        cfg, cfg_json, tasks_json = config(exp, (task,))
+                        data, data_json = checksums((task,))
+                        job_id = _fast_id(config=cfg_json, data_checksums=data_json,
+                                          model=key_name, parity=canonical_json(exp.parity),
+                                          reference_job=f'"{ref.job_id}"', seed=seed,
+                                          strategy=strategy_json[exp.strategy],
+                                          tasks=tasks_json)
+                        out.append(Job(
+                            job_id=job_id, study=study, experiment=exp.name,
+                            strategy=exp.strategy, experiment_type=exp.experiment_type,
+                            model=alias, model_name=model_name, tasks=(task,), seed=seed,
+                            config=_copy(cfg), depends_on=(ref.job_id,), parity=exp.parity,
+                            data_checksums=data))
+    for exp in manifest.experiments:
+        for job in by_exp[exp.name]:
+            add(job)
+    return Plan(manifest=manifest, data_dir=Path(data_dir), jobs=tuple(jobs))
+
+
+# ------------------------------------------------------------------------ models
+def model_place(manifest: Manifest, alias: str) -> tuple[int | None, str]:
+    """(line, key path) where the manifest chose ``alias``: its [models] entry, else the
+    first experiment that lists it."""
+    if alias in manifest.models:
+        path: tuple = ("models", alias)
+        where = f"models.{alias}"
+    else:
+        i = next(i for i, e in enumerate(manifest.experiments)
+                 if alias in e.models and e.strategy != "token_controlled")
+        path, where = ("experiments", i, "models"), f"experiments[{i}].models"
+    try:
+        text = Path(manifest.path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):   # parsed from a string: no file to point into
+        return None, where
+    return _Lines(text.removeprefix("\ufeff")).line(path), where
+
+
+def check_models(manifest: Manifest, aliases) -> None:
+    """Load the config and tokenizer (no weights) of every distinct model in ``aliases`` once;
+    an InputError naming the manifest line of the first that cannot be had, what was tried
+    and what to do -- before any job is claimed, instead of each job failing slowly."""
+    problems = []
+    for alias in dict.fromkeys(aliases):
+        tried, why = model_problem(resolve_model(alias, manifest.models))
+        if why is not None:
+            problems.append((alias, tried, why))
+    if not problems:
+        return
+    alias, tried, why = problems[0]
+    line, where = model_place(manifest, alias)
+    also = f" (also: {', '.join(p[0] for p in problems[1:])})" if problems[1:] else ""
+    raise InputError(manifest.path, f"model {alias!r} cannot be had here: tried {tried}: "
+                     f"{why}; {how_to_get(alias, tried)}{also}", where=where, line=line)
+
+
+def models_report(manifest: Manifest, aliases) -> str:
+    """Per distinct model: whether it resolves here, from files alone (a folder's or the hub
+    cache's config.json: fast, nothing downloaded); `run` loads each before any job."""
+    marks = {"here": "ok", "hub": "to fetch", "missing": "MISSING"}
+    aliases = list(dict.fromkeys(aliases))
+    width = max((len(a) for a in aliases), default=0)
+    lines = ["models (from their files; `run` loads each config and tokenizer first):"]
+    for alias in aliases:
+        w = whereabouts(resolve_model(alias, manifest.models))
+        lines.append(f"  {alias:<{width}}  {marks[w.state]}: {w.tried}: {w.note}")
+    return "\n".join(lines)

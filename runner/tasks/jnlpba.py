@@ -1,8 +1,0 @@
-"""jnlpba: NER, words tagged B/I/O (one entity type); entity-level strict IOB2 micro F1."""
-
-from runner.tasks.spec import ner_spec
-
-SPEC = ner_spec(
-    "jnlpba", "JNLPBA",
-    "JNLPBA 2004 protein/DNA/RNA/cell line/cell type as one type, BioBERT NER release, BIO",
-    held_out=False, hf_name="jnlpba")

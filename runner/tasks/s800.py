@@ -1,8 +1,0 @@
-"""s800: NER, words tagged B/I/O (one entity type); entity-level strict IOB2 micro F1."""
-
-from runner.tasks.spec import ner_spec
-
-SPEC = ner_spec(
-    "s800", "s800",
-    "S800 species mentions, BioBERT NER release, BIO (held-out)",
-    held_out=True, hf_name="")

@@ -1,0 +1,1 @@
+"""One module per research question (and the study description): each has ``section(ctx)``."""

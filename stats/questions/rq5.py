@@ -1,0 +1,114 @@
+"""RQ5: is a multi-task gain transfer or data exposure? Multi-task against token-controlled
+single-task systems (the statistics and verdicts are :func:`stats.core.analysis.rq5_groups`):
+Table 3 and SUMMARY.txt."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from stats.core.tests import verdict_rule
+from stats.questions.context import Context, SectionOutput, SummaryBlock
+from stats.read.results import TC
+from stats.render import tables
+from stats.render.numbers import interval, num, p_value, points, tokens
+from stats.render.summary import clean_units_text, effect_text, pooled_text, seeds_text
+
+
+def _rq5_family_line(f: dict[str, Any]) -> str:
+    if f["model"] is None:
+        return "token-controlled jobs without a usable multi-task reference:"
+    if f.get("token_controlled_experiment") is None:
+        return f"{f['model']}, {f['multi_task_experiment']}: no token-controlled system"
+    return (f"{f['model']}, {f['multi_task_experiment']} vs {f['token_controlled_experiment']} "
+            f"(parity {f['parity_mode']}, target {f['parity_target'] or 'not recorded'}; TC "
+            "tested at its final weights):")
+
+
+def _alternative_text(what: str, verdict: str | None, main: str, detail: str) -> str:
+    if verdict is None:
+        return f"{what}: n/a ({detail})"
+    return f"{what}: {verdict} ({'unchanged' if verdict == main else 'CHANGES'}{detail})"
+
+
+def _sensitivity_line(r: dict[str, Any]) -> str:
+    """One line: does the verdict change with TC at its best-validation weights, or under
+    the other parity target? (Not a second verdict.)"""
+    sens = r.get("sensitivity") or {}
+    best = sens.get("best_weights") or {}
+    detail = (f"; MT − TC {points(best.get('mean_diff'))} points, Holm p {p_value(best.get('p_holm'))}"
+              if best.get("verdict") else best.get("reason") or "not computed")
+    parts = [_alternative_text("TC at its best-validation weights", best.get("verdict"),
+                               r["verdict"], detail)]
+    for o in sens.get("other_targets", []):
+        parts.append(_alternative_text(
+            f"parity target {o['target']!r} ({o['token_controlled_experiment']})", o["verdict"],
+            r["verdict"], "" if o["verdict"] else o.get("reason") or "no comparison"))
+    target = next((p["target"] for p in r["parity"] if p["target"]), None)
+    if not sens.get("other_targets"):
+        parts.append("other parity target: " + (
+            "n/a (this system's target is not recorded)" if target is None else
+            f"n/a (no token-controlled system with target "
+            f"{'best' if target == 'total' else 'total'!r} on this multi-task system)"))
+    compared = [best.get("verdict")] + [o["verdict"] for o in sens.get("other_targets", [])]
+    end = ("the verdict depends on these choices" if sens.get("changes")
+           else "verdict unchanged" if any(compared) else "nothing to compare")
+    return "    sensitivity (not a second verdict): " + "; ".join(parts) + f" — {end}"
+
+
+def _rq5_lines(r: dict[str, Any], family: dict[str, Any]) -> list[str]:
+    if "parity_summary" not in r:
+        return [f"  {r['model']} {r['task']}: {r.get('verdict')} (n/a: {r['reason']})"]
+    ps, boot = r["parity_summary"], r.get("paired_bootstrap") or {}
+    head = (f"  {r['model']} {r['task']} ({r['primary_metric']}, "
+            f"{family['multi_task_experiment']} vs {r['token_controlled_experiment']}): "
+            f"verdict {r['verdict'].upper()} — {r['verdict_reason']}")
+    numbers = (
+        f"    {seeds_text(r)}: ST {points(r['st_mean'], False)}, MT {points(r['mt_mean'], False)} "
+        f"({tokens(r['mt_tokens_mean'])} tokens), TC {points(r['tc_mean'], False)} "
+        f"({tokens(r['tc_tokens_mean'])} tokens); parity: {ps['detail']}; "
+        f"MT − TC {points(r['mean_diff'])} points, paired-bootstrap 95% CI "
+        f"{interval(boot.get('low'), boot.get('high'))}, paired t p {p_value(r['paired_t']['p'])}, "
+        f"Holm p {p_value(r['p_holm'])}; effect {effect_text(r['d_z'])}, "
+        f"{pooled_text(r['pooled_d'])}; token efficiency MT {num(r['mt_efficiency'], '.4f')}, "
+        f"TC {num(r['tc_efficiency'], '.4f')} per million tokens; MDE (80% power) "
+        f"{points(r['mde']['raw'], False)} points")
+    out = [head, numbers, _sensitivity_line(r)]
+    return out + ([_clean_rq5_line(r)] if "clean" in r else [])
+
+
+def _clean_rq5_line(r: dict[str, Any]) -> str:
+    """The RQ5 row recomputed on its clean test units (verdict included), under it."""
+    c = r["clean"]
+    if not c.get("n") or "parity_summary" not in c:
+        return f"    clean units: n/a ({c['reason']})"
+    boot, st = c.get("paired_bootstrap") or {}, c.get("mt_minus_st") or {}
+    change = "unchanged" if c["verdict"] == r["verdict"] else \
+        f"CHANGES from {r['verdict'].upper()}"
+    return (f"    {clean_units_text(c)}: ST {points(c['st_mean'], False)}, MT "
+            f"{points(c['mt_mean'], False)}, TC {points(c['tc_mean'], False)}; MT − TC "
+            f"{points(c['mean_diff'])} points, paired-bootstrap 95% CI "
+            f"{interval(boot.get('low'), boot.get('high'))}, Holm p {p_value(c['p_holm'])}; MT − ST "
+            f"{points(st.get('mean_diff'))} points, Holm p {p_value(st.get('p_holm'))}; verdict "
+            f"{c['verdict'].upper()} ({change})")
+
+
+def section(ctx: Context) -> SectionOutput:
+    opt = ctx.options
+    lines = [f"rule: {verdict_rule(opt.alpha, opt.parity_threshold)}"]
+    if not any(j.strategy == TC for j in ctx.study.jobs):
+        lines.append("not applicable: no token-controlled job among the results")
+    verdicts = Counter(r.get("verdict") for f in ctx.analysis.rq5 for r in f["rows"])
+    if verdicts:
+        lines.append("verdicts: " + ", ".join(f"{k}: {v}" for k, v in sorted(
+            verdicts.items(), key=lambda kv: str(kv[0]))))
+    for f in ctx.analysis.rq5:
+        lines.append(_rq5_family_line(f))
+        for r in f["rows"]:
+            lines += _rq5_lines(r, f)
+    return SectionOutput(
+        tables={"table_rq5_token_controlled.tex": tables.rq5_table(
+            ctx.env, ctx.analysis.rq5, opt.alpha, opt.parity_threshold, ctx.source)},
+        statistics={"rq5": ctx.analysis.rq5, "rq5_verdict_rule": verdict_rule(
+            opt.alpha, opt.parity_threshold)},
+        summary=[SummaryBlock("RQ5: token-controlled transfer analysis", lines)])

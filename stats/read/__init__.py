@@ -1,0 +1,1 @@
+"""Loading result, held-out, evaluation, similarity and contamination files (no statistics)."""

@@ -1,0 +1,113 @@
+"""LaTeX: the one escape, the Jinja environment over templates/, footnote letters, and the
+context every booktabs template lays out. Cells arrive formatted (stats.render.numbers);
+templates only loop over rows (GUIDE principle 10)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+
+def _templates_dir() -> Path:
+    """templates/ beside stats/ in a clone (or an editable install); else the copy a
+    non-editable install ships as the ``stats.templates`` package data."""
+    package = Path(__file__).resolve().parents[1]
+    beside = package.parent / "templates"
+    if (beside / "_booktabs.tex.j2").is_file():
+        return beside
+    return package / "templates"
+
+
+TEMPLATES = _templates_dir()
+
+# Plain text -> LaTeX, one character at a time (so a replacement is never escaped again).
+# pdflatex's default utf8 input has no glyphs for the Unicode signs: math mode or dashes;
+# OT1 text fonts print < > | as other glyphs (¡ ¿ —), hence the \text... commands.
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+    "−": "$-$", "Δ": r"$\Delta$", "δ": r"$\delta$", "ρ": r"$\rho$", "±": r"$\pm$",
+    "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$", "†": r"$^\dagger$", "–": "--",
+    "—": "---",
+}
+
+
+def latex_escape(text: Any) -> str:
+    """Escape LaTeX's specials (\\ & % $ # _ { } ~ ^ < > |) and the Unicode signs the
+    outputs use (− Δ δ ρ ± × ≤ ≥ † – —), in one pass."""
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
+    """Jinja with LaTeX-safe delimiters: \\BLOCK{...}, \\VAR{...}, \\#{...}."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)),
+        block_start_string=r"\BLOCK{", block_end_string="}",
+        variable_start_string=r"\VAR{", variable_end_string="}",
+        comment_start_string=r"\#{", comment_end_string="}",
+        line_statement_prefix=None, trim_blocks=True, lstrip_blocks=True,
+        autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def render(env: jinja2.Environment, template: str, **context: Any) -> str:
+    return env.get_template(template).render(**context)
+
+
+class Footnotes:
+    """Letters for "n/a" reasons; the same reason gets the same letter."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def mark(self, reason: str) -> str:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"$^{{{_letter(self.reasons.index(reason))}}}$"
+
+    def na(self, reason: str) -> str:
+        return "n/a" + self.mark(reason)
+
+    def notes(self) -> list[str]:
+        return [f"$^{{{_letter(i)}}}$\\,{latex_escape(r)}" for i, r in enumerate(self.reasons)]
+
+
+def _letter(i: int) -> str:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26]
+
+
+def table_context(caption: str, label: str, colspec: str, header: list[str],
+                  groups: list[list[list[str]]], notes: list[str], ncols: int,
+                  empty_reason: str | None = None) -> dict[str, Any]:
+    """What the booktabs template lays out; ``groups`` are row blocks split by \\midrule."""
+    groups = [g for g in groups if g]
+    if not groups:
+        groups = [[[rf"\multicolumn{{{ncols}}}{{l}}{{n/a: {latex_escape(empty_reason or 'no results')}}}"]]]
+    return {"caption": caption, "label": label, "colspec": colspec, "header": header,
+            "groups": groups, "notes": notes}
+
+
+def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, caption: str,
+                 label: str, align: str | None = None, notes: Sequence[str] = ()) -> str:
+    """The RQ2-RQ4 tables (templates/table_simple.tex.j2): ``header``, ``caption`` and
+    ``notes`` are plain text, escaped here; row cells are already LaTeX. A row of one cell
+    spans the whole width (an "n/a: reason" line)."""
+    ncol = len(header)
+    lines = []
+    for row in rows:
+        if len(row) == 1:
+            lines.append([rf"\multicolumn{{{ncol}}}{{l}}{{{row[0]}}}"])
+        elif len(row) != ncol:
+            raise ValueError(f"row has {len(row)} cells, header {ncol}")
+        else:
+            lines.append(list(row))
+    if not rows:
+        lines.append([rf"\multicolumn{{{ncol}}}{{l}}{{n/a: no rows}}"])
+    return render(environment(), "table_simple.tex.j2", caption=latex_escape(caption),
+                  label=label, align=align or "l" * ncol,
+                  header=[latex_escape(h) for h in header], rows=lines,
+                  notes=[latex_escape(n) for n in notes])
