@@ -31,7 +31,11 @@ measurement can be stopped, resumed, or extended with more seeds (``--seeds 11-2
         [--tasks bc2gm,gad] [--train-examples bc2gm=2000,gad=2000]
         [--test-examples bc2gm=1000,gad=all] [--model minilm] [--batch-size 16] [--lr 3e-4]
         [--warmup-steps 0] [--weight-decay 0.01] [--epochs 2] [--max-length 128]
-        [--engine-eval epoch|end] [--device auto|cpu|cuda] [--threads 2]
+        [--engine-eval epoch|end] [--engine-order shuffled|hf] [--reuse-trainer FILE]
+        [--device auto|cpu|cuda] [--threads 2]
+
+A candidate cause is measured against the same Trainer runs: ``--engine-order hf --out
+cand.json --reuse-trainer base.json`` runs the engine only.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from runner.data.splits import subsample
 from runner.data.tasks import get_task
 from runner.errors import EXIT_BAD_INPUT, InputError
 from runner.fsutil import atomic_write_json
+from runner.ml import batching as engine_batching
 from runner.ml import train as engine_train
 from runner.recipes import train_job as engine_job
 
@@ -72,6 +77,11 @@ DEFAULT_SIZES = {"bc2gm": (2000, 1000), "gad": (2000, None), "chemprot": (2000, 
 # issue 14's "done when": mean within 1 point, its 95% interval inside +-1.5 points, sd ratio
 # at most 1.25, and the engine at least as fast
 CRITERIA = {"mean_points": 1.0, "interval_points": 1.5, "sd_ratio": 1.25, "speed_ratio": 1.0}
+# settings added after the first files were written, and the value those files used
+SETTING_DEFAULTS = {"engine_order": "shuffled"}
+# settings that change only the engine's runs: the Trainer's runs of a file that differs from
+# this run in these alone pair with it (--reuse-trainer)
+ENGINE_ONLY_SETTINGS = ("engine_eval", "engine_order")
 # fewer seeds: too many resamples draw one seed only (sd 0), and BCa fails
 MIN_BOOTSTRAP_SEEDS = 8
 
@@ -209,6 +219,29 @@ def _verdict(ok: bool | None) -> str:
 
 
 # ------------------------------------------------------------------------------ the results file
+def reuse_trainer(store: dict, source: Path, settings: dict) -> int:
+    """Copy into ``store`` the Trainer runs of ``source`` it lacks; ``source`` must have been
+    written with these settings but for ENGINE_ONLY_SETTINGS.  Returns the runs copied."""
+    other = load_store(source, True, {**settings, **{
+        k: {**SETTING_DEFAULTS, **_settings_of_file(source)}.get(k)
+        for k in ENGINE_ONLY_SETTINGS}})
+    copied = 0
+    for task, systems in other["runs"].items():
+        mine = store["runs"].setdefault(task, {s: {} for s in SYSTEMS})["trainer_grouped"]
+        for seed, rec in systems.get("trainer_grouped", {}).items():
+            if seed not in mine:
+                mine[seed] = rec
+                copied += 1
+    return copied
+
+
+def _settings_of_file(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("settings") or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise InputError(str(path), f"not a readable results file ({exc})") from None
+
+
 def load_store(path: Path, resume: bool, settings: dict) -> dict:
     """The results file to extend: a fresh one, or (``--resume``) the existing one when it was
     written with these settings.  Never overwrites a file without ``--resume``."""
@@ -222,7 +255,8 @@ def load_store(path: Path, resume: bool, settings: dict) -> dict:
         raise InputError(str(path), f"not a readable JSON file ({exc})") from None
     if not isinstance(store, dict) or store.get("format") != FORMAT:
         raise InputError(str(path), f"not a {FORMAT} results file", where="format")
-    stored = store.get("settings") or {}
+    # files written before a setting existed were written with its default
+    stored = {**SETTING_DEFAULTS, **(store.get("settings") or {})}
     for key in sorted(set(stored) | set(settings)):
         if stored.get(key) != settings.get(key):
             raise InputError(str(path), f"written with {stored.get(key)!r}, this run has "
@@ -231,6 +265,44 @@ def load_store(path: Path, resume: bool, settings: dict) -> dict:
     if not isinstance(store.get("runs"), dict):
         raise InputError(str(path), "expected an object of task -> system -> seed", where="runs")
     return store
+
+
+# ------------------------------------------------------------------------------ candidates
+def hf_order_batches(lengths: np.ndarray, batch_size: int,
+                     rng: np.random.Generator) -> list[np.ndarray]:
+    """Candidate (``--engine-order hf``): the engine fed in the order of transformers'
+    ``get_length_grouped_indices``, which the length-grouped Trainer uses -- mega-batches of
+    ``min(n // (4 * batch_size), 50)`` batches (at least four mega-batches; the engine's are
+    always 50 batches, so an epoch of <= 800 examples at batch 16 is one sorted group), each
+    sorted longest first, consumed in that order (no shuffle between batches), the longest
+    example swapped to the very front.  The permutation is the engine's seeded numpy one, not
+    torch's: the same scheme, another random stream."""
+    n = len(lengths)
+    mult = max(1, min(n // (batch_size * 4), 50))
+    perm = rng.permutation(n)
+    mega = mult * batch_size
+    groups = [perm[i:i + mega] for i in range(0, n, mega)]
+    groups = [g[np.argsort(-lengths[g], kind="stable")] for g in groups]
+    longest = int(np.argmax([lengths[g[0]] for g in groups]))
+    groups[0][0], groups[longest][0] = groups[longest][0], groups[0][0]
+    order = np.concatenate(groups)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+ENGINE_ORDERS = {"shuffled": None, "hf": hf_order_batches}
+
+
+@contextlib.contextmanager
+def engine_order(name: str):
+    """The engine's epoch plan with batches built by ``ENGINE_ORDERS[name]`` (None: its own)."""
+    replacement = ENGINE_ORDERS[name]
+    original = engine_batching.length_grouped_batches
+    if replacement is not None:
+        engine_batching.length_grouped_batches = replacement
+    try:
+        yield
+    finally:
+        engine_batching.length_grouped_batches = original
 
 
 # ------------------------------------------------------------------------------ one run each
@@ -348,6 +420,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="epoch: the engine validates after every epoch and tests its best "
                          "weights (a study's recipe); end: it tests its final weights, as "
                          "the Trainer does")
+    ap.add_argument("--engine-order", choices=tuple(ENGINE_ORDERS), default="shuffled",
+                    help="shuffled: the engine as it is (50-batch length groups, batches "
+                         "shuffled across the epoch); hf: a candidate, the engine fed in the "
+                         "length-grouped Trainer's order (hf_order_batches)")
+    ap.add_argument("--reuse-trainer", metavar="FILE",
+                    help="take the Trainer runs of FILE (a results file whose settings differ "
+                         "from these only in the engine's: " + ", ".join(ENGINE_ONLY_SETTINGS)
+                         + "): a candidate is measured against the same Trainer runs")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     ap.add_argument("--threads", type=int, default=2)
@@ -379,7 +459,8 @@ def settings_of(args, device: torch.device, dtype) -> dict:
     return {"model": args.model, "batch_size": args.batch_size, "learning_rate": args.lr,
             "warmup_steps": args.warmup_steps, "weight_decay": args.weight_decay,
             "epochs": args.epochs, "max_length": args.max_length,
-            "engine_eval": args.engine_eval, "device": device.type,
+            "engine_eval": args.engine_eval, "engine_order": args.engine_order,
+            "device": device.type,
             "precision": str(dtype or torch.float32).replace("torch.", ""),
             "train_examples": args.train_sizes, "test_examples": args.test_sizes,
             "torch": torch.__version__, "transformers": transformers.__version__}
@@ -409,8 +490,9 @@ def measure(args, store: dict, out: Path, device, dtype) -> None:
                     work = Path(tmp) / f"{task}-{system}-{seed}"
                     start = time.perf_counter()
                     if system == "engine":
-                        rec = run_engine_once(model_name, cfg, seed, task, data_dir, work,
-                                              device)
+                        with engine_order(args.engine_order):
+                            rec = run_engine_once(model_name, cfg, seed, task, data_dir,
+                                                  work, device)
                     else:
                         rec = run_trainer_once(model_name, cfg, seed, task, train_df, test_df,
                                                work, device, dtype)
@@ -432,8 +514,9 @@ def header_of(task: str, settings: dict, n_train: int, n_test: int) -> str:
             f"{n_train} training / {n_test} test examples, {s['model']}, batch "
             f"{s['batch_size']}, lr {s['learning_rate']}, warmup {s['warmup_steps']}, weight "
             f"decay {s['weight_decay']}, {s['epochs']} epochs, max_length {s['max_length']}, "
-            f"{s['device']} {s['precision']}; engine tests {tested}, the length-grouped "
-            f"Trainer its final weights")
+            f"{s['device']} {s['precision']}; engine tests {tested}, batches in "
+            f"{s.get('engine_order', 'shuffled')} order; the length-grouped Trainer its final "
+            f"weights")
 
 
 def main(argv=None) -> int:
@@ -451,6 +534,13 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.reuse_trainer:
+        try:
+            copied = reuse_trainer(store, Path(args.reuse_trainer), settings)
+        except InputError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"{copied} Trainer runs taken from {args.reuse_trainer}", flush=True)
     measure(args, store, out, device, dtype)
     data_dir = Path(args.data_dir)
     summaries = {}

