@@ -43,6 +43,7 @@ from runner.errors import InputError
 from runner.fsutil import canonical_json
 from runner.study.manifest import Manifest, _Lines  # _Lines: the parser's key path -> line map
 from runner.study.models import how_to_get, model_key, model_problem, resolve_model, whereabouts
+from runner.study.strategies import STRATEGIES
 
 # Saved-state cadence (seconds), torch.compile and whether the best weights are kept: how often,
 # how fast and what is kept, not what is computed, so not part of a job's identity.
@@ -130,85 +131,116 @@ def head_parameters(task: str, hidden: int) -> int:
 
 def build_plan(manifest: Manifest, data_dir: str | Path = "data", *,
                require_data: bool = False) -> Plan:
-    """Expand every experiment x seed x model x task set into jobs, in manifest order.
+    """Expand every experiment x seed x model into jobs (each strategy's ``expand``,
+    runner.study.strategies), in manifest order.
 
     Every job records the SHA256SUMS lines of every file it reads; a SHA256SUMS without one
     of them is an InputError.  ``require_data`` (``python -m runner run|plan|status``): the
     folder and its SHA256SUMS must exist too.  Without it, a folder with no SHA256SUMS gives
     a plan without data -- jobs with no checksums, so other ids -- for callers whose jobs
     read no data (stand-in job functions in tests, benchmarks).
-
-    Long because the job-id inputs (config, parity, reference job, checksums) are resolved in
-    one pass whose order is the manifest's; a split would have to re-prove that ids stay the
-    same (tests/runner/study/test_plan.py pins them).
     """
-    sums = plan_checksums(data_dir, require_data)
-    study = manifest.study.name
-    jobs: list[Job] = []
+    builder = _Builder(manifest, Path(data_dir), plan_checksums(data_dir, require_data))
+    # jobs that refer to others (token_controlled, adapter_match) are built after them, then
+    # every job is emitted in manifest order
+    ordered = sorted(manifest.experiments, key=lambda e: STRATEGIES[e.strategy].needs_reference
+                     or e.adapter_match is not None)
+    by_exp: dict[str, list[Job]] = {}
+    for exp in ordered:
+        expand = STRATEGIES[exp.strategy].expand
+        by_exp[exp.name] = [job for seed in manifest.study.seeds for alias in exp.models
+                            for job in expand(builder, exp, seed, alias)]
     seen: dict[str, Job] = {}
-    # multi-task job ids by (experiment, seed, model, task set), for token_controlled jobs
-    mt_ids: dict[tuple, Job] = {}
-    resolved: dict[str, tuple[str, str]] = {}
-    configs: dict[tuple, tuple[dict, str, str]] = {}
-    strategy_json = {s: canonical_json(s) for s in ("single_task", "multi_task",
-                                                      "token_controlled")}
+    for exp in manifest.experiments:
+        for job in by_exp[exp.name]:
+            if job.job_id in seen:
+                other = seen[job.job_id]
+                raise InputError(manifest.path, f"experiment {job.experiment!r} repeats job "
+                                 f"{job.job_id} of experiment {other.experiment!r} (same model, "
+                                 f"tasks, seed and hyperparameters): remove one",
+                                 where=f"experiments.{job.experiment}")
+            seen[job.job_id] = job
+    return Plan(manifest=manifest, data_dir=Path(data_dir), jobs=tuple(seen.values()))
 
-    def add(job: Job) -> None:
-        if job.job_id in seen:
-            other = seen[job.job_id]
-            raise InputError(manifest.path, f"experiment {job.experiment!r} repeats job "
-                             f"{job.job_id} of experiment {other.experiment!r} (same model, "
-                             f"tasks, seed and hyperparameters): remove one",
-                             where=f"experiments.{job.experiment}")
-        seen[job.job_id] = job
-        jobs.append(job)
 
-    data_cache: dict[tuple, tuple[dict, str]] = {}
+class _Builder:
+    """What a strategy's ``expand`` builds its jobs with: ``job`` (one job of an experiment,
+    its id from the cached canonical JSON of its parts) and ``reference`` (a job already
+    built).  Caches per experiment and task set, so 10,000 jobs encode little JSON."""
 
-    def checksums(tasks: tuple[str, ...]) -> tuple[dict[str, str], str]:
-        if tasks not in data_cache:
-            out = {} if sums is None else job_checksums(sums, tasks, data_dir)
-            data_cache[tasks] = (out, canonical_json(out))
-        data, text = data_cache[tasks]
+    def __init__(self, manifest: Manifest, data_dir: Path, sums: dict[str, str] | None):
+        self.manifest, self.data_dir, self.sums = manifest, data_dir, sums
+        self.built: dict[tuple, Job] = {}   # (experiment, seed, model alias, tasks) -> job
+        self._data: dict[tuple, tuple[dict, str]] = {}
+        self._configs: dict[tuple, tuple[dict, str, str]] = {}
+        self._models: dict[str, tuple[str, str]] = {}
+        self._matches: dict[tuple, Any] = {}
+
+    def reference(self, experiment: str, seed: int, alias: str, tasks: tuple[str, ...]) -> Job:
+        return self.built[(experiment, seed, alias, tasks)]
+
+    def job(self, exp, seed: int, alias: str, tasks: tuple[str, ...],
+            reference: Job | None = None) -> Job:
+        """One job of ``exp``; ``reference``: the job it is matched to (token_controlled:
+        the multi-task job whose tokens it trains to, and its parity rule)."""
+        key_name, model_name = self.model(alias)
+        cfg, cfg_json, tasks_json = self.config(exp, tasks)
+        if exp.adapter_match is not None:
+            cfg = {**cfg, "adapter": self.matched_adapter(exp, alias, tasks[0], seed)}
+            cfg_json = canonical_json({k: v for k, v in cfg.items() if k not in NOT_IN_ID})
+        data, data_json = self.checksums(tasks)
+        parity = exp.parity if reference is not None else None
+        job_id = _fast_id(config=cfg_json, data_checksums=data_json, model=key_name,
+                          parity=canonical_json(parity),
+                          reference_job="null" if reference is None else f'"{reference.job_id}"',
+                          seed=seed, strategy=canonical_json(exp.strategy), tasks=tasks_json)
+        job = Job(job_id=job_id, study=self.manifest.study.name, experiment=exp.name,
+                  strategy=exp.strategy, experiment_type=exp.experiment_type, model=alias,
+                  model_name=model_name, tasks=tasks, seed=seed, config=_copy(cfg),
+                  depends_on=() if reference is None else (reference.job_id,), parity=parity,
+                  data_checksums=data)
+        self.built[(exp.name, seed, alias, tasks)] = job
+        return job
+
+    def checksums(self, tasks: tuple[str, ...]) -> tuple[dict[str, str], str]:
+        if tasks not in self._data:
+            out = {} if self.sums is None else job_checksums(self.sums, tasks, self.data_dir)
+            self._data[tasks] = (out, canonical_json(out))
+        data, text = self._data[tasks]
         return dict(data), text
 
-    def config(exp, tasks) -> tuple[dict, str]:
+    def config(self, exp, tasks) -> tuple[dict, str, str]:
         """(resolved config, canonical JSON of its identity part, and of the tasks)."""
         key = (exp.name, tasks)
-        if key not in configs:
-            cfg = manifest.resolved_config(exp, tasks)
+        if key not in self._configs:
+            cfg = self.manifest.resolved_config(exp, tasks)
             if "decontaminate" in cfg:   # its training data depends on the evaluated files
                 cfg["decontaminate"]["data_checksums"] = evaluated_checksums(
-                    sums, cfg["decontaminate"]["against"], data_dir)
+                    self.sums, cfg["decontaminate"]["against"], self.data_dir)
             hashed = {k: v for k, v in cfg.items() if k not in NOT_IN_ID}
-            configs[key] = (cfg, canonical_json(hashed), canonical_json(list(tasks)))
-        return configs[key]
+            self._configs[key] = (cfg, canonical_json(hashed), canonical_json(list(tasks)))
+        return self._configs[key]
 
-    def model(alias):
-        if alias not in resolved:
-            key = model_key(alias, manifest.models)
-            resolved[alias] = (canonical_json(key), resolve_model(alias, manifest.models))
-        return resolved[alias]
+    def model(self, alias: str) -> tuple[str, str]:
+        """(canonical JSON of the model's key, the hub id or path the engine loads)."""
+        if alias not in self._models:
+            key = model_key(alias, self.manifest.models)
+            self._models[alias] = (canonical_json(key),
+                                   resolve_model(alias, self.manifest.models))
+        return self._models[alias]
 
-    # token_controlled jobs need their reference's ids: build multi_task jobs first,
-    # then emit everything in manifest order.
-    by_exp: dict[str, list[Job]] = {}
-    # adapter_match experiments need the matched multi-task job ids too.
-    ordered = sorted(manifest.experiments, key=lambda e: e.strategy == "token_controlled"
-                     or e.adapter_match is not None)
-    matches: dict[tuple, Any] = {}
-
-    def matched_adapter(exp, alias, task, seed) -> dict[str, Any]:
+    def matched_adapter(self, exp, alias: str, task: str, seed: int) -> dict[str, Any]:
         """exp's adapter with r matched to the multi-task job of this model and seed."""
         # the one torch-side call of planning: LoRA parameter counts need the encoder
         from runner.ml.lora import encoder_config, lora_trainable, match_rank
 
+        manifest = self.manifest
         ref_exp = manifest.experiment(exp.adapter_match)
         (ref_set,) = ref_exp.task_sets
-        ref = mt_ids[(ref_exp.name, seed, alias, ref_set)]
+        ref = self.reference(ref_exp.name, seed, alias, ref_set)
         where = f"experiments.{exp.name}.adapter_match"
         key = (exp.name, alias, task)
-        if key not in matches:
+        if key not in self._matches:
             settings = ref_exp.adapter
             conf = encoder_config(resolve_model(alias, manifest.models),
                                   model_key(alias, manifest.models), manifest.path, where)
@@ -220,8 +252,8 @@ def build_plan(manifest: Manifest, data_dir: str | Path = "data", *,
                                head_parameters(task, hidden))
             except InputError as err:
                 raise InputError(manifest.path, err.message, where=where) from None
-            matches[key] = (settings, m)
-        settings, m = matches[key]
+            self._matches[key] = (settings, m)
+        settings, m = self._matches[key]
         out = settings.to_dict()
         # alpha / r (the update's scale) stays the matched experiment's
         out["r"], out["alpha"] = m.r, settings.alpha * m.r / settings.r
@@ -229,52 +261,6 @@ def build_plan(manifest: Manifest, data_dir: str | Path = "data", *,
                              "target_trainable": m.target_trainable, "trainable": m.trainable,
                              "relative_gap": m.relative_gap}
         return out
-    for exp in ordered:
-        out: list[Job] = by_exp.setdefault(exp.name, [])
-        for seed in manifest.study.seeds:
-            for alias in exp.models:
-                key_name, model_name = model(alias)   # (canonical JSON of the key, path)
-                for task_set in exp.task_sets:
-                    if exp.strategy != "token_controlled":
-                        cfg, cfg_json, tasks_json = config(exp, task_set)
-                        if exp.adapter_match is not None:
-                            cfg = {**cfg, "adapter": matched_adapter(exp, alias, task_set[0],
-                                                                     seed)}
-                            cfg_json = canonical_json({k: v for k, v in cfg.items()
-                                                       if k not in NOT_IN_ID})
-                        data, data_json = checksums(task_set)
-                        job_id = _fast_id(config=cfg_json, data_checksums=data_json,
-                                          model=key_name, parity="null", reference_job="null",
-                                          seed=seed, strategy=strategy_json[exp.strategy],
-                                          tasks=tasks_json)
-                        job = Job(job_id=job_id, study=study, experiment=exp.name,
-                                  strategy=exp.strategy, experiment_type=exp.experiment_type,
-                                  model=alias, model_name=model_name, tasks=task_set,
-                                  seed=seed, config=_copy(cfg), depends_on=(), parity=None,
-                                  data_checksums=data)
-                        if exp.strategy == "multi_task":
-                            mt_ids[(exp.name, seed, alias, task_set)] = job
-                        out.append(job)
-                        continue
-                    ref = mt_ids[(exp.reference, seed, alias, task_set)]
-                    for task in task_set:
-                        cfg, cfg_json, tasks_json = config(exp, (task,))
-                        data, data_json = checksums((task,))
-                        job_id = _fast_id(config=cfg_json, data_checksums=data_json,
-                                          model=key_name, parity=canonical_json(exp.parity),
-                                          reference_job=f'"{ref.job_id}"', seed=seed,
-                                          strategy=strategy_json[exp.strategy],
-                                          tasks=tasks_json)
-                        out.append(Job(
-                            job_id=job_id, study=study, experiment=exp.name,
-                            strategy=exp.strategy, experiment_type=exp.experiment_type,
-                            model=alias, model_name=model_name, tasks=(task,), seed=seed,
-                            config=_copy(cfg), depends_on=(ref.job_id,), parity=exp.parity,
-                            data_checksums=data))
-    for exp in manifest.experiments:
-        for job in by_exp[exp.name]:
-            add(job)
-    return Plan(manifest=manifest, data_dir=Path(data_dir), jobs=tuple(jobs))
 
 
 # ------------------------------------------------------------------------ models
