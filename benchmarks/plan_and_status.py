@@ -4,7 +4,7 @@
 
 Builds a manifest of 4 models x (8 single-task + 4 multi-task + 15 token-controlled) jobs
 per seed (93 seeds = 10,044 jobs) and a results folder in a temporary directory where 60%
-of the jobs are done (a 2 KB result.json each), 2% failed, 1% interrupted and 4 running
+of the jobs are done (a 2 KB result.json and a duration record each), 2% failed, 1% interrupted and 4 running
 (claim + heartbeat).  Then, in this process, the best of --repeat runs of
 
     plan            load_manifest + build_plan (parse, expand, hash every job)
@@ -86,6 +86,8 @@ def populate(plan, results: Path) -> None:
             atomic_write_json(ledger.result_path(job.job_id),
                               {"experiment_id": job.job_id, "per_task": score, "pad": filler},
                               indent=None)
+            # as the executor records it: status reads these for the study's ETA
+            ledger.record_duration(job.job_id, job.experiment, 600.0 + i % 13)
         elif i % 100 < 62:
             ledger.record_failure(job.job_id, "RuntimeError: CUDA out of memory", "w")
         elif i % 100 < 63:

@@ -441,6 +441,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="runs per configuration (best kept)")
     ap.add_argument("--peak-seconds", type=float, default=3.0,
                     help="seconds spent measuring the matmul peak")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the JSON (the last line printed) to FILE: "
+                         "`python -m runner plan M --estimate --throughput FILE` reads it")
     ap.add_argument("--goal", type=float, default=1.3,
                     help="engine / default Trainer speed-up the run is judged against")
     args = ap.parse_args()
@@ -519,6 +522,8 @@ def main() -> None:
                   f"{'met' if speedup >= args.goal else 'NOT met'}); restart -> first resumed "
                   f"step: {res['restart_to_first_step_s']:.2f} s (in process; imports excluded)")
     print(json.dumps(out))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@
                               [--retry-failed] [--worker-id ID]       (same as `run`)
                               [--workers auto|N]                 (one process per GPU)
                               [--executor ray [--address ADDR] [--cpus-per-job N]]
-    python -m runner plan MANIFEST [--data-dir data] [--results-dir DIR]
-    python -m runner status MANIFEST [--data-dir data] [--results-dir DIR]
+                              [--tracking tensorboard,mlflow,wandb|none]
+    python -m runner plan MANIFEST [--data-dir data] [--results-dir DIR] [--json]
+    python -m runner plan MANIFEST --estimate [--gpu t4|p100|a100|h100|cpu]
+                              [--throughput FILE] [--quota-hours 30] [--json]
+    python -m runner status MANIFEST [--data-dir data] [--results-dir DIR] [--json]
     python -m runner prepare ...                                      (prepare the data)
     python -m runner evaluate MANIFEST [--levels fp32,int8] [--batch-size 32] ...   (RQ3)
     python -m runner similarity --tasks a,b,... --out FILE | --manifest MANIFEST    (RQ4)
@@ -88,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
                           "default: start a local Ray instance")
     run.add_argument("--cpus-per-job", type=float, default=None, metavar="N",
                      help="with --executor ray: CPUs each job asks Ray for (default 1)")
+    run.add_argument("--tracking", default=None, metavar="BACKEND,...|none",
+                     help="experiment tracking, comma-separated: tensorboard, mlflow, wandb "
+                          "(runs under <results>/tracking/); 'none' turns it off; overrides "
+                          "[study] tracking in the manifest (default: the manifest's, none)")
     plan = sub.add_parser("plan", help="print the jobs and their states",
                           description="Print every job (id, experiment, strategy, model, "
                           "tasks, seed, depends on, state), then counts per strategy and "
@@ -101,10 +108,25 @@ def _parser() -> argparse.ArgumentParser:
                            "of the primary metric, for the power of every comparison (default: "
                            "measured from finished jobs where 3+ seeds are done, else "
                            "runner.study.design.DEFAULT_SD_POINTS = 1.0)")
+    plan.add_argument("--estimate", action="store_true",
+                      help="compute estimate instead of the job table: per job and in total "
+                           "the real training tokens, FLOPs and hours on --gpu (an estimate: "
+                           "it prints what it assumes)")
+    plan.add_argument("--gpu", default="t4", choices=("t4", "p100", "a100", "h100", "cpu"),
+                      help="with --estimate: the device (default t4, Kaggle's)")
+    plan.add_argument("--throughput", default=None, metavar="FILE",
+                      help="with --estimate: the output of benchmarks/train_throughput.py "
+                           "(--out FILE, or its redirected stdout): a measured throughput "
+                           "instead of the default")
+    plan.add_argument("--quota-hours", type=float, default=30.0, metavar="H",
+                      help="with --estimate: the weekly GPU quota to compare with (default "
+                           "30, Kaggle's)")
     status = sub.add_parser("status", help="counts per state, progress, failures",
                             description="Counts per state, progress and ETA of running "
                             "jobs, failed jobs with their one-line reason. Writes nothing.")
     common(status)
+    status.add_argument("--json", action="store_true",
+                        help="the same as one JSON document (for scripts)")
     sub.add_parser("prepare", help="prepare the datasets (python -m runner prepare --help)",
                    add_help=False)
     sub.add_parser("contamination", add_help=False,
@@ -317,6 +339,8 @@ def _plan(args: argparse.Namespace, plan, manifest, results_dir) -> int:
     from runner.study import design
     from runner.study.plan import models_report
 
+    if args.estimate:
+        return _estimate(args, plan)
     check = design.check(plan, results_dir, sd_points=args.sd_points)
     if args.json:
         states = executor.job_states(plan.jobs, Ledger(results_dir).snapshot(
@@ -334,6 +358,36 @@ def _plan(args: argparse.Namespace, plan, manifest, results_dir) -> int:
     return 0
 
 
+def _estimate(args: argparse.Namespace, plan) -> int:
+    """`runner plan --estimate`: tokens, FLOPs and device-hours (runner/observe/estimate.py)."""
+    from runner.observe import estimate as est
+
+    bench = None
+    if args.throughput:
+        try:
+            bench = est.read_benchmark(args.throughput)
+        except (OSError, ValueError) as exc:
+            raise InputError(args.throughput, f"cannot read a throughput measurement: {exc}",
+                             where="--throughput") from None
+    if not args.quota_hours > 0:
+        raise InputError(None, f"expected a positive number of hours, got {args.quota_hours}",
+                         where="--quota-hours")
+    try:
+        sizes = est.job_sizes(plan)
+    except FileNotFoundError as exc:
+        raise InputError(str(plan.data_dir), str(exc), where="--data-dir") from None
+    e = est.estimate(sizes, args.gpu, bench, args.quota_hours)
+    if args.json:
+        print(json.dumps(est.estimate_as_json(e), indent=1))
+    else:
+        print(est.render_estimate(e, max_rows=50 if len(plan.jobs) > 200 else None))
+        left_out = len(plan.jobs) - len(sizes)
+        if left_out:
+            print(f"not estimated: {left_out} jobs whose tasks have no token counts in "
+                  f"{plan.data_dir}/TOKEN_LENGTHS.json")
+    return 0
+
+
 def _design_summary(plan, results_dir) -> None:
     """Before `run` claims work: the design check's warnings and one line of counts (the
     whole check is `runner plan`'s; a resumed run should not repeat pages of it)."""
@@ -345,6 +399,25 @@ def _design_summary(plan, results_dir) -> None:
         print(f"design check: WARNING: {warning}")
     print(f"design check: {len(check.comparisons)} comparisons, {testable} with a paired "
           f"test; details: python -m runner plan {plan.manifest.path}", flush=True)
+
+
+def _tracking(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """--tracking (None: not given, the manifest's [study] tracking applies)."""
+    if args.tracking is None:
+        return None
+    from runner.observe.tracking import parse_tracking_flag
+    try:
+        return tuple(parse_tracking_flag(args.tracking))
+    except ValueError as exc:
+        raise InputError(None, str(exc), where="--tracking") from None
+
+
+def _worker_index() -> int:
+    """The line of this worker's progress bar: its index among --workers' processes."""
+    try:
+        return max(0, int(os.environ.get("RUNNER_WORKER_INDEX", "0")))
+    except ValueError:
+        return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -368,27 +441,32 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "plan":
         return _plan(args, plan, manifest, results_dir)
     if args.command == "status":
-        print(executor.status(plan, results_dir))
+        print(executor.status(plan, results_dir, as_json=args.json))
         return 0
+    tracking = _tracking(args)
     # every executor: a model that cannot be had stops the run now, not job by job
     check_models(manifest, _models_left(plan, results_dir, args.retry_failed))
     _design_summary(plan, results_dir)
     if args.executor == "ray":
         from runner.orchestrate.ray import run_ray
         code = run_ray(plan, results_dir, address=args.address, time_budget_s=budget,
-                       retry_failed=args.retry_failed, cpus_per_job=args.cpus_per_job)
+                       retry_failed=args.retry_failed, cpus_per_job=args.cpus_per_job,
+                       tracking=tracking)
         return _after_run(manifest, results_dir, args.data_dir, code)
     if args.workers is not None:
         from runner.orchestrate import workers
         if (n_workers if n_workers is not None else len(workers.visible_gpus())) > 1:
             child = [str(args.manifest), "--results-dir", str(results_dir),
                      "--data-dir", str(args.data_dir)]
+            if args.tracking is not None:
+                child += ["--tracking", args.tracking]
             code = workers.run_workers(plan, results_dir, child, workers=n_workers,
                                        time_budget_s=budget, retry_failed=args.retry_failed,
                                        worker_prefix=args.worker_id)
             return _after_run(manifest, results_dir, args.data_dir, code)
     code = executor.run_plan(plan, results_dir, time_budget_s=budget,
-                             retry_failed=args.retry_failed, worker_id=args.worker_id)
+                             retry_failed=args.retry_failed, worker_id=args.worker_id,
+                             tracking=tracking, bar_position=_worker_index())
     return _after_run(manifest, results_dir, args.data_dir, code)
 
 

@@ -71,6 +71,9 @@ class TrainSetup:
     batch_size: int
     grad_accumulation: int
     target_tokens: int | None = None   # token_controlled only
+    # experiment tracking: called once after the restore with the restored optimizer step
+    # (0 on a fresh start); returns a runner.observe.tracking.Tracker (or None)
+    open_tracker: Callable[[int], Any] | None = None
 
 
 # --------------------------------------------------------------------------------- precision
@@ -250,6 +253,9 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
         ckpt.restore_rng(rng_state)
         log.info("resumed from %s: step %d, %d tokens", path.name, progress.step,
                  progress.token_count)
+    # tracking: plain bookkeeping on numbers the loop has anyway (no RNG draw, no sync)
+    tracker = setup.open_tracker(progress.step if restored is not None else 0) \
+        if setup.open_tracker is not None else None
 
     sizes = {name: len(t.train) for name, t in setup.tasks.items()}
     sampler = TaskSampler(sizes, setup.seed, str(cfg.sampling),
@@ -293,6 +299,8 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
                  "tokens_per_task": {t: int(n) for t, n in progress.tokens_per_task.items()},
                  "epoch": round(epochs_done(), 4), "metrics": metrics, "score": score}
         progress.validation_history.append(entry)
+        if tracker:
+            tracker.log_scalars(progress.step, {"val": metrics, "val/score": score})
         best = -math.inf if progress.best_score is None else progress.best_score
         loss = _mean_loss(metrics)
         improved = _score(score) > best + float(cfg.min_delta) or _ties_with_lower_loss(
@@ -324,6 +332,7 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
                       if progress.validation_history else None)
     while not training_done():
         model.train()
+        loss_sum_before, micro_before = progress.train_loss_sum, progress.micro_steps
         for _ in range(accumulation):
             task = sampler.next_task()
             indices = next_indices(task)
@@ -359,6 +368,15 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
         ctx.heartbeat({"phase": "train", "step": progress.step,
                        "total_steps": progress.total_steps, "tokens": progress.token_count,
                        "target_tokens": progress.target_tokens, "epoch": epochs_done()})
+        if tracker:
+            micro = progress.micro_steps - micro_before
+            tracker.log_scalars(progress.step, {
+                "train/loss": (progress.train_loss_sum - loss_sum_before) / max(1, micro),
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/tokens_total": progress.token_count,   # not train/tokens: MLflow's
+                # file store keeps a metric per file, and train/tokens/<task> needs a folder
+                **{f"train/tokens/{t}": n for t, n in progress.tokens_per_task.items()},
+                "train/epoch": epochs_done()})
 
         saved = False
         if progress.step % eval_every == 0:

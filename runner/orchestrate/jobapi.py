@@ -38,6 +38,8 @@ class JobContext:
     heartbeat: Callable[[dict], None] = lambda progress: None  # progress: step, total_steps,
     #                                     tokens, target_tokens, eta_s, phase ... (throttled)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("runner.job"))
+    tracking: tuple[str, ...] = ()     # experiment-tracking backends (runner.observe.tracking)
+    results_dir: Path | None = None    # the study's results folder (runs: <it>/tracking/)
 
 
 class JobFunction(Protocol):

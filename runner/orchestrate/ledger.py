@@ -336,10 +336,17 @@ class Ledger:
     def durations(self) -> dict[str, list[float]]:
         """Seconds of finished jobs per experiment, for --time-budget estimates."""
         out: dict[str, list[float]] = {}
+        for experiment, seconds in self.job_durations().values():
+            out.setdefault(experiment, []).append(seconds)
+        return out
+
+    def job_durations(self) -> dict[str, tuple[str, float]]:
+        """job_id -> (experiment, seconds) of each finished job (the study ETA's measure)."""
+        out: dict[str, tuple[str, float]] = {}
         for name in _names(self.durations_dir, ".json"):
             data = _read_json(self.durations_dir / f"{name}.json")
             if isinstance(data, dict) and isinstance(data.get("seconds"), (int, float)):
-                out.setdefault(str(data.get("experiment")), []).append(float(data["seconds"]))
+                out[name] = (str(data.get("experiment")), float(data["seconds"]))
         return out
 
 

@@ -28,11 +28,20 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from runner.errors import InputError
 from runner.fsutil import remove_temp_files
+from runner.observe.progress import (
+    JobProgress,
+    RateMeter,
+    fmt_duration,
+    status_eta,
+    status_rows,
+    study_eta,
+    study_line,
+)
 from runner.orchestrate.jobapi import JobContext, JobFailed, JobInterrupted
 from runner.orchestrate.ledger import (
     DEFAULT_HEARTBEAT_S,
@@ -147,6 +156,79 @@ def format_plan(plan: Plan, states: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def job_sizes(plan: Plan) -> dict[str, float]:
+    """Planned real training tokens per job (runner.observe.estimate), the study ETA's unit
+    of work; {} when the data's token counts are missing (the ETA then counts mean jobs)."""
+    if plan.manifest is None:
+        return {}
+    from runner.observe.estimate import job_sizes as sizes
+    try:
+        return {s.job_id: s.train_tokens for s in sizes(plan)}
+    except Exception:  # noqa: BLE001 -- an ETA never stops a command
+        return {}
+
+
+class _StudyEta:
+    """The study's ETA from the measured speed of its finished jobs (ledger durations) and the
+    running jobs' own ETAs (their heartbeats), shared by the workers running now."""
+
+    def __init__(self, plan: Plan, ledger: Ledger, sizes: dict[str, float] | None = None,
+                 use_sizes: bool = True):
+        self.plan, self.ledger = plan, ledger
+        self._sizes, self.use_sizes = sizes, use_sizes
+
+    @property
+    def sizes(self) -> dict[str, float]:   # computed once, and only once a job has finished
+        if self._sizes is None:
+            self._sizes = job_sizes(self.plan)
+        return self._sizes
+
+    def seconds(self, snap: Snapshot, states: dict[str, str],
+                starting: str | None = None) -> float | None:
+        finished = self.ledger.job_durations()
+        if not finished:
+            return None
+        running = [jid for jid, st in states.items() if st == "running" and jid != starting]
+        pending = [jid for jid, st in states.items()   # failed/blocked ones do not run
+                   if jid == starting or st in ("ready", "pending", "interrupted", "stale")]
+        now = snap.taken_at
+        left = [status_eta(snap.claims[j].progress, snap.claims[j].last_beat, now,
+                           snap.claims[j].info.get("claimed_at")) for j in running]
+        workers = len({snap.claims[j].info.get("worker") for j in running}
+                      | ({"me"} if starting else set())) or 1
+        if self._sizes is None and not self.use_sizes:
+            # `status`: no token projection (0.5 s at 10,000 jobs); a pending job counts the
+            # mean duration of its experiment's finished jobs (of all finished jobs if none)
+            per_exp: dict[str, list[float]] = {}
+            for exp, sec in finished.values():
+                per_exp.setdefault(exp, []).append(sec)
+            mean = {e: sum(v) / len(v) for e, v in per_exp.items()}
+            exp_of = {j.job_id: j.experiment for j in self.plan.jobs}
+            return study_eta([(sec, mean[exp]) for exp, sec in finished.values()],
+                             [mean.get(exp_of[j]) for j in pending], left, workers)
+        return study_eta([(sec, self.sizes.get(jid)) for jid, (_, sec) in finished.items()],
+                         [self.sizes.get(j) for j in pending], left, workers)
+
+    def line(self, snap: Snapshot, starting: str) -> str:
+        states = job_states(self.plan.jobs, snap)
+        counts = Counter(states.values())
+        running = counts.get("running", 0) + (states.get(starting) != "running")
+        return study_line(done=counts.get("done", 0), total=len(self.plan.jobs),
+                          running=running, eta_s=self.seconds(snap, states, starting),
+                          failed=counts.get("failed", 0))
+
+
+def _job_eta(progress: dict, last_beat: float, now: float, claimed_at) -> float | None:
+    """A running job's ETA: the worker's own (eta_s); for a heartbeat without one but with
+    the attempt's elapsed_s, the mean speed over that time; else from the claim's age."""
+    elapsed = progress.get("elapsed_s")
+    step, total = progress.get("step"), progress.get("total_steps")
+    if progress.get("eta_s") is None and isinstance(elapsed, (int, float)) \
+            and isinstance(step, (int, float)) and isinstance(total, (int, float)) and step > 0:
+        return max(0.0, elapsed * (total - step) / step - max(0.0, now - last_beat))
+    return status_eta(progress, last_beat, now, claimed_at)
+
+
 def format_status(plan: Plan, ledger: Ledger, snap: Snapshot, states: dict[str, str]) -> str:
     """Counts per state, progress of running jobs, failed jobs with their reason."""
     jobs = plan.by_id()
@@ -161,11 +243,7 @@ def format_status(plan: Plan, ledger: Ledger, snap: Snapshot, states: dict[str, 
         p = c.progress
         step, total = p.get("step"), p.get("total_steps")
         tokens, target = p.get("tokens"), p.get("target_tokens")
-        eta = p.get("eta_s")
-        elapsed = p.get("elapsed_s")
-        if eta is None and isinstance(step, (int, float)) and isinstance(total, (int, float)) \
-                and step and isinstance(elapsed, (int, float)):
-            eta = elapsed * (total - step) / step
+        eta = _job_eta(p, c.last_beat, snap.taken_at, c.info.get("claimed_at"))
         head = (f"  {job.job_id} {job.experiment} {job.model} {'+'.join(job.tasks)} "
                 f"seed {job.seed}: {states[job.job_id]}, worker {c.info.get('worker', '?')}")
         parts = [head]
@@ -189,8 +267,36 @@ def format_status(plan: Plan, ledger: Ledger, snap: Snapshot, states: dict[str, 
     if blocked:
         lines.append(f"blocked: {len(blocked)} jobs wait on failed jobs "
                      f"({', '.join(sorted({d for j in blocked for d in j.depends_on}))})")
+    if any(st not in ("done", "failed", "blocked") for st in states.values()):
+        rest = _StudyEta(plan, ledger, use_sizes=False).seconds(snap, states)
+        lines.append(f"rest of the study: ETA {fmt_duration(rest)} (from the measured speed "
+                     f"of its finished jobs; ? until one has finished)")
     del jobs
     return "\n".join(lines)
+
+
+def status_json(plan: Plan, ledger: Ledger, snap: Snapshot, states: dict[str, str]) -> dict:
+    """`status --json`: counts per state, the running jobs (worker, step/tokens, heartbeat
+    age, ETA), the failed jobs' reasons and the ETA of the rest of the study."""
+    running = [j.job_id for j in plan.jobs if states[j.job_id] in ("running", "stale")]
+    rows = status_rows([{"job_id": jid, "worker": snap.claims[jid].info.get("worker"),
+                         "progress": snap.claims[jid].progress,
+                         "last_beat": snap.claims[jid].last_beat,
+                         "claimed_at": snap.claims[jid].info.get("claimed_at")}
+                        for jid in running], snap.taken_at)
+    for row in rows:
+        c = snap.claims[row["job_id"]]
+        row["state"] = states[row["job_id"]]
+        row["eta_s"] = _job_eta(c.progress, c.last_beat, snap.taken_at, c.info.get("claimed_at"))
+    left = None
+    if any(st not in ("done", "failed", "blocked") for st in states.values()):
+        left = _StudyEta(plan, ledger, use_sizes=False).seconds(snap, states)
+    return {"study": plan.manifest.study.name, "results_dir": str(ledger.root),
+            "total": len(plan.jobs), "counts": dict(Counter(states.values())),
+            "running": rows,
+            "failed": {j.job_id: ledger.failure(j.job_id).get("reason")
+                       for j in plan.jobs if states[j.job_id] == "failed"},
+            "study_eta_s": left}
 
 
 # ---------------------------------------------------------------------- stopping
@@ -339,8 +445,11 @@ def run_plan(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None
              time_budget_s: float | None = None, retry_failed: bool = False,
              worker_id: str | None = None, lease_s: float = DEFAULT_LEASE_S,
              heartbeat_s: float = DEFAULT_HEARTBEAT_S, poll_s: float = 5.0,
-             out: Callable[[str], None] | None = None) -> int:
+             out: Callable[[str], None] | None = None,
+             tracking: Sequence[str] | None = None, bar_position: int = 0) -> int:
     """Run every job of ``plan`` that is not done; return the exit code (0, 1 or 3).
+    ``tracking``: experiment-tracking backends (None: the manifest's ``[study] tracking``);
+    ``bar_position``: the line of this worker's progress bar on a shared terminal.
 
     Long because the claim loop and its signal handling share the stop state; the exit code is
     runner.orchestrate.states.exit_outcome."""
@@ -359,6 +468,10 @@ def run_plan(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None
                 f"the job runs again")
     _prune_done_jobs(plan, ledger)
     durations = ledger.durations()
+    if tracking is None:
+        tracking = getattr(getattr(plan.manifest, "study", None), "tracking", ()) or ()
+    tracking = tuple(tracking)
+    eta = _StudyEta(plan, ledger)
     retried: set[str] = set()
     job_fn_resolved: list[JobFn] = [job_fn] if job_fn is not None else []
 
@@ -404,7 +517,9 @@ def run_plan(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None
                 if state == "failed":
                     retried.add(job.job_id)
                 outcome = _run_one(job, claim, state, plan, ledger, job_fn_resolved[0],
-                                   stop, deadline, heartbeat_s, durations, say)
+                                   stop, deadline, heartbeat_s, durations, say,
+                                   tracking=tracking, bar_position=bar_position,
+                                   study_line=eta.line(snap, job.job_id))
                 if outcome == "interrupted":
                     stopped_for_budget = stop.signal is None
                     break
@@ -434,7 +549,8 @@ def run_plan(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None
 
 def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job_fn: JobFn,
              stop: _Stop, deadline: float | None, heartbeat_s: float,
-             durations: dict[str, list[float]], say) -> str:
+             durations: dict[str, list[float]], say, *, tracking: Sequence[str] = (),
+             bar_position: int = 0, study_line: str | None = None) -> str:
     """Run one claimed job; return "done", "failed", "interrupted" or "lost".
 
     Long because heartbeat, lease, stop and the four outcomes share one claim's state."""
@@ -450,6 +566,8 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
     logger, handlers = _job_logger(job, job_dir)
     verb = "resuming" if state in ("stale", "interrupted") else "starting"
     try:
+        if study_line:   # "job k of N (...), study ETA ..."
+            say(study_line)
         say(f"{verb} {job.job_id} {job.experiment} {job.strategy} {job.model} "
             f"{'+'.join(job.tasks)} seed {job.seed}")
     except BaseException:
@@ -464,8 +582,16 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
     def should_stop() -> bool:
         return beat.lost or stop()
 
+    meter = RateMeter()   # adds elapsed_s, rate and eta_s to what the heartbeat file gets
+    bar = JobProgress(job.job_id, position_=bar_position)   # a no-op unless on a terminal
+
     def heartbeat(progress: dict) -> None:
-        beat.progress = dict(progress)
+        progress = meter.annotate(progress)
+        try:
+            bar.update(progress)
+        except Exception:  # noqa: BLE001 -- a progress bar never fails a job
+            bar.enabled = False
+        beat.progress = progress
 
     try:
         beat.beat()
@@ -482,7 +608,7 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
             deps[dep] = result
         ctx = JobContext(job_dir=job_dir, data_dir=Path(plan.data_dir), dependency_results=deps,
                          should_stop=should_stop, deadline=deadline, heartbeat=heartbeat,
-                         logger=logger)
+                         logger=logger, tracking=tuple(tracking), results_dir=ledger.root)
         result = job_fn(job, ctx)
         if not isinstance(result, dict):
             raise JobFailed(f"job function returned {type(result).__name__}, expected a dict")
@@ -519,6 +645,7 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
         raise
     finally:
         beat.stop()
+        bar.close()
         for h in handlers:
             logger.removeHandler(h)
             h.close()
@@ -533,7 +660,8 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
 def run_claimed(job: Job, claim: Claim, state: str, ledger: Ledger, data_dir: str | Path, *,
                 job_fn: JobFn | None = None, should_stop: Callable[[], bool] = lambda: False,
                 deadline: float | None = None, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
-                out: Callable[[str], None] | None = None) -> str:
+                out: Callable[[str], None] | None = None,
+                tracking: Sequence[str] = ()) -> str:
     """Run one job that ``claim`` holds, exactly as ``run_plan`` does (heartbeat, log.txt,
     result.json last, failure record, release on interruption); return "done", "failed",
     "interrupted" or "lost".  The seam for executors that place jobs elsewhere (Ray):
@@ -542,12 +670,16 @@ def run_claimed(job: Job, claim: Claim, state: str, ledger: Ledger, data_dir: st
     shim = Plan(manifest=None, data_dir=Path(data_dir), jobs=(job,))  # only data_dir is read
     return _run_one(job, claim, state, shim, ledger, job_fn or _default_job_fn(), should_stop,
                     deadline, heartbeat_s, ledger.durations(),
-                    out or (lambda msg: print(msg, flush=True)))
+                    out or (lambda msg: print(msg, flush=True)), tracking=tracking)
 
-def status(plan: Plan, results_dir: str | Path) -> str:
+def status(plan: Plan, results_dir: str | Path, as_json: bool = False) -> str:
     ledger = Ledger(results_dir)
     snap = ledger.snapshot(j.job_id for j in plan.jobs)
-    return format_status(plan, ledger, snap, job_states(plan.jobs, snap))
+    states = job_states(plan.jobs, snap)
+    if as_json:
+        import json
+        return json.dumps(status_json(plan, ledger, snap, states), indent=1)
+    return format_status(plan, ledger, snap, states)
 
 
 def plan_table(plan: Plan, results_dir: str | Path) -> str:

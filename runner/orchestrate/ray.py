@@ -60,7 +60,7 @@ def _stop_file(results_dir: Path, token: str) -> Path:
 def ray_job(job: Job, results_dir: str, data_dir: str, job_fn: JobFn | None,
             stop_at_unix: float | None, deadline_unix: float | None, stop_token: str,
             lease_s: float, heartbeat_s: float, retry_failed: bool,
-            num_cpus: float) -> tuple[str, str]:
+            num_cpus: float, tracking: tuple[str, ...] = ()) -> tuple[str, str]:
     """Body of one Ray task: claim ``job`` in the ledger, run it, return (job_id, outcome).
 
     outcome: done | failed | interrupted | lost (another worker took it over) |
@@ -107,7 +107,8 @@ def ray_job(job: Job, results_dir: str, data_dir: str, job_fn: JobFn | None,
         return checked["stop"]
 
     outcome = run_claimed(job, claim, state, ledger, data_dir, job_fn=fn,
-                          should_stop=should_stop, deadline=deadline, heartbeat_s=heartbeat_s)
+                          should_stop=should_stop, deadline=deadline, heartbeat_s=heartbeat_s,
+                          tracking=tracking)
     return job.job_id, outcome
 
 
@@ -122,14 +123,19 @@ def run_ray(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None,
             address: str | None = None, time_budget_s: float | None = None,
             retry_failed: bool = False, cpus_per_job: float | None = None,
             lease_s: float = DEFAULT_LEASE_S, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
-            poll_s: float = 2.0, out: Callable[[str], None] | None = None) -> int:
+            poll_s: float = 2.0, out: Callable[[str], None] | None = None,
+            tracking: tuple[str, ...] | None = None) -> int:
     """Run every job of ``plan`` that is not done as Ray tasks; return 0, 1 or 3.
 
     Uses the Ray cluster this process is already connected to, else ``ray.init(address)``
     (None: start a local one).  ``job_fn`` defaults to the training engine on each node.
+    ``tracking``: experiment-tracking backends (None: the manifest's ``[study] tracking``).
 
     Long because the driver loop (submit, wait, record, budget, signals) shares its bookkeeping;
     the summary and exit code are runner.orchestrate.states.exit_outcome."""
+    if tracking is None:
+        tracking = getattr(getattr(plan.manifest, "study", None), "tracking", ()) or ()
+    tracking = tuple(tracking)
     if cpus_per_job is not None and not cpus_per_job > 0:
         raise InputError(None, f"expected a positive number of CPUs, got {cpus_per_job}",
                          where="--cpus-per-job")
@@ -220,7 +226,8 @@ def run_ray(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None,
                 if retry:
                     retried.add(jid)
                 ref = remote.remote(job, str(results_dir), data_dir, fn_ref, stop_at_unix,
-                                    deadline_unix, token, lease_s, heartbeat_s, retry, num_cpus)
+                                    deadline_unix, token, lease_s, heartbeat_s, retry, num_cpus,
+                                    tracking)
                 inflight[ref] = jid
             if not inflight:
                 if stopping or skipped_for_time or not any_unfinished(states.values()):

@@ -232,7 +232,7 @@ def run_workers(plan: Plan, results_dir: str | Path, child_args: Sequence[str], 
             old[sig] = signal.signal(sig, forward)
     budget_kill_sent = False
     try:
-        for slot in slots:
+        for index, slot in enumerate(slots):
             args = [*base, *child_args, "--worker-id", slot.worker_id]
             if time_budget_s is not None:
                 left = time_budget_s - (time.monotonic() - started_at)
@@ -245,7 +245,8 @@ def run_workers(plan: Plan, results_dir: str | Path, child_args: Sequence[str], 
                 offset = log.tell()   # a rerun appends to the same worker's log
                 proc = subprocess.Popen(
                     args, env={**environ, **slot.env, "PYTHONUNBUFFERED": "1",
-                               PARENT_ENV: str(os.getpid())},
+                               PARENT_ENV: str(os.getpid()),
+                               "RUNNER_WORKER_INDEX": str(index)},
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True)
             pump = threading.Thread(target=_follow, daemon=True, args=(

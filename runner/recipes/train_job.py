@@ -42,7 +42,7 @@ from runner.ml.train import (
     tokens_at_best,
     train,
 )
-from runner.orchestrate.jobapi import JobFailed
+from runner.orchestrate.jobapi import JobFailed, JobInterrupted
 from runner.outputs.document import json_safe
 from runner.outputs.provenance import git_commit, now
 from runner.recipes.heldout import run_heldout
@@ -215,10 +215,60 @@ class JobData:
     dropped: dict[str, int | None]
 
 
+class JobTracking:
+    """The job's experiment-tracking run (runner.observe.tracking), opened by the training
+    loop once it knows the restored step (``open``), closed here with how the job ended.
+    With no backends (the default) nothing is imported and every call is a no-op."""
+
+    def __init__(self, job, ctx):
+        self.job, self.ctx = job, ctx
+        self.backends = tuple(getattr(ctx, "tracking", ()) or ())
+        self.tracker = None
+
+    def open(self, resume_step: int):
+        if not self.backends:
+            return None
+        from runner.observe.tracking import open_tracker  # torch-free; lazily
+        if self.tracker is not None:   # a CUDA OOM retry starts the job again from scratch
+            self.tracker.close("interrupted")
+        job, ctx = self.job, self.ctx
+        results_dir = getattr(ctx, "results_dir", None) or Path(ctx.job_dir).parent
+        tags = {"study": job.study, "experiment": job.experiment, "model": job.model,
+                "tasks": "+".join(job.tasks), "strategy": job.strategy, "seed": int(job.seed)}
+        self.tracker = open_tracker(self.backends, results_dir, job.job_id, tags=tags,
+                                    config=dict(job.config), logger=ctx.logger,
+                                    resume_step=resume_step)
+        return self.tracker
+
+    def final(self, metrics: dict, step: int) -> None:
+        if self.tracker is not None:
+            self.tracker.log_final(metrics, step=step)
+
+    def close(self, status: str) -> None:
+        if self.tracker is not None:
+            self.tracker.close(status)
+            self.tracker = None
+
+
 def run_job(job, ctx) -> dict:
-    """The executors' default job function (runner.orchestrate.jobapi): read the data,
-    train (resuming where a checkpoint is), test, run RQ2's held-out tasks, return the
-    result document.  One step a line or a call, in the order they happen.
+    """The executors' default job function (runner.orchestrate.jobapi): the job, its
+    experiment-tracking run closed with how it ended (finished, interrupted, failed)."""
+    tracking = JobTracking(job, ctx)
+    try:
+        result = _run_job(job, ctx, tracking)
+    except JobInterrupted:
+        tracking.close("interrupted")
+        raise
+    except BaseException:
+        tracking.close("failed")
+        raise
+    tracking.close("finished")
+    return result
+
+
+def _run_job(job, ctx, tracking: JobTracking) -> dict:
+    """Read the data, train (resuming where a checkpoint is), test, run RQ2's held-out tasks,
+    return the result document.  One step a line or a call, in the order they happen.
 
     A little over a screen: the order of the calls is the job's order of events (RQ2 before the
     token-controlled re-test), so it stays in one place."""
@@ -244,7 +294,7 @@ def run_job(job, ctx) -> dict:
 
     ckpt_root = ckpt.checkpoints_dir(ctx.job_dir)
     model, progress, oom_retry = train_with_oom_retry(job, ctx, cfg, specs, data, device,
-                                                      pad_id, ckpt_root, target)
+                                                      pad_id, ckpt_root, target, tracking.open)
     # the test evaluation uses best/: the best validation weights (token_controlled: the final
     # ones, the methodology's rule; its best validation weights are tested below)
     tested_step = progress.step if token_controlled else progress.best_step
@@ -255,6 +305,7 @@ def run_job(job, ctx) -> dict:
     scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
                         ctx.job_dir)
     per_task = per_task_entries(specs, scored, progress, data.frames)
+    tracking.final({"test": {name: m for name, (m, _, _) in scored.items()}}, progress.step)
 
     provenance = provenance_of(job, device, started_at)
     # RQ2: the encoder on held-out tasks.  The training checkpoint (finished) is kept until
@@ -268,6 +319,8 @@ def run_job(job, ctx) -> dict:
         scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
                             ctx.job_dir, "predictions/best_weights")
         best_tokens = tokens_at_best(progress)[1]
+        tracking.final({"test_best": {name: m for name, (m, _, _) in scored.items()}},
+                       progress.step)
         for name, (metrics, rel, _) in scored.items():
             per_task[name]["best_weights"] = {"metrics": metrics, "predictions": rel,
                                               "step": progress.best_step,
@@ -324,7 +377,8 @@ def load_job_data(ctx, cfg: TrainConfig, specs: dict, tokenizer, limit: int | No
 
 
 def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData, device,
-                         pad_id: int, ckpt_root: Path, target: int | None):
+                         pad_id: int, ckpt_root: Path, target: int | None,
+                         open_tracker=None):
     """(model, progress, oom_retry): the model built (seeded), adapted and trained; a CUDA
     out-of-memory error retries once from scratch at half the batch and twice the
     accumulation (the same effective batch), recorded as ``oom_retry``."""
@@ -347,7 +401,8 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
                 log.warning("compile: torch %s has no Module.compile (2.2+); running eagerly",
                             torch.__version__)
         setup = TrainSetup(job.strategy, data.tasks, cfg, int(job.seed), device, pad_id,
-                           ckpt_root, evaluate, batch_size, accumulation, target)
+                           ckpt_root, evaluate, batch_size, accumulation, target,
+                           open_tracker)
         try:
             return model, train(model, setup, ctx), oom_retry
         except torch.cuda.OutOfMemoryError:

@@ -225,12 +225,19 @@ DATA_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {"decontaminate": (_boo
 
 
 # ---------------------------------------------------------------------- dataclasses
+# [study] tracking: the backends of runner.observe.tracking (KNOWN_BACKENDS; a test keeps the
+# two equal -- the study layer does not import the observe layer, which sits above it)
+TRACKING_BACKENDS = ("tensorboard", "mlflow", "wandb")
+
+
 @dataclass(frozen=True)
 class Study:
     name: str
     results: str          # folder of the study's results (relative to the working folder)
     seeds: tuple[int, ...]
     results_line: int | None = None   # where `results` is set, for errors about that folder
+    # experiment-tracking backends (runner.observe.tracking); not part of any job's identity
+    tracking: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -458,7 +465,8 @@ class _Parser:
         path = ("study",)
         if "study" not in doc:
             raise self.error((), "missing table [study] (name, seeds)")
-        raw = self.table(doc["study"], path, ("name", "results", "seeds"), ("name", "seeds"))
+        raw = self.table(doc["study"], path, ("name", "results", "seeds", "tracking"),
+                         ("name", "seeds"))
         name = self.string(raw["name"], path + ("name",), _NAME_RE)
         results = (self.string(raw["results"], path + ("results",)) if "results" in raw
                    else f"results/{name}")
@@ -472,8 +480,12 @@ class _Parser:
                                  f"got {s!r}")
             if s in seeds[:i]:
                 raise self.error(path + ("seeds", i), f"seed {s} is listed twice")
+        tracking: tuple[str, ...] = ()
+        if raw.get("tracking", []) != []:
+            tracking = self.str_list(raw["tracking"], path + ("tracking",), TRACKING_BACKENDS,
+                                     "tracking backend")
         return Study(name=name, results=results, seeds=tuple(int(s) for s in seeds),
-                     results_line=self.lines.line(path + ("results",)))
+                     results_line=self.lines.line(path + ("results",)), tracking=tracking)
 
     def models(self, doc: dict) -> Mapping[str, str]:
         raw = doc.get("models", {})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "runner"
-NO_TORCH = ("study", "orchestrate", "data", "outputs")   # the torch-free packages
+NO_TORCH = ("study", "orchestrate", "data", "outputs", "observe")   # the torch-free packages
 TORCH_SIDE = ("ml", "recipes")                            # what may import torch
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
