@@ -432,7 +432,15 @@ class _WandB:
         pass
 
     def close(self, status: str, quiet: bool = False) -> None:
-        self.run.finish(exit_code=0 if status == "finished" else 1)
+        import wandb
+
+        code = 0 if status == "finished" else 1
+        self.run.finish(exit_code=code)
+        # finish() can return before W&B's service has written the run's last records to
+        # disk (offline: the .wandb file may still be only its header); teardown waits for
+        # the service to finish and stops it.  A process runs one job at a time, so no other
+        # run shares it; the next job's wandb.init starts a fresh service.
+        wandb.teardown(exit_code=code)
 
 
 _LOG_HEADER = 7        # ":W&B", magic 0xBEE1 (uint16), version (uint8)

@@ -41,6 +41,16 @@ for s in range(1, 6):
     t.log_scalars(s, {{"train/loss": 100.0 + s, "train/tokens/bc2gm": 1000 * s}})
 t.flush()
 time.sleep(2.5)   # > RUNNER_TRACKING_FLUSH_S: what a writer flushes on its own timer
+# W&B's service flushes on its own timer too; on a loaded machine give it up to 30 s more to
+# have written rows 1..4 (step 5's row stays open until a next step), then kill
+from pathlib import Path
+from runner.observe.tracking import read_wandb_history
+deadline = time.monotonic() + 30
+while "wandb" in t.active and time.monotonic() < deadline:
+    files = list(Path(sys.argv[1]).glob("tracking/wandb/wandb/offline-run-*/run-*.wandb"))
+    if files and len(read_wandb_history(files[0])) >= 4:
+        break
+    time.sleep(0.2)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
