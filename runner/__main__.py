@@ -25,6 +25,7 @@ a tool killed by SIGPIPE would be; ``run`` gives its claimed job back first.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -35,11 +36,24 @@ from runner.outputs.evaluation import LEVELS
 COMMANDS = ("run", "plan", "status", "prepare", "evaluate", "similarity", "contamination")
 
 
-def _parser() -> argparse.ArgumentParser:
-    """The parser of every subcommand.
+class _Command(argparse.ArgumentParser):
+    """A subcommand's parser that declares its options (``declare(parser)``) when it is the
+    command given: a command loads only its own module (`prepare` and `contamination` bring
+    numpy and pyarrow, which `status` need not wait for)."""
 
-    Long because it is the CLI's one declaration: every subcommand and flag with its help text,
-    in --help's order."""
+    def __init__(self, *args, declare=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._declare = declare
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._declare is not None:
+            declare, self._declare = self._declare, None
+            declare(self)   # its options, description and handler (set_defaults)
+        return super().parse_known_args(args, namespace)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand; each declares its options in its own ``_declare_*``."""
     parser = argparse.ArgumentParser(
         prog="python -m runner",
         description="Run a multi-task transfer study described by a TOML manifest. "
@@ -47,22 +61,40 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all jobs done; 1 some jobs failed (the others went on); "
                "2 bad input; 3 time budget reached or interrupted (SIGTERM, Ctrl-C): "
                "run the same command again to resume.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Command)
+    sub.add_parser("run", help="run every ready job (default command)", declare=_declare_run)
+    sub.add_parser("plan", help="print the jobs and their states", declare=_declare_plan)
+    sub.add_parser("status", help="counts per state, progress, failures",
+                   declare=_declare_status)
+    sub.add_parser("prepare", help="prepare the datasets (python -m runner prepare --help)",
+                   declare=_declare_prepare)
+    sub.add_parser("contamination", declare=_declare_contamination,
+                   help="RQ1: which validation/test units overlap which task's training data "
+                        "(python -m runner contamination --help)")
+    sub.add_parser("evaluate", declare=_declare_evaluate,
+                   help="RQ3: evaluate finished jobs' best weights at fp32/fp16/bf16/int8/nf4")
+    sub.add_parser("similarity", declare=_declare_similarity,
+                   help="RQ4: task similarity (label, word, word-piece Jaccard; unigram JSD)")
+    return parser
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("manifest", help="the study's TOML manifest, e.g. manifests/demo.toml")
-        p.add_argument("--data-dir", default="data",
-                       help="prepared data with its SHA256SUMS (default: data)")
-        p.add_argument("--results-dir", default=None,
-                       help="the study's results folder (default: [study] results in the "
-                            "manifest, i.e. results/<study name>)")
 
-    run = sub.add_parser("run", help="run every ready job (default command)",
-                         description="Run every job whose dependencies are done, in plan "
-                         "order; skip done jobs, resume interrupted ones. Several workers "
-                         "(processes or machines sharing the results folder) may run the "
-                         "same manifest at once: each job runs once.")
-    common(run)
+def _study_arguments(p: argparse.ArgumentParser) -> None:
+    """The manifest and its folders, for the commands that read a study."""
+    p.add_argument("manifest", help="the study's TOML manifest, e.g. manifests/demo.toml")
+    p.add_argument("--data-dir", default="data",
+                   help="prepared data with its SHA256SUMS (default: data)")
+    p.add_argument("--results-dir", default=None,
+                   help="the study's results folder (default: [study] results in the "
+                        "manifest, i.e. results/<study name>)")
+
+
+def _declare_run(run: argparse.ArgumentParser) -> None:
+    run.description = ("Run every job whose dependencies are done, in plan order; skip done "
+                       "jobs, resume interrupted ones. Several workers (processes or machines "
+                       "sharing the results folder) may run the same manifest at once: each "
+                       "job runs once.")
+    _study_arguments(run)
+    run.set_defaults(handler=_study)
     run.add_argument("--time-budget", default=None, metavar="DURATION",
                      help="e.g. 11h30m, 45m, 90s: start no job that cannot finish in time, "
                           "checkpoint running jobs before the end, exit 3")
@@ -95,11 +127,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="experiment tracking, comma-separated: tensorboard, mlflow, wandb "
                           "(runs under <results>/tracking/); 'none' turns it off; overrides "
                           "[study] tracking in the manifest (default: the manifest's, none)")
-    plan = sub.add_parser("plan", help="print the jobs and their states",
-                          description="Print every job (id, experiment, strategy, model, "
-                          "tasks, seed, depends on, state), then counts per strategy and "
-                          "state and the total. Writes nothing.")
-    common(plan)
+
+
+def _declare_plan(plan: argparse.ArgumentParser) -> None:
+    plan.description = ("Print every job (id, experiment, strategy, model, tasks, seed, "
+                        "depends on, state), then counts per strategy and state and the "
+                        "total. Writes nothing.")
+    _study_arguments(plan)
+    plan.set_defaults(handler=_study)
     plan.add_argument("--json", action="store_true",
                       help="print the jobs, their states and the design check as one JSON "
                            "document (for scripts)")
@@ -121,20 +156,20 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--quota-hours", type=float, default=30.0, metavar="H",
                       help="with --estimate: the weekly GPU quota to compare with (default "
                            "30, Kaggle's)")
-    status = sub.add_parser("status", help="counts per state, progress, failures",
-                            description="Counts per state, progress and ETA of running "
-                            "jobs, failed jobs with their one-line reason. Writes nothing.")
-    common(status)
+
+
+def _declare_status(status: argparse.ArgumentParser) -> None:
+    status.description = ("Counts per state, progress and ETA of running jobs, failed jobs "
+                          "with their one-line reason. Writes nothing.")
+    _study_arguments(status)
+    status.set_defaults(handler=_study)
     status.add_argument("--json", action="store_true",
                         help="the same as one JSON document (for scripts)")
-    sub.add_parser("prepare", help="prepare the datasets (python -m runner prepare --help)",
-                   add_help=False)
-    sub.add_parser("contamination", add_help=False,
-                   help="RQ1: which validation/test units overlap which task's training data "
-                        "(python -m runner contamination --help)")
-    ev = sub.add_parser(
-        "evaluate", help="RQ3: evaluate finished jobs' best weights at fp32/fp16/bf16/int8/nf4",
-        description="For every finished job of the manifest (result.json present), rebuild the "
+
+
+def _declare_evaluate(ev: argparse.ArgumentParser) -> None:
+    ev.description = (
+        "For every finished job of the manifest (result.json present), rebuild the "
         "model with the best weights it kept and write <job_dir>/evaluation/<level>.json: the "
         "primary metric on the job's own test subset, ECE (15 bins) before/after temperature "
         "scaling fitted on its validation subset, latency per example and throughput at "
@@ -142,7 +177,8 @@ def _parser() -> argparse.ArgumentParser:
         "CUDA GPU; nf4 needs bitsandbytes and a CUDA GPU or bitsandbytes' CPU backend; int8 (dynamic quantisation of nn.Linear) runs on "
         "CPU; a level that cannot run here is written as skipped with the reason. A level "
         "whose file exists is not computed again (--force does).")
-    common(ev)
+    _study_arguments(ev)
+    ev.set_defaults(handler=_evaluate)
     ev.add_argument("--levels", default=",".join(LEVELS),
                     help=f"comma-separated precision levels (default: {','.join(LEVELS)})")
     ev.add_argument("--batch-size", type=int, default=32,
@@ -154,23 +190,24 @@ def _parser() -> argparse.ArgumentParser:
                          "job's own subsets (default: exactly the job's, so numbers compare "
                          "with its result.json)")
     ev.add_argument("--force", action="store_true", help="recompute levels already written")
-    sim = sub.add_parser(
-        "similarity", help="RQ4: task similarity (label, word, word-piece Jaccard; unigram JSD)",
-        description="Write task_similarity.json from the prepared training data. --tasks: "
-        "the named tasks into --out. --manifest: the manifest's tasks into "
-        "<results>/task_similarity.json (or --out), word pieces under the manifest's model "
-        "tokenizer when it has one model in a local folder (minilm), else word-level only.")
-    which = sim.add_mutually_exclusive_group(required=True)
-    which.add_argument("--tasks", default=None, metavar="A,B,...",
-                       help="task names, comma-separated (data/<task>/)")
-    which.add_argument("--manifest", default=None, help="a study manifest: its tasks")
-    sim.add_argument("--data-dir", default="data", help="prepared data (default: data)")
-    sim.add_argument("--results-dir", default=None,
-                     help="with --manifest: the study's results folder (default: the manifest's)")
-    sim.add_argument("--out", default=None, help="output file (needed with --tasks)")
-    sim.add_argument("--tokenizer", default=None,
-                     help="model folder or tokenizer.json for the word-piece Jaccard")
-    return parser
+
+
+def _declare_prepare(p: argparse.ArgumentParser) -> None:
+    from runner.data import prepare  # lazily, as each module below: only its command needs it
+    prepare.add_arguments(p)
+    p.set_defaults(handler=prepare.run)
+
+
+def _declare_contamination(p: argparse.ArgumentParser) -> None:
+    from runner.data import contamination
+    contamination.add_arguments(p)
+    p.set_defaults(handler=functools.partial(contamination.run, manifest_tasks=_evaluated_tasks))
+
+
+def _declare_similarity(p: argparse.ArgumentParser) -> None:
+    from runner.recipes import similarity
+    similarity.add_arguments(p)
+    p.set_defaults(handler=similarity.run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,12 +235,6 @@ def _silence_stdout() -> None:
 
 def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "prepare":
-        from runner.data.prepare import main as prepare_main  # lazily: only this command needs it
-        return prepare_main(argv[1:])
-    if argv and argv[0] == "contamination":
-        from runner.data.contamination import main as contamination_main
-        return contamination_main(argv[1:], manifest_tasks=_evaluated_tasks)
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")
     parser = _parser()
@@ -215,7 +246,7 @@ def _main(argv: list[str] | None = None) -> int:
         from runner.orchestrate.workers import die_with_parent
         die_with_parent()   # a worker started by --workers stops when its parent dies
     try:
-        return _dispatch(args)
+        return args.handler(args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -241,31 +272,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.skipped_jobs else 0
 
 
-def _similarity(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from runner.recipes import similarity
-    from runner.recipes.quantized_eval import parse_names
-
-    if args.tasks is not None:
-        if args.out is None:
-            raise InputError(None, "--tasks needs --out FILE", where="--out")
-        argv = ["--tasks", *(parse_names(args.tasks) or ()), "--data-dir", args.data_dir,
-                "--out", args.out]
-        if args.tokenizer:
-            argv += ["--tokenizer", args.tokenizer]
-        return similarity.main(argv)
-    from runner.study.manifest import load_manifest
-    manifest = load_manifest(args.manifest)
-    argv, note = similarity.similarity_argv(manifest, Path(args.results_dir or manifest.study.results),
-                                 args.data_dir, args.out)
-    if args.tokenizer:
-        argv, note = [a for a in argv] + ["--tokenizer", args.tokenizer], None
-    if note:
-        print(f"note: {note}")
-    return similarity.main(argv)
-
-
 def _after_run(manifest, results_dir, data_dir, code: int) -> int:
     """RQ4: a finished run of a manifest with a task_sets = "pairs" experiment writes the
     study's task_similarity.json when it is absent (a failure here never fails the run)."""
@@ -275,10 +281,7 @@ def _after_run(manifest, results_dir, data_dir, code: int) -> int:
     out = results_dir / "task_similarity.json"
     if code != 0 or out.exists() or not has_pair_experiment(manifest):
         return code
-    argv, note = similarity.similarity_argv(manifest, results_dir, data_dir)
-    if note:
-        print(f"note: {note}")
-    if similarity.main(argv) != 0:
+    if similarity.write_for_manifest(manifest, results_dir, data_dir) != 0:
         print(f"warning: {out} not written (python -m runner similarity --manifest ...)",
               file=sys.stderr)
     return code
@@ -420,12 +423,9 @@ def _worker_index() -> int:
         return 0
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "evaluate":
-        return _evaluate(args)
-    if args.command == "similarity":
-        return _similarity(args)
-
+def _study(args: argparse.Namespace) -> int:
+    """`run`, `plan` and `status`: the manifest, its results folder, run's flags and the plan
+    (with the data's checksums) are checked in that order before anything else."""
     from runner.orchestrate import local as executor
     from runner.study.manifest import load_manifest
     from runner.study.plan import build_plan, check_models

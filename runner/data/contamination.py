@@ -594,26 +594,26 @@ def decontaminate_train(data_dir: str | Path, task: str, train: pd.DataFrame,
     return train[keep].reset_index(drop=True), int((~keep).sum())
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m runner contamination",
-        description="Which validation and test units of each task overlap the training units "
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m runner contamination`` (runner/__main__.py's subparser) and of
+    :func:`main`; ``--manifest`` is read through the ``manifest_tasks`` given to :func:`run`."""
+    parser.description = (
+        "Which validation and test units of each task overlap the training units "
         "of each task (itself included): exact duplicates after normalisation and shared "
         "n-word runs. Writes a JSON keyed by unit_id (results/README.md); inside --data-dir it "
         "is also listed in SHA256SUMS and summarised in each task's data card. Run it again "
         "after `python -m runner prepare`.")
-    which = p.add_mutually_exclusive_group()
+    which = parser.add_mutually_exclusive_group()
     which.add_argument("--manifest", default=None,
                        help="the tasks of this study manifest (its experiments and [heldout])")
     which.add_argument("--tasks", default=None, metavar="A,B,...",
                        help="task names, comma-separated (default: every task)")
-    p.add_argument("--data-dir", default="data", help="prepared data (default: data)")
-    p.add_argument("--n", type=int, default=DEFAULT_N,
-                   help=f"words in a shared run (default {DEFAULT_N})")
-    p.add_argument("--out", default=None,
-                   help=f"output file (default: <data-dir>/{FILE_NAME}, the file stats reads "
-                        f"and the data cards show: keep it over every task there)")
-    return p
+    parser.add_argument("--data-dir", default="data", help="prepared data (default: data)")
+    parser.add_argument("--n", type=int, default=DEFAULT_N,
+                        help=f"words in a shared run (default {DEFAULT_N})")
+    parser.add_argument("--out", default=None,
+                        help=f"output file (default: <data-dir>/{FILE_NAME}, the file stats "
+                             f"reads and the data cards show: keep it over every task there)")
 
 
 def chosen_tasks(args: argparse.Namespace, manifest_tasks=None) -> list[str]:
@@ -664,24 +664,27 @@ def write(data_dir: Path, tasks: Sequence[str], n: int = DEFAULT_N,
     return out, doc
 
 
-def run(args: argparse.Namespace, manifest_tasks=None) -> Path:
+def run(args: argparse.Namespace, manifest_tasks=None) -> int:
+    """Compute and write the file from parsed arguments, print where and the largest overlaps;
+    the exit code (bad input: one line on stderr, 2)."""
     data_dir = Path(args.data_dir)
     started = time.perf_counter()
-    out, doc = write(data_dir, chosen_tasks(args, manifest_tasks), args.n,
-                     Path(args.out) if args.out else None)
+    try:
+        out, doc = write(data_dir, chosen_tasks(args, manifest_tasks), args.n,
+                         Path(args.out) if args.out else None)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     inside = out.resolve().parent == data_dir.resolve()
     print(f"contamination: {len(doc['tasks'])} tasks, n = {doc['n']}, "
           f"{time.perf_counter() - started:.1f} s -> {out}"
           + (f" (listed in {data_dir / 'SHA256SUMS'}, data cards updated)" if inside else ""))
     print("\n".join(headline(doc)))
-    return out
+    return 0
 
 
 def main(argv: list[str] | None = None, manifest_tasks=None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        run(args, manifest_tasks)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return 0
+    """The same as ``python -m runner contamination`` (which passes ``manifest_tasks``)."""
+    parser = argparse.ArgumentParser(prog="python -m runner contamination")
+    add_arguments(parser)
+    return run(parser.parse_args(argv), manifest_tasks)

@@ -29,7 +29,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -218,27 +218,219 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
     """Train ``model`` on ``setup`` from its latest checkpoint (if any) to the end of its
     budget; the progress it returns is what result.json reports.
 
-    Long on purpose (nanoGPT's rule): the loop reads top to bottom -- sample, step, validate,
-    checkpoint, stop -- and its closures share the loop's state; split, the order of RNG draws
-    and saves that exact resume depends on would be spread over several functions."""
-    cfg, log = setup.config, ctx.logger
-    device = setup.device
+    The loop reads top to bottom -- sample and step, report, validate and checkpoint, stop --
+    and the order of these calls is the order of the RNG draws and saves that exact resume
+    depends on: keep it here, in one place."""
+    run = _open_run(model, setup, ctx)
+    while not run.training_done():
+        model.train()
+        loss_sum_before, micro_before = run.progress.train_loss_sum, run.progress.micro_steps
+        run.feed_micro_batches()                        # forward, backward, count the tokens
+        run.optimizer_step()                            # clip, step, schedule
+        run.report_step(loss_sum_before, micro_before)  # heartbeat, tracking
+        saved = run.validate_and_checkpoint()
+        run.stop_if_asked(saved)                        # ctx.should_stop() -> JobInterrupted
+    run.finish()
+    return run.progress
+
+
+@dataclass
+class _Run:
+    """The state :func:`train`'s loop carries from one optimizer step to the next."""
+    model: Any
+    setup: TrainSetup
+    ctx: Any
+    dtype: torch.dtype | None            # autocast_dtype(); None = fp32
+    scaler: Any                          # make_grad_scaler()
+    optimizer: Any
+    scheduler: Any
+    progress: ckpt.TrainingProgress
+    sampler: TaskSampler
+    tracker: Any                         # runner.observe.tracking.Tracker, or None
+    best_root: Path                      # where the best validation weights go
+    total_examples: int                  # of all tasks' training splits
+    cap_examples: int                    # token_controlled: epoch_cap passes over its task
+    segment_start: float                 # time.monotonic() that train_seconds counts from
+    last_save: float                     # time.monotonic() that checkpoint_every_s counts from
+    last_eval_step: int | None
+    plans: dict[tuple[str, int], list] = field(default_factory=dict)  # (task, epoch) -> batches
+
+    @property
+    def token_controlled(self) -> bool:
+        return self.setup.strategy == "token_controlled"
+
+    def next_indices(self, task: str) -> np.ndarray:
+        """The examples of ``task``'s next batch: the next entry of its epoch plan."""
+        pos = self.progress.positions[task]
+        plan = self.plans.get((task, pos["epoch"]))
+        if plan is None:
+            self.plans.clear()  # one epoch per task is all that is ever needed again
+            plan = epoch_plan(self.setup.tasks[task].train.lengths, self.progress.batch_size,
+                              self.setup.seed, task, pos["epoch"])
+            self.plans[(task, pos["epoch"])] = plan
+        if pos["index"] >= len(plan):
+            pos["epoch"] += 1
+            pos["index"] = 0
+            return self.next_indices(task)
+        pos["index"] += 1
+        return plan[pos["index"] - 1]
+
+    def epochs_done(self) -> float:
+        return sum(self.progress.examples_per_task.values()) / self.total_examples
+
+    def training_done(self) -> bool:
+        progress = self.progress
+        if progress.finished or progress.stopped_early:
+            return True
+        if self.token_controlled:
+            return progress.token_count >= progress.target_tokens or \
+                sum(progress.examples_per_task.values()) >= self.cap_examples
+        return progress.step >= progress.total_steps
+
+    def feed_micro_batches(self) -> None:
+        """Forward and backward ``grad_accumulation`` micro-batches (token_controlled: fewer
+        where the target is reached), each counted right where it is fed."""
+        progress, setup = self.progress, self.setup
+        accumulation = progress.grad_accumulation
+        for _ in range(accumulation):
+            task = self.sampler.next_task()
+            indices = self.next_indices(task)
+            split = setup.tasks[task].train
+            if self.token_controlled:
+                kept = trim_to_target(indices, split.lengths,
+                                      progress.target_tokens - progress.token_count)
+                progress.trimmed_examples += len(indices) - len(kept)
+                indices = kept
+            batch = collate(split, indices, setup.pad_id)
+            with autocast(setup.device, self.dtype):
+                loss, _ = self.model(task, **to_device(batch.tensors, setup.device))
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise JobFailed(f"{task}: loss is {loss_value} at step {progress.step + 1} "
+                                f"(lr {self.scheduler.get_last_lr()[0]:.2e})")
+            self.scaler.scale(loss / accumulation).backward()
+            # the count: real tokens of exactly what the model was just fed
+            progress.tokens_per_task[task] += batch.n_tokens
+            progress.examples_per_task[task] += batch.n_examples
+            progress.batches_per_task[task] += 1
+            progress.micro_steps += 1
+            progress.train_loss_sum += loss_value
+            if self.token_controlled and self.training_done():
+                break
+
+    def optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+
+    def report_step(self, loss_sum_before: float, micro_before: int) -> None:
+        """Heartbeat and tracking of the step just taken (its mean loss: the micro-batches'
+        since ``loss_sum_before`` and ``micro_before``)."""
+        progress = self.progress
+        self.ctx.heartbeat({"phase": "train", "step": progress.step,
+                            "total_steps": progress.total_steps, "tokens": progress.token_count,
+                            "target_tokens": progress.target_tokens,
+                            "epoch": self.epochs_done()})
+        if self.tracker:
+            micro = progress.micro_steps - micro_before
+            self.tracker.log_scalars(progress.step, {
+                "train/loss": (progress.train_loss_sum - loss_sum_before) / max(1, micro),
+                "train/lr": self.scheduler.get_last_lr()[0],
+                "train/tokens_total": progress.token_count,   # not train/tokens: MLflow's
+                # file store keeps a metric per file, and train/tokens/<task> needs a folder
+                **{f"train/tokens/{t}": n for t, n in progress.tokens_per_task.items()},
+                "train/epoch": self.epochs_done()})
+
+    def validate_and_checkpoint(self) -> bool:
+        """Every ``eval_every`` steps: validate and checkpoint; also checkpoint every
+        ``checkpoint_every_s`` seconds.  True when a checkpoint was written."""
+        progress, cfg = self.progress, self.setup.config
+        eval_every = int(cfg.eval_every)
+        if progress.step % eval_every == 0:
+            self.run_validation()
+            self.last_eval_step = progress.step
+        due = progress.step % eval_every == 0 or \
+            time.monotonic() - self.last_save >= float(cfg.checkpoint_every_s)
+        if due and not self.training_done():  # a finished loop saves once, in finish()
+            self.save()
+            self.last_save = time.monotonic()
+            return True
+        return False
+
+    def stop_if_asked(self, saved: bool) -> None:
+        """``ctx.should_stop()`` (asked only while training goes on): checkpoint, unless this
+        step already did, and raise JobInterrupted."""
+        if not self.training_done() and self.ctx.should_stop():
+            if not saved:
+                self.save()
+            raise JobInterrupted(f"stopped at step {self.progress.step}; run again to resume")
+
+    def run_validation(self) -> None:
+        """Validate, record it, keep the best weights, count towards early stopping."""
+        progress, cfg = self.progress, self.setup.config
+        metrics, score = validate(self.model, self.setup, self.dtype)
+        entry = {"step": progress.step, "tokens": progress.token_count,
+                 "tokens_per_task": {t: int(n) for t, n in progress.tokens_per_task.items()},
+                 "epoch": round(self.epochs_done(), 4), "metrics": metrics, "score": score}
+        progress.validation_history.append(entry)
+        if self.tracker:
+            self.tracker.log_scalars(progress.step, {"val": metrics, "val/score": score})
+        best = -math.inf if progress.best_score is None else progress.best_score
+        loss = _mean_loss(metrics)
+        improved = _score(score) > best + float(cfg.min_delta) or _ties_with_lower_loss(
+            _score(score), loss, progress)
+        if improved:
+            progress.best_score, progress.best_step = _score(score), progress.step
+            progress.evals_without_improvement = 0
+            ckpt.save_best(self.best_root, self.model, {"step": progress.step, "score": score})
+        elif not self.token_controlled:  # early stopping (token_controlled runs to its target)
+            progress.evals_without_improvement += 1
+            if progress.evals_without_improvement >= int(cfg.patience):
+                progress.stopped_early = True
+        self.ctx.logger.info(
+            "step %d epoch %.2f tokens %d: validation score %.4f%s%s", progress.step,
+            entry["epoch"], progress.token_count, score, " (best)" if improved else "",
+            " -> early stop" if progress.stopped_early else "")
+
+    def save(self) -> None:
+        now = time.monotonic()
+        self.progress.train_seconds += now - self.segment_start
+        self.segment_start = now
+        self.progress.sampler_state = self.sampler.state_dict()
+        ckpt.save_checkpoint(self.setup.ckpt_root, self.progress, self.model, self.optimizer,
+                             self.scheduler, self.scaler)
+
+    def finish(self) -> None:
+        """Validate the final weights (if the last step was not), choose the weights tested,
+        write the final checkpoint (``finished``); a run restored finished does nothing."""
+        progress, setup, model = self.progress, self.setup, self.model
+        if progress.finished:
+            return
+        if self.last_eval_step != progress.step:  # the final weights are validated too
+            self.run_validation()
+        if progress.best_step is None:  # no finite validation score: the final weights
+            ckpt.save_best(self.best_root, model, {"step": progress.step, "score": None})
+            progress.best_step = progress.step
+        if self.token_controlled:  # tested first: the methodology's rule (no early stopping)
+            ckpt.save_best(setup.ckpt_root, model, {"step": progress.step, "score": None})
+        progress.finished = True
+        self.save()
+
+
+def _open_run(model, setup: TrainSetup, ctx) -> _Run:
+    """Restore the newest intact checkpoint into ``model`` (or start from step 0) and build
+    the loop's state: optimizer, scheduler, grad scaler, RNG, tracker, task sampler."""
+    cfg, log, device = setup.config, ctx.logger, setup.device
     dtype = autocast_dtype(str(cfg.precision), device)
     scaler = make_grad_scaler(device, enabled=dtype is torch.float16)
     token_controlled = setup.strategy == "token_controlled"
-    early_stopping = not token_controlled
     # where the best validation weights go: best/ (tested), or apart for token_controlled
     best_root = best_validation_root(setup.ckpt_root) if token_controlled else setup.ckpt_root
-
-    # another job's checkpoint is corrupt here: skipped for an older one, or a fresh start
-    restored = ckpt.load_latest_checkpoint(setup.ckpt_root, log, strategy=setup.strategy,
-                                           tasks=list(setup.tasks))
-    if restored is not None and _predates_per_task_history(restored[1]):
-        log.warning("checkpoint %s was written before validation recorded tokens per task "
-                    "(needed for tokens_per_task_at_best); restarting the job from scratch",
-                    restored[0])
-        shutil.rmtree(setup.ckpt_root, ignore_errors=True)
-        restored = None
+    restored = _load_resumable(setup, log)
     if restored is not None:
         path, progress, model_state, optim_state, rng_state = restored
         model.load_state_dict(model_state)
@@ -262,147 +454,29 @@ def train(model, setup: TrainSetup, ctx) -> ckpt.TrainingProgress:
                           float(cfg.temperature or 1.0), cfg.examples_cap)
     if progress.sampler_state is not None:
         sampler.load_state_dict(progress.sampler_state)
-    bs, accumulation = progress.batch_size, progress.grad_accumulation
-    plans: dict[tuple[str, int], list] = {}  # (task, epoch) -> that epoch's batches
     total_examples = sum(sizes.values())
-    cap_examples = epoch_cap(cfg) * total_examples  # token_controlled: of its one task
-    eval_every = int(cfg.eval_every)
+    return _Run(model, setup, ctx, dtype, scaler, optimizer, scheduler, progress, sampler,
+                tracker, best_root, total_examples,
+                cap_examples=epoch_cap(cfg) * total_examples,  # token_controlled: its one task
+                segment_start=time.monotonic(), last_save=time.monotonic(),
+                last_eval_step=(progress.validation_history[-1]["step"]
+                                if progress.validation_history else None))
 
-    def next_indices(task: str) -> np.ndarray:
-        pos = progress.positions[task]
-        plan = plans.get((task, pos["epoch"]))
-        if plan is None:
-            plans.clear()  # one epoch per task is all that is ever needed again
-            plan = epoch_plan(setup.tasks[task].train.lengths, bs, setup.seed, task, pos["epoch"])
-            plans[(task, pos["epoch"])] = plan
-        if pos["index"] >= len(plan):
-            pos["epoch"] += 1
-            pos["index"] = 0
-            return next_indices(task)
-        pos["index"] += 1
-        return plan[pos["index"] - 1]
 
-    def epochs_done() -> float:
-        return sum(progress.examples_per_task.values()) / total_examples
-
-    def training_done() -> bool:
-        if progress.finished or progress.stopped_early:
-            return True
-        if token_controlled:
-            return progress.token_count >= progress.target_tokens or \
-                sum(progress.examples_per_task.values()) >= cap_examples
-        return progress.step >= progress.total_steps
-
-    def run_validation() -> None:
-        metrics, score = validate(model, setup, dtype)
-        entry = {"step": progress.step, "tokens": progress.token_count,
-                 "tokens_per_task": {t: int(n) for t, n in progress.tokens_per_task.items()},
-                 "epoch": round(epochs_done(), 4), "metrics": metrics, "score": score}
-        progress.validation_history.append(entry)
-        if tracker:
-            tracker.log_scalars(progress.step, {"val": metrics, "val/score": score})
-        best = -math.inf if progress.best_score is None else progress.best_score
-        loss = _mean_loss(metrics)
-        improved = _score(score) > best + float(cfg.min_delta) or _ties_with_lower_loss(
-            _score(score), loss, progress)
-        if improved:
-            progress.best_score, progress.best_step = _score(score), progress.step
-            progress.evals_without_improvement = 0
-            ckpt.save_best(best_root, model, {"step": progress.step, "score": score})
-        elif early_stopping:
-            progress.evals_without_improvement += 1
-            if progress.evals_without_improvement >= int(cfg.patience):
-                progress.stopped_early = True
-        log.info("step %d epoch %.2f tokens %d: validation score %.4f%s%s", progress.step,
-                 entry["epoch"], progress.token_count, score, " (best)" if improved else "",
-                 " -> early stop" if progress.stopped_early else "")
-
-    segment_start = time.monotonic()
-
-    def save() -> None:
-        nonlocal segment_start
-        now = time.monotonic()
-        progress.train_seconds += now - segment_start
-        segment_start = now
-        progress.sampler_state = sampler.state_dict()
-        ckpt.save_checkpoint(setup.ckpt_root, progress, model, optimizer, scheduler, scaler)
-
-    last_save = time.monotonic()
-    last_eval_step = (progress.validation_history[-1]["step"]
-                      if progress.validation_history else None)
-    while not training_done():
-        model.train()
-        loss_sum_before, micro_before = progress.train_loss_sum, progress.micro_steps
-        for _ in range(accumulation):
-            task = sampler.next_task()
-            indices = next_indices(task)
-            split = setup.tasks[task].train
-            if token_controlled:
-                kept = trim_to_target(indices, split.lengths,
-                                      progress.target_tokens - progress.token_count)
-                progress.trimmed_examples += len(indices) - len(kept)
-                indices = kept
-            batch = collate(split, indices, setup.pad_id)
-            with autocast(device, dtype):
-                loss, _ = model(task, **to_device(batch.tensors, device))
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise JobFailed(f"{task}: loss is {loss_value} at step {progress.step + 1} "
-                                f"(lr {scheduler.get_last_lr()[0]:.2e})")
-            scaler.scale(loss / accumulation).backward()
-            # the count: real tokens of exactly what the model was just fed
-            progress.tokens_per_task[task] += batch.n_tokens
-            progress.examples_per_task[task] += batch.n_examples
-            progress.batches_per_task[task] += 1
-            progress.micro_steps += 1
-            progress.train_loss_sum += loss_value
-            if token_controlled and training_done():
-                break
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        progress.step += 1
-        ctx.heartbeat({"phase": "train", "step": progress.step,
-                       "total_steps": progress.total_steps, "tokens": progress.token_count,
-                       "target_tokens": progress.target_tokens, "epoch": epochs_done()})
-        if tracker:
-            micro = progress.micro_steps - micro_before
-            tracker.log_scalars(progress.step, {
-                "train/loss": (progress.train_loss_sum - loss_sum_before) / max(1, micro),
-                "train/lr": scheduler.get_last_lr()[0],
-                "train/tokens_total": progress.token_count,   # not train/tokens: MLflow's
-                # file store keeps a metric per file, and train/tokens/<task> needs a folder
-                **{f"train/tokens/{t}": n for t, n in progress.tokens_per_task.items()},
-                "train/epoch": epochs_done()})
-
-        saved = False
-        if progress.step % eval_every == 0:
-            run_validation()
-            last_eval_step = progress.step
-        due = progress.step % eval_every == 0 or \
-            time.monotonic() - last_save >= float(cfg.checkpoint_every_s)
-        if due and not training_done():  # a finished loop saves once, below
-            save()
-            saved, last_save = True, time.monotonic()
-        if not training_done() and ctx.should_stop():
-            if not saved:
-                save()
-            raise JobInterrupted(f"stopped at step {progress.step}; run again to resume")
-
-    if not progress.finished:
-        if last_eval_step != progress.step:  # the final weights are validated too
-            run_validation()
-        if progress.best_step is None:  # no finite validation score: the final weights
-            ckpt.save_best(best_root, model, {"step": progress.step, "score": None})
-            progress.best_step = progress.step
-        if token_controlled:  # tested first: the methodology's rule (no early stopping)
-            ckpt.save_best(setup.ckpt_root, model, {"step": progress.step, "score": None})
-        progress.finished = True
-        save()
-    return progress
+def _load_resumable(setup: TrainSetup, log):
+    """``ckpt.load_latest_checkpoint``'s answer, or None where that checkpoint cannot be
+    resumed exactly (it predates tokens per task in the validation history: the job is
+    restarted from scratch)."""
+    # another job's checkpoint is corrupt here: skipped for an older one, or a fresh start
+    restored = ckpt.load_latest_checkpoint(setup.ckpt_root, log, strategy=setup.strategy,
+                                           tasks=list(setup.tasks))
+    if restored is not None and _predates_per_task_history(restored[1]):
+        log.warning("checkpoint %s was written before validation recorded tokens per task "
+                    "(needed for tokens_per_task_at_best); restarting the job from scratch",
+                    restored[0])
+        shutil.rmtree(setup.ckpt_root, ignore_errors=True)
+        return None
+    return restored
 
 
 def _predates_per_task_history(progress: ckpt.TrainingProgress) -> bool:

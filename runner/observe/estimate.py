@@ -349,6 +349,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
     """JobSize per job of a ``Plan`` from the design check's token projections (the plan's
     data_dir/TOKEN_LENGTHS.json); jobs whose tasks have no token counts are left out."""
     from runner.study import design
+    from runner.study.strategies import STRATEGIES
     if lengths is None:
         from runner.data import token_lengths
         hist = token_lengths.read(plan.data_dir)
@@ -384,7 +385,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
                 else:
                     test += used
         evals = max(1, math.ceil(steps / int(cfg.get("eval_every", 250))))
-        tests = 2 if job.strategy == "token_controlled" else 1
+        tests = 2 if STRATEGIES[job.strategy].token_target else 1   # final and best weights
         train = sum(per_task.values())
         name = job.model if job.model in MODEL_SHAPES else (job.model_name or job.model)
         out.append(JobSize(job.job_id, name, train,

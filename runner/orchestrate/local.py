@@ -29,6 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import InputError
@@ -51,7 +52,13 @@ from runner.orchestrate.ledger import (
     Snapshot,
     Worker,
 )
-from runner.orchestrate.states import STATES, any_unfinished, exit_outcome, is_runnable
+from runner.orchestrate.states import (
+    STATES,
+    any_unfinished,
+    exit_outcome,
+    is_runnable,
+    stop_signals_to,
+)
 from runner.study.plan import Job, Plan
 
 JobFn = Callable[[Job, JobContext], dict]
@@ -313,6 +320,14 @@ class _Stop:
     def __call__(self) -> bool:
         return self.signal is not None or self.budget_spent()
 
+    def on_signal(self, signum, frame) -> None:
+        """SIGINT/SIGTERM: the first one asks the job to checkpoint and stop, a second one
+        stops now, without checkpointing."""
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        # No printing here: a signal may arrive in the middle of another print.
+        self.signal = signal.Signals(signum).name
+
 
 class _Heartbeat(threading.Thread):
     """Renews the claim every ``interval`` seconds with the job's latest progress.
@@ -441,6 +456,27 @@ def _default_job_fn() -> JobFn:
 
 
 # -------------------------------------------------------------------------- run
+def manifest_tracking(plan: Plan) -> tuple[str, ...]:
+    """The manifest's ``[study] tracking`` backends (none without a manifest)."""
+    return tuple(getattr(getattr(plan.manifest, "study", None), "tracking", ()) or ())
+
+
+def set_aside_corrupt_results(ledger: Ledger, ids: Sequence[str], say: Callable[[str], None],
+                              then: str = "") -> None:
+    """Move each result.json that does not parse out of the way (the job is not done), and
+    warn; ``then`` ends the warning (what becomes of the job)."""
+    for jid in ids:
+        moved = ledger.set_aside_corrupt_result(jid)
+        if moved is not None:
+            say(f"warning: {jid}/result.json did not parse; moved to {moved.name}{then}")
+
+
+def final_states(plan: Plan, ledger: Ledger) -> tuple[dict[str, str], Counter]:
+    """Every job's state once a run is over, and how many jobs are in each."""
+    states = job_states(plan.jobs, ledger.snapshot([j.job_id for j in plan.jobs]))
+    return states, Counter(states.values())
+
+
 def run_plan(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None,
              time_budget_s: float | None = None, retry_failed: bool = False,
              worker_id: str | None = None, lease_s: float = DEFAULT_LEASE_S,
@@ -451,165 +487,202 @@ def run_plan(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None
     ``tracking``: experiment-tracking backends (None: the manifest's ``[study] tracking``);
     ``bar_position``: the line of this worker's progress bar on a shared terminal.
 
-    Long because the claim loop and its signal handling share the stop state; the exit code is
-    runner.orchestrate.states.exit_outcome."""
+    The claim loop is ``_ClaimLoop``; the exit code is runner.orchestrate.states.exit_outcome."""
     say = out or (lambda msg: print(msg, flush=True))
-    started_at = time.monotonic()
-    deadline = None if time_budget_s is None else started_at + time_budget_s
+    deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
     stop = _Stop(None if deadline is None else deadline - safety_margin_s(time_budget_s))
     ledger = Ledger(results_dir, lease_s=lease_s)
     ledger.ensure()
     worker = Worker(worker_id or Worker.default_id())
-    ids = [j.job_id for j in plan.jobs]
-    for jid in ids:
-        moved = ledger.set_aside_corrupt_result(jid)
-        if moved is not None:
-            say(f"warning: {jid}/result.json did not parse; moved to {moved.name}, "
-                f"the job runs again")
+    set_aside_corrupt_results(ledger, [j.job_id for j in plan.jobs], say,
+                              then=", the job runs again")
     _prune_done_jobs(plan, ledger)
-    durations = ledger.durations()
-    if tracking is None:
-        tracking = getattr(getattr(plan.manifest, "study", None), "tracking", ()) or ()
-    tracking = tuple(tracking)
-    eta = _StudyEta(plan, ledger)
-    retried: set[str] = set()
-    job_fn_resolved: list[JobFn] = [job_fn] if job_fn is not None else []
+    run = _RunContext(ledger=ledger, data_dir=plan.data_dir, job_fn=job_fn, should_stop=stop,
+                      deadline=deadline, heartbeat_s=heartbeat_s, durations=ledger.durations(),
+                      say=say, bar_position=bar_position,
+                      tracking=manifest_tracking(plan) if tracking is None else tuple(tracking))
+    loop = _ClaimLoop(plan, worker, stop, run, retry_failed=retry_failed, poll_s=poll_s)
+    with stop_signals_to(stop.on_signal):
+        stopped_for_budget = loop.run_jobs()
 
-    def on_signal(signum, frame):
-        if stop.signal is not None:   # second signal: stop now, without checkpointing
-            raise KeyboardInterrupt
-        # No printing here: a signal may arrive in the middle of another print.
-        stop.signal = signal.Signals(signum).name
-
-    old_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old_handlers[sig] = signal.signal(sig, on_signal)
-    stopped_for_budget = False
-    try:
-        while True:
-            if stop():
-                stopped_for_budget = stop.signal is None
-                break
-            snap = ledger.snapshot(ids)
-            states = job_states(plan.jobs, snap)
-            picked = None
-            skipped_for_time = False
-            for job in plan.jobs:
-                state = states[job.job_id]
-                runnable = is_runnable(state, retry_failed and job.job_id not in retried)
-                if not runnable:
-                    continue
-                past = durations.get(job.experiment)
-                if deadline is not None and past:
-                    estimate = sum(past) / len(past)   # seconds, same experiment
-                    if time.monotonic() + estimate > stop.stop_at:
-                        skipped_for_time = True
-                        continue
-                if not job_fn_resolved:   # before claiming: a missing engine claims nothing
-                    job_fn_resolved.append(_default_job_fn())
-                claim = ledger.try_claim(job.job_id, worker, snap.claims.get(job.job_id))
-                if claim is not None:
-                    picked = (job, claim, state)
-                    break
-            if picked is not None:
-                job, claim, state = picked
-                if state == "failed":
-                    retried.add(job.job_id)
-                outcome = _run_one(job, claim, state, plan, ledger, job_fn_resolved[0],
-                                   stop, deadline, heartbeat_s, durations, say,
-                                   tracking=tracking, bar_position=bar_position,
-                                   study_line=eta.line(snap, job.job_id))
-                if outcome == "interrupted":
-                    stopped_for_budget = stop.signal is None
-                    break
-                continue
-            if skipped_for_time:
-                stopped_for_budget = True
-                say("no remaining job can finish within the time budget")
-                break
-            if not any_unfinished(states.values()):
-                break
-            # Jobs run elsewhere (or wait on jobs that do): poll until they finish.
-            end = time.monotonic() + poll_s
-            while time.monotonic() < end and not stop():
-                time.sleep(min(0.2, poll_s))
-    finally:
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
-
-    snap = ledger.snapshot(ids)
-    states = job_states(plan.jobs, snap)
-    counts = Counter(states.values())
+    _, counts = final_states(plan, ledger)
     message, code = exit_outcome(_counts_line("jobs", counts, STATES), counts,
                                  len(plan.jobs), signal=stop.signal, budget=stopped_for_budget)
     say(message)
     return code
 
 
-def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job_fn: JobFn,
-             stop: _Stop, deadline: float | None, heartbeat_s: float,
-             durations: dict[str, list[float]], say, *, tracking: Sequence[str] = (),
-             bar_position: int = 0, study_line: str | None = None) -> str:
-    """Run one claimed job; return "done", "failed", "interrupted" or "lost".
+class _ClaimLoop:
+    """``run_plan``'s loop: take one look at the ledger, run the first job in plan order that
+    this worker can claim, repeat; poll while the jobs left run (or wait on jobs running)
+    elsewhere.  Stops on a signal, near the budget's end, or when no job is left to it."""
 
-    Long because heartbeat, lease, stop and the four outcomes share one claim's state."""
-    if ledger.is_done(job.job_id):   # finished by another worker since our snapshot
-        ledger.finish(job.job_id)
+    def __init__(self, plan: Plan, worker: Worker, stop: _Stop, run: _RunContext, *,
+                 retry_failed: bool, poll_s: float):
+        self.plan, self.worker, self.stop, self.run = plan, worker, stop, run
+        self.ledger = run.ledger
+        self.ids = [j.job_id for j in plan.jobs]
+        self.retry_failed, self.poll_s = retry_failed, poll_s
+        self.retried: set[str] = set()   # failed jobs retried once already (--retry-failed)
+        self.eta = _StudyEta(plan, run.ledger)
+
+    def run_jobs(self) -> bool:
+        """Run jobs until none is left to this worker; True if it stopped for the budget."""
+        while True:
+            if self.stop():
+                return self.stop.signal is None
+            snap = self.ledger.snapshot(self.ids)
+            states = job_states(self.plan.jobs, snap)
+            picked, skipped_for_time = self._claim_first(snap, states)
+            if picked is not None:
+                job, claim, state = picked
+                if state == "failed":
+                    self.retried.add(job.job_id)
+                outcome = _run_one(job, claim, state, self.run,
+                                   study_line=self.eta.line(snap, job.job_id))
+                if outcome == "interrupted":
+                    return self.stop.signal is None
+                continue
+            if skipped_for_time:
+                self.run.say("no remaining job can finish within the time budget")
+                return True
+            if not any_unfinished(states.values()):
+                return False
+            # Jobs run elsewhere (or wait on jobs that do): poll until they finish.
+            end = time.monotonic() + self.poll_s
+            while time.monotonic() < end and not self.stop():
+                time.sleep(min(0.2, self.poll_s))
+
+    def _claim_first(self, snap: Snapshot, states: dict[str, str]
+                     ) -> tuple[tuple[Job, Claim, str] | None, bool]:
+        """The first runnable job in plan order that this worker claimed (job, claim, state
+        when claimed), or None; and whether a runnable job was passed over for lack of time."""
+        skipped_for_time = False
+        for job in self.plan.jobs:
+            state = states[job.job_id]
+            if not is_runnable(state, self.retry_failed and job.job_id not in self.retried):
+                continue
+            if not self._fits_the_budget(job):
+                skipped_for_time = True
+                continue
+            if self.run.job_fn is None:   # before claiming: a missing engine claims nothing
+                self.run.job_fn = _default_job_fn()
+            claim = self.ledger.try_claim(job.job_id, self.worker, snap.claims.get(job.job_id))
+            if claim is not None:
+                return (job, claim, state), skipped_for_time
+        return None, skipped_for_time
+
+    def _fits_the_budget(self, job: Job) -> bool:
+        """Whether ``job`` can finish before the stop time, judged by the mean duration of its
+        experiment's finished jobs (True without a budget or before any has finished)."""
+        past = self.run.durations.get(job.experiment)
+        if self.run.deadline is None or not past:
+            return True
+        estimate = sum(past) / len(past)   # seconds, same experiment
+        return not time.monotonic() + estimate > self.stop.stop_at
+
+
+@dataclass
+class _RunContext:
+    """What running a claimed job takes from the executor that claimed it (``run_plan``,
+    ``run_claimed``)."""
+    ledger: Ledger
+    data_dir: str | Path
+    job_fn: JobFn | None                # None until run_plan first claims (see _ClaimLoop)
+    should_stop: Callable[[], bool]     # the executor's stop: a signal, the budget, ...
+    deadline: float | None              # time.monotonic() seconds at which the budget ends
+    heartbeat_s: float
+    durations: dict[str, list[float]]   # experiment -> seconds of its finished jobs; grows
+    say: Callable[[str], None]
+    tracking: tuple[str, ...] = ()
+    bar_position: int = 0
+
+
+def _run_one(job: Job, claim: Claim, state: str, run: _RunContext,
+             study_line: str | None = None) -> str:
+    """Run one claimed job; return "done", "failed", "interrupted" or "lost"."""
+    if run.ledger.is_done(job.job_id):   # finished by another worker since our snapshot
+        run.ledger.finish(job.job_id)
         return "done"
     if state == "failed":
-        ledger.clear_failure(job.job_id)
-    job_dir = ledger.job_dir(job.job_id)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    beat = _Heartbeat(ledger, claim, heartbeat_s, t0)
-    logger, handlers = _job_logger(job, job_dir)
-    verb = "resuming" if state in ("stale", "interrupted") else "starting"
+        run.ledger.clear_failure(job.job_id)
+    attempt = _Attempt(job, claim, state, run, study_line)
     try:
-        if study_line:   # "job k of N (...), study ETA ..."
-            say(study_line)
-        say(f"{verb} {job.job_id} {job.experiment} {job.strategy} {job.model} "
-            f"{'+'.join(job.tasks)} seed {job.seed}")
+        attempt.compute()
+    except JobInterrupted as exc:
+        return attempt.interrupted(exc)
+    except (InputError, JobFailed, Exception) as exc:  # noqa: BLE001 -- logged with its traceback
+        return attempt.failed(exc)
     except BaseException:
-        # e.g. BrokenPipeError: stdout was closed (`| head`); the job has not started, so
-        # give it back at once instead of leaving a claim that only a lease/pid check frees
-        for h in handlers:
-            logger.removeHandler(h)
-            h.close()
-        ledger.release(claim)
+        attempt.beat.stop()
+        # Ctrl-C twice: anyone may resume it at once
+        run.ledger.release(claim, attempt.beat.progress)
         raise
+    finally:
+        attempt.close()
+    return attempt.finished()
 
-    def should_stop() -> bool:
-        return beat.lost or stop()
 
-    meter = RateMeter()   # adds elapsed_s, rate and eta_s to what the heartbeat file gets
-    bar = JobProgress(job.job_id, position_=bar_position)   # a no-op unless on a terminal
+class _Attempt:
+    """One attempt at a claimed job: its folder, heartbeat thread, log.txt and progress bar,
+    the callbacks the job function polls (``should_stop``) and reports to (``heartbeat``),
+    and what each way of ending does to the claim.  Making one opens log.txt and prints
+    the "starting|resuming <job>" line."""
 
-    def heartbeat(progress: dict) -> None:
-        progress = meter.annotate(progress)
+    def __init__(self, job: Job, claim: Claim, state: str, run: _RunContext,
+                 study_line: str | None):
+        self.job, self.claim, self.run = job, claim, run
+        self.job_dir = run.ledger.job_dir(job.job_id)
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.monotonic()
+        self.beat = _Heartbeat(run.ledger, claim, run.heartbeat_s, self.t0)
+        self.logger, self.handlers = _job_logger(job, self.job_dir)
+        self.verb = "resuming" if state in ("stale", "interrupted") else "starting"
+        self._announce(study_line)
+        self.meter = RateMeter()   # adds elapsed_s, rate and eta_s to what the heartbeat file gets
+        # a no-op unless on a terminal; made below the lines just printed
+        self.bar = JobProgress(job.job_id, position_=run.bar_position)
+
+    def _announce(self, study_line: str | None) -> None:
+        job = self.job
         try:
-            bar.update(progress)
-        except Exception:  # noqa: BLE001 -- a progress bar never fails a job
-            bar.enabled = False
-        beat.progress = progress
+            if study_line:   # "job k of N (...), study ETA ..."
+                self.run.say(study_line)
+            self.run.say(f"{self.verb} {job.job_id} {job.experiment} {job.strategy} {job.model} "
+                         f"{'+'.join(job.tasks)} seed {job.seed}")
+        except BaseException:
+            # e.g. BrokenPipeError: stdout was closed (`| head`); the job has not started, so
+            # give it back at once instead of leaving a claim that only a lease/pid check frees
+            self._close_log()
+            self.run.ledger.release(self.claim)
+            raise
 
-    try:
-        beat.beat()
-        beat.start()
-        logger.info("job %s (%s, worker %s, claim generation %d)", job.job_id, verb,
-                    claim.worker, claim.gen)
-        _remove_stray_temp_files(ledger, claim, job_dir, logger)
-        verify_job_data(job, plan.data_dir)
-        deps = {}
-        for dep in job.depends_on:
-            result = ledger.load_result(dep)
-            if result is None:
-                raise JobFailed(f"dependency {dep} has no readable result.json")
-            deps[dep] = result
-        ctx = JobContext(job_dir=job_dir, data_dir=Path(plan.data_dir), dependency_results=deps,
-                         should_stop=should_stop, deadline=deadline, heartbeat=heartbeat,
-                         logger=logger, tracking=tuple(tracking), results_dir=ledger.root)
-        result = job_fn(job, ctx)
+    def should_stop(self) -> bool:
+        return self.beat.lost or self.run.should_stop()
+
+    def heartbeat(self, progress: dict) -> None:
+        progress = self.meter.annotate(progress)
+        try:
+            self.bar.update(progress)
+        except Exception:  # noqa: BLE001 -- a progress bar never fails a job
+            self.bar.enabled = False
+        self.beat.progress = progress
+
+    def compute(self) -> None:
+        """Heartbeat, checks, the job function, then result.json and the checkpoints' pruning."""
+        job, ledger, logger = self.job, self.run.ledger, self.logger
+        self.beat.beat()
+        self.beat.start()
+        logger.info("job %s (%s, worker %s, claim generation %d)", job.job_id, self.verb,
+                    self.claim.worker, self.claim.gen)
+        _remove_stray_temp_files(ledger, self.claim, self.job_dir, logger)
+        verify_job_data(job, self.run.data_dir)
+        ctx = JobContext(job_dir=self.job_dir, data_dir=Path(self.run.data_dir),
+                         dependency_results=_dependency_results(job, ledger),
+                         should_stop=self.should_stop, deadline=self.run.deadline,
+                         heartbeat=self.heartbeat, logger=logger,
+                         tracking=self.run.tracking, results_dir=ledger.root)
+        result = self.run.job_fn(job, ctx)
         if not isinstance(result, dict):
             raise JobFailed(f"job function returned {type(result).__name__}, expected a dict")
         try:
@@ -617,44 +690,61 @@ def _run_one(job: Job, claim: Claim, state: str, plan: Plan, ledger: Ledger, job
         except (TypeError, ValueError) as exc:
             raise JobFailed(f"result is not JSON-serialisable: {exc}") from None
         keep_weights = job.config.get("keep_weights", True) is not False
-        if prune_checkpoints(job_dir, keep_weights):   # only now that result.json is on disk
+        if prune_checkpoints(self.job_dir, keep_weights):   # only now that result.json is on disk
             logger.info("checkpoints/ pruned to %s", "best/" if keep_weights else
                         "nothing (keep_weights = false)")
-    except JobInterrupted as exc:
-        beat.stop()
-        if beat.lost:
-            say(f"lost {job.job_id}: another worker took it over")
+
+    def interrupted(self, exc: JobInterrupted) -> str:
+        """The job checkpointed and stopped: give the claim back ("lost" if it was taken over)."""
+        self.beat.stop()
+        if self.beat.lost:
+            self.run.say(f"lost {self.job.job_id}: another worker took it over")
             return "lost"
-        ledger.release(claim, beat.progress)
-        logger.info("interrupted after %.1f s: %s", time.monotonic() - t0, exc)
-        say(f"interrupted {job.job_id} (checkpoint kept)")
+        self.run.ledger.release(self.claim, self.beat.progress)
+        self.logger.info("interrupted after %.1f s: %s", time.monotonic() - self.t0, exc)
+        self.run.say(f"interrupted {self.job.job_id} (checkpoint kept)")
         return "interrupted"
-    except (InputError, JobFailed, Exception) as exc:
-        beat.stop()
-        reason = str(exc) if isinstance(exc, (InputError, JobFailed)) else \
-            f"{type(exc).__name__}: {exc}"
-        logger.error("failed: %s", reason, exc_info=not isinstance(exc, (InputError,
-                                                                          JobFailed)))
-        ledger.record_failure(job.job_id, reason, claim.worker)
-        ledger.release(claim)
-        say(f"failed {job.job_id}: {' '.join(reason.split())}")
+
+    def failed(self, exc: Exception) -> str:
+        """Record the failure with a one-line reason and give the claim back."""
+        self.beat.stop()
+        expected = isinstance(exc, (InputError, JobFailed))
+        reason = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+        self.logger.error("failed: %s", reason, exc_info=not expected)
+        self.run.ledger.record_failure(self.job.job_id, reason, self.claim.worker)
+        self.run.ledger.release(self.claim)
+        self.run.say(f"failed {self.job.job_id}: {' '.join(reason.split())}")
         return "failed"
-    except BaseException:
-        beat.stop()
-        ledger.release(claim, beat.progress)   # Ctrl-C twice: anyone may resume it at once
-        raise
-    finally:
-        beat.stop()
-        bar.close()
-        for h in handlers:
-            logger.removeHandler(h)
+
+    def close(self) -> None:
+        self.beat.stop()
+        self.bar.close()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        for h in self.handlers:
+            self.logger.removeHandler(h)
             h.close()
-    seconds = time.monotonic() - t0
-    ledger.record_duration(job.job_id, job.experiment, seconds)
-    durations.setdefault(job.experiment, []).append(seconds)
-    ledger.finish(job.job_id)
-    say(f"done {job.job_id} in {_fmt_s(seconds)}")
-    return "done"
+
+    def finished(self) -> str:
+        """result.json is written: record the duration, end the claim, say so."""
+        seconds = time.monotonic() - self.t0
+        self.run.ledger.record_duration(self.job.job_id, self.job.experiment, seconds)
+        self.run.durations.setdefault(self.job.experiment, []).append(seconds)
+        self.run.ledger.finish(self.job.job_id)
+        self.run.say(f"done {self.job.job_id} in {_fmt_s(seconds)}")
+        return "done"
+
+
+def _dependency_results(job: Job, ledger: Ledger) -> dict[str, dict]:
+    """job_id -> result.json of each job ``job`` depends on."""
+    deps = {}
+    for dep in job.depends_on:
+        result = ledger.load_result(dep)
+        if result is None:
+            raise JobFailed(f"dependency {dep} has no readable result.json")
+        deps[dep] = result
+    return deps
 
 
 def run_claimed(job: Job, claim: Claim, state: str, ledger: Ledger, data_dir: str | Path, *,
@@ -667,10 +757,12 @@ def run_claimed(job: Job, claim: Claim, state: str, ledger: Ledger, data_dir: st
     "interrupted" or "lost".  The seam for executors that place jobs elsewhere (Ray):
     ``state`` is the job's state when it was claimed, ``deadline`` a time.monotonic()
     value, ``should_stop`` is polled by the job."""
-    shim = Plan(manifest=None, data_dir=Path(data_dir), jobs=(job,))  # only data_dir is read
-    return _run_one(job, claim, state, shim, ledger, job_fn or _default_job_fn(), should_stop,
-                    deadline, heartbeat_s, ledger.durations(),
-                    out or (lambda msg: print(msg, flush=True)), tracking=tracking)
+    run = _RunContext(ledger=ledger, data_dir=Path(data_dir),
+                      job_fn=job_fn or _default_job_fn(), should_stop=should_stop,
+                      deadline=deadline, heartbeat_s=heartbeat_s, durations=ledger.durations(),
+                      say=out or (lambda msg: print(msg, flush=True)), tracking=tuple(tracking))
+    return _run_one(job, claim, state, run)
+
 
 def status(plan: Plan, results_dir: str | Path, as_json: bool = False) -> str:
     ledger = Ledger(results_dir)

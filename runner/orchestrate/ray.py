@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 import uuid
 from collections import Counter
@@ -42,11 +41,20 @@ from runner.orchestrate.ledger import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S, Ledg
 from runner.orchestrate.local import (
     JobFn,
     _counts_line,
+    final_states,
     job_states,
+    manifest_tracking,
     run_claimed,
     safety_margin_s,
+    set_aside_corrupt_results,
 )
-from runner.orchestrate.states import STATES, any_unfinished, exit_outcome, is_runnable
+from runner.orchestrate.states import (
+    STATES,
+    any_unfinished,
+    exit_outcome,
+    is_runnable,
+    stop_signals_to,
+)
 from runner.study.plan import Job, Plan
 
 MAX_CRASHES = 3          # worker deaths of one job's task in one run before it is failed
@@ -131,44 +139,21 @@ def run_ray(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None,
     (None: start a local one).  ``job_fn`` defaults to the training engine on each node.
     ``tracking``: experiment-tracking backends (None: the manifest's ``[study] tracking``).
 
-    Long because the driver loop (submit, wait, record, budget, signals) shares its bookkeeping;
-    the summary and exit code are runner.orchestrate.states.exit_outcome."""
-    if tracking is None:
-        tracking = getattr(getattr(plan.manifest, "study", None), "tracking", ()) or ()
-    tracking = tuple(tracking)
+    The driver loop is ``_Driver``; the summary and exit code are
+    runner.orchestrate.states.exit_outcome."""
+    tracking = manifest_tracking(plan) if tracking is None else tuple(tracking)
     if cpus_per_job is not None and not cpus_per_job > 0:
         raise InputError(None, f"expected a positive number of CPUs, got {cpus_per_job}",
                          where="--cpus-per-job")
-    try:
-        import ray
-    except ImportError:
-        raise InputError(None, "ray is not installed: pip install 'mtl-transfer-runner[ray]' "
-                         "(or pip install 'ray[default]>=2.9')", where="--executor ray") from None
+    ray = _import_ray()
     say = out or (lambda msg: print(msg, flush=True))
     results_dir = Path(results_dir).resolve()
     data_dir = str(Path(plan.data_dir).resolve())
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs = {"runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath()}}}
-        if address is None:
-            kwargs["include_dashboard"] = False
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise InputError(None, f"cannot connect to Ray at {address!r}: "
-                             f"{' '.join(str(exc).split())[:200]}", where="--address") from None
+    started_here = _connect(ray, address)
     ledger = Ledger(results_dir, lease_s=lease_s)
     ledger.ensure()
-    ids = [j.job_id for j in plan.jobs]
-    for jid in ids:
-        moved = ledger.set_aside_corrupt_result(jid)
-        if moved is not None:
-            say(f"warning: {jid}/result.json did not parse; moved to {moved.name}")
-    resources = ray.cluster_resources()
-    num_gpus = 1 if resources.get("GPU", 0) >= 1 else 0
-    num_cpus = float(cpus_per_job) if cpus_per_job else 1.0
-    say(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each job "
-        f"asks for {num_cpus:g} CPU(s) and {num_gpus} GPU(s)")
+    set_aside_corrupt_results(ledger, [j.job_id for j in plan.jobs], say)
+    num_cpus, num_gpus = _task_resources(ray, cpus_per_job, say)
     remote = ray.remote(ray_job).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
     fn_ref = ray.put(job_fn)
     started = time.monotonic()
@@ -177,108 +162,186 @@ def run_ray(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None,
         deadline_unix = time.time() + time_budget_s
         stop_at_unix = deadline_unix - safety_margin_s(time_budget_s)
     token = uuid.uuid4().hex[:12]
-    stop_file = _stop_file(results_dir, token)
-    signals: list[str] = []
 
-    def on_signal(signum, frame):
-        if signals:   # second signal: stop now; tasks in flight end with the driver
-            raise KeyboardInterrupt
-        signals.append(signal.Signals(signum).name)
+    def submit(job: Job, retry: bool):
+        return remote.remote(job, str(results_dir), data_dir, fn_ref, stop_at_unix,
+                             deadline_unix, token, lease_s, heartbeat_s, retry, num_cpus,
+                             tracking)
 
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, on_signal)
-    inflight: dict = {}            # ObjectRef -> job_id
-    retried: set[str] = set()
-    crashes: Counter = Counter()
-    # job_id -> time.monotonic() before which it is not submitted again: a task that found
-    # its job busy or not ready must not be resubmitted in a tight loop
-    cooldown: dict[str, float] = {}
-    stopped_for_budget = False
-    durations = ledger.durations()
+    driver = _Driver(ray, plan, ledger, submit, stop_file=_stop_file(results_dir, token),
+                     stop_at_unix=stop_at_unix, retry_failed=retry_failed, poll_s=poll_s,
+                     say=say)
     try:
-        while True:
-            stopping = bool(signals) or (stop_at_unix is not None and time.time() >= stop_at_unix)
-            if stopping and not stop_file.exists():
-                stop_file.parent.mkdir(parents=True, exist_ok=True)
-                stop_file.touch()
-                stopped_for_budget = stopped_for_budget or not signals
-            snap = ledger.snapshot(ids)
-            states = job_states(plan.jobs, snap)
-            busy = set(inflight.values())
-            skipped_for_time = False
-            for job in plan.jobs if not stopping else ():
-                jid, state = job.job_id, states[job.job_id]
-                if jid in busy:
-                    continue
-                retry = state == "failed" and retry_failed and jid not in retried
-                if not is_runnable(state, retry):
-                    continue
-                if cooldown.get(jid, 0.0) > time.monotonic():
-                    skipped_for_time = skipped_for_time or cooldown[jid] == float("inf")
-                    continue
-                past = durations.get(job.experiment)
-                if stop_at_unix is not None and past and \
-                        time.time() + sum(past) / len(past) > stop_at_unix:
-                    skipped_for_time = True
-                    continue
-                if retry:
-                    retried.add(jid)
-                ref = remote.remote(job, str(results_dir), data_dir, fn_ref, stop_at_unix,
-                                    deadline_unix, token, lease_s, heartbeat_s, retry, num_cpus,
-                                    tracking)
-                inflight[ref] = jid
-            if not inflight:
-                if stopping or skipped_for_time or not any_unfinished(states.values()):
-                    stopped_for_budget = stopped_for_budget or skipped_for_time
-                    break
-                time.sleep(poll_s)   # jobs run elsewhere (another driver or worker): wait
-                continue
-            finished, _ = ray.wait(list(inflight), num_returns=1, timeout=poll_s)
-            if finished:
-                finished, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
-            for ref in finished:
-                jid = inflight.pop(ref)
-                try:
-                    _, outcome = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    # the worker process or its node died: the ledger's claim goes stale
-                    # (at once on this machine, after the lease elsewhere); then resubmitted
-                    crashes[jid] += 1
-                    reason = " ".join(str(exc).split())[:300]
-                    say(f"ray task for {jid} died ({crashes[jid]}/{MAX_CRASHES}): {reason}")
-                    if crashes[jid] >= MAX_CRASHES:
-                        ledger.record_failure(jid, f"its Ray worker died {MAX_CRASHES} times: "
-                                              f"{reason}", "ray-driver")
-                    continue
-                if outcome == "interrupted":
-                    stopped_for_budget = stopped_for_budget or not signals
-                elif outcome == "no_time":
-                    stopped_for_budget = True
-                    cooldown[jid] = float("inf")   # the budget will not grow in this run
-                elif outcome == "done":
-                    durations = ledger.durations()
-                elif outcome not in ("failed", "lost"):
-                    cooldown[jid] = time.monotonic() + poll_s
+        with stop_signals_to(driver.on_signal):
+            driver.run()
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        try:
-            os.unlink(stop_file)
-        except OSError:
-            pass
+        driver.remove_stop_file()
         if started_here:
             ray.shutdown()
+    return driver.report(started)
 
-    snap = ledger.snapshot(ids)
-    states = job_states(plan.jobs, snap)
-    counts = Counter(states.values())
-    summary = _counts_line("jobs", counts, STATES) + \
-        f" ({time.monotonic() - started:.0f} s on Ray)"
-    left = any_unfinished(states.values())
-    message, code = exit_outcome(summary, counts, len(plan.jobs),
-                            signal=signals[0] if signals else None,
-                            budget=stopped_for_budget and left, left=left)
-    say(message)
-    return code
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise InputError(None, "ray is not installed: pip install 'mtl-transfer-runner[ray]' "
+                         "(or pip install 'ray[default]>=2.9')", where="--executor ray") from None
+    return ray
+
+
+def _connect(ray, address: str | None) -> bool:
+    """Connect to the Ray cluster at ``address`` (None: start a local one) unless this
+    process is connected already; True if it connected here (and so shuts Ray down)."""
+    if ray.is_initialized():
+        return False
+    kwargs = {"runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath()}}}
+    if address is None:
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise InputError(None, f"cannot connect to Ray at {address!r}: "
+                         f"{' '.join(str(exc).split())[:200]}", where="--address") from None
+    return True
+
+
+def _task_resources(ray, cpus_per_job: float | None, say: Callable[[str], None]
+                    ) -> tuple[float, int]:
+    """The CPUs and GPUs each job's task asks for (a GPU when the cluster has any); says so."""
+    resources = ray.cluster_resources()
+    num_gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+    num_cpus = float(cpus_per_job) if cpus_per_job else 1.0
+    say(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each job "
+        f"asks for {num_cpus:g} CPU(s) and {num_gpus} GPU(s)")
+    return num_cpus, num_gpus
+
+
+class _Driver:
+    """The driver loop's bookkeeping: look at the ledger, submit the ready jobs not in
+    flight, record what the finished tasks say, until nothing is left to submit or wait
+    for; a signal or the budget stops the submitting (the stop file tells the tasks)."""
+
+    def __init__(self, ray, plan: Plan, ledger: Ledger, submit: Callable, *, stop_file: Path,
+                 stop_at_unix: float | None, retry_failed: bool, poll_s: float,
+                 say: Callable[[str], None]):
+        self.ray, self.plan, self.ledger, self.submit = ray, plan, ledger, submit
+        self.say = say
+        self.ids = [j.job_id for j in plan.jobs]
+        self.stop_file, self.stop_at_unix = stop_file, stop_at_unix
+        self.retry_failed, self.poll_s = retry_failed, poll_s
+        self.signals: list[str] = []
+        self.inflight: dict = {}            # ObjectRef -> job_id
+        self.retried: set[str] = set()
+        self.crashes: Counter = Counter()
+        # job_id -> time.monotonic() before which it is not submitted again: a task that found
+        # its job busy or not ready must not be resubmitted in a tight loop
+        self.cooldown: dict[str, float] = {}
+        self.stopped_for_budget = False
+        self.durations = ledger.durations()
+
+    def on_signal(self, signum, frame) -> None:
+        if self.signals:   # second signal: stop now; tasks in flight end with the driver
+            raise KeyboardInterrupt
+        self.signals.append(signal.Signals(signum).name)
+
+    def run(self) -> None:
+        while True:
+            stopping = self._stopping()
+            snap = self.ledger.snapshot(self.ids)
+            states = job_states(self.plan.jobs, snap)
+            skipped_for_time = False if stopping else self._submit_ready(states)
+            if not self.inflight:
+                if stopping or skipped_for_time or not any_unfinished(states.values()):
+                    self.stopped_for_budget = self.stopped_for_budget or skipped_for_time
+                    return
+                time.sleep(self.poll_s)   # jobs run elsewhere (another driver or worker): wait
+                continue
+            self._collect()
+
+    def _stopping(self) -> bool:
+        """Whether to stop submitting (a signal, the budget); the first time, tell the tasks
+        running to checkpoint and stop through the stop file."""
+        stopping = bool(self.signals) or (self.stop_at_unix is not None and
+                                          time.time() >= self.stop_at_unix)
+        if stopping and not self.stop_file.exists():
+            self.stop_file.parent.mkdir(parents=True, exist_ok=True)
+            self.stop_file.touch()
+            self.stopped_for_budget = self.stopped_for_budget or not self.signals
+        return stopping
+
+    def _submit_ready(self, states: dict[str, str]) -> bool:
+        """Submit each runnable job not in flight or cooling down; return whether one was
+        held back for lack of time."""
+        busy = set(self.inflight.values())
+        skipped_for_time = False
+        for job in self.plan.jobs:
+            jid, state = job.job_id, states[job.job_id]
+            if jid in busy:
+                continue
+            retry = state == "failed" and self.retry_failed and jid not in self.retried
+            if not is_runnable(state, retry):
+                continue
+            if self.cooldown.get(jid, 0.0) > time.monotonic():
+                skipped_for_time = skipped_for_time or self.cooldown[jid] == float("inf")
+                continue
+            past = self.durations.get(job.experiment)
+            if self.stop_at_unix is not None and past and \
+                    time.time() + sum(past) / len(past) > self.stop_at_unix:
+                skipped_for_time = True
+                continue
+            if retry:
+                self.retried.add(jid)
+            self.inflight[self.submit(job, retry)] = jid
+        return skipped_for_time
+
+    def _collect(self) -> None:
+        """Wait up to poll_s for tasks to finish and record what each says."""
+        ray, inflight = self.ray, self.inflight
+        finished, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_s)
+        if finished:
+            finished, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+        for ref in finished:
+            jid = inflight.pop(ref)
+            try:
+                _, outcome = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                self._crashed(jid, exc)
+                continue
+            if outcome == "interrupted":
+                self.stopped_for_budget = self.stopped_for_budget or not self.signals
+            elif outcome == "no_time":
+                self.stopped_for_budget = True
+                self.cooldown[jid] = float("inf")   # the budget will not grow in this run
+            elif outcome == "done":
+                self.durations = self.ledger.durations()
+            elif outcome not in ("failed", "lost"):
+                self.cooldown[jid] = time.monotonic() + self.poll_s
+
+    def _crashed(self, jid: str, exc: Exception) -> None:
+        # the worker process or its node died: the ledger's claim goes stale
+        # (at once on this machine, after the lease elsewhere); then resubmitted
+        self.crashes[jid] += 1
+        reason = " ".join(str(exc).split())[:300]
+        self.say(f"ray task for {jid} died ({self.crashes[jid]}/{MAX_CRASHES}): {reason}")
+        if self.crashes[jid] >= MAX_CRASHES:
+            self.ledger.record_failure(jid, f"its Ray worker died {MAX_CRASHES} times: "
+                                       f"{reason}", "ray-driver")
+
+    def remove_stop_file(self) -> None:
+        try:
+            os.unlink(self.stop_file)
+        except OSError:
+            pass
+
+    def report(self, started: float) -> int:
+        """Print the summary; return the exit code."""
+        states, counts = final_states(self.plan, self.ledger)
+        summary = _counts_line("jobs", counts, STATES) + \
+            f" ({time.monotonic() - started:.0f} s on Ray)"
+        left = any_unfinished(states.values())
+        message, code = exit_outcome(summary, counts, len(self.plan.jobs),
+                                     signal=self.signals[0] if self.signals else None,
+                                     budget=self.stopped_for_budget and left, left=left)
+        self.say(message)
+        return code

@@ -1,9 +1,13 @@
-"""A job's states and what a finished run's states mean as an exit code, for the three
-executors (local, --workers N, Ray) alike."""
+"""A job's states, what a finished run's states mean as an exit code, and how a run takes
+SIGINT / SIGTERM, for the three executors (local, --workers N, Ray) alike."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from runner.errors import EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET
 
@@ -36,3 +40,19 @@ def exit_outcome(summary: str, counts: Counter, n_jobs: int, *, signal: str | No
     if left:
         return f"{summary}\n{RESUME_HINT}", EXIT_TIME_BUDGET
     return f"{summary}\nall {n_jobs} jobs done", EXIT_OK
+
+
+@contextmanager
+def stop_signals_to(handler: Callable) -> Iterator[None]:
+    """Let ``handler`` take SIGINT and SIGTERM while the block runs, then put the previous
+    handlers back.  Only the main thread may set signal handlers: elsewhere (a test's
+    thread) the block runs with the handlers as they are."""
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)

@@ -36,15 +36,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET, InputError
 from runner.orchestrate.ledger import Ledger
-from runner.orchestrate.local import _counts_line, job_states
-from runner.orchestrate.states import RESUME_HINT, STATES, any_unfinished
+from runner.orchestrate.local import _counts_line, final_states
+from runner.orchestrate.states import RESUME_HINT, STATES, any_unfinished, stop_signals_to
 from runner.study.plan import Plan
 
 LOG_SUBDIR = "ledger/workers"   # below the results folder: runner bookkeeping, not results
@@ -180,105 +179,121 @@ def run_workers(plan: Plan, results_dir: str | Path, child_args: Sequence[str], 
     ``child_args`` are the worker's own arguments (manifest, --results-dir, --data-dir);
     ``command`` is what starts a worker (default ``python -m runner run``; the tests pass
     a stand-in).  Each child gets ``--worker-id`` and the budget left as ``--time-budget``.
-
-    Long because the start, forward-signal, budget and reap steps share the child processes'
-    state; a split would pass that state around.
+    The children, and what happens to them, are ``_Children``.
     """
     say = out or (lambda msg: print(msg, flush=True))
     environ = dict(os.environ if environ is None else environ)
     slots = plan_workers(workers, visible_gpus(environ), usable_cores(),
                          worker_prefix or f"{socket.gethostname()}-{os.getpid()}")
-    started_at = time.monotonic()
+    children = _Children(say, started_at=time.monotonic(), time_budget_s=time_budget_s)
     ledger = Ledger(results_dir)
     ledger.ensure()
-    ids = [j.job_id for j in plan.jobs]
     if retry_failed:
         # Retry each failed job once overall, not once per worker: clear the failure
         # records here; a released claim makes the job "interrupted", which any worker runs.
-        snap = ledger.snapshot(ids)
-        for jid in snap.failed:
+        for jid in ledger.snapshot([j.job_id for j in plan.jobs]).failed:
             ledger.clear_failure(jid)
     log_dir = Path(results_dir) / LOG_SUBDIR
     log_dir.mkdir(parents=True, exist_ok=True)
     base = list(command or [sys.executable, "-m", "runner", "run"])
-    print_lock = threading.Lock()
+    try:
+        with stop_signals_to(children.forward):
+            for index, slot in enumerate(slots):
+                args = [*base, *child_args, "--worker-id", slot.worker_id]
+                if time_budget_s is not None:
+                    args += ["--time-budget", f"{max(children.budget_left(), 1.0):.3f}s"]
+                children.start(slot, args, log_dir / f"{slot.worker_id}.log",
+                               env={**environ, **slot.env, "PYTHONUNBUFFERED": "1",
+                                    PARENT_ENV: str(os.getpid()),
+                                    "RUNNER_WORKER_INDEX": str(index)})
+            children.wait()
+    finally:
+        children.reap()
+    return _outcome(plan, ledger, children, log_dir, say)
 
-    stdout_gone = threading.Event()   # our reader went away (`| head`): BrokenPipeError
 
-    def echo(line: str) -> None:
-        with print_lock:
-            if stdout_gone.is_set():
+class _Children:
+    """The worker processes of one ``run_workers`` call (each with the thread echoing its
+    log) and what happened to them: the signals passed on, whether the budget's end was
+    enforced, whether our stdout went away."""
+
+    def __init__(self, say: Callable[[str], None], started_at: float,
+                 time_budget_s: float | None):
+        self.say, self.started_at, self.time_budget_s = say, started_at, time_budget_s
+        self.procs: list[tuple[WorkerSlot, subprocess.Popen, threading.Thread]] = []
+        self.signals: list[str] = []      # what the children were told to stop for
+        self.budget_kill_sent = False
+        self.stdout_gone = threading.Event()   # our reader went away (`| head`): BrokenPipeError
+        self._print_lock = threading.Lock()
+
+    def budget_left(self) -> float:
+        return self.time_budget_s - (time.monotonic() - self.started_at)
+
+    def echo(self, line: str) -> None:
+        with self._print_lock:
+            if self.stdout_gone.is_set():
                 return   # every line is still in the worker's log file
             try:
-                say(line)
+                self.say(line)
             except BrokenPipeError:   # in a pump thread: tell the main loop, no traceback
-                stdout_gone.set()
+                self.stdout_gone.set()
 
-    procs: list[tuple[WorkerSlot, subprocess.Popen, threading.Thread]] = []
-    signals: list[str] = []
+    def forward(self, signum, frame) -> None:
+        """SIGINT/SIGTERM: pass it on to every running child (each signal once)."""
+        self.signals.append(signal.Signals(signum).name)
+        self._signal_running(signum)
 
-    def forward(signum, frame):
-        signals.append(signal.Signals(signum).name)
-        for _, proc, _ in procs:
+    def start(self, slot: WorkerSlot, args: list[str], log_path: Path,
+              env: dict[str, str]) -> None:
+        desc = ", ".join(f"{k}={v}" for k, v in slot.env.items()
+                         if k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"))
+        self.say(f"worker {slot.worker_id}: {desc}; log {log_path}")
+        with open(log_path, "ab") as log:
+            offset = log.tell()   # a rerun appends to the same worker's log
+            proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        pump = threading.Thread(target=_follow, daemon=True, args=(
+            proc, log_path, offset, slot.worker_id, self.echo))
+        pump.start()
+        self.procs.append((slot, proc, pump))
+        if self.signals:   # a signal arrived while starting: the new child gets it too
+            proc.send_signal(signal.SIGTERM)
+
+    def wait(self) -> None:
+        """Until every child has exited: pass a closed stdout on as SIGTERM, and enforce the
+        budget's end."""
+        while any(p.poll() is None for _, p, _ in self.procs):
+            time.sleep(0.2)
+            if self.stdout_gone.is_set() and "closed stdout" not in self.signals:
+                # as `python -m runner run` alone stops at its next line of output: the
+                # workers checkpoint and give their jobs back; the entry point exits 1
+                self.signals.append("closed stdout")
+                self._signal_running(signal.SIGTERM)
+            if self.time_budget_s is not None:
+                self._enforce_budget(time.monotonic() - self.started_at)
+
+    def _enforce_budget(self, elapsed: float) -> None:
+        if elapsed > self.time_budget_s and not self.budget_kill_sent:
+            # the children should have stopped by now (they checkpoint a margin early)
+            self.budget_kill_sent = True
+            self._signal_running(signal.SIGTERM)
+        if self.budget_kill_sent and elapsed > self.time_budget_s + STOP_GRACE_S:
+            for _, proc, _ in self.procs:
+                if proc.poll() is None:
+                    proc.kill()
+
+    def _signal_running(self, signum: int) -> None:
+        for _, proc, _ in self.procs:
             if proc.poll() is None:
                 try:
                     proc.send_signal(signum)
                 except ProcessLookupError:
                     pass
 
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, forward)
-    budget_kill_sent = False
-    try:
-        for index, slot in enumerate(slots):
-            args = [*base, *child_args, "--worker-id", slot.worker_id]
-            if time_budget_s is not None:
-                left = time_budget_s - (time.monotonic() - started_at)
-                args += ["--time-budget", f"{max(left, 1.0):.3f}s"]
-            desc = ", ".join(f"{k}={v}" for k, v in slot.env.items()
-                             if k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"))
-            log_path = log_dir / f"{slot.worker_id}.log"
-            say(f"worker {slot.worker_id}: {desc}; log {log_path}")
-            with open(log_path, "ab") as log:
-                offset = log.tell()   # a rerun appends to the same worker's log
-                proc = subprocess.Popen(
-                    args, env={**environ, **slot.env, "PYTHONUNBUFFERED": "1",
-                               PARENT_ENV: str(os.getpid()),
-                               "RUNNER_WORKER_INDEX": str(index)},
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True)
-            pump = threading.Thread(target=_follow, daemon=True, args=(
-                proc, log_path, offset, slot.worker_id, echo))
-            pump.start()
-            procs.append((slot, proc, pump))
-            if signals:   # a signal arrived while starting: the new child gets it too
-                proc.send_signal(signal.SIGTERM)
-        while any(p.poll() is None for _, p, _ in procs):
-            time.sleep(0.2)
-            if stdout_gone.is_set() and "closed stdout" not in signals:
-                # as `python -m runner run` alone stops at its next line of output: the
-                # workers checkpoint and give their jobs back; the entry point exits 1
-                signals.append("closed stdout")
-                for _, proc, _ in procs:
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
-            elapsed = time.monotonic() - started_at
-            if time_budget_s is not None and elapsed > time_budget_s and not budget_kill_sent:
-                # the children should have stopped by now (they checkpoint a margin early)
-                budget_kill_sent = True
-                for _, proc, _ in procs:
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
-            if budget_kill_sent and elapsed > time_budget_s + STOP_GRACE_S:
-                for _, proc, _ in procs:
-                    if proc.poll() is None:
-                        proc.kill()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        for _, proc, pump in procs:
+    def reap(self) -> None:
+        """Wait for the children and their echo threads; on the way out of an exception, stop
+        the children still running (SIGTERM, SIGKILL a minute later)."""
+        for _, proc, pump in self.procs:
             if proc.poll() is None:    # leaving on an exception: do not orphan workers
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -287,10 +302,15 @@ def run_workers(plan: Plan, results_dir: str | Path, child_args: Sequence[str], 
                     proc.kill()
             pump.join(timeout=10)
 
-    codes = {slot.worker_id: proc.returncode for slot, proc, _ in procs}
-    snap = ledger.snapshot(ids)
-    states = job_states(plan.jobs, snap)
-    counts = Counter(states.values())
+    def exit_codes(self) -> dict[str, int | None]:
+        return {slot.worker_id: proc.returncode for slot, proc, _ in self.procs}
+
+
+def _outcome(plan: Plan, ledger: Ledger, children: _Children, log_dir: Path,
+             say: Callable[[str], None]) -> int:
+    """Print the jobs' and the workers' ends; return the exit code (the module docstring)."""
+    codes = children.exit_codes()
+    states, counts = final_states(plan, ledger)
     say(_counts_line("jobs", counts, STATES) + "; workers: " +
         ", ".join(f"{w} exit {c}" for w, c in codes.items()))
     crashed = [w for w, c in codes.items() if c not in (EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT,
@@ -300,7 +320,7 @@ def run_workers(plan: Plan, results_dir: str | Path, child_args: Sequence[str], 
     unfinished = any_unfinished(states.values())
     if EXIT_BAD_INPUT in codes.values():
         return EXIT_BAD_INPUT
-    if signals or budget_kill_sent or EXIT_TIME_BUDGET in codes.values() or \
+    if children.signals or children.budget_kill_sent or EXIT_TIME_BUDGET in codes.values() or \
             (crashed and unfinished):
         say(RESUME_HINT)
         return EXIT_TIME_BUDGET

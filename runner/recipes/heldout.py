@@ -67,7 +67,8 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: torch.d
     ``trained_model`` holds the job's best weights and is not modified.  Between two
     (task, seed) evaluations ``ctx.should_stop()`` -> JobInterrupted (run again to resume).
 
-    Long because each (task, seed) run is one sequence: data, fresh head, train, test, document."""
+    Long (about 60 lines) because each (task, seed) run is one sequence read top to bottom:
+    data (loaded once per task), fresh head, train, test, document."""
     cfg = TrainConfig.from_dict(job.config)
     heldout = cfg.heldout
     pending = heldout_pending(ctx.job_dir, heldout)
@@ -93,8 +94,8 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: torch.d
                                           heldout["max_eval_examples"])
             length = effective_max_length(task, cfg, model_length_limit(
                 tokenizer, getattr(trained_model.encoder, "config", None)))
-            enc = {k: encode_split(spec, df, tokenizer, length) for k, df in frames.items()}
-            data[task] = (frames, enc)
+            data[task] = (frames, {k: encode_split(spec, df, tokenizer, length)
+                                   for k, df in frames.items()})
         frames, enc = data[task]
         out_dir = heldout_dir(ctx.job_dir, task, seed)
         ctx.logger.info("held-out %s seed %d: %s, %d steps on %d examples", task, seed,
@@ -112,23 +113,32 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: torch.d
             model, spec, frames["test"], enc["test"], evaluate,
             out_dir / "predictions" / f"{task}.parquet", pad_id=pad_id, device=device,
             dtype=dtype, batch_size=eval_batch_size(progress.batch_size))
-        entry = {"primary_metric": spec.primary_metric, "metrics": metrics,
-                 "tokens": int(progress.tokens_per_task[task]), "n_test": n_test,
-                 "stat_spec": spec.stat_spec(), "predictions": f"predictions/{task}.parquet"}
-        budget = {"max_steps": int(heldout["max_steps"]),
-                  "batch_size": int(progress.batch_size),
-                  "max_train_examples": int(heldout["max_train_examples"]),
-                  "steps": int(progress.step),
-                  "examples": int(sum(progress.examples_per_task.values())),
-                  "tokens": int(progress.token_count)}
         doc = heldout_document(source_job_id=job.job_id, task=task, seed=seed,
                                train_mode=train_mode, adapter=settings, model_params=params,
-                               budget=budget, per_task_entry=entry,
+                               budget=_budget(heldout, progress),
+                               per_task_entry=_entry(spec, task, metrics, n_test, progress),
                                provenance=provenance(dtype))
         write_heldout(ctx.job_dir, json_safe(doc))  # NaN metrics -> null
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         del model
     return len(pending)
+
+
+def _entry(spec, task: str, metrics: dict, n_test: int, progress) -> dict:
+    """The held-out document's test entry: result.json's per-task entry shape."""
+    return {"primary_metric": spec.primary_metric, "metrics": metrics,
+            "tokens": int(progress.tokens_per_task[task]), "n_test": n_test,
+            "stat_spec": spec.stat_spec(), "predictions": f"predictions/{task}.parquet"}
+
+
+def _budget(heldout: dict, progress) -> dict:
+    """What the fresh head was allowed ([heldout]) and what it used."""
+    return {"max_steps": int(heldout["max_steps"]),
+            "batch_size": int(progress.batch_size),
+            "max_train_examples": int(heldout["max_train_examples"]),
+            "steps": int(progress.step),
+            "examples": int(sum(progress.examples_per_task.values())),
+            "tokens": int(progress.token_count)}
 
 
 def _copy_encoder(encoder):

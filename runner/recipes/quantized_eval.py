@@ -692,36 +692,15 @@ def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
                       say: Callable[[str], None] = print, get_task: Callable | None = None,
                       load_split: Callable | None = None,
                       metrics_fn: Callable | None = None) -> Summary:
-    """Evaluate every finished job of the manifest at ``levels`` (module docstring).
-
-    Long because it walks the jobs and levels once, keeping each level's skip/keep/write
-    decision next to its message."""
-    from runner.study.manifest import load_manifest
-    from runner.study.plan import build_plan
-
+    """Evaluate every finished job of the manifest at ``levels`` (module docstring)."""
     if get_task is None:
         from runner.data.tasks import get_task
     if load_split is None:
         from runner.data.splits import load_split
     if metrics_fn is None:
         from runner.ml.metrics import evaluate as metrics_fn
-    if batch_size < 1:
-        raise InputError(None, f"expected an integer >= 1, got {batch_size}", where="--batch-size")
-    if max_test_examples is not None and max_test_examples < 1:
-        raise InputError(None, f"expected an integer >= 1, got {max_test_examples}",
-                         where="--max-test-examples")
-    manifest = load_manifest(manifest_path)
-    results_dir = Path(results_dir or manifest.study.results)
-    if not results_dir.is_dir():
-        raise InputError(str(results_dir), "no results folder (run the manifest first)",
-                         where="--results-dir")
-    names = [e.name for e in manifest.experiments]
-    for name in experiments or ():
-        if name not in names:
-            raise InputError(str(manifest_path), f"no experiment named {name!r}; expected "
-                             f"some of {', '.join(names)}", where="--experiments")
-    plan = build_plan(manifest, data_dir)
-    jobs = [j for j in plan.jobs if experiments is None or j.experiment in experiments]
+    results_dir, jobs = _jobs_to_evaluate(manifest_path, results_dir, data_dir, batch_size,
+                                          experiments, max_test_examples)
     summary = Summary()
     from runner.ml.runtime import configure_threads  # torch only once a level runs
     configure_threads()
@@ -731,15 +710,7 @@ def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
         if not (job_dir / "result.json").is_file():
             summary.unfinished += 1
             continue
-        todo = [lv for lv in levels if not _keep_existing(evaluation_path(job_dir, lv), lv, force)]
-        summary.kept.extend((job.job_id, lv) for lv in levels if lv not in todo)
-        if not todo:
-            continue
-        runnable = [lv for lv in todo if level_unavailable(lv) is None]
-        for lv in todo:
-            why = level_unavailable(lv)
-            if why is not None:
-                _record(job_dir, _skipped(job.job_id, lv, why), summary, say)
+        runnable = _levels_to_run(job.job_id, job_dir, levels, force, summary, say)
         if not runnable:
             continue
         loaded = load_job(job, job_dir, Path(data_dir), max_test_examples, get_task, load_split)
@@ -762,6 +733,48 @@ def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
         f"{len(summary.kept)} already done, {len(summary.skipped_jobs)} job(s) without "
         f"usable weights, {summary.unfinished} job(s) not finished")
     return summary
+
+
+def _jobs_to_evaluate(manifest_path, results_dir, data_dir, batch_size: int,
+                      experiments: Sequence[str] | None, max_test_examples: int | None):
+    """(results folder, the plan's jobs of ``experiments``), every argument checked first:
+    bad input is one InputError before any model is loaded."""
+    from runner.study.manifest import load_manifest
+    from runner.study.plan import build_plan
+
+    if batch_size < 1:
+        raise InputError(None, f"expected an integer >= 1, got {batch_size}", where="--batch-size")
+    if max_test_examples is not None and max_test_examples < 1:
+        raise InputError(None, f"expected an integer >= 1, got {max_test_examples}",
+                         where="--max-test-examples")
+    manifest = load_manifest(manifest_path)
+    results_dir = Path(results_dir or manifest.study.results)
+    if not results_dir.is_dir():
+        raise InputError(str(results_dir), "no results folder (run the manifest first)",
+                         where="--results-dir")
+    names = [e.name for e in manifest.experiments]
+    for name in experiments or ():
+        if name not in names:
+            raise InputError(str(manifest_path), f"no experiment named {name!r}; expected "
+                             f"some of {', '.join(names)}", where="--experiments")
+    plan = build_plan(manifest, data_dir)
+    return results_dir, [j for j in plan.jobs if experiments is None or j.experiment in experiments]
+
+
+def _levels_to_run(job_id: str, job_dir: Path, levels: Sequence[str], force: bool,
+                   summary: Summary, say: Callable[[str], None]) -> list[str]:
+    """The levels of one finished job still to evaluate here: those already written are kept
+    (unless ``force``), those this machine cannot run are recorded as skipped."""
+    todo = [lv for lv in levels if not _keep_existing(evaluation_path(job_dir, lv), lv, force)]
+    summary.kept.extend((job_id, lv) for lv in levels if lv not in todo)
+    runnable = []
+    for lv in todo:
+        why = level_unavailable(lv)
+        if why is None:
+            runnable.append(lv)
+        else:
+            _record(job_dir, _skipped(job_id, lv, why), summary, say)
+    return runnable
 
 
 def _skipped(job_id: str, level: str, why: str) -> dict:

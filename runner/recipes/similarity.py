@@ -278,55 +278,106 @@ def write(doc: dict, out: str | Path) -> None:
     atomic_write_json(out, doc)
 
 
-def similarity_argv(manifest, results_dir, data_dir, out=None) -> tuple[list[str], str | None]:
-    """:func:`main` arguments for the manifest's tasks, and a note (or None).
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """What :func:`run` reads: ``--tasks`` or ``--manifest``, the folders, the tokenizer and the
+    split, declared once for ``python -m runner similarity`` and :func:`main`."""
+    parser.description = (
+        "Task similarity (RQ4) from the prepared training data: label-schema Jaccard, word and "
+        "word-piece Jaccard, unigram Jensen-Shannon divergence (bits), written atomically to "
+        "task_similarity.json. --tasks: the named tasks into --out. --manifest: the manifest's "
+        "tasks into <results>/task_similarity.json (or --out), word pieces under the "
+        "manifest's model tokenizer when it has one model in a local folder (minilm), else "
+        "word-level only.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                       help="task names (data/<task>/), comma- or space-separated: a,b or a b")
+    which.add_argument("--manifest", default=None, help="a study manifest: its tasks")
+    parser.add_argument("--data-dir", default="data", help="prepared data (default: data)")
+    parser.add_argument("--results-dir", default=None,
+                        help="with --manifest: the study's results folder (default: the "
+                             "manifest's)")
+    parser.add_argument("--out", default=None,
+                        help="output JSON file (needed with --tasks), e.g. "
+                             "results/<study>/task_similarity.json")
+    parser.add_argument("--tokenizer", default=None,
+                        help="model folder or tokenizer.json of a fast tokenizer, for the "
+                             "word-piece Jaccard (left out: with --manifest its model's as "
+                             "above, else that measure is not computed)")
+    parser.add_argument("--split", default="train", choices=("train", "validation", "test"),
+                        help="the split the tasks are compared on (default: train)")
 
-    The word-piece measure uses the manifest's model tokenizer when the manifest has one model
-    and it is a local folder with a ``tokenizer.json`` (minilm); otherwise word-level only."""
+
+def run(args: argparse.Namespace) -> int:
+    """Compute and write the document from parsed arguments; the exit code (bad input: one
+    line on stderr, 2)."""
+    try:
+        if args.manifest is not None:
+            from runner.study.manifest import load_manifest
+            manifest = load_manifest(args.manifest)
+            return write_for_manifest(manifest, args.results_dir or manifest.study.results,
+                                      args.data_dir, args.out, args.tokenizer, args.split)
+        if args.out is None:
+            raise InputError(None, "--tasks needs --out FILE", where="--out")
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    tasks = [t.strip() for item in args.tasks for t in item.split(",") if t.strip()]
+    return write_tasks(tasks, args.data_dir, args.out, args.tokenizer, args.split)
+
+
+def write_for_manifest(manifest, results_dir, data_dir, out=None, tokenizer=None,
+                       split: str = "train") -> int:
+    """:func:`write_tasks` for the manifest's tasks, into ``out`` (default
+    ``<results_dir>/task_similarity.json``).
+
+    Without ``tokenizer``, the word-piece measure uses the manifest's model tokenizer when the
+    manifest has one model and it is a local folder with a ``tokenizer.json`` (minilm);
+    otherwise it prints a note and computes the word-level measures only."""
     from runner.study.manifest import manifest_tasks
+
+    out = Path(out) if out is not None else Path(results_dir) / "task_similarity.json"
+    tasks = manifest_tasks(manifest)
+    if tokenizer is None:
+        tokenizer, note = _manifest_tokenizer(manifest)
+        if note:
+            print(f"note: {note}")
+    return write_tasks(tasks, data_dir, out, tokenizer, split)
+
+
+def _manifest_tokenizer(manifest) -> tuple[str | None, str | None]:
+    """The manifest's one local model folder with a tokenizer.json, or None and why not."""
     from runner.study.models import resolve_model
 
-    tasks = manifest_tasks(manifest)
-    out = Path(out) if out is not None else Path(results_dir) / "task_similarity.json"
-    argv = ["--tasks", *tasks, "--data-dir", str(data_dir), "--out", str(out)]
     models = sorted({m for e in manifest.experiments for m in e.models})
-    note = None
     paths = [resolve_model(m, manifest.models) for m in models]
     if len(paths) == 1 and (Path(paths[0]) / "tokenizer.json").is_file():
-        argv += ["--tokenizer", paths[0]]
-    elif len(paths) != 1:
-        note = (f"{len(paths)} models ({', '.join(models)}): word-level measures only "
-                f"(run with --tokenizer MODEL_DIR for one model's word pieces)")
-    else:
-        note = (f"{models[0]} is not a local model folder ({paths[0]}): word-level measures "
-                f"only (run with --tokenizer MODEL_DIR for word pieces)")
-    return argv, note
+        return paths[0], None
+    if len(paths) != 1:
+        return None, (f"{len(paths)} models ({', '.join(models)}): word-level measures only "
+                      f"(run with --tokenizer MODEL_DIR for one model's word pieces)")
+    return None, (f"{models[0]} is not a local model folder ({paths[0]}): word-level measures "
+                  f"only (run with --tokenizer MODEL_DIR for word pieces)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m runner similarity --tasks A B ... --data-dir data --out FILE [--tokenizer P]``."""
-    ap = argparse.ArgumentParser(
-        prog="python -m runner similarity",
-        description="Task similarity (RQ4) from prepared training data: label-schema Jaccard, "
-                    "word and word-piece Jaccard, unigram Jensen-Shannon divergence (bits). "
-                    "Writes task_similarity.json atomically.")
-    ap.add_argument("--tasks", nargs="+", required=True, help="task names (data/<task>/)")
-    ap.add_argument("--data-dir", default="data", help="prepared data folder (default: data)")
-    ap.add_argument("--out", required=True, help="output JSON file, e.g. "
-                                                 "results/<study>/task_similarity.json")
-    ap.add_argument("--tokenizer", default=None,
-                    help="model folder or tokenizer.json of a fast tokenizer, for the word-piece "
-                         "Jaccard (left out: that measure is not computed)")
-    ap.add_argument("--split", default="train", choices=("train", "validation", "test"))
-    args = ap.parse_args(argv)
+def write_tasks(tasks: Sequence[str], data_dir, out, tokenizer=None,
+                split: str = "train") -> int:
+    """Compute and write the document for ``tasks``, print what was written; the exit code
+    (bad input: one line on stderr, 2)."""
     try:
-        doc = compute(args.tasks, args.data_dir, args.tokenizer, args.split)
-        write(doc, args.out)
+        doc = compute(tasks, data_dir, tokenizer, split)
+        write(doc, out)
     except InputError as err:
         print(str(err), file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"wrote {args.out} ({len(doc['tasks'])} tasks, measures: {', '.join(doc['measures'])})")
+    print(f"wrote {out} ({len(doc['tasks'])} tasks, measures: {', '.join(doc['measures'])})")
     return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m runner.recipes.similarity``: the same as ``python -m runner similarity``."""
+    parser = argparse.ArgumentParser(prog="python -m runner similarity")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

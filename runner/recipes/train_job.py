@@ -270,20 +270,21 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     """Read the data, train (resuming where a checkpoint is), test, run RQ2's held-out tasks,
     return the result document.  One step a line or a call, in the order they happen.
 
-    A little over a screen: the order of the calls is the job's order of events (RQ2 before the
+    About a screen: the order of the calls is the job's order of events (RQ2 before the
     token-controlled re-test), so it stays in one place."""
     started_at = now()
     cfg = TrainConfig.from_dict(job.config)
     log = ctx.logger
     if job.strategy not in STRATEGIES:
         raise JobFailed(f"unknown strategy {job.strategy!r}")
-    if job.strategy != "multi_task" and len(job.tasks) != 1:
+    strategy = STRATEGIES[job.strategy]
+    if not strategy.samples_tasks and len(job.tasks) != 1:
         raise JobFailed(f"{job.strategy} needs exactly one task, got {list(job.tasks)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         configure_threads()
     specs = {name: get_task(name) for name in job.tasks}
-    token_controlled = job.strategy == "token_controlled"
+    token_controlled = strategy.token_target
     target, choice, targets = token_target(job, ctx) if token_controlled else (None, None, None)
 
     heldout_kinds = [get_task(t).kind for t in (cfg.heldout or {}).get("tasks", ())]
@@ -318,13 +319,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
         load_weights(model, best_validation_root(ckpt_root), progress.best_step, log)
         scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
                             ctx.job_dir, "predictions/best_weights")
-        best_tokens = tokens_at_best(progress)[1]
-        tracking.final({"test_best": {name: m for name, (m, _, _) in scored.items()}},
-                       progress.step)
-        for name, (metrics, rel, _) in scored.items():
-            per_task[name]["best_weights"] = {"metrics": metrics, "predictions": rel,
-                                              "step": progress.best_step,
-                                              "tokens": best_tokens[name]}
+        _add_best_weights_scores(per_task, scored, progress, tracking)
 
     result = result_document(job, cfg, tokenizer, data, progress, oom_retry, per_task,
                              model_params, (target, choice), provenance(dtype))
@@ -332,6 +327,17 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     # checkpoints/ stays whole: the executor prunes it only once result.json is on disk, so
     # a kill before that resumes from the finished checkpoint instead of retraining
     return json_safe(result)
+
+
+def _add_best_weights_scores(per_task: dict, scored: dict, progress, tracking) -> None:
+    """token_controlled: its best validation weights' test scores, next to the final ones."""
+    best_tokens = tokens_at_best(progress)[1]
+    tracking.final({"test_best": {name: m for name, (m, _, _) in scored.items()}},
+                   progress.step)
+    for name, (metrics, rel, _) in scored.items():
+        per_task[name]["best_weights"] = {"metrics": metrics, "predictions": rel,
+                                          "step": progress.best_step,
+                                          "tokens": best_tokens[name]}
 
 
 def provenance_of(job, device, started_at: str):

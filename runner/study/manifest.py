@@ -60,7 +60,7 @@ from runner.errors import InputError
 from runner.study.models import BUILTIN_MODELS, known_aliases
 from runner.study.sampling import SAMPLINGS
 from runner.study.strategies import STRATEGIES as STRATEGY_TABLE
-from runner.study.strategies import experiment_type
+from runner.study.strategies import Strategy, experiment_type
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,7 +68,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 STRATEGIES = tuple(STRATEGY_TABLE)
-PARITIES = ("total", "per_task")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -136,36 +135,33 @@ def _optional_int(lo: int) -> Callable[[Any], int | None]:
     return check
 
 
+def _per_task(v: dict, lo: int, hi: int | None, expected: str) -> Mapping[str, int]:
+    """``{task = n, ...}`` with known task names and lo <= n (<= hi)."""
+    tasks = known_tasks()
+    out = {}
+    for task, n in v.items():
+        if task not in tasks:
+            raise _Bad(f"unknown task {task!r}{_did_you_mean(task, tasks)}")
+        if not _is_int(n) or n < lo or (hi is not None and n > hi):
+            raise _Bad(f"expected {expected} for task {task!r}, got {n!r}")
+        out[task] = int(n)
+    return MappingProxyType(out)
+
+
 def _max_train_examples(v: Any) -> Mapping[str, int]:
     """``{task = n, ...}`` per task, or one integer for every task of the job."""
     if _is_int(v):
         return MappingProxyType({"*": _int(1)(v)})
     if not isinstance(v, dict):
         raise _Bad(f"expected an integer >= 1 or a table task = integer, got {v!r}")
-    tasks = known_tasks()
-    out = {}
-    for task, n in v.items():
-        if task not in tasks:
-            raise _Bad(f"unknown task {task!r}{_did_you_mean(task, tasks)}")
-        if not _is_int(n) or n < 1:
-            raise _Bad(f"expected an integer >= 1 for task {task!r}, got {n!r}")
-        out[task] = int(n)
-    return MappingProxyType(out)
+    return _per_task(v, 1, None, "an integer >= 1")
 
 
 def _max_length_per_task(v: Any) -> Mapping[str, int]:
     """``{task = n, ...}``: the tasks cut below max_length (checked against it once parsed)."""
     if not isinstance(v, dict):
         raise _Bad(f"expected a table task = integer (tokens), got {v!r}")
-    tasks = known_tasks()
-    out = {}
-    for task, n in v.items():
-        if task not in tasks:
-            raise _Bad(f"unknown task {task!r}{_did_you_mean(task, tasks)}")
-        if not _is_int(n) or not 8 <= n <= 8192:
-            raise _Bad(f"expected an integer in [8, 8192] for task {task!r}, got {n!r}")
-        out[task] = int(n)
-    return MappingProxyType(out)
+    return _per_task(v, 8, 8192, "an integer in [8, 8192]")
 
 
 # name -> (check, default).  Defaults are the methodology's; batch_size None means
@@ -213,11 +209,10 @@ HELDOUT_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # (batch 8 by default) and single-task ones (16) get the same held-out budget
     "batch_size": (_int(1, 65536), 16),
 }
-# Only multi-task jobs sample between tasks; only token-controlled jobs have an epoch cap.
+# Only strategies that sample between tasks take the sampling keys; only those that train to a
+# token target take its epoch cap (runner.study.strategies: samples_tasks, token_target).
 SAMPLING_KEYS = ("sampling", "temperature", "examples_cap")
-TOKEN_CONTROLLED_KEYS = ("token_controlled_max_epochs",)
-PARITY_TARGETS = ("total", "best")
-SINGLE_BATCH, MULTI_BATCH = 16, 8
+TOKEN_TARGET_KEYS = ("token_controlled_max_epochs",)
 # What data a job trains on, in [defaults] or per experiment; in a job's config (and id) only
 # when on.  decontaminate: drop the training units that overlap (exact or 13-gram,
 # runner.data.contamination) a validation or test unit of any task the study evaluates.
@@ -288,12 +283,13 @@ class Manifest:
         cfg: dict[str, Any] = {}
         for key, (_, default) in HYPERPARAMETERS.items():
             cfg[key] = given.get(key, default)
+        strategy = STRATEGY_TABLE[exp.strategy]
         if cfg["batch_size"] is None:
-            cfg["batch_size"] = MULTI_BATCH if exp.strategy == "multi_task" else SINGLE_BATCH
+            cfg["batch_size"] = strategy.batch_size
         caps = cfg["max_train_examples"]
         cfg["max_train_examples"] = {t: caps.get(t, caps.get("*")) for t in tasks
                                      if t in caps or "*" in caps}
-        if exp.strategy != "multi_task":
+        if not strategy.samples_tasks:
             # Sampling means nothing for one task: keep it neutral so that editing the
             # multi-task sampling in [defaults] never renames single-task jobs.
             for key in SAMPLING_KEYS:
@@ -308,9 +304,9 @@ class Manifest:
         del cfg["max_length_per_task"]
         if lengths is not None:
             cfg["max_length_per_task"] = lengths
-        for key in TOKEN_CONTROLLED_KEYS:
+        for key in TOKEN_TARGET_KEYS:
             del cfg[key]  # in token-controlled jobs only: the others keep their ids
-        if exp.strategy == "token_controlled":
+        if strategy.token_target:
             cfg["token_controlled_max_epochs"] = given.get(
                 "token_controlled_max_epochs", HYPERPARAMETERS["token_controlled_max_epochs"][1])
             cfg["parity_target"] = exp.parity_target
@@ -501,85 +497,68 @@ class _Parser:
 
     def experiment(self, raw: Any, idx: int, models: tuple[str, ...],
                    default_adapter: Any = None) -> Experiment:
-        """The ``idx``-th ``[experiments.X]`` table, validated.
-
-        Long because it checks the table key by key, each with its own message and line."""
+        """The ``idx``-th ``[experiments.X]`` table, validated: the keys its strategy
+        (runner.study.strategies) takes, then the fields the strategy reads."""
         path = ("experiments", idx)
-        if not isinstance(raw, dict):
-            raise self.error(path, "expected a table")
-        if "strategy" not in raw:
-            raise self.error(path, "missing key 'strategy' (single_task | multi_task | "
-                             "token_controlled)")
-        strategy = raw["strategy"]
-        try:
-            _choice(STRATEGIES)(strategy)
-        except _Bad as bad:
-            raise self.error(path + ("strategy",), str(bad)) from None
-        hyper_keys = [k for k in HYPERPARAMETERS
-                      if strategy == "multi_task" or k not in SAMPLING_KEYS]
-        structural = {
-            "single_task": ("name", "strategy", "models", "tasks", "adapter_match"),
-            "multi_task": ("name", "strategy", "models", "task_sets", "pair_tasks"),
-            "token_controlled": ("name", "strategy", "reference", "parity", "parity_target"),
-        }[strategy]
-        required = {"single_task": ("name", "models", "tasks"),
-                    "multi_task": ("name", "models", "task_sets"),
-                    "token_controlled": ("name", "reference")}[strategy]
-        for key in raw:
-            if key in ("models", "tasks", "task_sets") and key not in structural:
-                why = {"token_controlled": "token_controlled experiments take their models, "
-                       "tasks and seeds from the referenced multi_task experiment",
-                       "single_task": "single_task experiments list 'tasks' (one job each)",
-                       "multi_task": "multi_task experiments list 'task_sets'"}[strategy]
-                raise self.error(path + (key,), f"not allowed here: {why}")
-            if key in SAMPLING_KEYS and strategy != "multi_task":
-                raise self.error(path + (key,), "sampling settings apply to multi_task "
-                                 "experiments only")
-            if key in TOKEN_CONTROLLED_KEYS and strategy != "token_controlled":
-                raise self.error(path + (key,), "applies to token_controlled experiments "
-                                 "only (or [defaults], for them)")
-        self.table(raw, path, tuple(structural) + ("adapter", "heldout") + tuple(hyper_keys)
-                   + tuple(DATA_KEYS), required)
+        strategy = self.strategy_of(raw, path)
+        self.strategy_keys(raw, path, strategy)
         name = self.string(raw["name"], path + ("name",), _NAME_RE)
         overrides = self.hyper(raw, path)
-        exp_models: tuple[str, ...] = ()
-        task_sets: tuple[tuple[str, ...], ...] = ()
-        reference = parity = parity_target = None
-        if strategy != "token_controlled":
-            exp_models = self.str_list(raw["models"], path + ("models",), models, "model")
-        if strategy == "single_task":
-            tasks = self.str_list(raw["tasks"], path + ("tasks",), self.tasks, "task")
-            task_sets = tuple((t,) for t in tasks)
-        elif strategy == "multi_task":
-            task_sets = self.task_sets(raw, path)
-        else:
-            reference = self.string(raw["reference"], path + ("reference",))
-            parity, parity_target = (raw.get("parity", "total"),
-                                     raw.get("parity_target", PARITY_TARGETS[0]))
-            for key, value, options in (("parity", parity, PARITIES),
-                                        ("parity_target", parity_target, PARITY_TARGETS)):
-                try:
-                    _choice(options)(value)
-                except _Bad as bad:
-                    raise self.error(path + (key,), str(bad)) from None
-        adapter = self.adapter(raw["adapter"], path + ("adapter",)) if "adapter" in raw \
-            else default_adapter
-        adapter_match = None
-        if "adapter_match" in raw:
-            adapter_match = self.string(raw["adapter_match"], path + ("adapter_match",))
-            if "adapter" in raw:
-                raise self.error(path + ("adapter",), "not allowed with adapter_match: the "
-                                 "adapter comes from the matched multi_task experiment (its "
-                                 "target_modules, dropout and alpha / r; r is matched)")
-            adapter = None  # set from the matched experiment once all are parsed
+        fields = strategy.read(self, raw, path, models)
+        adapter, adapter_match = self.experiment_adapter(raw, path, default_adapter)
         heldout = raw.get("heldout", False)
         if not isinstance(heldout, bool):
             raise self.error(path + ("heldout",), f"expected true or false, got {heldout!r}")
-        return Experiment(name=name, strategy=strategy, models=exp_models,
-                          task_sets=task_sets, reference=reference, parity=parity,
-                          overrides=overrides, line=self.lines.line(path), adapter=adapter,
-                          adapter_match=adapter_match, heldout=heldout,
-                          parity_target=parity_target)
+        return Experiment(**{"models": (), "task_sets": (), "reference": None, "parity": None,
+                             **fields},
+                          name=name, strategy=strategy.name, overrides=overrides,
+                          line=self.lines.line(path), adapter=adapter,
+                          adapter_match=adapter_match, heldout=heldout)
+
+    def strategy_of(self, raw: Any, path: tuple) -> Strategy:
+        if not isinstance(raw, dict):
+            raise self.error(path, "expected a table")
+        if "strategy" not in raw:
+            raise self.error(path, f"missing key 'strategy' ({' | '.join(STRATEGIES)})")
+        return STRATEGY_TABLE[self.choice(raw["strategy"], STRATEGIES, path + ("strategy",))]
+
+    def strategy_keys(self, raw: dict, path: tuple, strategy: Strategy) -> None:
+        """Another strategy's keys get a message saying why they are not taken here; then
+        unknown keys (with a "did you mean") and missing required ones."""
+        for key in raw:
+            if key in ("models", "tasks", "task_sets") and key not in strategy.keys:
+                raise self.error(path + (key,),
+                                 f"not allowed here: {strategy.refuses_lists_because}")
+            if key in SAMPLING_KEYS and not strategy.samples_tasks:
+                raise self.error(path + (key,), "sampling settings apply to multi_task "
+                                 "experiments only")
+            if key in TOKEN_TARGET_KEYS and not strategy.token_target:
+                raise self.error(path + (key,), "applies to token_controlled experiments "
+                                 "only (or [defaults], for them)")
+        hyper_keys = [k for k in HYPERPARAMETERS
+                      if strategy.samples_tasks or k not in SAMPLING_KEYS]
+        self.table(raw, path, strategy.keys + ("adapter", "heldout") + tuple(hyper_keys)
+                   + tuple(DATA_KEYS), strategy.required)
+
+    def experiment_adapter(self, raw: dict, path: tuple, default_adapter: Any):
+        """(adapter, adapter_match): the experiment's own adapter table, else [defaults]'s;
+        with adapter_match none yet (set from the matched experiment once all are read)."""
+        adapter = self.adapter(raw["adapter"], path + ("adapter",)) if "adapter" in raw \
+            else default_adapter
+        if "adapter_match" not in raw:
+            return adapter, None
+        adapter_match = self.string(raw["adapter_match"], path + ("adapter_match",))
+        if "adapter" in raw:
+            raise self.error(path + ("adapter",), "not allowed with adapter_match: the "
+                             "adapter comes from the matched multi_task experiment (its "
+                             "target_modules, dropout and alpha / r; r is matched)")
+        return None, adapter_match
+
+    def choice(self, value: Any, options: tuple[str, ...], path: tuple) -> str:
+        try:
+            return _choice(options)(value)
+        except _Bad as bad:
+            raise self.error(path, str(bad)) from None
 
     def adapter(self, value: Any, path: tuple):
         from runner.study.adapter import ADAPTER_KEYS, settings_from_table
@@ -674,7 +653,7 @@ class _Parser:
             experiments.append(exp)
         by_name = {e.name: e for e in experiments}
         for i, exp in enumerate(experiments):
-            if exp.strategy != "token_controlled":
+            if not STRATEGY_TABLE[exp.strategy].needs_reference:
                 continue
             ref = by_name.get(exp.reference)
             where = ("experiments", i, "reference")
@@ -691,7 +670,7 @@ class _Parser:
         for i, exp in enumerate(experiments):
             cfg = {**defaults, **exp.overrides}
             self.lengths_only_lower(cfg, exp, i)
-            if exp.strategy != "multi_task":
+            if not STRATEGY_TABLE[exp.strategy].samples_tasks:
                 continue
             where = ("experiments", i)
             if cfg.get("sampling") == "capped" and cfg.get("examples_cap") is None:

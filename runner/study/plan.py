@@ -272,7 +272,7 @@ def model_place(manifest: Manifest, alias: str) -> tuple[int | None, str]:
         where = f"models.{alias}"
     else:
         i = next(i for i, e in enumerate(manifest.experiments)
-                 if alias in e.models and e.strategy != "token_controlled")
+                 if alias in e.models and not STRATEGIES[e.strategy].needs_reference)
         path, where = ("experiments", i, "models"), f"experiments[{i}].models"
     try:
         text = Path(manifest.path).read_text(encoding="utf-8")

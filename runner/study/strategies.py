@@ -1,9 +1,10 @@
 """The training strategies, one entry each: what an experiment's ``strategy`` names, the
-``experiment_type`` a job's result.json records for it (stats groups by it), and how an
-experiment of it expands into jobs (``expand``, called by runner.study.plan.build_plan per seed
-and model).  The one place a strategy's name is tied to its type and its jobs; adding a
-strategy is one entry here (with its manifest keys in runner.study.manifest) plus its training
-branch in runner.recipes.train_job.
+``experiment_type`` a job's result.json records for it (stats groups by it), the keys its
+``[[experiments]]`` table takes and how they are read (``read``, called by
+runner.study.manifest), its training defaults, and how an experiment of it expands into jobs
+(``expand``, called by runner.study.plan.build_plan per seed and model).  The one place a
+strategy's name is tied to its type, its manifest keys and its jobs; adding a strategy is one
+entry here plus its training branch in runner.recipes.train_job.
 """
 
 from __future__ import annotations
@@ -12,7 +13,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+PARITIES = ("total", "per_task")         # token_controlled: one target, or one per task
+PARITY_TARGETS = ("total", "best")       # the reference's tokens at its end, or at its best
 
+# ------------------------------------------------------------------ reading the manifest
+# Each ``read`` takes the manifest reader (runner.study.manifest._Parser: its string,
+# str_list, choice, task_sets and tasks), the experiment's table, its key path and the model
+# aliases, and returns the Experiment fields the strategy sets.
+
+
+def _read_tasks(r, raw: dict, path: tuple, models: tuple[str, ...]) -> dict:
+    """single_task: ``models`` and ``tasks``; a one-task set per task."""
+    aliases = r.str_list(raw["models"], path + ("models",), models, "model")
+    tasks = r.str_list(raw["tasks"], path + ("tasks",), r.tasks, "task")
+    return {"models": aliases, "task_sets": tuple((t,) for t in tasks)}
+
+
+def _read_task_sets(r, raw: dict, path: tuple, models: tuple[str, ...]) -> dict:
+    """multi_task: ``models`` and ``task_sets`` (or "pairs" with ``pair_tasks``)."""
+    return {"models": r.str_list(raw["models"], path + ("models",), models, "model"),
+            "task_sets": r.task_sets(raw, path)}
+
+
+def _read_reference(r, raw: dict, path: tuple, models: tuple[str, ...]) -> dict:
+    """token_controlled: ``reference`` (its models and task sets are copied from that
+    experiment once every experiment is read), ``parity`` and ``parity_target``."""
+    return {"reference": r.string(raw["reference"], path + ("reference",)),
+            "parity": r.choice(raw.get("parity", PARITIES[0]), PARITIES, path + ("parity",)),
+            "parity_target": r.choice(raw.get("parity_target", PARITY_TARGETS[0]),
+                                      PARITY_TARGETS, path + ("parity_target",))}
+
+
+# ------------------------------------------------------------------------- expanding
 def _a_job_per_task_set(builder, exp, seed: int, alias: str) -> list:
     """single_task (task sets of one task each) and multi_task: one job per task set."""
     return [builder.job(exp, seed, alias, task_set) for task_set in exp.task_sets]
@@ -34,18 +66,43 @@ class Strategy:
     name: str
     experiment_type: str   # result.json's experiment_type
     description: str
+    # its own [[experiments]] keys (the hyperparameters, adapter and heldout come on top),
+    # those it requires, and why it refuses another strategy's models/tasks/task_sets
+    keys: tuple[str, ...]
+    required: tuple[str, ...]
+    refuses_lists_because: str
+    # (manifest reader, table, key path, model aliases) -> the Experiment fields it sets
+    read: Callable[[Any, dict, tuple, tuple], dict]
     # (plan builder, experiment, seed, model alias) -> that seed and model's jobs, in order
     expand: Callable[[Any, Any, int, str], list]
     needs_reference: bool = False   # its jobs refer to another experiment's (built first)
+    samples_tasks: bool = False     # the sampling keys apply (else refused, kept neutral)
+    # trains to the reference's token count: token_controlled_max_epochs applies, the
+    # config records parity_target, and the job is tested at its final and best weights
+    token_target: bool = False
+    batch_size: int = 16            # examples per step unless the manifest says otherwise
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("single_task", "single_task_baseline", "one task per job", _a_job_per_task_set),
+    Strategy("single_task", "single_task_baseline", "one task per job",
+             keys=("name", "strategy", "models", "tasks", "adapter_match"),
+             required=("name", "models", "tasks"),
+             refuses_lists_because="single_task experiments list 'tasks' (one job each)",
+             read=_read_tasks, expand=_a_job_per_task_set),
     Strategy("multi_task", "multi_task", "one shared encoder, a head per task, tasks sampled",
-             _a_job_per_task_set),
+             keys=("name", "strategy", "models", "task_sets", "pair_tasks"),
+             required=("name", "models", "task_sets"),
+             refuses_lists_because="multi_task experiments list 'task_sets'",
+             read=_read_task_sets, expand=_a_job_per_task_set,
+             samples_tasks=True, batch_size=8),
     Strategy("token_controlled", "token_controlled_baseline",
              "one task per job, trained to the multi-task job's token count (parity)",
-             _a_job_per_task_of_the_reference, needs_reference=True),
+             keys=("name", "strategy", "reference", "parity", "parity_target"),
+             required=("name", "reference"),
+             refuses_lists_because="token_controlled experiments take their models, tasks "
+             "and seeds from the referenced multi_task experiment",
+             read=_read_reference, expand=_a_job_per_task_of_the_reference,
+             needs_reference=True, token_target=True),
 )}
 
 

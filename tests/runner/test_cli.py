@@ -279,3 +279,71 @@ def test_plan_loads_no_model_library(tmp_path):
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "minilm  ok: local folder" in proc.stdout
+
+
+MODULE_COMMANDS = {   # subcommand: its module, which declares its options once for both CLIs
+    "prepare": "runner.data.prepare",
+    "contamination": "runner.data.contamination",
+    "similarity": "runner.recipes.similarity",
+}
+
+
+def _options(help_text: str) -> list[str]:
+    """The options section of a --help (the usage lines above it differ: a subparser's)."""
+    return help_text[help_text.index("options:"):].split()
+
+
+@pytest.mark.parametrize("command", sorted(MODULE_COMMANDS))
+def test_a_module_command_is_one_parser_for_runner_and_its_own_main(command, capsys):
+    import importlib
+
+    module = importlib.import_module(MODULE_COMMANDS[command])
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    via_runner = capsys.readouterr().out
+    assert via_runner.startswith(f"usage: python -m runner {command} ")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    assert _options(capsys.readouterr().out) == _options(via_runner)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["contamination", "--tasks", "bc2gm,nope", "--out", "c.json"],
+     "error: --tasks: unknown task 'nope'; known:"),
+    (["contamination", "--n", "0", "--tasks", "gad", "--out", "c.json"],
+     "error: --n: expected n >= 1, got 0"),
+    (["similarity", "--tasks", "gad"], "error: --out: --tasks needs --out FILE"),
+    (["prepare", "--source", "/nonexistent", "--out", "d"],
+     "error: /nonexistent: source folder missing"),
+])
+def test_module_commands_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys,
+                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)   # where a relative --out (or a default one) would land
+    data = [] if argv[0] == "prepare" else ["--data-dir", str(DATA)]
+    assert main(argv + data) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(needle) and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_similarity_takes_tasks_comma_or_space_separated(tmp_path, capsys):
+    for name, tasks in (("comma", ["bc2gm,gad"]), ("space", ["bc2gm", "gad"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["similarity", "--tasks", *tasks, "--data-dir", str(DATA),
+                     "--out", str(out)]) == 0
+        assert f"wrote {out} (2 tasks" in capsys.readouterr().out
+    assert (tmp_path / "comma.json").read_bytes() == (tmp_path / "space.json").read_bytes()
+
+
+def test_a_command_loads_only_its_own_module():
+    """`status` and `--help` do not wait for prepare's and contamination's numpy/pyarrow."""
+    code = ("import sys; from runner.__main__ import _parser; "
+            "args = _parser().parse_args(['status', 'm.toml']); "
+            "print(args.handler.__name__, sorted(m for m in ('runner.data.prepare', "
+            "'runner.data.contamination', 'runner.recipes.similarity', 'pyarrow') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["_study", "[]"]

@@ -24,7 +24,9 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from runner.data.prepare import readers, writers
 from runner.data.tasks import SPLITS, TASKS, Source, TaskSpec
@@ -201,16 +203,25 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextlib.contextmanager
-def _signals_deferred():
-    """SIGINT/SIGTERM arriving inside the block are delivered when it ends."""
-    if not hasattr(signal, "pthread_sigmask"):   # not POSIX: nothing to defer with
+def _while_inside(possible: bool, install: Callable[[], Any], restore: Callable[[Any], Any]):
+    """``install()`` on entry and ``restore(what it returned)`` on the way out, where
+    ``possible``; otherwise the block runs as it is."""
+    if not possible:
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    old = install()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        restore(old)
+
+
+def _signals_deferred():
+    """SIGINT/SIGTERM arriving inside the block are delivered when it ends (POSIX only:
+    elsewhere there is nothing to defer with)."""
+    return _while_inside(hasattr(signal, "pthread_sigmask"),
+                         lambda: signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS),
+                         lambda old: signal.pthread_sigmask(signal.SIG_SETMASK, old))
 
 
 def _raise_interrupt(signum, frame):
@@ -219,18 +230,12 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-@contextlib.contextmanager
 def _sigterm_interrupts():
     """SIGTERM behaves like Ctrl-C for the duration (the default would kill us outright and
     leave the temporary folder behind); handlers can only be set from the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    return _while_inside(threading.current_thread() is threading.main_thread(),
+                         lambda: signal.signal(signal.SIGTERM, _raise_interrupt),
+                         lambda old: signal.signal(signal.SIGTERM, old))
 
 
 def _move_into_place(tmp: Path, out: Path, names: list[str]) -> None:
@@ -255,22 +260,29 @@ def _move_into_place(tmp: Path, out: Path, names: list[str]) -> None:
     atomic_write_text(out / "SHA256SUMS", writers.sha256sums_text(sums))
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``prepare``'s description and options, on ``python -m runner``'s subparser or
+    :func:`build_parser`'s."""
+    parser.description = ("Turn the raw corpora into the prepared, checksummed data/ the "
+                          "runner trains on. Deterministic: the same sources give the same "
+                          "bytes.")
+    parser.add_argument("--source", required=True,
+                        help="folder holding any of biobert-ner/, bigbio/, seed-pickle/; or "
+                             "'hf' to download the BigBIO configs with the optional "
+                             "`datasets` library")
+    parser.add_argument("--out", required=True, help="output folder, e.g. data/")
+    parser.add_argument("--tasks", default="",
+                        help="comma-separated task names (default: every task with a source)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m runner prepare",
-        description="Turn the raw corpora into the prepared, checksummed data/ the runner "
-                    "trains on. Deterministic: the same sources give the same bytes.")
-    p.add_argument("--source", required=True,
-                   help="folder holding any of biobert-ner/, bigbio/, seed-pickle/; or 'hf' to "
-                        "download the BigBIO configs with the optional `datasets` library")
-    p.add_argument("--out", required=True, help="output folder, e.g. data/")
-    p.add_argument("--tasks", default="",
-                   help="comma-separated task names (default: every task with a source)")
-    return p
+    parser = argparse.ArgumentParser(prog="python -m runner prepare")
+    add_arguments(parser)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Prepare from parsed arguments; the exit code (bad input: one line on stderr, 2)."""
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
     try:
         with _sigterm_interrupts():
@@ -284,3 +296,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_TIME_BUDGET
     return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runner.data.prepare``: the same as ``python -m runner prepare``."""
+    return run(build_parser().parse_args(argv))

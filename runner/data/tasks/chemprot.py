@@ -6,7 +6,8 @@ BLURB: CPR:3 Upregulator, CPR:4 Downregulator, CPR:5 Agonist, CPR:6 Antagonist, 
 every other candidate pair (no relation, or CPR:1/2/7/8/10 / Undefined) is ``false``.
 """
 
-from runner.data.tasks.spec import Source, TaskSpec
+from runner.data.tasks.relations import candidate_pairs, relation_task
+from runner.data.tasks.spec import Source
 
 # BigBIO's ChemProt relation group names -> the CPR class BLURB scores.
 SCORED_GROUPS = {"Upregulator": "CPR:3", "Downregulator": "CPR:4", "Agonist": "CPR:5",
@@ -17,7 +18,6 @@ LABELS = ("false", "CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9")
 def to_rows(raw: dict[str, list[dict]], fmt: str) -> dict[str, list[dict]]:
     """BigBIO KB abstracts per split -> one masked candidate pair per row (+ "notes" for the
     data card: what the construction dropped)."""
-    from runner.data.tasks.relations import candidate_pairs
 
     out, notes = {}, []
     for split, docs in raw.items():
@@ -44,16 +44,11 @@ def to_rows(raw: dict[str, list[dict]], fmt: str) -> dict[str, list[dict]]:
     return out
 
 
-SPEC = TaskSpec(
-    name="chemprot", kind="classification", labels=LABELS, text_fields=("text",),
-    label_field="label", primary_metric="macro_f1",
-    metrics=("macro_f1", "micro_f1", "accuracy") + tuple(f"f1_{c}" for c in LABELS[1:]),
-    held_out=False,
+SPEC = relation_task(
+    name="chemprot", labels=LABELS, preprocess=to_rows,
     source="ChemProt (BigBIO KB): chemical-gene pairs per sentence, masked @CHEMICAL$/@GENE$",
     sources=(Source("bigbio", "bigbio/chemprot"),
              Source("hf", hf_path="bigbio/chemprot", hf_name="chemprot_bigbio_kb")),
-    scored=LABELS[1:], stat_kind="classes", preprocess=to_rows,
-    bigbio_schema='kb',
     card_notes=(
         ("Difference from BLURB: BLURB used the corpus' own sentence boundaries; here a "
          'simple regex splitter (runner/data/tasks/relations.py) cuts the BigBIO '

@@ -11,7 +11,8 @@ no document is in two splits.
 
 from collections import Counter
 
-from runner.data.tasks.spec import Source, TaskSpec
+from runner.data.tasks.relations import candidate_pairs, carve_by_document, relation_task
+from runner.data.tasks.spec import Source
 
 LABELS = ("false", "EFFECT", "MECHANISM", "ADVISE", "INT")
 DRUG_TYPES = frozenset({"DRUG", "DRUG_N", "BRAND", "GROUP"})
@@ -20,7 +21,6 @@ VALIDATION_FRACTION = 0.10   # of training documents
 
 def to_rows(raw: dict[str, list[dict]], fmt: str) -> dict[str, list[dict]]:
     """BigBIO KB documents (train, test) -> masked candidate pairs (train, validation, test)."""
-    from runner.data.tasks.relations import candidate_pairs, carve_by_document
 
     out, notes = {}, []
     for split, docs in raw.items():
@@ -51,18 +51,13 @@ def to_rows(raw: dict[str, list[dict]], fmt: str) -> dict[str, list[dict]]:
     return {**{s: out[s] for s in ("train", "validation", "test")}, "notes": notes}
 
 
-SPEC = TaskSpec(
-    name="ddi", kind="classification", labels=LABELS, text_fields=("text",),
-    label_field="label", primary_metric="macro_f1",
-    metrics=("macro_f1", "micro_f1", "accuracy") + tuple(f"f1_{c}" for c in LABELS[1:]),
-    held_out=False,
+SPEC = relation_task(
+    name="ddi", labels=LABELS, preprocess=to_rows,
     source="DDI 2013 (BigBIO KB): drug pairs per sentence, masked @DRUG$; validation = 10% of "
            "train documents by hash",
     sources=(Source("bigbio", "bigbio/ddi", splits=(("train", "train"), ("test", "test"))),
              Source("hf", hf_path="bigbio/ddi_corpus", hf_name="ddi_corpus_bigbio_kb",
                     splits=(("train", "train"), ("test", "test")))),
-    scored=LABELS[1:], stat_kind="classes", preprocess=to_rows,
-    bigbio_schema='kb',
     card_notes=(
         ("Difference from BLURB: BLURB's DDI pairs come from the corpus' own sentence "
          'boundaries; the BigBIO KB documents keep only character offsets, so sentences '

@@ -29,6 +29,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from runner.data.tasks.spec import TaskSpec
+
 SENTENCE_CUT = r"[.!?][\"')\]]*\s+(?=[A-Z0-9(\[\"'])|\n+"
 LIST_CUT = r"\s-\s(?=[A-Za-z])|;\s+(?=[A-Za-z])"
 _CUT = re.compile(SENTENCE_CUT)
@@ -156,3 +158,16 @@ def hash_order(keys: list[str], salt: str) -> list[int]:
     """Indices of ``keys`` sorted by sha256(salt + key): a fixed, documented shuffle."""
     return sorted(range(len(keys)),
                   key=lambda i: (hashlib.sha256((salt + keys[i]).encode()).hexdigest(), i))
+
+
+def relation_task(*, name: str, labels: tuple[str, ...], preprocess: Callable,
+                  **declared) -> TaskSpec:
+    """The TaskSpec of a BigBIO-KB relation task (ChemProt, DDI): one masked candidate pair
+    of a sentence per example, the first label ("false", no relation) unscored, macro F1 over
+    the others as the primary metric; ``declared`` holds what differs (source, notes, counts)."""
+    return TaskSpec(
+        name=name, kind="classification", labels=labels, text_fields=("text",),
+        label_field="label", primary_metric="macro_f1",
+        metrics=("macro_f1", "micro_f1", "accuracy") + tuple(f"f1_{c}" for c in labels[1:]),
+        held_out=False, scored=labels[1:], stat_kind="classes", preprocess=preprocess,
+        bigbio_schema="kb", **declared)
