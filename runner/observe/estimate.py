@@ -363,7 +363,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
     for job in plan.jobs:
         if not all(lengths.has(t) for t in job.tasks):
             continue
-        cfg = job.config
+        cfg = job.settings
         if job.job_id in targets:
             tc = targets[job.job_id]
             per_task = {tc.task: float(tc.target_tokens)}
@@ -371,11 +371,11 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
             per_task = design.projected_tokens(job, lengths)
         mean = {t: lengths.epoch(job, t)[1] for t in job.tasks}
         examples = sum(per_task[t] / mean[t] for t in per_task if mean[t])
-        steps = examples / int(cfg.get("batch_size", 16)) / int(cfg.get("grad_accumulation", 1))
-        cap = cfg.get("max_eval_examples")
+        steps = examples / int(cfg.batch_size) / int(cfg.grad_accumulation)
+        cap = cfg.max_eval_examples
         val = test = 0.0
         for t in job.tasks:
-            length = design.effective_max_length(cfg, t)
+            length = cfg.max_length_for(t)
             for split in ("validation", "test"):
                 n, toks, _ = lengths.stats(t, split, length) if split in lengths.hist[t] \
                     else (0, 0, 0)
@@ -384,7 +384,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
                     val += used
                 else:
                     test += used
-        evals = max(1, math.ceil(steps / int(cfg.get("eval_every", 250))))
+        evals = max(1, math.ceil(steps / int(cfg.eval_every)))
         tests = 2 if STRATEGIES[job.strategy].token_target else 1   # final and best weights
         train = sum(per_task.values())
         name = job.model if job.model in MODEL_SHAPES else (job.model_name or job.model)

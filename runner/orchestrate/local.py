@@ -60,6 +60,7 @@ from runner.orchestrate.states import (
     stop_signals_to,
 )
 from runner.study.plan import Job, Plan
+from runner.study.strategies import STRATEGIES
 
 JobFn = Callable[[Job, JobContext], dict]
 
@@ -157,7 +158,7 @@ def format_plan(plan: Plan, states: dict[str, str]) -> str:
     lines.extend(fmt.format(*row).rstrip() for row in rows)
     lines.append("")
     lines.append(_counts_line("per strategy", Counter(j.strategy for j in plan.jobs),
-                              ("single_task", "multi_task", "token_controlled")))
+                              tuple(STRATEGIES)))
     lines.append(_counts_line("per state", Counter(states.values()), STATES))
     lines.append(f"total: {len(plan.jobs)} jobs")
     return "\n".join(lines)
@@ -238,7 +239,6 @@ def _job_eta(progress: dict, last_beat: float, now: float, claimed_at) -> float 
 
 def format_status(plan: Plan, ledger: Ledger, snap: Snapshot, states: dict[str, str]) -> str:
     """Counts per state, progress of running jobs, failed jobs with their reason."""
-    jobs = plan.by_id()
     counts = Counter(states.values())
     lines = [f"study {plan.manifest.study.name}: {len(plan.jobs)} jobs in {ledger.root}",
              _counts_line("per state", counts, STATES)]
@@ -278,7 +278,6 @@ def format_status(plan: Plan, ledger: Ledger, snap: Snapshot, states: dict[str, 
         rest = _StudyEta(plan, ledger, use_sizes=False).seconds(snap, states)
         lines.append(f"rest of the study: ETA {fmt_duration(rest)} (from the measured speed "
                      f"of its finished jobs; ? until one has finished)")
-    del jobs
     return "\n".join(lines)
 
 
@@ -433,7 +432,7 @@ def _prune_done_jobs(plan: Plan, ledger: Ledger) -> None:
     for job in plan.jobs:
         if ledger.result_path(job.job_id).exists():
             prune_checkpoints(ledger.job_dir(job.job_id),
-                              job.config.get("keep_weights", True) is not False)
+                              job.settings.keep_weights is not False)
 
 
 def _remove_stray_temp_files(ledger: Ledger, claim: Claim, job_dir: Path, logger) -> None:
@@ -689,7 +688,7 @@ class _Attempt:
             ledger.write_result(job.job_id, result)
         except (TypeError, ValueError) as exc:
             raise JobFailed(f"result is not JSON-serialisable: {exc}") from None
-        keep_weights = job.config.get("keep_weights", True) is not False
+        keep_weights = job.settings.keep_weights is not False
         if prune_checkpoints(self.job_dir, keep_weights):   # only now that result.json is on disk
             logger.info("checkpoints/ pruned to %s", "best/" if keep_weights else
                         "nothing (keep_weights = false)")

@@ -76,7 +76,6 @@ from runner.outputs.evaluation import (
     skipped_evaluation,
     write_evaluation,
 )
-from runner.study.config import TrainConfig
 
 DEFAULT_BATCH_SIZE = 32      # examples per inference batch
 RSS_SAMPLE_S = 0.005         # seconds between CPU RSS samples
@@ -271,7 +270,7 @@ def rebuild_model(job, specs: dict, state: dict):
     from runner.ml.model import build_model
 
     model = build_model(job.model_name, specs)
-    adapter = (job.config or {}).get("adapter")
+    adapter = job.settings.adapter
     if any("lora_" in k for k in state):
         from runner.ml.lora import apply_lora
         from runner.study.adapter import settings_from_table
@@ -313,7 +312,7 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
         model = rebuild_model(job, specs, state)
     except (OSError, RuntimeError, KeyError, JobFailed) as exc:
         return f"cannot rebuild the model ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]})"
-    max_eval = job.config.get("max_eval_examples")
+    max_eval = job.settings.max_eval_examples
     cap = max_eval if max_test_examples is None else (
         max_test_examples if max_eval is None else min(max_eval, max_test_examples))
     tasks = {}
@@ -321,7 +320,7 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
         # the job's own subsets first (same rows as its result.json), then the optional cap
         frames = {split: subsample(subsample(load_split(data_dir, name, split), max_eval), cap)
                   for split in ("validation", "test")}
-        length = effective_max_length(name, TrainConfig.from_dict(job.config), model_length_limit(
+        length = effective_max_length(name, job.settings, model_length_limit(
             tokenizer, getattr(model.encoder, "config", None)))
         tasks[name] = TaskData(spec, frames["test"],
                                encode_split(spec, frames["test"], tokenizer, length),

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.data import token_lengths
-from runner.study.config import truncation_length
+from runner.study.manifest import HYPERPARAMETERS
 from runner.study.plan import Job, Plan
 from stats.core.power import mde_dz  # scipy.special only: plan stays fast
 
@@ -38,8 +38,9 @@ from stats.core.power import mde_dz  # scipy.special only: plan stays fast
 # of the primary metric, assumed where no finished jobs measure it: BERT-base fine-tunes on the
 # BLURB tasks typically vary by 0.5-1 point per system over seeds, so ~1 point for a difference.
 DEFAULT_SD_POINTS = 1.0
-# The methodology's cap on a token-controlled run (section 5.3: "num_epochs": 20).
-DEFAULT_TC_EPOCH_CAP = 20
+# The methodology's cap on a token-controlled run (section 5.3: "num_epochs": 20), the
+# manifest's default for token_controlled_max_epochs.
+DEFAULT_TC_EPOCH_CAP = HYPERPARAMETERS["token_controlled_max_epochs"][1]
 POWER, ALPHA = 0.8, 0.05
 
 
@@ -100,12 +101,6 @@ class DesignCheck:
 
 
 # ------------------------------------------------------------------------- token arithmetic
-def effective_max_length(config: dict, task: str) -> int:
-    """The length a job truncates ``task``'s examples at (the manifest's, or its per-task
-    table's where it lowers it)."""
-    return truncation_length(config["max_length"], config.get("max_length_per_task"), task)
-
-
 class Lengths:
     """Token counts of the prepared data at any truncation length, from the histograms."""
 
@@ -129,8 +124,8 @@ class Lengths:
 
     def epoch(self, job: Job, task: str) -> tuple[int, float]:
         """(training examples the job uses, mean real tokens per example) of one task."""
-        n, tokens, _ = self.stats(task, "train", effective_max_length(job.config, task))
-        cap = (job.config.get("max_train_examples") or {}).get(task)
+        n, tokens, _ = self.stats(task, "train", job.settings.max_length_for(task))
+        cap = (job.settings.max_train_examples or {}).get(task)
         used = min(n, int(cap)) if cap else n
         return used, tokens / n
 
@@ -138,9 +133,8 @@ class Lengths:
 def _probabilities(job: Job, sizes: dict[str, int]) -> dict[str, float]:
     from runner.study.sampling import task_probabilities  # numpy only
 
-    cfg = job.config
-    return task_probabilities(sizes, cfg.get("sampling", "proportional"),
-                              cfg.get("temperature", 1.0), cfg.get("examples_cap"))
+    cfg = job.settings
+    return task_probabilities(sizes, cfg.sampling, cfg.temperature, cfg.examples_cap)
 
 
 # The config keys a job's planned training tokens depend on (with its tasks): jobs that agree
@@ -165,14 +159,14 @@ def _hashable(value):
 
 
 def _projected_tokens(job: Job, lengths: Lengths) -> dict[str, float]:
-    cfg = job.config
-    batch = int(cfg["batch_size"])
+    cfg = job.settings
+    batch = int(cfg.batch_size)
     per_task = {t: lengths.epoch(job, t) for t in job.tasks}
     sizes = {t: n for t, (n, _) in per_task.items()}
-    if cfg.get("max_steps"):
-        micro = int(cfg["max_steps"]) * int(cfg.get("grad_accumulation", 1))
+    if cfg.max_steps:
+        micro = int(cfg.max_steps) * int(cfg.grad_accumulation)
     else:
-        micro = int(cfg["max_epochs"]) * sum(math.ceil(n / batch) for n in sizes.values())
+        micro = int(cfg.max_epochs) * sum(math.ceil(n / batch) for n in sizes.values())
     probs = _probabilities(job, sizes) if len(job.tasks) > 1 else {job.tasks[0]: 1.0}
     return {t: micro * probs[t] * batch * mean for t, (_, mean) in per_task.items()}
 
@@ -261,11 +255,11 @@ def comparisons(plan: Plan, results: Results, sd_points: float | None
         groups[(job.experiment, job.model, job.tasks)].append(job)
     mt = {k: v for k, v in groups.items() if v[0].strategy == "multi_task"}
     st = {k: v for k, v in groups.items() if v[0].strategy == "single_task"
-          and not v[0].config.get("adapter")}
+          and not v[0].settings.adapter}
     out = []
     for (mt_exp, model, tasks), mt_jobs in mt.items():
         label = _label(mt_jobs[0])
-        adapter = mt_jobs[0].config.get("adapter")
+        adapter = mt_jobs[0].settings.adapter
         for (st_exp, st_model, (task,)), st_jobs in st.items():
             if st_model == model and task in tasks and not adapter:
                 out.append(_comparison("RQ1", model, task, {label: _by_seed(mt_jobs),
@@ -302,17 +296,18 @@ def token_controlled(plan: Plan, lengths: Lengths, results: Results
         measured = results.get(ref.job_id)
         if measured and measured.get("token_count") is not None:
             per_task, source = measured.get("tokens_per_task") or {}, "measured"
-            if job.config.get("parity_target") == "best" and measured.get("tokens_at_best"):
+            at_best = job.settings.parity_target == "best"
+            if at_best and measured.get("tokens_at_best"):
                 per_task = measured.get("tokens_per_task_at_best") or per_task
-            total = (measured.get("tokens_at_best") if job.config.get("parity_target") == "best"
-                     else None) or measured["token_count"]
+            total = (measured.get("tokens_at_best") if at_best else None) \
+                or measured["token_count"]
         else:
             per_task, source = projected_tokens(ref, lengths), "projected"
             total = sum(per_task.values())
         target = per_task.get(task, 0) if job.parity == "per_task" else total
         n, mean = lengths.epoch(job, task)
         per_epoch = n * mean
-        cap = int(job.config.get("token_controlled_max_epochs", DEFAULT_TC_EPOCH_CAP))
+        cap = int(job.settings.token_controlled_max_epochs)
         epochs = target / per_epoch if per_epoch else math.inf
         out.append(TokenControlled(job.job_id, job.experiment, job.model, task, job.seed,
                                    _label(ref), job.parity or "total", int(target), source, int(per_epoch),
@@ -326,9 +321,9 @@ def truncation(plan: Plan, lengths: Lengths) -> list[Truncation]:
     seen = {}
     for job in plan.jobs:
         for task in job.tasks:
-            length = effective_max_length(job.config, task)
-            train_cap = (job.config.get("max_train_examples") or {}).get(task)
-            key = (task, length, train_cap, job.config.get("max_eval_examples"))
+            length = job.settings.max_length_for(task)
+            train_cap = (job.settings.max_train_examples or {}).get(task)
+            key = (task, length, train_cap, job.settings.max_eval_examples)
             if key not in seen and lengths.has(task):
                 n_train, _, cut_train = lengths.stats(task, "train", length)
                 n_test, _, cut_test = lengths.stats(task, "test", length)

@@ -33,6 +33,7 @@ validation and test files}: its training data depends on them, so its id does to
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import Any
 from runner.data.checksums import CHECKSUMS, data_folder, job_checksums, read_checksums
 from runner.errors import InputError
 from runner.fsutil import canonical_json
+from runner.study.config import TrainConfig
 from runner.study.manifest import Manifest, _Lines  # _Lines: the parser's key path -> line map
 from runner.study.models import how_to_get, model_key, model_problem, resolve_model, whereabouts
 from runner.study.strategies import STRATEGIES
@@ -65,6 +67,13 @@ class Job:
     depends_on: tuple[str, ...]
     parity: str | None
     data_checksums: dict[str, str]
+
+    @functools.cached_property
+    def settings(self) -> TrainConfig:
+        """``config`` as a frozen TrainConfig (absent keys at the manifest's defaults): what
+        code below the plan reads; the dict stays what the job id hashes and result.json
+        records."""
+        return TrainConfig.from_dict(self.config)
 
 
 @dataclass(frozen=True)
