@@ -1,5 +1,6 @@
-"""The process a job runs in: torch threads, seeds, the device's name and the library
-versions a result records.  One copy each, for training and evaluation alike."""
+"""The process a job runs in: torch threads, seeds, the device (which, its name, its memory)
+and the library versions a result records.  One copy each, for training and evaluation alike;
+recipes/ import no torch, so what they need of it is here."""
 
 from __future__ import annotations
 
@@ -8,6 +9,19 @@ import random
 
 import numpy as np
 import torch
+
+Device = torch.device                           # the type of a device, for annotations
+CudaOutOfMemory = torch.cuda.OutOfMemoryError   # what a CUDA allocation that fails raises
+
+
+def pick_device() -> torch.device:
+    """The GPU when this process sees one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def empty_cuda_cache() -> None:
+    """CUDA's cached, unused blocks back to the driver (nothing without CUDA)."""
+    torch.cuda.empty_cache()
 
 
 def cuda_device_count() -> int:
@@ -38,6 +52,10 @@ def device_name(device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def torch_version() -> str:
+    return torch.__version__
 
 
 def transformers_version() -> str:

@@ -20,11 +20,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 
-import torch
-
 from runner.ml.batching import effective_max_length, encode_split, model_length_limit
 from runner.ml.inference import score_and_write
 from runner.ml.model import MultiTaskModel, adapter_settings, parameter_counts
+from runner.ml.runtime import Device
 from runner.ml.train import TrainSetup, TrainTask, autocast_dtype, eval_batch_size, train
 from runner.orchestrate.jobapi import JobFailed, JobInterrupted
 from runner.outputs.document import json_safe
@@ -59,7 +58,7 @@ def freeze_for(model: MultiTaskModel, train_mode: str) -> None:
         p.requires_grad = train_mode == "head_and_adapter" and "lora_" in name
 
 
-def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: torch.device, *,
+def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: Device, *,
                 get_task: Callable, load_split: Callable, evaluate: Callable,
                 subsample: Callable, seed_all: Callable, provenance: Callable) -> int:
     """Every pending (task, seed) of ``job.config["heldout"]``; returns how many were run.

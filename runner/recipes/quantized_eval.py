@@ -2,26 +2,15 @@
 
 ``python -m runner evaluate MANIFEST`` takes every finished job of the manifest (its
 ``result.json`` exists), rebuilds the model, loads the best validation weights the job kept in
-``checkpoints/best/`` and, for each precision level, writes ``<job_dir>/evaluation/<level>.json``
-(schema in results/README.md, "RQ3 evaluation"):
+``checkpoints/best/`` and, for each precision level -- ``fp32``, ``fp16``, ``bf16``, ``int8``,
+``nf4``: what each is and where it runs is runner.ml.quantize's docstring -- writes
+``<job_dir>/evaluation/<level>.json`` (schema in results/README.md, "RQ3 evaluation").
 
-* ``fp32``  -- the weights as trained (GPU when there is one, else CPU);
-* ``fp16`` / ``bf16`` -- every weight cast to the half type (deployment-equivalent, not
-  autocast); GPU only (bf16: a GPU that has it);
-* ``int8``  -- ``torch.ao.quantization.quantize_dynamic`` of every ``nn.Linear`` (int8 weights,
-  activations quantised per batch at run time); CPU only, which is where it runs;
-* ``nf4``   -- every ``nn.Linear`` of the encoder replaced by bitsandbytes ``Linear4bit``
-  (NF4 weights, blocks of 64, compute in bf16 -- fp16 on a GPU without bf16; the small task
-  heads stay fp32); needs bitsandbytes; on a GPU where there is one, else on the CPU when the
-  installed bitsandbytes' CPU kernels take the model: one layer of every distinct Linear
-  shape of the encoder is quantised and run first (:func:`level_problem`), because those
-  kernels depend on the CPU's instruction set and on the shapes.
-
-A level that cannot run here -- no GPU, no bitsandbytes, a probe that fails, or a quantised
-level (int8, nf4) whose library fails while quantising or running the model -- is written as
+A level that cannot run here -- no GPU, no bitsandbytes, a probe that fails
+(``quantize.level_unavailable``, ``quantize.level_problem``), or a quantised level (int8,
+nf4) whose library fails while quantising or running the model -- is written as
 ``status: "skipped"`` with the reason (one line, the library's message) and the environment
-it was decided under; the other levels still run.  bitsandbytes is imported only when an nf4
-level is evaluated (its import is slow and prints a kernel warning on some CPUs).
+it was decided under; the other levels still run.
 
 Per level and task: the primary metric and metrics (``runner.ml.metrics.evaluate``) on the *same*
 test subset the job was tested on (the job's ``max_eval_examples``, drawn with the engine's
@@ -44,23 +33,19 @@ regression (BIOSSES) -> none, with the reason).  Per level (all of the job's tas
 Resumable: a level whose file exists is left alone (``--force`` recomputes), except a
 ``skipped`` file whose level this machine has what it needs for and that was decided under
 another environment (device, torch, bitsandbytes versions).  The engine has no seam for
-"rebuild a finished job's model" or "logits out of predict", so both live here on top of the
-engine's public functions (``build_model``, ``load_best``, ``encode_split``, ``eval_batches``,
-``collate``).
+"rebuild a finished job's model" or "logits out of predict": the first lives here
+(:func:`rebuild_model`, :func:`load_job`), the second in runner.ml.quantize (``split_logits``),
+both on top of the engine's public functions (``build_model``, ``load_best``,
+``encode_split``, ``eval_batches``, ``collate``).  torch is imported (through runner.ml)
+only once the arguments are checked.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
-import functools
 import gc
 import json
-import os
 import platform
-import tempfile
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +63,6 @@ from runner.outputs.evaluation import (
 )
 
 DEFAULT_BATCH_SIZE = 32      # examples per inference batch
-RSS_SAMPLE_S = 0.005         # seconds between CPU RSS samples
 CALIBRATION_KIND = {"classification": "multiclass", "multilabel": "multilabel", "ner": "token"}
 
 
@@ -106,137 +90,6 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
         return None
     names = tuple(p.strip() for p in text.split(",") if p.strip())
     return names or None
-
-
-# ============================================================================================
-# Where each level can run
-# ============================================================================================
-
-QUANTISED = ("int8", "nf4")   # levels that run a quantisation library's kernels
-REASON_CHARS = 400            # a library's message is cut to this many characters
-
-
-def _cuda_available() -> bool:
-    import torch
-    return torch.cuda.is_available()
-
-
-def _bitsandbytes_version() -> str | None:
-    """The installed bitsandbytes' version, read from its metadata: importing it is slow and,
-    on some CPUs, prints a kernel warning, so it is imported only by a level that needs it."""
-    from importlib import metadata
-    try:
-        return metadata.version("bitsandbytes")
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _bitsandbytes():
-    import bitsandbytes
-    return bitsandbytes
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, at most REASON_CHARS characters."""
-    text = str(exc).strip().splitlines()
-    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-    return line[:REASON_CHARS]
-
-
-def level_unavailable(level: str) -> str | None:
-    """None when this machine has what ``level`` needs, else why not (one line).  Whether the
-    installed bitsandbytes runs a given model's shapes is :func:`level_problem`'s question."""
-    import torch
-
-    if level in ("fp16", "bf16") and not _cuda_available():
-        return f"{level} needs a CUDA GPU; this machine has no CUDA GPU"
-    if level == "bf16" and not torch.cuda.is_bf16_supported():
-        return "bf16 needs a GPU with bfloat16 support (compute capability 8.0+)"
-    if level == "nf4" and _bitsandbytes_version() is None:
-        return "nf4 needs bitsandbytes (pip install bitsandbytes), not installed"
-    if level == "int8":
-        engines = torch.backends.quantized.supported_engines
-        if not any(e in engines for e in ("fbgemm", "x86", "qnnpack")):
-            return f"int8 dynamic quantisation has no CPU engine here ({engines})"
-    return None
-
-
-def linear_shapes(module) -> tuple[tuple[int, int], ...]:
-    """The distinct (in_features, out_features) of ``module``'s ``nn.Linear`` layers."""
-    from torch import nn
-    return tuple(sorted({(m.in_features, m.out_features) for m in module.modules()
-                         if isinstance(m, nn.Linear)}))
-
-
-def level_problem(model, level: str) -> str | None:
-    """None when ``level`` quantises and runs ``model``'s layers here, else the library's
-    reason (one line).  nf4: bitsandbytes' kernels depend on the device, the CPU's
-    instruction set and the layer shapes (some CPU kernels cannot take a layer narrower than
-    a quantisation block), so every encoder Linear shape is probed, not a stand-in layer."""
-    if level != "nf4":
-        return None
-    return _nf4_problem(linear_shapes(model.encoder), level_device(level))
-
-
-@functools.lru_cache(maxsize=16)
-def _nf4_problem(shapes: tuple[tuple[int, int], ...], device: str) -> str | None:
-    import torch
-
-    where = f"nf4 cannot run on {device} with bitsandbytes {_bitsandbytes_version()}"
-    gen = torch.Generator().manual_seed(0)
-    try:
-        bnb = _bitsandbytes()
-    except Exception as exc:  # noqa: BLE001 -- a broken install is "cannot run here"
-        return f"{where}: {one_line(exc)}"
-    for n_in, n_out in shapes:
-        try:
-            # in eval mode, as the level runs it: bitsandbytes picks its CPU inference kernel
-            # (and repacks the weights for it) only for a layer that is not training
-            q = _nf4_linear(bnb, torch.randn(n_out, n_in, generator=gen) * 0.05,
-                            torch.zeros(n_out)).eval().to(device)
-            with torch.inference_mode():
-                # one row takes bitsandbytes' vector kernel, a batch of sequences its matmul
-                outs = [q(torch.randn(*rows, n_in, generator=gen).to(device))
-                        for rows in ((1, 1), (2, 5))]
-            if not all(bool(torch.isfinite(o).all()) for o in outs):
-                return f"{where}: Linear {n_in}->{n_out} gave non-finite outputs"
-        except Exception as exc:  # noqa: BLE001 -- any library failure means: not here
-            return f"{where} (Linear {n_in}->{n_out}): {one_line(exc)}"
-    return None
-
-
-def environment(level: str) -> dict:
-    """What decides whether ``level`` runs here; a level skipped under another environment is
-    tried again (the results moved to a GPU, bitsandbytes upgraded)."""
-    import torch
-    return {"device": hardware_name(level_device(level)), "torch": torch.__version__,
-            "bitsandbytes": _bitsandbytes_version()}
-
-
-def hardware_name(device: str) -> str:
-    import torch
-
-    from runner.ml.runtime import device_name
-    if device == "cuda":
-        return device_name(device)
-    return f"cpu ({_cpu_model()}, torch kernels {torch.backends.cpu.get_cpu_capability()})"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine() or "unknown"
-
-
-def level_device(level: str) -> str:
-    if level == "int8":
-        return "cpu"
-    return "cuda" if _cuda_available() else "cpu"
 
 
 # ============================================================================================
@@ -330,139 +183,8 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
 
 
 # ============================================================================================
-# One level's model
+# Logits: predictions, calibration inputs, the timed test run
 # ============================================================================================
-
-def level_model(base, level: str):
-    """A copy of the fp32 CPU ``base`` at ``level`` (the caller moves it to the device)."""
-    import torch
-    from torch import nn
-
-    model = copy.deepcopy(base)
-    if level == "fp32":
-        return model
-    if level == "fp16":
-        return model.half()
-    if level == "bf16":
-        return model.to(torch.bfloat16)
-    if level == "int8":
-        import warnings
-        with warnings.catch_warnings():
-            # torch marks eager-mode quantisation deprecated in favour of torchao (not a
-            # dependency); the call works and is what the study specifies
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            from torch.ao.quantization import quantize_dynamic
-            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-    if level == "nf4":
-        return _to_nf4(model)
-    raise ValueError(f"unknown level {level!r}")
-
-
-def _nf4_compute_dtype():
-    import torch
-    if _cuda_available() and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16   # GPUs that have it, and the CPU backend's usual 4-bit compute type
-
-
-def _nf4_linear(bnb, weight, bias):
-    """A bitsandbytes NF4 ``Linear4bit`` holding ``weight`` (out x in) and ``bias`` (or None);
-    it quantises when moved to its device."""
-    from torch import nn
-
-    n_out, n_in = weight.shape
-    q = bnb.nn.Linear4bit(n_in, n_out, bias=bias is not None,
-                          compute_dtype=_nf4_compute_dtype(), quant_type="nf4")
-    q.weight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4")
-    if bias is not None:
-        q.bias = nn.Parameter(bias.clone(), requires_grad=False)
-    return q
-
-
-def _to_nf4(model):
-    """Encoder ``nn.Linear`` -> bitsandbytes ``Linear4bit`` (NF4); quantised on ``.to()``."""
-    from torch import nn
-
-    bnb = _bitsandbytes()
-    targets = [(name, m) for name, m in model.encoder.named_modules() if isinstance(m, nn.Linear)]
-    for name, lin in targets:
-        q = _nf4_linear(bnb, lin.weight.data, None if lin.bias is None else lin.bias.data)
-        parent_name, _, child = name.rpartition(".")
-        parent = model.encoder.get_submodule(parent_name) if parent_name else model.encoder
-        setattr(parent, child, q)
-    return model
-
-
-def size_on_disk(model) -> int:
-    """Bytes of ``torch.save(model.state_dict())``: the weights one would ship at this level."""
-    import torch
-
-    with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as fh:
-        path = fh.name
-    try:
-        torch.save(model.state_dict(), path)
-        return os.path.getsize(path)
-    finally:
-        os.unlink(path)
-
-
-# ============================================================================================
-# Inference: logits in split order, timed
-# ============================================================================================
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class _RssPeak:
-    """Peak RSS (bytes) over a ``with`` block, sampled every RSS_SAMPLE_S by a thread."""
-
-    def __init__(self):
-        self.peak = _rss_bytes() or 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(RSS_SAMPLE_S):
-            self.peak = max(self.peak, _rss_bytes() or 0)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes() or 0)
-
-
-def _forward(model, task: str, tensors: dict, device):
-    _, logits = model(task, **{k: v.to(device) for k, v in tensors.items() if k != "labels"})
-    return logits
-
-
-def split_logits(model, task: str, split, pad_id: int, device, batch_size: int) -> list:
-    """Per-example logits (float32 numpy, in the split's order): (sub-tokens, tags) for NER,
-    (outputs,) otherwise.  Batches are sorted by length, as the engine evaluates."""
-    import torch
-
-    from runner.ml.batching import collate, eval_batches
-
-    out: list = [None] * len(split)
-    with torch.inference_mode():
-        for indices in eval_batches(split.lengths, batch_size):
-            batch = collate(split, indices, pad_id)
-            logits = _forward(model, task, batch.tensors, device).float().cpu().numpy()
-            for row, i in enumerate(indices):
-                i = int(i)
-                out[i] = logits[row, : int(split.lengths[i])] if split.kind == "ner" else logits[row]
-    return out
-
 
 def predictions_from_logits(spec, split, logits: list) -> list:
     """``runner.ml.metrics.evaluate``'s ``preds`` from logits (the engine's rule)."""
@@ -490,33 +212,17 @@ def timed_test_logits(model, loaded: LoadedJob, device, batch_size: int,
                       measure_cpu_memory: bool) -> tuple[dict, float, int, int | None]:
     """Test logits per task, wall seconds over every test example after one warm-up batch, the
     example count, and the peak RSS (CPU) during the timed run."""
-    import torch
-
-    from runner.ml.batching import collate, eval_batches
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    from runner.ml import quantize
 
     first_task, first = next(iter(loaded.tasks.items()))
-    warm = eval_batches(first.test.lengths, batch_size)[-1]   # the longest batch: worst case
-    with torch.inference_mode():
-        _forward(model, first_task, collate(first.test, warm, loaded.pad_id).tensors, device)
-    sync()
-    peak = _RssPeak() if measure_cpu_memory else None
-    if peak is not None:
-        peak.__enter__()
-    try:
-        start = time.perf_counter()
-        logits = {name: split_logits(model, name, t.test, loaded.pad_id, device, batch_size)
-                  for name, t in loaded.tasks.items()}
-        sync()
-        seconds = time.perf_counter() - start
-    finally:
-        if peak is not None:
-            peak.__exit__(None, None, None)
+    quantize.warm_up(model, first_task, first.test, loaded.pad_id, device, batch_size)
+    logits, seconds, rss_peak = quantize.timed(
+        lambda: {name: quantize.split_logits(model, name, t.test, loaded.pad_id, device,
+                                             batch_size)
+                 for name, t in loaded.tasks.items()},
+        device, measure_cpu_memory)
     n = sum(len(t.test) for t in loaded.tasks.values())
-    return logits, seconds, n, None if peak is None else peak.peak
+    return logits, seconds, n, rss_peak
 
 
 # ============================================================================================
@@ -537,45 +243,28 @@ class LevelRun:
 
 def run_level(loaded: LoadedJob, level: str, device, batch_size: int) -> LevelRun:
     """Build ``level``'s model, time it over the test sets, take the validation logits."""
-    import torch
+    from runner.ml import quantize
 
     gc.collect()
-    rss_before = _rss_bytes()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    model = level_model(loaded.model, level).eval()
+    rss_before = quantize.rss_bytes()
+    quantize.reset_peak_memory(device)
+    model = quantize.to_level(loaded.model, level).eval()
     try:
         model.to(device)    # nf4: Linear4bit quantises its weights here
-        size = size_on_disk(model)
+        size = quantize.size_on_disk(model)
         cpu_memory = device.type == "cpu" and rss_before is not None
         test_logits, seconds, n, rss_peak = timed_test_logits(model, loaded, device, batch_size,
                                                               cpu_memory)
-        peak_bytes, method = _peak_memory(device, rss_before if cpu_memory else None, rss_peak)
-        val_logits = {name: split_logits(model, name, t.validation, loaded.pad_id, device,
-                                         batch_size)
+        peak_bytes, method = quantize.peak_memory(device, rss_before if cpu_memory else None,
+                                                  rss_peak)
+        val_logits = {name: quantize.split_logits(model, name, t.validation, loaded.pad_id,
+                                                  device, batch_size)
                       for name, t in loaded.tasks.items() if t.spec.kind in CALIBRATION_KIND}
     finally:
         del model
         gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        quantize.release_memory(device)
     return LevelRun(size, test_logits, val_logits, seconds, n, peak_bytes, method)
-
-
-def _peak_memory(device, rss_before: int | None, rss_peak: int | None) -> tuple[int, str]:
-    import torch
-
-    if device.type == "cuda":
-        return (int(torch.cuda.max_memory_allocated()),
-                "cuda max_memory_allocated (weights + activations)")
-    if rss_before is not None:
-        method = ("cpu peak RSS during the timed run minus RSS before the level's model was "
-                  "built (/proc/self/statm, sampled every 5 ms)")
-        return max(0, int(rss_peak) - int(rss_before)), method
-    import resource
-    return (int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
-            "cpu process peak RSS since start (resource.ru_maxrss; not a delta)")
 
 
 def score_task(name: str, t: TaskData, run: LevelRun, metrics_fn: Callable) -> dict:
@@ -601,31 +290,24 @@ def score_task(name: str, t: TaskData, run: LevelRun, metrics_fn: Callable) -> d
             "calibration": calibration, "calibration_reason": reason}
 
 
-def _library(level: str) -> str:
-    import torch
-    if level == "nf4":
-        return f"bitsandbytes {_bitsandbytes_version()}"
-    return f"torch {torch.__version__}"
-
-
 def evaluate_level(loaded: LoadedJob, level: str, batch_size: int, metrics_fn: Callable,
                    provenance: dict) -> dict:
     """The ``evaluation/1`` document of ``level`` for a loaded job: status ok, or, when a
     quantised level fails to quantise or run the model here, skipped with the library's
     reason (the other levels still run)."""
-    import torch
-
+    from runner.ml import quantize
     from runner.ml.runtime import device_name
 
-    device = torch.device(level_device(level))
+    device = quantize.level_torch_device(level)
     try:
         run = run_level(loaded, level, device, batch_size)
     except Exception as exc:   # a quantisation library's failure, of any type
-        if level not in QUANTISED:
+        if level not in quantize.QUANTISED:
             raise   # fp32/fp16/bf16 run plain torch: a failure there is a bug, shown as one
-        why = f"{level} failed on {device.type} ({_library(level)}): {one_line(exc)}"
+        why = (f"{level} failed on {device.type} ({quantize.library_version(level)}): "
+               f"{quantize.one_line(exc)}")
         return skipped_evaluation(loaded.job_id, level, why, device_name(device.type),
-                                  environment(level))
+                                  quantize.environment(level))
     per_task = {name: score_task(name, t, run, metrics_fn) for name, t in loaded.tasks.items()}
     return evaluation_document(
         loaded.job_id, level, device=device_name(device.type), batch_size=batch_size,
@@ -642,13 +324,11 @@ def evaluate_level(loaded: LoadedJob, level: str, batch_size: int, metrics_fn: C
 
 
 def _provenance() -> dict:
-    import torch
-    import transformers
-
     import runner
+    from runner.ml.runtime import torch_version, transformers_version
     from runner.outputs.provenance import git_commit
     return {"runner_version": runner.__version__, "git_commit": git_commit(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch": torch_version(), "transformers": transformers_version(),
             "python": platform.python_version(),
             "timing": "time.perf_counter over every test example after one warm-up batch"}
 
@@ -681,7 +361,9 @@ def _keep_existing(path: Path, level: str, force: bool) -> bool:
         return True
     # a skipped level is tried again when this machine has what it needs and the skip was
     # decided under another environment (the results moved to a GPU, bitsandbytes upgraded)
-    return level_unavailable(level) is not None or doc.get("environment") == environment(level)
+    from runner.ml import quantize
+    return (quantize.level_unavailable(level) is not None
+            or doc.get("environment") == quantize.environment(level))
 
 
 def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
@@ -701,7 +383,9 @@ def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
     results_dir, jobs = _jobs_to_evaluate(manifest_path, results_dir, data_dir, batch_size,
                                           experiments, max_test_examples)
     summary = Summary()
-    from runner.ml.runtime import configure_threads  # torch only once a level runs
+    # torch only once the arguments are checked
+    from runner.ml import quantize
+    from runner.ml.runtime import configure_threads
     configure_threads()
     provenance = _provenance()
     for job in jobs:
@@ -718,7 +402,7 @@ def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
             say(f"{job.job_id}: skipped ({loaded})")
             continue
         for lv in runnable:
-            why = level_problem(loaded.model, lv)
+            why = quantize.level_problem(loaded.model, lv)
             doc = (evaluate_level(loaded, lv, batch_size, metrics_fn, provenance) if why is None
                    else _skipped(job.job_id, lv, why))
             _record(job_dir, doc, summary, say)
@@ -764,11 +448,13 @@ def _levels_to_run(job_id: str, job_dir: Path, levels: Sequence[str], force: boo
                    summary: Summary, say: Callable[[str], None]) -> list[str]:
     """The levels of one finished job still to evaluate here: those already written are kept
     (unless ``force``), those this machine cannot run are recorded as skipped."""
+    from runner.ml import quantize
+
     todo = [lv for lv in levels if not _keep_existing(evaluation_path(job_dir, lv), lv, force)]
     summary.kept.extend((job_id, lv) for lv in levels if lv not in todo)
     runnable = []
     for lv in todo:
-        why = level_unavailable(lv)
+        why = quantize.level_unavailable(lv)
         if why is None:
             runnable.append(lv)
         else:
@@ -777,9 +463,10 @@ def _levels_to_run(job_id: str, job_dir: Path, levels: Sequence[str], force: boo
 
 
 def _skipped(job_id: str, level: str, why: str) -> dict:
+    from runner.ml import quantize
     from runner.ml.runtime import device_name
-    return skipped_evaluation(job_id, level, why, device_name(level_device(level)),
-                              environment(level))
+    return skipped_evaluation(job_id, level, why, device_name(quantize.level_device(level)),
+                              quantize.environment(level))
 
 
 def _record(job_dir: Path, doc: dict, summary: Summary, say: Callable[[str], None]) -> None:
@@ -802,8 +489,3 @@ def _record(job_dir: Path, doc: dict, summary: Summary, say: Callable[[str], Non
 
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
-
-
-# ============================================================================================
-# RQ4: the task similarity file of a manifest's study
-# ============================================================================================

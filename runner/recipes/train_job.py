@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import runner
 from runner.data.splits import subsample
@@ -30,7 +29,16 @@ from runner.ml import checkpoint as ckpt
 from runner.ml.batching import effective_max_length, encode_split, model_length_limit
 from runner.ml.inference import score_and_write
 from runner.ml.model import apply_adapter, build_model, parameter_counts
-from runner.ml.runtime import configure_threads, device_name, seed_all, transformers_version
+from runner.ml.runtime import (
+    CudaOutOfMemory,
+    configure_threads,
+    device_name,
+    empty_cuda_cache,
+    pick_device,
+    seed_all,
+    torch_version,
+    transformers_version,
+)
 from runner.ml.train import (
     TrainSetup,
     TrainTask,
@@ -280,7 +288,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     strategy = STRATEGIES[job.strategy]
     if not strategy.samples_tasks and len(job.tasks) != 1:
         raise JobFailed(f"{job.strategy} needs exactly one task, got {list(job.tasks)}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     if device.type == "cpu":
         configure_threads()
     specs = {name: get_task(name) for name in job.tasks}
@@ -345,7 +353,7 @@ def provenance_of(job, device, started_at: str):
     numbers were computed at; ``finished_at`` is when it is called."""
     def provenance(precision_dtype) -> dict:
         return {"runner_version": runner.__version__, "git_commit": git_commit(),
-                "torch": torch.__version__, "transformers": transformers_version(),
+                "torch": torch_version(), "transformers": transformers_version(),
                 "python": platform.python_version(), "device": device_name(device),
                 "precision": (str(precision_dtype).replace("torch.", "") if precision_dtype
                               else "float32"),
@@ -405,19 +413,19 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
                 model.encoder.compile()
             else:
                 log.warning("compile: torch %s has no Module.compile (2.2+); running eagerly",
-                            torch.__version__)
+                            torch_version())
         setup = TrainSetup(job.strategy, data.tasks, cfg, int(job.seed), device, pad_id,
                            ckpt_root, evaluate, batch_size, accumulation, target,
                            open_tracker)
         try:
             return model, train(model, setup, ctx), oom_retry
-        except torch.cuda.OutOfMemoryError:
+        except CudaOutOfMemory:
             if oom_retry is not None or batch_size < 2:
                 raise JobFailed(f"CUDA out of memory at batch size {batch_size}") from None
             # same effective batch: half the examples per micro-batch, twice the micro-batches
             del model
             gc.collect()
-            torch.cuda.empty_cache()
+            empty_cuda_cache()
             shutil.rmtree(ckpt_root, ignore_errors=True)  # its batch plan no longer applies
             batch_size, accumulation = batch_size // 2, accumulation * 2
             oom_retry = {"batch_size": batch_size, "grad_accumulation": accumulation}

@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "runner"
 NO_TORCH = ("study", "orchestrate", "data", "outputs", "observe")   # the torch-free packages
-TORCH_SIDE = ("ml", "recipes")                            # what may import torch
+TORCH_SIDE = ("ml", "recipes")                            # what may import torch's libraries
+NO_TORCH_STATEMENT = ("recipes",)   # load torch through ml/, but never import it themselves
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
@@ -43,15 +44,31 @@ def runner_modules() -> dict[str, Path]:
     return {module_name(p): p for p in RUNNER.rglob("*.py")}
 
 
+def importers(packages: tuple[str, ...], libraries: tuple[str, ...]) -> list[str]:
+    """``file: [modules]`` for each file of ``packages`` with an import statement (at module
+    level or in a function) of one of ``libraries``."""
+    offenders = []
+    for pkg in packages:
+        for path in (RUNNER / pkg).rglob("*.py"):
+            found = {m for m in imports_of(path) if m.split(".")[0] in libraries}
+            if found:
+                offenders.append(f"{path.relative_to(ROOT)}: {sorted(found)}")
+    return offenders
+
+
 def test_no_torch_package_imports_torch_anywhere():
     """Not even lazily inside a function: the torch-side call of such a package goes through
     runner.ml (e.g. the plan's LoRA rank matching), so the boundary is one folder check."""
-    offenders = []
-    for pkg in NO_TORCH:
-        for path in (RUNNER / pkg).rglob("*.py"):
-            heavy = {m for m in imports_of(path) if m.split(".")[0] in HEAVY}
-            if heavy:
-                offenders.append(f"{path.relative_to(ROOT)}: {sorted(heavy)}")
+    offenders = importers(NO_TORCH, HEAVY)
+    assert not offenders, offenders
+
+
+def test_recipes_have_no_torch_import_statement():
+    """runner.ml is the only place torch is imported: a recipe composes ml's functions
+    (runtime.pick_device, quantize.to_level, ...) and has no ``import torch`` of its own, not
+    even in a function.  Recipes import ml's modules, so they do load torch: only the
+    statements are checked, not the modules a recipe's import loads."""
+    offenders = importers(NO_TORCH_STATEMENT, ("torch",))
     assert not offenders, offenders
 
 

@@ -148,20 +148,20 @@ def fake_bitsandbytes(fail_below: int = 0, built: list | None = None):
 
 @pytest.fixture
 def bnb(monkeypatch):
-    """Install a fake bitsandbytes (``bnb(fail_below=...)``) into runner.recipes.quantized_eval."""
-    import runner.recipes.quantized_eval as ev
+    """Install a fake bitsandbytes (``bnb(fail_below=...)``) into runner.ml.quantize."""
+    import runner.ml.quantize as q
 
-    ev._nf4_problem.cache_clear()
-    monkeypatch.setattr(ev, "_cuda_available", lambda: False)
+    q._nf4_problem.cache_clear()
+    monkeypatch.setattr(q, "_cuda_available", lambda: False)
 
     def install(fail_below=0, version="9.9.9+fake", built=None):
         fake = fake_bitsandbytes(fail_below, built)
-        monkeypatch.setattr(ev, "_bitsandbytes", lambda: fake)
-        monkeypatch.setattr(ev, "_bitsandbytes_version", lambda: version)
-        ev._nf4_problem.cache_clear()
+        monkeypatch.setattr(q, "_bitsandbytes", lambda: fake)
+        monkeypatch.setattr(q, "_bitsandbytes_version", lambda: version)
+        q._nf4_problem.cache_clear()
         return fake
     yield install
-    ev._nf4_problem.cache_clear()
+    q._nf4_problem.cache_clear()
 
 
 def fresh_copy(results: Path, plan, tmp_path: Path) -> Path:
@@ -236,17 +236,17 @@ def test_half_precision_levels_run_end_to_end_where_allowed(study, tmp_path, mon
     """fp16/bf16 are GPU levels; this machine has none, so the test lets them run on the CPU
     (torch computes both there) to exercise their whole path: the cast copy, float32 logits
     for the metrics and calibration, half the bytes on disk, a score close to fp32's."""
-    import runner.recipes.quantized_eval as ev
+    import runner.ml.quantize as q
 
     manifest, results, data, plan = study
     copy = tmp_path / "results"
     shutil.copytree(results, copy)
     for job in plan.jobs:
         shutil.rmtree(copy / job.job_id / "evaluation", ignore_errors=True)
-    monkeypatch.setattr(ev, "level_unavailable", lambda lv: None)
-    monkeypatch.setattr(ev, "level_device", lambda lv: "cpu")
+    monkeypatch.setattr(q, "level_unavailable", lambda lv: None)
+    monkeypatch.setattr(q, "level_device", lambda lv: "cpu")
     seen = []
-    real_level_model = ev.level_model
+    real_level_model = q.to_level
 
     floats = {}
 
@@ -256,7 +256,7 @@ def test_half_precision_levels_run_end_to_end_where_allowed(study, tmp_path, mon
         floats[lv] = sum(t.numel() for t in model.state_dict().values()
                          if t.is_floating_point())
         return model
-    monkeypatch.setattr(ev, "level_model", spy)
+    monkeypatch.setattr(q, "to_level", spy)
     evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("fp32", level),
                       say=lambda s: None)
     assert {dtype} in seen and {torch.float32} in seen   # every weight cast, none left fp32
@@ -286,14 +286,14 @@ def test_nf4_quantises_every_encoder_linear_where_bitsandbytes_works(study, tmp_
     """Where the kernels take the model (forced: a stand-in library that works), every encoder
     Linear becomes a Linear4bit, the heads stay fp32 Linears, the probe quantised one layer of
     each of the encoder's distinct shapes, and the level scores the job's test subset."""
-    import runner.recipes.quantized_eval as ev
+    import runner.ml.quantize as q
 
     manifest, results, data, plan = study
     copy = fresh_copy(results, plan, tmp_path)
     built = []
     fake = bnb(built=built)
     swapped = []
-    real_level_model = ev.level_model
+    real_level_model = q.to_level
 
     def spy(base, lv):
         model = real_level_model(base, lv)
@@ -302,7 +302,7 @@ def test_nf4_quantises_every_encoder_linear_where_bitsandbytes_works(study, tmp_
                             sum(type(m) is torch.nn.Linear for m in model.encoder.modules()),
                             sum(type(m) is torch.nn.Linear for m in model.modules())))
         return model
-    monkeypatch.setattr(ev, "level_model", spy)
+    monkeypatch.setattr(q, "to_level", spy)
     evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("nf4",),
                       say=lambda s: None)
     # hidden 32, intermediate 64: three shapes, probed once (cached), before the 4 jobs' layers
@@ -327,12 +327,12 @@ def test_quantised_level_failing_while_it_runs_is_skipped_and_the_others_run(
     message (one line); fp32 still runs.  A plain-torch level's failure is not swallowed."""
     import torch.ao.quantization as tq
 
-    import runner.recipes.quantized_eval as ev
+    import runner.ml.quantize as q
 
     manifest, results, data, plan = study
     copy = fresh_copy(results, plan, tmp_path)
     bnb(fail_below=64)
-    monkeypatch.setattr(ev, "level_problem", lambda model, lv: None)   # the probe passed
+    monkeypatch.setattr(q, "level_problem", lambda model, lv: None)   # the probe passed
 
     def no_engine(*a, **k):
         raise RuntimeError("Didn't find engine for operation quantized::linear_prepack NoQEngine")
@@ -356,7 +356,7 @@ def test_quantised_level_failing_while_it_runs_is_skipped_and_the_others_run(
 
     def broken(base, lv):
         raise RuntimeError("a bug in plain torch code")
-    monkeypatch.setattr(ev, "level_model", broken)
+    monkeypatch.setattr(q, "to_level", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("fp32",),
                           force=True, say=lambda s: None)
@@ -370,11 +370,11 @@ def test_nf4_with_the_installed_bitsandbytes_runs_or_is_skipped_with_its_reason(
     pytest.importorskip("bitsandbytes")
     import bitsandbytes
 
-    import runner.recipes.quantized_eval as ev
+    import runner.ml.quantize as q
 
     manifest, results, data, plan = study
     copy = fresh_copy(results, plan, tmp_path)
-    monkeypatch.setattr(ev, "_cuda_available", lambda: False)
+    monkeypatch.setattr(q, "_cuda_available", lambda: False)
     lines = []
     evaluate_manifest(manifest, results_dir=copy, data_dir=data, levels=("fp32", "nf4"),
                       say=lines.append)
