@@ -82,6 +82,8 @@ SETTING_DEFAULTS = {"engine_order": "shuffled"}
 # settings that change only the engine's runs: the Trainer's runs of a file that differs from
 # this run in these alone pair with it (--reuse-trainer)
 ENGINE_ONLY_SETTINGS = ("engine_eval", "engine_order")
+# settings kept per task: a run checks (and adds) only the tasks it trains
+PER_TASK_SETTINGS = ("train_examples", "test_examples")
 # fewer seeds: too many resamples draw one seed only (sd 0), and BCa fails
 MIN_BOOTSTRAP_SEEDS = 8
 
@@ -258,13 +260,29 @@ def load_store(path: Path, resume: bool, settings: dict) -> dict:
     # files written before a setting existed were written with its default
     stored = {**SETTING_DEFAULTS, **(store.get("settings") or {})}
     for key in sorted(set(stored) | set(settings)):
-        if stored.get(key) != settings.get(key):
+        if key in PER_TASK_SETTINGS:
+            _check_per_task(path, key, stored.get(key), settings.get(key))
+        elif stored.get(key) != settings.get(key):
             raise InputError(str(path), f"written with {stored.get(key)!r}, this run has "
                              f"{settings.get(key)!r}: runs with other settings do not pair",
                              where=f"settings.{key}")
+    for key in PER_TASK_SETTINGS:   # a task this run adds is recorded with its settings
+        store.setdefault("settings", {})[key] = {**(stored.get(key) or {}),
+                                                 **(settings.get(key) or {})}
     if not isinstance(store.get("runs"), dict):
         raise InputError(str(path), "expected an object of task -> system -> seed", where="runs")
     return store
+
+
+def _check_per_task(path: Path, key: str, stored: dict | None, wanted: dict | None) -> None:
+    """A per-task setting must agree for the tasks this run trains that the file has; the
+    file's other tasks are not this run's business (``--tasks bc2gm`` on a two-task file)."""
+    stored = stored if isinstance(stored, dict) else {}
+    for task, value in (wanted or {}).items():
+        if task in stored and stored[task] != value:
+            raise InputError(str(path), f"written with {stored[task]!r}, this run has "
+                             f"{value!r}: runs with other settings do not pair",
+                             where=f"settings.{key}.{task}")
 
 
 # ------------------------------------------------------------------------------ candidates

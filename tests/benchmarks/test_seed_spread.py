@@ -152,6 +152,22 @@ def test_old_files_resume_with_the_engine_order_they_were_written_with(ss, tmp_p
         ss.load_store(old, True, {**settings, "engine_order": "hf"})
 
 
+def test_per_task_settings_are_checked_for_the_tasks_a_run_trains(ss, tmp_path):
+    both = {"model": "tiny", "engine_order": "shuffled",
+            "train_examples": {"bc2gm": 2000, "gad": 2000},
+            "test_examples": {"bc2gm": 1000, "gad": None}}
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps({"format": ss.FORMAT, "settings": both, "runs": {}}))
+    one = {**both, "train_examples": {"bc2gm": 2000}, "test_examples": {"bc2gm": 1000}}
+    store = ss.load_store(path, True, one)          # --tasks bc2gm on the two-task file
+    assert store["settings"]["test_examples"] == {"bc2gm": 1000, "gad": None}
+    with pytest.raises(ss.InputError, match=r"settings\.test_examples\.bc2gm"):
+        ss.load_store(path, True, {**one, "test_examples": {"bc2gm": 500}})
+    added = ss.load_store(path, True, {**both, "train_examples": {"hoc": 300},
+                                       "test_examples": {"hoc": None}})
+    assert added["settings"]["train_examples"] == {"bc2gm": 2000, "gad": 2000, "hoc": 300}
+
+
 def test_a_candidate_reuses_the_trainer_runs_of_the_baseline_file(ss, tmp_path):
     base_settings = {"model": "tiny", "epochs": 2, "engine_order": "shuffled",
                      "engine_eval": "epoch"}
