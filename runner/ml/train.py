@@ -401,6 +401,10 @@ class _Run:
         self.progress.train_seconds += now - self.segment_start
         self.segment_start = now
         self.progress.sampler_state = self.sampler.state_dict()
+        if self.tracker:
+            # every step logged so far reaches the trackers' files before the checkpoint a
+            # resumed job starts after exists: the resumed job logs only later steps
+            self.tracker.flush()
         ckpt.save_checkpoint(self.setup.ckpt_root, self.progress, self.model, self.optimizer,
                              self.scheduler, self.scaler)
 

@@ -429,7 +429,9 @@ class _WandB:
         self.run.summary.update(values)
 
     def flush(self) -> None:
-        pass
+        # W&B holds the last step's row open until a later step is logged; commit it, so that
+        # a job killed after this point has every step it logged in the run file
+        self.run.log({}, commit=True)
 
     def close(self, status: str, quiet: bool = False) -> None:
         import wandb

@@ -122,3 +122,21 @@ def env(tmp_path, monkeypatch, tiny_model):
         return JobContext(job_dir=job_dir, data_dir=data_dir, **kw)
     return tiny_model, data_dir, ctx
 
+
+def kill_after_first_checkpoint(victim, checkpoints: Path, timeout_s: float,
+                                jitter_s: tuple[float, float]) -> None:
+    """SIGKILL the job process ``victim`` at a random moment (``jitter_s`` seconds) after its
+    first checkpoint appears under ``checkpoints``; the test fails if it ends first."""
+    import os
+    import signal
+    import time
+
+    from runner.ml import checkpoint as ckpt
+
+    deadline = time.monotonic() + timeout_s
+    while not ckpt.list_checkpoints(checkpoints):
+        assert victim.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(random.uniform(*jitter_s))
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()

@@ -6,9 +6,9 @@ from its step-3 checkpoint, logs 4..8; each backend's own reader then sees one p
 * MLflow (local file store): read back through MlflowClient.get_metric_history -- likewise
   the resumed values;
 * W&B offline: the run files on disk, read record by record -- W&B keeps the killed
-  attempt's values for the steps it already has (its step only grows) and the SDK holds the
-  last step's row until the next step, so the killed attempt wrote 1..4 and the resumed one
-  5..8.
+  attempt's values for the steps it already has (its step only grows); the flush after step 5
+  commits the row the SDK would otherwise hold open until a next step, so the killed attempt
+  wrote 1..5 and the resumed one 6..8.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ for s in range(1, 6):
 t.flush()
 time.sleep(2.5)   # > RUNNER_TRACKING_FLUSH_S: what a writer flushes on its own timer
 # W&B's service flushes on its own timer too; on a loaded machine give it up to 30 s more to
-# have written rows 1..4 (step 5's row stays open until a next step), then kill
+# have written rows 1..5 (the flush committed step 5's row), then kill
 from pathlib import Path
 from runner.observe.tracking import read_wandb_history
 deadline = time.monotonic() + 30
 while "wandb" in t.active and time.monotonic() < deadline:
     files = list(Path(sys.argv[1]).glob("tracking/wandb/wandb/offline-run-*/run-*.wandb"))
-    if files and len(read_wandb_history(files[0])) >= 4:
+    if files and len(read_wandb_history(files[0])) >= 5:
         break
     time.sleep(0.2)
 os.kill(os.getpid(), signal.SIGKILL)
@@ -136,11 +136,11 @@ def test_wandb_offline_kill_and_resume(tmp_path, monkeypatch):
         "offline-run-*-job-a/run-job-a.wandb"))
     assert len(files) == 2                     # one offline run folder per attempt, same id
     first, second = (tracking.read_wandb_history(f) for f in files)
-    assert [s for s, _ in first] == [1, 2, 3, 4]   # step 5's row was still open at the kill
-    assert [s for s, _ in second] == [5, 6, 7, 8]
+    assert [s for s, _ in first] == [1, 2, 3, 4, 5]   # the flush committed step 5's row
+    assert [s for s, _ in second] == [6, 7, 8]
     points = {s: row["train/loss"] for s, row in first + second}
     assert len(points) == 8
-    assert points == pytest.approx({s: (100.0 + s if s <= 4 else 200.0 + s)
+    assert points == pytest.approx({s: (100.0 + s if s <= 5 else 200.0 + s)
                                     for s in range(1, 9)})
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +30,7 @@ from tests.runner.jobs import (
     NER,
     SPECS,
     base_config,
+    kill_after_first_checkpoint,
     make_job,
     patch_data_side,
 )
@@ -488,14 +487,7 @@ def test_kill_minus_9_and_resume_equals_uninterrupted(env, tmp_path):
     ref = _child([str(model_path), str(data_dir), str(tmp_path / "ref"), str(ref_out)])
     victim_dir = tmp_path / "victim"
     victim = _child([str(model_path), str(data_dir), str(victim_dir), str(out)])
-    # wait for the first checkpoint, then kill -9 at a random moment
-    deadline = time.monotonic() + 120
-    while not ckpt.list_checkpoints(victim_dir / "checkpoints"):
-        assert victim.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(random.uniform(0.0, 0.6))
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
+    kill_after_first_checkpoint(victim, victim_dir / "checkpoints", 120, (0.0, 0.6))
     assert not out.exists(), "the job finished before the kill; make it longer"
     resumed = _child([str(model_path), str(data_dir), str(victim_dir), str(out)])
     assert resumed.wait(timeout=300) == 0 and ref.wait(timeout=300) == 0

@@ -10,8 +10,6 @@ import builtins
 import json
 import logging
 import os
-import random
-import signal
 import subprocess
 import sys
 import time
@@ -20,10 +18,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from runner.ml import checkpoint as ckpt
 from runner.orchestrate.jobapi import JobContext
 from runner.recipes import train_job as engine_job
-from tests.runner.jobs import env, make_job, patch_data_side, tiny_model  # noqa: F401
+from tests.runner.jobs import (  # noqa: F401
+    env,
+    kill_after_first_checkpoint,
+    make_job,
+    patch_data_side,
+    tiny_model,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 BACKENDS = ("tensorboard", "mlflow", "wandb")
@@ -68,14 +71,7 @@ def test_three_backends_kill_minus_9_and_resume(env, tmp_path, monkeypatch):  # 
     results, out = tmp_path / "results", tmp_path / "result.json"
     args = [str(model_path), str(data_dir), str(results), str(out)]
     job_id = make_job(model_path).job_id
-    victim = _child(args)
-    deadline = time.monotonic() + 240
-    while not ckpt.list_checkpoints(results / job_id / "checkpoints"):
-        assert victim.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(random.uniform(0.3, 0.8))
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
+    kill_after_first_checkpoint(_child(args), results / job_id / "checkpoints", 240, (0.3, 0.8))
     assert not out.exists(), "the job finished before the kill; make it longer"
     assert _child(args).wait(timeout=400) == 0
     result = json.loads(out.read_text())
