@@ -71,10 +71,34 @@ def test_bootstrap_interval_is_scipys_paired_bca_over_seeds(ss):
 def test_criteria_follow_issue_14(ss):
     s = ss.paired_summary(ENGINE, TRAINER)
     assert ss.criteria(s, 0.94) == {"mean": True, "interval": False, "sd_ratio": False,
-                                    "speed": False}
+                                    "speed": False, "ahead": False}
     close = ss.paired_summary([0.60, 0.61, 0.62, 0.605], [0.601, 0.612, 0.618, 0.604])
     assert ss.criteria(close, 1.1) == {"mean": True, "interval": True, "sd_ratio": True,
-                                       "speed": True}
+                                       "speed": True, "ahead": False}
+    # better by 3 points on average and steadier: outside +-1 point, but ahead on both
+    ahead = ss.paired_summary([0.63, 0.64, 0.635, 0.638], [0.58, 0.62, 0.59, 0.61])
+    assert ss.criteria(ahead, 1.0) == {"mean": False, "interval": False, "sd_ratio": True,
+                                       "speed": True, "ahead": True}
+
+
+def test_speed_is_the_median_of_the_seeds_paired_ratios(ss):
+    # seed 2's pair ran on a busy machine, the Trainer's half of seed 3 too: the pairs' ratios
+    # (1.1, 1.0, 4.0) have median 1.1, the ratio of the medians (1000 / 500) is 2.0
+    runs = {"engine": {"1": {"tokens_per_s": 1100.0}, "2": {"tokens_per_s": 500.0},
+                       "3": {"tokens_per_s": 1000.0}},
+            "trainer_grouped": {"1": {"tokens_per_s": 1000.0}, "2": {"tokens_per_s": 500.0},
+                                "3": {"tokens_per_s": 250.0}}}
+    sm = ss.speed_summary(runs, [1, 2, 3])
+    assert sm["speed_ratio"] == pytest.approx(1.1)
+    assert (sm["engine_tokens_per_s"], sm["trainer_tokens_per_s"]) == (1000.0, 500.0)
+    assert sm["speed_ratio_cpu"] is None            # no run recorded CPU time
+    for system, cpu in (("engine", (900.0, 1000.0, 1100.0)),
+                        ("trainer_grouped", (1000.0, 1000.0, 1000.0))):
+        for k, value in zip("123", cpu):
+            runs[system][k]["tokens_per_cpu_s"] = value
+    assert ss.speed_summary(runs, [1, 2, 3])["speed_ratio_cpu"] == pytest.approx(1.0)
+    del runs["trainer_grouped"]["2"]["tokens_per_cpu_s"]   # one older run: no CPU figure
+    assert ss.speed_summary(runs, [1, 2, 3])["speed_ratio_cpu"] is None
 
 
 def test_seed_and_size_arguments(ss):
@@ -213,7 +237,9 @@ def test_tiny_cpu_run_prints_a_table_per_task_and_resumes(tmp_path):
         assert table[7].startswith("seed-to-seed sd, engine / trainer:")
         assert table[7].endswith("paired BCa bootstrap over seeds n/a (from 8 seeds)")
         assert table[8].startswith("training tokens/s (median over seeds): engine ")
+        assert "median of the seeds' ratios" in table[8] and "per CPU-second" in table[8]
         assert table[9].startswith("issue 14 criteria: |mean diff| <= 1.0 pt ")
+        assert "or the engine ahead on both (higher mean, smaller sd) " in table[9]
         # a tiny random model may score the same on both seeds: an interval is then n/a
         score = {s: [stored["runs"][task][s][k]["score"] for k in ("1", "2")]
                  for s in ("engine", "trainer_grouped")}
@@ -228,6 +254,7 @@ def test_tiny_cpu_run_prints_a_table_per_task_and_resumes(tmp_path):
             assert sorted(runs) == ["1", "2"]
             for rec in runs.values():
                 assert 0.0 <= rec["score"] <= 1.0 and rec["tokens_per_s"] > 0
+                assert rec["tokens_per_cpu_s"] > 0
         for rec in stored["runs"][task]["engine"].values():
             # 12 steps an epoch, validated after each; one validation inside the timed steps
             assert rec["steps"] == 24 and rec["best_step"] in (12, 24)
