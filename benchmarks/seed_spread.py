@@ -418,7 +418,7 @@ def engine_config(args, task: str, n_train: int | None, n_test: int | None,
 
 
 def run_engine_once(model_name, cfg, seed, task, data_dir, work, device) -> dict:
-    spans: list[tuple[float, float]] = []
+    spans: list[tuple[float, float, float]] = []  # (start, end, CPU seconds)
     with timed_validation(spans):
         result, clock = tt.run_engine(model_name, cfg, seed, data_dir, work, device, task=task)
     (t0, _, c0), (t1, _, c1) = clock.marks[0], clock.marks[-1]
