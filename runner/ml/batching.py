@@ -11,9 +11,10 @@ batches of the whole epoch are shuffled (random order between groups).  The plan
 pure function of (seed, task, epoch), which is what lets a resumed job jump to its position.
 
 The shuffle between groups is what sets this order apart from the length-grouped ``Trainer``'s
-(each mega-batch consumed longest to shortest), and it matters: fed the Trainer's order, the
-engine's GAD score fell by 1.9 points and its seed-to-seed sd grew 2.7x, to the Trainer's own
-(10 seeds; BC2GM did not move) -- issue 14, ``benchmarks/seed_spread.py --versus``.
+(each mega-batch consumed longest to shortest), and it matters, on two tasks in opposite
+directions: fed the Trainer's order, the engine's GAD score fell by 1.9 points and its
+seed-to-seed sd grew 2.7x, to the Trainer's own (10 seeds), while its BC2GM sd shrank to 0.67x
+(20 seeds, 95% interval 0.42-1.06) -- issue 14, open; ``benchmarks/seed_spread.py --versus``.
 """
 
 from __future__ import annotations
