@@ -32,7 +32,8 @@ measurement can be stopped, resumed, or extended with more seeds (``--seeds 11-2
         [--tasks bc2gm,gad] [--train-examples bc2gm=2000,gad=2000]
         [--test-examples bc2gm=1000,gad=all] [--model minilm] [--batch-size 16] [--lr 3e-4]
         [--warmup-steps 0] [--weight-decay 0.01] [--epochs 2] [--max-length 128]
-        [--engine-eval epoch|end] [--engine-order shuffled|hf] [--reuse-trainer FILE]
+        [--engine-eval epoch|end] [--engine-order shuffled|hf|hf-groups]
+        [--reuse-trainer FILE]
         [--versus FILE] [--device auto|cpu|cuda] [--threads 2]
 
 A candidate cause is measured against the same Trainer runs: ``--engine-order hf --out
@@ -369,7 +370,31 @@ def hf_order_batches(lengths: np.ndarray, batch_size: int,
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-ENGINE_ORDERS = {"shuffled": None, "hf": hf_order_batches}
+def hf_groups_shuffled_batches(lengths: np.ndarray, batch_size: int,
+                               rng: np.random.Generator) -> list[np.ndarray]:
+    """Candidate (``--engine-order hf-groups``): the Trainer's mega-batches (their size,
+    ``hf_order_batches``: at least four per epoch, each sorted longest first) with the engine's
+    shuffle of the epoch's batches, the batch holding the longest example moved to the front
+    (as the Trainer does, so the first step meets the epoch's peak memory).  What it keeps of
+    each: no run of consecutive batches walks down the lengths (the engine), batches cut from
+    the Trainer's smaller groups and its longest-first opening (the Trainer)."""
+    n = len(lengths)
+    mult = max(1, min(n // (batch_size * 4), 50))
+    perm = rng.permutation(n)
+    mega = mult * batch_size
+    batches: list[np.ndarray] = []
+    for start in range(0, n, mega):
+        chunk = perm[start:start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    first = int(np.argmax([lengths[b].max() for b in batches]))
+    batches.insert(0, batches.pop(first))
+    return batches
+
+
+ENGINE_ORDERS = {"shuffled": None, "hf": hf_order_batches,
+                 "hf-groups": hf_groups_shuffled_batches}
 
 
 @contextlib.contextmanager
@@ -506,7 +531,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--engine-order", choices=tuple(ENGINE_ORDERS), default="shuffled",
                     help="shuffled: the engine as it is (50-batch length groups, batches "
                          "shuffled across the epoch); hf: a candidate, the engine fed in the "
-                         "length-grouped Trainer's order (hf_order_batches)")
+                         "length-grouped Trainer's order (hf_order_batches); hf-groups: a "
+                         "candidate, the Trainer's groups with the engine's shuffle "
+                         "(hf_groups_shuffled_batches)")
     ap.add_argument("--reuse-trainer", metavar="FILE",
                     help="take the Trainer runs of FILE (a results file whose settings differ "
                          "from these only in the engine's: " + ", ".join(ENGINE_ONLY_SETTINGS)
