@@ -32,7 +32,7 @@ measurement can be stopped, resumed, or extended with more seeds (``--seeds 11-2
         [--tasks bc2gm,gad] [--train-examples bc2gm=2000,gad=2000]
         [--test-examples bc2gm=1000,gad=all] [--model minilm] [--batch-size 16] [--lr 3e-4]
         [--warmup-steps 0] [--weight-decay 0.01] [--epochs 2] [--max-length 128]
-        [--engine-eval epoch|end] [--engine-order shuffled|hf|hf-groups]
+        [--engine-eval epoch|end] [--engine-order hf-groups|shuffled|hf]
         [--reuse-trainer FILE]
         [--versus FILE] [--device auto|cpu|cuda] [--threads 2]
 
@@ -41,7 +41,8 @@ cand.json --reuse-trainer base.json`` runs the engine only; ``--versus cand.json
 baseline's command line, with ``--resume``) prints the two engines against each other, paired
 by seed: what the candidate changed, with the same intervals.  Issue 14's files: BC2GM
 ``seed_spread_issue14.json`` (lr 3e-4) and GAD ``seed_spread_issue14_gad.json`` (lr 1e-4), the
-engine's own order; ``*_hf_order.json`` the engine fed the Trainer's order.
+engine's order before issue 14 (``shuffled``); ``*_hf_order.json`` the engine fed the
+Trainer's order; ``*_hf_groups.json`` the engine's order since (``hf-groups``).
 """
 
 from __future__ import annotations
@@ -370,44 +371,27 @@ def hf_order_batches(lengths: np.ndarray, batch_size: int,
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def hf_groups_shuffled_batches(lengths: np.ndarray, batch_size: int,
-                               rng: np.random.Generator) -> list[np.ndarray]:
-    """Candidate (``--engine-order hf-groups``): the Trainer's mega-batches (their size,
-    ``hf_order_batches``: at least four per epoch, each sorted longest first) with the engine's
-    shuffle of the epoch's batches, the batch holding the longest example moved to the front
-    (as the Trainer does, so the first step meets the epoch's peak memory).  What it keeps of
-    each: no run of consecutive batches walks down the lengths (the engine), batches cut from
-    the Trainer's smaller groups and its longest-first opening (the Trainer)."""
-    n = len(lengths)
-    mult = max(1, min(n // (batch_size * 4), 50))
-    perm = rng.permutation(n)
-    mega = mult * batch_size
-    batches: list[np.ndarray] = []
-    for start in range(0, n, mega):
-        chunk = perm[start:start + mega]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-    first = int(np.argmax([lengths[b].max() for b in batches]))
-    batches.insert(0, batches.pop(first))
-    return batches
-
-
-ENGINE_ORDERS = {"shuffled": None, "hf": hf_order_batches,
-                 "hf-groups": hf_groups_shuffled_batches}
+# --engine-order NAME: what the engine's epoch plan is built by -- one of its own orders
+# (runner.ml.batching.BATCH_ORDERS: "hf-groups" its order since issue 14, "shuffled" the
+# order before, "groups-of-50") or a candidate's function
+ENGINE_ORDERS = {"hf-groups": "hf-groups", "shuffled": "groups-of-50", "hf": hf_order_batches}
 
 
 @contextlib.contextmanager
 def engine_order(name: str):
-    """The engine's epoch plan with batches built by ``ENGINE_ORDERS[name]`` (None: its own)."""
-    replacement = ENGINE_ORDERS[name]
-    original = engine_batching.length_grouped_batches
-    if replacement is not None:
-        engine_batching.length_grouped_batches = replacement
+    """The engine's epoch plan in ``ENGINE_ORDERS[name]``: one of its own orders (new jobs
+    take it, and record it in their progress and result), or a candidate function."""
+    choice = ENGINE_ORDERS[name]
+    saved = engine_batching.length_grouped_batches, engine_train.BATCH_ORDER
+    if isinstance(choice, str):
+        engine_train.BATCH_ORDER = choice
+    else:
+        engine_batching.length_grouped_batches = \
+            lambda lengths, batch_size, rng, order=None: choice(lengths, batch_size, rng)
     try:
         yield
     finally:
-        engine_batching.length_grouped_batches = original
+        engine_batching.length_grouped_batches, engine_train.BATCH_ORDER = saved
 
 
 # ------------------------------------------------------------------------------ one run each
@@ -528,12 +512,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="epoch: the engine validates after every epoch and tests its best "
                          "weights (a study's recipe); end: it tests its final weights, as "
                          "the Trainer does")
-    ap.add_argument("--engine-order", choices=tuple(ENGINE_ORDERS), default="shuffled",
-                    help="shuffled: the engine as it is (50-batch length groups, batches "
-                         "shuffled across the epoch); hf: a candidate, the engine fed in the "
-                         "length-grouped Trainer's order (hf_order_batches); hf-groups: a "
-                         "candidate, the Trainer's groups with the engine's shuffle "
-                         "(hf_groups_shuffled_batches)")
+    ap.add_argument("--engine-order", choices=tuple(ENGINE_ORDERS), default="hf-groups",
+                    help="hf-groups: the engine as it is (length groups of Hugging Face's size, "
+                         "batches shuffled across the epoch, the longest first); shuffled: its "
+                         "order before issue 14 (50-batch groups, no batch moved); hf: a "
+                         "candidate, the engine fed in the length-grouped Trainer's order "
+                         "(hf_order_batches)")
     ap.add_argument("--reuse-trainer", metavar="FILE",
                     help="take the Trainer runs of FILE (a results file whose settings differ "
                          "from these only in the engine's: " + ", ".join(ENGINE_ONLY_SETTINGS)

@@ -5,16 +5,26 @@ effective length (:func:`effective_max_length`: the manifest's, capped by the mo
 limit), with the number of examples that cut.  A batch is a list of example indices;
 :func:`collate` pads it to its own longest example (dynamic padding), so the only padding fed
 to the model is the difference between lengths inside one batch.  Training
-batches are *length grouped*: a seeded permutation is cut into mega-batches of
-``MEGABATCH_FACTOR * batch_size`` examples, each sorted by length and cut into batches, and the
-batches of the whole epoch are shuffled (random order between groups).  The plan of an epoch is a
-pure function of (seed, task, epoch), which is what lets a resumed job jump to its position.
+batches are *length grouped* (:func:`length_grouped_batches`): a seeded permutation is cut
+into mega-batches, each sorted by length and cut into batches, the batches of the whole epoch
+are shuffled (random order between groups) and the one holding the epoch's longest example is
+moved to the front, so the first step meets the epoch's peak memory.  A mega-batch is
+``min(MEGABATCH_FACTOR, n // (4 * batch_size))`` batches (at least one) -- Hugging Face's
+length grouping's size: at least four groups per epoch, at most 50 batches.  The plan of an
+epoch is a pure function of (seed, task, epoch, order), which is what lets a resumed job jump
+to its position; a checkpoint names its order (``TrainingProgress.batch_order``), and one
+written before the order had a name resumes in ``"groups-of-50"``.
 
-The shuffle between groups is what sets this order apart from the length-grouped ``Trainer``'s
-(each mega-batch consumed longest to shortest), and it matters, on two tasks in opposite
-directions: fed the Trainer's order, the engine's GAD score fell by 1.9 points and its
-seed-to-seed sd grew 2.7x, to the Trainer's own (10 seeds), while its BC2GM sd shrank to 0.67x
-(20 seeds, 95% interval 0.42-1.06) -- issue 14, open; ``benchmarks/seed_spread.py --versus``.
+Issue 14 measured the order against the length-grouped ``Trainer``'s (each mega-batch consumed
+longest to shortest, no shuffle between batches) and the engine's first (``"groups-of-50"``),
+MiniLM, 2,000 training examples, paired by seed (``benchmarks/seed_spread.py``, files
+``benchmarks/seed_spread_issue14*.json``).  The shuffle between batches is what keeps GAD
+steady: fed the Trainer's order, the engine's GAD score fell 1.9 points and its seed-to-seed
+sd grew 2.7x, to the Trainer's own (10 seeds).  On BC2GM the 50-batch groups had 1.46x the
+Trainer's sd (20 seeds, 95% interval 0.92-2.32); ``"hf-groups"`` has 1.19x (0.75-1.90) and a
+mean 0.19 points under the Trainer's (-0.76..+0.38), and on GAD 0.35x the Trainer's sd and
++1.12 points.  Between the engine's two orders no difference is significant (BC2GM sd 0.82x,
+0.52-1.30; GAD -0.65 points, -1.47..+0.17).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import torch
 from runner.study.config import TrainConfig
 
 IGNORE_INDEX = -100  # label of sub-tokens that are not a word's first one, and of special tokens
-MEGABATCH_FACTOR = 50  # examples sorted together = 50 batches (as Hugging Face's length grouping)
+MEGABATCH_FACTOR = 50  # at most 50 batches' examples sorted together (as Hugging Face's)
 
 
 @dataclass
@@ -178,27 +188,44 @@ def collate(split: EncodedSplit, indices, pad_id: int) -> Batch:
     return Batch(split.task, tensors, int(mask.sum()), b)
 
 
-def length_grouped_batches(lengths: np.ndarray, batch_size: int,
-                           rng: np.random.Generator) -> list[np.ndarray]:
-    """One epoch's batches: similar lengths together, random order between batches."""
+BATCH_ORDERS = ("hf-groups", "groups-of-50")
+BATCH_ORDER = "hf-groups"      # new jobs
+LEGACY_BATCH_ORDER = "groups-of-50"   # checkpoints written before the order was recorded
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                           order: str = BATCH_ORDER) -> list[np.ndarray]:
+    """One epoch's batches: similar lengths together, random order between batches.
+
+    ``order`` (:data:`BATCH_ORDERS`): ``"hf-groups"``, mega-batches of Hugging Face's size and
+    the longest batch first; ``"groups-of-50"``, mega-batches of ``MEGABATCH_FACTOR`` batches
+    and no batch moved (the order of checkpoints written before issue 14)."""
+    if order not in BATCH_ORDERS:
+        raise ValueError(f"unknown batch order {order!r} (known: {', '.join(BATCH_ORDERS)})")
     n = len(lengths)
     perm = rng.permutation(n)
-    mega = max(batch_size * MEGABATCH_FACTOR, batch_size)
+    if order == "groups-of-50":
+        mega = max(batch_size * MEGABATCH_FACTOR, batch_size)
+    else:
+        mega = batch_size * max(1, min(MEGABATCH_FACTOR, n // (4 * batch_size)))
     batches: list[np.ndarray] = []
     for start in range(0, n, mega):
         chunk = perm[start:start + mega]
         # longest first inside the group; stable so ties keep the permutation's order
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
         batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    if order == "hf-groups" and batches:
+        longest = int(np.argmax([lengths[b].max() for b in batches]))
+        batches.insert(0, batches.pop(longest))
+    return batches
 
 
 def epoch_plan(lengths: np.ndarray, batch_size: int, seed: int, task: str,
-               epoch: int) -> list[np.ndarray]:
+               epoch: int, order: str = BATCH_ORDER) -> list[np.ndarray]:
     """The batches of ``task``'s ``epoch``: a pure function of its arguments (exact resume)."""
     rng = np.random.default_rng([int(seed), zlib.crc32(task.encode("utf-8")), int(epoch)])
-    return length_grouped_batches(lengths, batch_size, rng)
+    return length_grouped_batches(lengths, batch_size, rng, order)
 
 
 def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

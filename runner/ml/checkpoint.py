@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from runner.fsutil import atomic_write_json, fsync_dir, sha256_file
+from runner.ml.batching import BATCH_ORDERS
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 FILES = ("model.pt", "optimizer.pt", "rng.pt", "progress.json")
@@ -77,6 +78,8 @@ class TrainingProgress:
     validation_history: list = field(default_factory=list)
     train_seconds: float = 0.0          # wall seconds in the training loop, over all resumes
     trimmed_examples: int = 0           # token_controlled: examples dropped from the last batch
+    batch_order: str = "groups-of-50"   # epoch_plan's order (batching.BATCH_ORDERS); the
+    #                                     default is what checkpoints without one used
 
     @property
     def token_count(self) -> int:
@@ -87,7 +90,11 @@ class TrainingProgress:
 
     @classmethod
     def from_json(cls, data: dict) -> TrainingProgress:
-        return cls(**data)
+        progress = cls(**data)
+        if progress.batch_order not in BATCH_ORDERS:   # written by a newer version
+            raise ValueError(f"batch_order {progress.batch_order!r} is not one of "
+                             f"{', '.join(BATCH_ORDERS)}")
+        return progress
 
 
 def checkpoints_dir(job_dir: Path) -> Path:

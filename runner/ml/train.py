@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from runner.ml import checkpoint as ckpt
-from runner.ml.batching import EncodedSplit, collate, epoch_plan
+from runner.ml.batching import BATCH_ORDER, EncodedSplit, collate, epoch_plan
 from runner.ml.inference import predict
 from runner.ml.runtime import autocast, to_device
 from runner.orchestrate.jobapi import JobFailed, JobInterrupted
@@ -181,7 +181,7 @@ def new_progress(setup: TrainSetup) -> ckpt.TrainingProgress:
         target_tokens=setup.target_tokens,
         positions={t: {"epoch": 0, "index": 0} for t in names},
         tokens_per_task={t: 0 for t in names}, examples_per_task={t: 0 for t in names},
-        batches_per_task={t: 0 for t in names})
+        batches_per_task={t: 0 for t in names}, batch_order=BATCH_ORDER)
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
@@ -266,7 +266,7 @@ class _Run:
         if plan is None:
             self.plans.clear()  # one epoch per task is all that is ever needed again
             plan = epoch_plan(self.setup.tasks[task].train.lengths, self.progress.batch_size,
-                              self.setup.seed, task, pos["epoch"])
+                              self.setup.seed, task, pos["epoch"], self.progress.batch_order)
             self.plans[(task, pos["epoch"])] = plan
         if pos["index"] >= len(plan):
             pos["epoch"] += 1

@@ -166,6 +166,25 @@ def test_engine_order_patches_the_epoch_plan_only_inside(ss):
     assert [b.tolist() for b in hf] != [b.tolist() for b in own]
 
 
+def test_engine_orders_are_the_engines_own_or_a_candidate(ss):
+    """``hf-groups`` is the engine as new jobs run it; ``shuffled`` (the files written before
+    issue 14 changed the order) its order then, recorded as such in the job's progress."""
+    lengths = np.random.default_rng(3).integers(1, 60, size=300)
+    plan = {}
+    for name in ss.ENGINE_ORDERS:
+        with ss.engine_order(name):
+            plan[name] = [b.tolist() for b in ss.engine_batching.epoch_plan(
+                lengths, 8, 1, "bc2gm", 0, ss.engine_train.BATCH_ORDER)]
+            recorded = ss.engine_train.BATCH_ORDER
+        assert recorded == (ss.ENGINE_ORDERS[name] if name != "hf" else "hf-groups")
+    assert ss.engine_train.BATCH_ORDER == "hf-groups"   # put back
+    own = ss.engine_batching.epoch_plan(lengths, 8, 1, "bc2gm", 0)
+    assert plan["hf-groups"] == [b.tolist() for b in own]
+    old = ss.engine_batching.epoch_plan(lengths, 8, 1, "bc2gm", 0, "groups-of-50")
+    assert plan["shuffled"] == [b.tolist() for b in old] != plan["hf-groups"]
+    assert len({str(p) for p in plan.values()}) == 3
+
+
 def test_old_files_resume_with_the_engine_order_they_were_written_with(ss, tmp_path):
     settings = {"model": "tiny", "engine_order": "shuffled"}
     old = tmp_path / "old.json"

@@ -38,6 +38,40 @@ def test_length_grouped_epoch_covers_every_example_once_with_little_padding():
     assert maxima != sorted(maxima, reverse=True)
 
 
+def test_the_epoch_opens_with_its_longest_batch_and_small_epochs_have_four_groups():
+    """``hf-groups`` (new jobs): groups of min(50, n // (4 * batch_size)) batches, the batch with
+    the longest example first.  From 50 * 4 batches an epoch has the old order's 50-batch groups
+    and the same shuffle: only the opening batch moved."""
+    lengths = np.random.default_rng(1).integers(5, 120, size=4000)
+    new = batching.epoch_plan(lengths, 16, seed=3, task="bc2gm", epoch=0)
+    old = batching.epoch_plan(lengths, 16, seed=3, task="bc2gm", epoch=0, order="groups-of-50")
+    assert lengths[new[0]].max() == lengths.max() and lengths[old[0]].max() < lengths.max()
+    k = next(i for i, b in enumerate(old) if b.tolist() == new[0].tolist())
+    assert [b.tolist() for b in new] == [b.tolist() for b in [old[k], *old[:k], *old[k + 1:]]]
+    # 200 examples in batches of 8: the old order sorts them as one group of 50 batches (every
+    # batch 8 consecutive lengths), the new one in groups of 6 batches
+    small = np.arange(1, 201)
+
+    def one_sorted_group(plan):
+        return all(small[b].max() - small[b].min() == len(b) - 1 for b in plan)
+    plans = {order: batching.epoch_plan(small, 8, seed=3, task="t", epoch=0, order=order)
+             for order in batching.BATCH_ORDERS}
+    for plan in plans.values():
+        assert sorted(np.concatenate(plan).tolist()) == list(range(200))
+    assert one_sorted_group(plans["groups-of-50"]) and not one_sorted_group(plans["hf-groups"])
+    with pytest.raises(ValueError, match="unknown batch order 'zigzag'"):
+        batching.epoch_plan(small, 8, seed=3, task="t", epoch=0, order="zigzag")
+
+
+def test_checkpoints_written_before_the_order_was_named_keep_their_batches():
+    """The order of the engine before issue 14, pinned: a job checkpointed then resumes on the
+    very batches it started with."""
+    lengths = np.array([7, 3, 12, 5, 9, 4, 11, 6, 8, 2, 10, 1, 13])
+    plan = batching.epoch_plan(lengths, 3, seed=5, task="bc2gm", epoch=1, order="groups-of-50")
+    assert [b.tolist() for b in plan] == [[10, 4, 8], [11], [12, 2, 6], [5, 1, 9], [0, 7, 3]]
+    assert batching.LEGACY_BATCH_ORDER == "groups-of-50" != batching.BATCH_ORDER
+
+
 def test_token_counts_equal_attention_mask_sums_and_labels_align(tiny_model):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(tiny_model)

@@ -223,6 +223,36 @@ def test_another_jobs_checkpoint_is_corrupt_and_the_job_resumes_from_its_own(env
         "falling back to checkpoint-7" in caplog.text
 
 
+# ------------------------------------------------------------- a checkpoint of an older version
+def test_a_checkpoint_without_a_batch_order_resumes_in_the_order_it_was_written_in(
+        env, monkeypatch, caplog):
+    """Checkpoints written before issue 14 changed the batch order name none: they resume on
+    the batches they started with (``groups-of-50``), not on the new order's; one naming an
+    order this version does not know is corrupt."""
+    import runner.ml.train as engine_train
+
+    model_path, _, ctx = env
+    new_order = engine_job.run_job(make_job(model_path, tasks=TASKS, max_epochs=2,
+                                            eval_every=4, patience=100), ctx("new"))
+    assert new_order["train_results"]["batch_order"] == "hf-groups"
+    with monkeypatch.context() as m:   # the engine as it was: its progress named no order
+        m.setattr(engine_train, "BATCH_ORDER", "groups-of-50")
+        job, reference, c = interrupted_at_7(model_path, ctx, "old")
+    assert reference["test_results"] != new_order["test_results"]   # the orders differ here
+    root = c.job_dir / "checkpoints"
+    progress = json.loads((root / "checkpoint-7" / "progress.json").read_text())
+    assert progress.pop("batch_order") == "groups-of-50"
+    (root / "checkpoint-7" / "progress.json").write_text(json.dumps(progress))
+    reseal(root / "checkpoint-7")
+    plant(root, root / "checkpoint-7", 9, {"progress.json": {"batch_order": "zigzag"}})
+    with caplog.at_level(logging.WARNING):
+        resumed = engine_job.run_job(job, c)
+    same_result(resumed, reference)
+    assert resumed["train_results"]["batch_order"] == "groups-of-50"
+    assert "checkpoint-9 is corrupt: unreadable (ValueError: batch_order 'zigzag' is not one " \
+        "of hf-groups, groups-of-50); falling back to checkpoint-7" in caplog.text
+
+
 def test_a_set_aside_checkpoint_no_longer_shadows_newer_saves(tmp_path):
     root = tmp_path / "checkpoints"
     objects = tiny_training_objects()
