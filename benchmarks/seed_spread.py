@@ -42,7 +42,9 @@ baseline's command line, with ``--resume``) prints the two engines against each 
 by seed: what the candidate changed, with the same intervals.  Issue 14's files: BC2GM
 ``seed_spread_issue14.json`` (lr 3e-4) and GAD ``seed_spread_issue14_gad.json`` (lr 1e-4), the
 engine's order before issue 14 (``shuffled``); ``*_hf_order.json`` the engine fed the
-Trainer's order; ``*_hf_groups.json`` the engine's order since (``hf-groups``).
+Trainer's order; ``*_hf_groups.json`` the engine's order since (``hf-groups``); a candidate
+file's Trainer runs are its base file's, so its speed is not compared: ``*_speed_bc2gm.json``
+and ``*_speed_gad.json`` time ``hf-groups`` and the Trainer back to back (seeds 21-25, 21-22).
 """
 
 from __future__ import annotations
@@ -205,11 +207,18 @@ def speed_summary(runs: dict, seeds: list[int]) -> dict:
     each seed's engine / Trainer ratio (the two runs of a seed run back to back, so a slow
     spell of a shared machine falls on both more often than on one seed's pair of medians);
     the same from real tokens per CPU-second of the process where every run of the seeds
-    recorded it (runs written since that figure was added)."""
+    recorded it (runs written since that figure was added).  Only the seeds whose two runs
+    were timed back to back count: not a Trainer run taken from another file
+    (``--reuse-trainer``), not a pair run with different ``--threads``."""
+    def back_to_back(k):
+        e, t = runs["engine"][str(k)], runs["trainer_grouped"][str(k)]
+        return "reused_from" not in t and e.get("threads") == t.get("threads")
+    timed = [k for k in seeds if back_to_back(k)]
+
     def per_seed(key):
-        recs = [(runs["engine"][str(k)], runs["trainer_grouped"][str(k)]) for k in seeds]
-        if not all(key in e and key in t for e, t in recs):
-            return None, None
+        recs = [(runs["engine"][str(k)], runs["trainer_grouped"][str(k)]) for k in timed]
+        if not recs or not all(key in e and key in t for e, t in recs):
+            return {s: None for s in SYSTEMS}, None
         return ({s: float(np.median([r[i][key] for r in recs]))
                  for i, s in enumerate(SYSTEMS)},
                 float(np.median([e[key] / t[key] for e, t in recs])))
@@ -217,7 +226,7 @@ def speed_summary(runs: dict, seeds: list[int]) -> dict:
     _, cpu_ratio = per_seed("tokens_per_cpu_s")
     return {"engine_tokens_per_s": medians["engine"],
             "trainer_tokens_per_s": medians["trainer_grouped"],
-            "speed_ratio": ratio, "speed_ratio_cpu": cpu_ratio}
+            "speed_ratio": ratio, "speed_ratio_cpu": cpu_ratio, "speed_seeds": len(timed)}
 
 
 def summary_lines(sm: dict, metric: str) -> list[str]:
@@ -238,9 +247,15 @@ def summary_lines(sm: dict, metric: str) -> list[str]:
               f"bootstrap over seeds {boot}")
     cpu = "" if sm.get("speed_ratio_cpu") is None else \
         f"; per CPU-second of the process {sm['speed_ratio_cpu']:.2f}x"
-    speed = (f"training tokens/s (median over seeds): engine "
-             f"{sm['engine_tokens_per_s']:.0f}, trainer {sm['trainer_tokens_per_s']:.0f}; "
-             f"engine / trainer, median of the seeds' ratios {sm['speed_ratio']:.2f}x{cpu}")
+    timed = sm.get("speed_seeds", sm["n"])
+    if sm["speed_ratio"] is None:
+        speed = ("training tokens/s: not compared, no seed's two runs were timed back to back "
+                 "(Trainer runs taken from another file, or other --threads)")
+    else:
+        over = "seeds" if timed == sm["n"] else f"the {timed} seeds timed back to back"
+        speed = (f"training tokens/s (median over {over}): engine "
+                 f"{sm['engine_tokens_per_s']:.0f}, trainer {sm['trainer_tokens_per_s']:.0f}; "
+                 f"engine / trainer, median of the seeds' ratios {sm['speed_ratio']:.2f}x{cpu}")
     verdicts = "issue 14 criteria: " + "; ".join(f"{n} {_verdict(ok)}" for n, ok in checks) \
         + f"; or the engine ahead on both (higher mean, smaller sd) " \
           f"{_verdict(sm['criteria']['ahead'])}"
@@ -296,7 +311,7 @@ def reuse_trainer(store: dict, source: Path, settings: dict) -> int:
         mine = store["runs"].setdefault(task, {s: {} for s in SYSTEMS})["trainer_grouped"]
         for seed, rec in systems.get("trainer_grouped", {}).items():
             if seed not in mine:
-                mine[seed] = rec
+                mine[seed] = {**rec, "reused_from": source.name}   # not timed beside ours
                 copied += 1
     return copied
 

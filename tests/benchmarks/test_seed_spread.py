@@ -211,6 +211,31 @@ def test_per_task_settings_are_checked_for_the_tasks_a_run_trains(ss, tmp_path):
     assert added["settings"]["train_examples"] == {"bc2gm": 2000, "gad": 2000, "hoc": 300}
 
 
+def test_speed_counts_only_the_seeds_timed_back_to_back(ss):
+    """A Trainer run taken from another file, or a pair run with other --threads, was not timed
+    beside the engine's: its ratio says nothing of the engine's speed."""
+    def rec(tps, threads=2, **extra):
+        return {"tokens_per_s": tps, "threads": threads, **extra}
+    runs = {"engine": {"1": rec(1100.0), "2": rec(300.0, threads=1), "3": rec(400.0)},
+            "trainer_grouped": {"1": rec(1000.0), "2": rec(1000.0),
+                                "3": rec(1000.0, reused_from="base.json")}}
+    sm = ss.speed_summary(runs, [1, 2, 3])
+    assert sm["speed_seeds"] == 1 and sm["speed_ratio"] == pytest.approx(1.1)
+    assert sm["engine_tokens_per_s"] == 1100.0
+    none = ss.speed_summary(runs, [2, 3])
+    assert none["speed_seeds"] == 0 and none["speed_ratio"] is None
+    summary = {"n": 2, "diff_mean": 0.0, "diff_low": -0.01, "diff_high": 0.01, "sd_ratio": 1.0,
+               "sd_ratio_f_low": 0.5, "sd_ratio_f_high": 2.0, "sd_ratio_boot_low": None,
+               "sd_ratio_boot_high": None, **none}
+    summary["criteria"] = ss.criteria(summary, none["speed_ratio"])
+    assert summary["criteria"]["speed"] is None
+    lines = ss.summary_lines(summary, "f1")
+    assert "training tokens/s: not compared" in lines[2] and "speed >= 1.0x n/a" in lines[3]
+    three = ss.summary_lines({**summary, "n": 3, **sm,
+                              "criteria": ss.criteria(summary, sm["speed_ratio"])}, "f1")
+    assert "median over the 1 seeds timed back to back" in three[2]
+
+
 def test_a_candidate_reuses_the_trainer_runs_of_the_baseline_file(ss, tmp_path):
     base_settings = {"model": "tiny", "epochs": 2, "engine_order": "shuffled",
                      "engine_eval": "epoch"}
@@ -222,8 +247,8 @@ def test_a_candidate_reuses_the_trainer_runs_of_the_baseline_file(ss, tmp_path):
         "engine": {}, "trainer_grouped": {"2": {"score": 0.71}}}}}
     cand = {**base_settings, "engine_order": "hf"}
     assert ss.reuse_trainer(store, base, cand) == 1
-    assert store["runs"]["bc2gm"]["trainer_grouped"] == {"2": {"score": 0.71},
-                                                         "1": {"score": 0.6}}
+    assert store["runs"]["bc2gm"]["trainer_grouped"] == {
+        "2": {"score": 0.71}, "1": {"score": 0.6, "reused_from": "base.json"}}
     assert store["runs"]["bc2gm"]["engine"] == {}
     # any other setting must match: those Trainer runs would not pair
     with pytest.raises(ss.InputError, match="settings.epochs"):
