@@ -45,6 +45,8 @@ engine's order before issue 14 (``shuffled``); ``*_hf_order.json`` the engine fe
 Trainer's order; ``*_hf_groups.json`` the engine's order since (``hf-groups``); a candidate
 file's Trainer runs are its base file's, so its speed is not compared: ``*_speed_bc2gm.json``
 and ``*_speed_gad.json`` time ``hf-groups`` and the Trainer back to back (seeds 21-25, 21-22).
+``seed_spread_issue14_gad_hf_groups_end.json`` tests the final weights (``--engine-eval end``)
+for seeds 1, 3 and 6: of the ten, only 3 and 6 chose other weights than their final ones.
 """
 
 from __future__ import annotations
