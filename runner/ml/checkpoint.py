@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from runner.fsutil import atomic_write_json, fsync_dir, sha256_file
-from runner.ml.batching import BATCH_ORDERS
+from runner.ml.batching import BATCH_ORDERS, LEGACY_BATCH_ORDER
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 FILES = ("model.pt", "optimizer.pt", "rng.pt", "progress.json")
@@ -78,7 +78,7 @@ class TrainingProgress:
     validation_history: list = field(default_factory=list)
     train_seconds: float = 0.0          # wall seconds in the training loop, over all resumes
     trimmed_examples: int = 0           # token_controlled: examples dropped from the last batch
-    batch_order: str = "groups-of-50"   # epoch_plan's order (batching.BATCH_ORDERS); the
+    batch_order: str = LEGACY_BATCH_ORDER  # epoch_plan's order (batching.BATCH_ORDERS); the
     #                                     default is what checkpoints without one used
 
     @property
