@@ -33,6 +33,7 @@ measurement can be stopped, resumed, or extended with more seeds (``--seeds 11-2
         [--test-examples bc2gm=1000,gad=all] [--model minilm] [--batch-size 16] [--lr 3e-4]
         [--warmup-steps 0] [--weight-decay 0.01] [--epochs 2] [--max-length 128]
         [--engine-eval epoch|end] [--engine-order hf-groups|shuffled|hf]
+        [--engine-dropout uniform-mask|torch]
         [--reuse-trainer FILE]
         [--versus FILE] [--device auto|cpu|cuda] [--threads 2]
 
@@ -47,6 +48,9 @@ file's Trainer runs are its base file's, so its speed is not compared: ``*_speed
 and ``*_speed_gad.json`` time ``hf-groups`` and the Trainer back to back (seeds 21-25, 21-22).
 ``seed_spread_issue14_gad_hf_groups_end.json`` tests the final weights (``--engine-eval end``)
 for seeds 1, 3 and 6: of the ten, only 3 and 6 chose other weights than their final ones.
+The files before ``*_uniform_mask.json`` ran torch's own dropout (``--engine-dropout torch``);
+``seed_spread_issue14_{bc2gm,gad}_uniform_mask.json`` the engine as it is (``hf-groups``, the
+uniform-mask dropout of runner.ml.model), both systems timed back to back on every seed.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from runner.data.tasks import get_task
 from runner.errors import EXIT_BAD_INPUT, InputError
 from runner.fsutil import atomic_write_json
 from runner.ml import batching as engine_batching
+from runner.ml import model as engine_model
 from runner.ml import train as engine_train
 from runner.recipes import train_job as engine_job
 
@@ -89,10 +94,10 @@ DEFAULT_SIZES = {"bc2gm": (2000, 1000), "gad": (2000, None), "chemprot": (2000, 
 # at most 1.25, and the engine at least as fast
 CRITERIA = {"mean_points": 1.0, "interval_points": 1.5, "sd_ratio": 1.25, "speed_ratio": 1.0}
 # settings added after the first files were written, and the value those files used
-SETTING_DEFAULTS = {"engine_order": "shuffled"}
+SETTING_DEFAULTS = {"engine_order": "shuffled", "engine_dropout": "torch"}
 # settings that change only the engine's runs: the Trainer's runs of a file that differs from
 # this run in these alone pair with it (--reuse-trainer)
-ENGINE_ONLY_SETTINGS = ("engine_eval", "engine_order")
+ENGINE_ONLY_SETTINGS = ("engine_eval", "engine_order", "engine_dropout")
 # settings kept per task: a run checks (and adds) only the tasks it trains
 PER_TASK_SETTINGS = ("train_examples", "test_examples")
 # fewer seeds: too many resamples draw one seed only (sd 0), and BCa fails
@@ -287,7 +292,7 @@ def versus_lines(task: str, mine: dict, theirs: dict, mine_label: str,
 
 def _engine_label(settings: dict) -> str:
     s = {**SETTING_DEFAULTS, **settings}
-    return f"{s['engine_order']} order, tests " + \
+    return f"{s['engine_order']} order, {s['engine_dropout']} dropout, tests " + \
         ("its best validation" if s.get("engine_eval", "epoch") == "epoch" else "final weights")
 
 
@@ -409,6 +414,17 @@ def engine_order(name: str):
         yield
     finally:
         engine_batching.length_grouped_batches, engine_train.BATCH_ORDER = saved
+
+
+@contextlib.contextmanager
+def engine_dropout(kind: str):
+    """New engine jobs draw their dropout masks as ``kind`` says (and record it)."""
+    saved = engine_train.DROPOUT
+    engine_train.DROPOUT = kind
+    try:
+        yield
+    finally:
+        engine_train.DROPOUT = saved
 
 
 # ------------------------------------------------------------------------------ one run each
@@ -535,6 +551,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "order before issue 14 (50-batch groups, no batch moved); hf: a "
                          "candidate, the engine fed in the length-grouped Trainer's order "
                          "(hf_order_batches)")
+    ap.add_argument("--engine-dropout", choices=engine_model.DROPOUTS,
+                    default=engine_model.DROPOUT,
+                    help="how the engine's dropout draws its masks (runner.ml.model.Dropout): "
+                         "uniform-mask, the engine as it is (a uniform draw >= p, on CPU); "
+                         "torch, torch's own Bernoulli draw (the engine before)")
     ap.add_argument("--reuse-trainer", metavar="FILE",
                     help="take the Trainer runs of FILE (a results file whose settings differ "
                          "from these only in the engine's: " + ", ".join(ENGINE_ONLY_SETTINGS)
@@ -575,6 +596,7 @@ def settings_of(args, device: torch.device, dtype) -> dict:
             "warmup_steps": args.warmup_steps, "weight_decay": args.weight_decay,
             "epochs": args.epochs, "max_length": args.max_length,
             "engine_eval": args.engine_eval, "engine_order": args.engine_order,
+            "engine_dropout": args.engine_dropout,
             "device": device.type,
             "precision": str(dtype or torch.float32).replace("torch.", ""),
             "train_examples": args.train_sizes, "test_examples": args.test_sizes,
@@ -605,7 +627,8 @@ def measure(args, store: dict, out: Path, device, dtype) -> None:
                     work = Path(tmp) / f"{task}-{system}-{seed}"
                     start = time.perf_counter()
                     if system == "engine":
-                        with engine_order(args.engine_order):
+                        with engine_order(args.engine_order), \
+                                engine_dropout(args.engine_dropout):
                             rec = run_engine_once(model_name, cfg, seed, task, data_dir,
                                                   work, device)
                     else:
@@ -630,7 +653,8 @@ def header_of(task: str, settings: dict, n_train: int, n_test: int) -> str:
             f"{s['batch_size']}, lr {s['learning_rate']}, warmup {s['warmup_steps']}, weight "
             f"decay {s['weight_decay']}, {s['epochs']} epochs, max_length {s['max_length']}, "
             f"{s['device']} {s['precision']}; engine tests {tested}, batches in "
-            f"{s.get('engine_order', 'shuffled')} order; the length-grouped Trainer its final "
+            f"{s.get('engine_order', 'shuffled')} order, dropout masks "
+            f"{s.get('engine_dropout', 'torch')}; the length-grouped Trainer its final "
             f"weights")
 
 

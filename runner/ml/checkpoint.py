@@ -46,6 +46,7 @@ import torch
 
 from runner.fsutil import atomic_write_json, fsync_dir, sha256_file
 from runner.ml.batching import BATCH_ORDERS, LEGACY_BATCH_ORDER
+from runner.ml.model import DROPOUTS, LEGACY_DROPOUT
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 FILES = ("model.pt", "optimizer.pt", "rng.pt", "progress.json")
@@ -80,6 +81,7 @@ class TrainingProgress:
     trimmed_examples: int = 0           # token_controlled: examples dropped from the last batch
     batch_order: str = LEGACY_BATCH_ORDER  # epoch_plan's order (batching.BATCH_ORDERS); the
     #                                     default is what checkpoints without one used
+    dropout: str = LEGACY_DROPOUT       # how dropout masks are drawn (model.DROPOUTS); as above
 
     @property
     def token_count(self) -> int:
@@ -94,6 +96,8 @@ class TrainingProgress:
         if progress.batch_order not in BATCH_ORDERS:   # written by a newer version
             raise ValueError(f"batch_order {progress.batch_order!r} is not one of "
                              f"{', '.join(BATCH_ORDERS)}")
+        if progress.dropout not in DROPOUTS:
+            raise ValueError(f"dropout {progress.dropout!r} is not one of {', '.join(DROPOUTS)}")
         return progress
 
 

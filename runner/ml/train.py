@@ -8,6 +8,7 @@ Read top to bottom:
    next entry of that task's length-grouped epoch plan (``positions[task]`` = epoch, index).
    Token-controlled jobs trim the batch that would overshoot the target.  The real tokens of
    each batch (attention-mask sum) are added to the task's counter right where the batch is fed.
+   Dropout draws its masks as the job's progress says (``model.use_dropout``).
 3. Every ``eval_every`` steps: validate (mean of the tasks' primary metrics), best weights
    (an exact tie of the score is broken by the lower mean validation loss), early stopping
    (patience, min_delta; not for token_controlled, which keeps its best weights apart, in
@@ -39,6 +40,7 @@ import torch
 from runner.ml import checkpoint as ckpt
 from runner.ml.batching import BATCH_ORDER, EncodedSplit, collate, epoch_plan
 from runner.ml.inference import predict
+from runner.ml.model import DROPOUT, use_dropout
 from runner.ml.runtime import autocast, to_device
 from runner.orchestrate.jobapi import JobFailed, JobInterrupted
 from runner.study.config import TrainConfig
@@ -181,7 +183,8 @@ def new_progress(setup: TrainSetup) -> ckpt.TrainingProgress:
         target_tokens=setup.target_tokens,
         positions={t: {"epoch": 0, "index": 0} for t in names},
         tokens_per_task={t: 0 for t in names}, examples_per_task={t: 0 for t in names},
-        batches_per_task={t: 0 for t in names}, batch_order=BATCH_ORDER)
+        batches_per_task={t: 0 for t in names}, batch_order=BATCH_ORDER,
+        dropout=DROPOUT)
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
@@ -440,6 +443,7 @@ def _open_run(model, setup: TrainSetup, ctx) -> _Run:
         model.load_state_dict(model_state)
     else:
         progress = new_progress(setup)
+    use_dropout(model, progress.dropout)  # the job's own, whichever version started it
     model.to(device)
     optimizer, scheduler = make_optimizer(model, cfg, device, progress.total_steps)
     if restored is not None:

@@ -506,6 +506,7 @@ def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, o
             "batch_size": progress.batch_size,
             "grad_accumulation": progress.grad_accumulation,
             "batch_order": progress.batch_order,
+            "dropout": progress.dropout,
             "oom_retry": oom_retry},
         "test_results": eval_results(per_task),
         "token_count": progress.token_count,

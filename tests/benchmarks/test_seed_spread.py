@@ -195,6 +195,26 @@ def test_old_files_resume_with_the_engine_order_they_were_written_with(ss, tmp_p
         ss.load_store(old, True, {**settings, "engine_order": "hf"})
 
 
+def test_engine_dropout_is_what_new_engine_jobs_take_and_old_files_used_torchs(ss, tmp_path):
+    """``--engine-dropout`` sets the dropout new engine jobs record (runner.ml.train.DROPOUT)
+    inside its block only; files written before the option pair with ``torch`` only, and a
+    candidate that changes only the dropout reuses the baseline's Trainer runs."""
+    assert ss.parse_args(["--out", "x.json"]).engine_dropout == "uniform-mask"
+    for kind in ss.engine_model.DROPOUTS:
+        with ss.engine_dropout(kind):
+            assert ss.engine_train.new_progress.__globals__["DROPOUT"] == kind
+    assert ss.engine_train.DROPOUT == "uniform-mask"   # put back
+    with pytest.raises(SystemExit):
+        ss.parse_args(["--out", "x.json", "--engine-dropout", "bernoulli"])
+    settings = {"model": "tiny", "engine_order": "hf-groups"}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": ss.FORMAT, "settings": settings, "runs": {}}))
+    assert ss.load_store(old, True, {**settings, "engine_dropout": "torch"})["runs"] == {}
+    with pytest.raises(ss.InputError, match="settings.engine_dropout"):
+        ss.load_store(old, True, {**settings, "engine_dropout": "uniform-mask"})
+    assert "engine_dropout" in ss.ENGINE_ONLY_SETTINGS
+
+
 def test_per_task_settings_are_checked_for_the_tasks_a_run_trains(ss, tmp_path):
     both = {"model": "tiny", "engine_order": "shuffled",
             "train_examples": {"bc2gm": 2000, "gad": 2000},
@@ -277,7 +297,11 @@ def test_versus_pairs_the_engine_runs_of_two_candidates_by_seed(ss, tmp_path):
     other.write_text(json.dumps({"format": ss.FORMAT, "runs": {},
                                  "settings": {**settings, "engine_order": "hf"}}))
     assert ss.load_other(other, settings)["settings"]["engine_order"] == "hf"
-    assert ss._engine_label({"engine_order": "hf"}) == "hf order, tests its best validation"
+    assert ss._engine_label({"engine_order": "hf"}) == \
+        "hf order, torch dropout, tests its best validation"
+    assert ss._engine_label({"engine_order": "hf-groups", "engine_dropout": "uniform-mask",
+                             "engine_eval": "end"}) == \
+        "hf-groups order, uniform-mask dropout, tests final weights"
     with pytest.raises(ss.InputError, match="settings.epochs"):
         ss.load_other(other, {**settings, "epochs": 1})
 

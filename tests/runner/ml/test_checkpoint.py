@@ -224,33 +224,38 @@ def test_another_jobs_checkpoint_is_corrupt_and_the_job_resumes_from_its_own(env
 
 
 # ------------------------------------------------------------- a checkpoint of an older version
-def test_a_checkpoint_without_a_batch_order_resumes_in_the_order_it_was_written_in(
-        env, monkeypatch, caplog):
-    """Checkpoints written before issue 14 changed the batch order name none: they resume on
-    the batches they started with (``groups-of-50``), not on the new order's; one naming an
-    order this version does not know is corrupt."""
+@pytest.mark.parametrize("field,setting,new,legacy,unknown,known", [
+    ("batch_order", "BATCH_ORDER", "hf-groups", "groups-of-50", "zigzag",
+     "hf-groups, groups-of-50"),
+    ("dropout", "DROPOUT", "uniform-mask", "torch", "bernoulli", "uniform-mask, torch")])
+def test_a_checkpoint_that_names_no_recipe_resumes_with_the_one_it_was_written_with(
+        env, monkeypatch, caplog, field, setting, new, legacy, unknown, known):
+    """Checkpoints written before issue 14 changed the batch order, or before the uniform-mask
+    dropout, name neither: they resume with what they started with (``groups-of-50`` batches,
+    torch's dropout: the uninterrupted job's result exactly), not with the new recipe; one
+    naming what this version does not know is corrupt."""
     import runner.ml.train as engine_train
 
     model_path, _, ctx = env
-    new_order = engine_job.run_job(make_job(model_path, tasks=TASKS, max_epochs=2,
-                                            eval_every=4, patience=100), ctx("new"))
-    assert new_order["train_results"]["batch_order"] == "hf-groups"
-    with monkeypatch.context() as m:   # the engine as it was: its progress named no order
-        m.setattr(engine_train, "BATCH_ORDER", "groups-of-50")
+    fresh = engine_job.run_job(make_job(model_path, tasks=TASKS, max_epochs=2, eval_every=4,
+                                        patience=100), ctx("new"))
+    assert fresh["train_results"][field] == new
+    with monkeypatch.context() as m:   # the engine as it was: its progress named nothing
+        m.setattr(engine_train, setting, legacy)
         job, reference, c = interrupted_at_7(model_path, ctx, "old")
-    assert reference["test_results"] != new_order["test_results"]   # the orders differ here
+    assert reference["test_results"] != fresh["test_results"]   # the recipes differ here
     root = c.job_dir / "checkpoints"
     progress = json.loads((root / "checkpoint-7" / "progress.json").read_text())
-    assert progress.pop("batch_order") == "groups-of-50"
+    assert progress.pop(field) == legacy
     (root / "checkpoint-7" / "progress.json").write_text(json.dumps(progress))
     reseal(root / "checkpoint-7")
-    plant(root, root / "checkpoint-7", 9, {"progress.json": {"batch_order": "zigzag"}})
+    plant(root, root / "checkpoint-7", 9, {"progress.json": {field: unknown}})
     with caplog.at_level(logging.WARNING):
         resumed = engine_job.run_job(job, c)
     same_result(resumed, reference)
-    assert resumed["train_results"]["batch_order"] == "groups-of-50"
-    assert "checkpoint-9 is corrupt: unreadable (ValueError: batch_order 'zigzag' is not one " \
-        "of hf-groups, groups-of-50); falling back to checkpoint-7" in caplog.text
+    assert resumed["train_results"][field] == legacy
+    assert f"checkpoint-9 is corrupt: unreadable (ValueError: {field} {unknown!r} is not one " \
+        f"of {known}); falling back to checkpoint-7" in caplog.text
 
 
 def test_a_set_aside_checkpoint_no_longer_shadows_newer_saves(tmp_path):

@@ -131,7 +131,9 @@ def test_time_budget_stops_ray_with_exit_3_and_a_rerun_completes(log, tmp_path):
     t0 = time.monotonic()
     rc, lines = ray_run(SMALL, out, tmp_path, time_budget_s=2.0, job_fn=slow_standin)
     assert rc == 3, lines
-    assert time.monotonic() - t0 < 10
+    # the stop is shown by the jobs left undone; the clock only bounds a hang (a 10 s bound
+    # failed once at 11.4 s on a machine busy with other runs)
+    assert time.monotonic() - t0 < 60
     assert any("time budget reached" in ln for ln in lines)
     assert len(results(out, plan)) < len(plan.jobs)
     rc, lines = ray_run(SMALL, out, tmp_path, job_fn=slow_standin)
