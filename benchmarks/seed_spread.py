@@ -309,12 +309,14 @@ def load_other(source: Path, settings: dict) -> dict:
         for k in ENGINE_ONLY_SETTINGS}})
 
 
-def reuse_trainer(store: dict, source: Path, settings: dict) -> int:
-    """Copy into ``store`` the Trainer runs of ``source`` it lacks; ``source`` must have been
-    written with these settings but for ENGINE_ONLY_SETTINGS.  Returns the runs copied."""
+def reuse_trainer(store: dict, source: Path, settings: dict, tasks: list[str]) -> int:
+    """Copy into ``store`` the Trainer runs of ``tasks`` that ``source`` has and it lacks;
+    ``source`` must have been written with these settings but for ENGINE_ONLY_SETTINGS.
+    Returns the runs copied."""
     other = load_other(source, settings)
     copied = 0
-    for task, systems in other["runs"].items():
+    for task in tasks:
+        systems = other["runs"].get(task, {})
         mine = store["runs"].setdefault(task, {s: {} for s in SYSTEMS})["trainer_grouped"]
         for seed, rec in systems.get("trainer_grouped", {}).items():
             if seed not in mine:
@@ -675,7 +677,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     if args.reuse_trainer:
         try:
-            copied = reuse_trainer(store, Path(args.reuse_trainer), settings)
+            copied = reuse_trainer(store, Path(args.reuse_trainer), settings, args.tasks)
         except InputError as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -261,20 +261,25 @@ def test_a_candidate_reuses_the_trainer_runs_of_the_baseline_file(ss, tmp_path):
                      "engine_eval": "epoch"}
     base = tmp_path / "base.json"
     runs = {"bc2gm": {"engine": {"1": {"score": 0.5}},
-                      "trainer_grouped": {"1": {"score": 0.6}, "2": {"score": 0.7}}}}
+                      "trainer_grouped": {"1": {"score": 0.6}, "2": {"score": 0.7}}},
+            "gad": {"engine": {}, "trainer_grouped": {"1": {"score": 0.8}}}}
     base.write_text(json.dumps({"format": ss.FORMAT, "settings": base_settings, "runs": runs}))
     store = {"format": ss.FORMAT, "settings": {}, "runs": {"bc2gm": {
         "engine": {}, "trainer_grouped": {"2": {"score": 0.71}}}}}
     cand = {**base_settings, "engine_order": "hf"}
-    assert ss.reuse_trainer(store, base, cand) == 1
+    assert ss.reuse_trainer(store, base, cand, ["bc2gm"]) == 1
     assert store["runs"]["bc2gm"]["trainer_grouped"] == {
         "2": {"score": 0.71}, "1": {"score": 0.6, "reused_from": "base.json"}}
     assert store["runs"]["bc2gm"]["engine"] == {}
+    assert "gad" not in store["runs"]     # a task this run does not train is not copied
+    assert ss.reuse_trainer(store, base, cand, ["gad", "chemprot"]) == 1
+    assert store["runs"]["gad"]["trainer_grouped"] == {
+        "1": {"score": 0.8, "reused_from": "base.json"}}
     # any other setting must match: those Trainer runs would not pair
     with pytest.raises(ss.InputError, match="settings.epochs"):
-        ss.reuse_trainer(store, base, {**cand, "epochs": 1})
+        ss.reuse_trainer(store, base, {**cand, "epochs": 1}, ["bc2gm"])
     with pytest.raises(ss.InputError):
-        ss.reuse_trainer(store, tmp_path / "missing.json", cand)
+        ss.reuse_trainer(store, tmp_path / "missing.json", cand, ["bc2gm"])
 
 
 def test_versus_pairs_the_engine_runs_of_two_candidates_by_seed(ss, tmp_path):
