@@ -50,7 +50,9 @@ and ``*_speed_gad.json`` time ``hf-groups`` and the Trainer back to back (seeds 
 for seeds 1, 3 and 6: of the ten, only 3 and 6 chose other weights than their final ones.
 The files before ``*_uniform_mask.json`` ran torch's own dropout (``--engine-dropout torch``);
 ``seed_spread_issue14_{bc2gm,gad}_uniform_mask.json`` the engine as it is (``hf-groups``, the
-uniform-mask dropout of runner.ml.model), both systems timed back to back on every seed.
+uniform-mask dropout of runner.ml.model), both systems timed back to back on seeds 1-10; BC2GM's
+seeds 11-15 ran the engine only, against the (deterministic: the same numbers on seeds 1-10)
+Trainer runs of ``seed_spread_issue14_bc2gm_hf_groups.json``.
 """
 
 from __future__ import annotations
@@ -345,8 +347,10 @@ def load_store(path: Path, resume: bool, settings: dict) -> dict:
         raise InputError(str(path), f"not a readable JSON file ({exc})") from None
     if not isinstance(store, dict) or store.get("format") != FORMAT:
         raise InputError(str(path), f"not a {FORMAT} results file", where="format")
-    # files written before a setting existed were written with its default
+    # files written before a setting existed were written with its default (and a setting
+    # not given here is its default too)
     stored = {**SETTING_DEFAULTS, **(store.get("settings") or {})}
+    settings = {**SETTING_DEFAULTS, **settings}
     for key in sorted(set(stored) | set(settings)):
         if key in PER_TASK_SETTINGS:
             _check_per_task(path, key, stored.get(key), settings.get(key))
