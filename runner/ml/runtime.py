@@ -29,6 +29,50 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count()
 
 
+def cuda_native_bf16() -> bool:
+    """bfloat16 in hardware on this process's GPU (compute capability 8.0+: A100, H100, L4...).
+    Not ``torch.cuda.is_bf16_supported()``: since torch 2.3 that also counts emulation and says
+    True on a T4, where bfloat16 has no tensor cores and runs several times slower than fp16."""
+    return torch.cuda.is_available() and tuple(torch.cuda.get_device_capability()) >= (8, 0)
+
+
+TRITON_MIN_CAPABILITY = (7, 0)   # torch.compile's GPU code generator (Triton) needs Volta+
+
+
+def compile_problem(device: torch.device) -> str | None:
+    """Why ``torch.compile`` is not used on ``device`` (None: it is).  A CPU runs eagerly by
+    design (compiling needs a C++ toolchain and pays off little for these short sequences)."""
+    if device.type != "cuda":
+        return "not a CUDA device"
+    if not hasattr(torch.nn.Module, "compile"):
+        return f"torch {torch.__version__} has no Module.compile (2.2+)"
+    capability = tuple(torch.cuda.get_device_capability(device))
+    if capability < TRITON_MIN_CAPABILITY:
+        return (f"{torch.cuda.get_device_name(device)} has compute capability "
+                f"{capability[0]}.{capability[1]}; torch.compile's Triton kernels need "
+                f"{TRITON_MIN_CAPABILITY[0]}.{TRITON_MIN_CAPABILITY[1]}+")
+    from importlib.util import find_spec
+    if find_spec("triton") is None:
+        return "Triton is not installed (torch.compile's GPU code generator)"
+    return None
+
+
+def compile_module(module: torch.nn.Module, device: torch.device, log) -> bool:
+    """``module.compile()`` in place (its state_dict keys stay the plain module's) where
+    :func:`compile_problem` allows; otherwise it runs eagerly, with a warning on a GPU.  A graph
+    that fails to compile later, at its first call, also falls back to eager execution
+    (dynamo's ``suppress_errors``) instead of failing the job.  True when compiled."""
+    problem = compile_problem(device)
+    if problem is not None:
+        if device.type == "cuda":
+            log.warning("compile: %s; running eagerly", problem)
+        return False
+    import torch._dynamo
+    torch._dynamo.config.suppress_errors = True
+    module.compile()
+    return True
+
+
 def configure_threads() -> None:
     """Never more torch threads than cores this process may use (containers report the
     host's count, and oversubscribed threads slow a CPU job down)."""

@@ -31,6 +31,7 @@ from runner.ml.inference import score_and_write
 from runner.ml.model import apply_adapter, build_model, parameter_counts
 from runner.ml.runtime import (
     CudaOutOfMemory,
+    compile_module,
     configure_threads,
     device_name,
     empty_cuda_cache,
@@ -407,13 +408,8 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
             raise JobFailed(f"model not found: {job.model_name} "
                             f"({str(exc).splitlines()[0][:160]})") from None
         apply_adapter(model, cfg.adapter)
-        if cfg.compile and device.type == "cuda":
-            if hasattr(model.encoder, "compile"):
-                # in place: the state_dict keys (checkpoints, best/) stay the plain model's
-                model.encoder.compile()
-            else:
-                log.warning("compile: torch %s has no Module.compile (2.2+); running eagerly",
-                            torch_version())
+        if cfg.compile:   # where it cannot (CPU, old GPU or torch): eagerly, as said
+            compile_module(model.encoder, device, log)
         setup = TrainSetup(job.strategy, data.tasks, cfg, int(job.seed), device, pad_id,
                            ckpt_root, evaluate, batch_size, accumulation, target,
                            open_tracker)

@@ -150,14 +150,6 @@ def tiny_reference(tmp_path_factory) -> dict:
     return dict(_TINY)
 
 
-def engine_available() -> bool:
-    try:
-        import runner.recipes  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def cli_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
@@ -384,8 +376,6 @@ def test_bad_worker_flags_exit_2_and_write_nothing(extra, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not engine_available(), reason="the training engine (runner.recipes) is "
-                    "not importable")
 def test_real_engine_two_workers_equal_one_worker(tmp_path, tmp_path_factory):
     ref = tiny_reference(tmp_path_factory)
     manifest, one, two = ref["manifest"], ref["results"], tmp_path / "two"
