@@ -30,7 +30,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -448,6 +448,10 @@ def _open_run(model, setup: TrainSetup, ctx) -> _Run:
     if restored is not None:
         path, progress, model_state, optim_state, rng_state = restored
         model.load_state_dict(model_state)
+        # the micro-batch the job trained with (halved after a CUDA OOM; runner.recipes'
+        # train_with_oom_retry): validation batches of a resumed job are the uninterrupted one's
+        setup = replace(setup, batch_size=progress.batch_size,
+                        grad_accumulation=progress.grad_accumulation)
     else:
         progress = new_progress(setup)
     use_dropout(model, progress.dropout)  # the job's own, whichever version started it

@@ -414,7 +414,7 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
                            ckpt_root, evaluate, batch_size, accumulation, target,
                            open_tracker)
         try:
-            return model, train(model, setup, ctx), oom_retry
+            progress = train(model, setup, ctx)
         except CudaOutOfMemory:
             if oom_retry is not None or batch_size < 2:
                 raise JobFailed(f"CUDA out of memory at batch size {batch_size}") from None
@@ -427,6 +427,13 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
             oom_retry = {"batch_size": batch_size, "grad_accumulation": accumulation}
             log.warning("CUDA out of memory: retrying with batch size %d x %d accumulation",
                         batch_size, accumulation)
+            continue
+        if progress.batch_size != int(cfg.batch_size):
+            # resumed from a checkpoint of the retry (the process that hit the OOM was
+            # stopped): the record is the checkpoint's micro-batch
+            oom_retry = {"batch_size": progress.batch_size,
+                         "grad_accumulation": progress.grad_accumulation}
+        return model, progress, oom_retry
 
 
 def per_task_entries(specs: dict, scored: dict, progress, frames: dict) -> dict[str, dict]:
