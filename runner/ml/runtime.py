@@ -98,6 +98,48 @@ def device_name(device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def synchronize(device) -> None:
+    """Wait for ``device``'s queued kernels (CUDA); nothing on the CPU.  For timing."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gpu_report() -> dict:
+    """What torch reports of this process's GPUs: count, and the first one's name, compute
+    capability, memory and hardware bfloat16 (empty without CUDA)."""
+    if not torch.cuda.is_available():
+        return {}
+    props = torch.cuda.get_device_properties(0)
+    return {"count": torch.cuda.device_count(), "name": torch.cuda.get_device_name(0),
+            "capability": ".".join(str(x) for x in torch.cuda.get_device_capability(0)),
+            "memory_gib": round(props.total_memory / 2 ** 30, 1),
+            "native_bf16": cuda_native_bf16(), "cuda": torch.version.cuda}
+
+
+def matmul_peak_flops(device, dtype: torch.dtype | None, seconds: float = 1.0) -> float:
+    """Measured matmul FLOP/s (2 n^3 per product, best of short runs) at ``dtype`` (None:
+    float32) on ``device``: the peak a measured MFU is taken against."""
+    import time
+
+    device = torch.device(device)
+    n = 1024 if device.type == "cpu" else 8192
+    dt = dtype or torch.float32
+    a = torch.randn(n, n, device=device, dtype=dt)
+    b = torch.randn(n, n, device=device, dtype=dt)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    best, end = 0.0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        synchronize(device)
+        best = max(best, 3 * 2 * n ** 3 / (time.perf_counter() - t))
+    return best
+
+
 def torch_version() -> str:
     return torch.__version__
 
