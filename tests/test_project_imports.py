@@ -117,14 +117,16 @@ def hidden_project_imports(path: Path) -> list[int]:
         if not caught & CATCHES_IMPORT:
             continue
         for stmt in node.body:
-            for inner in ast.walk(stmt):
-                if isinstance(inner, ast.Import) and any(
-                        a.name.split(".")[0] in PROJECT for a in inner.names):
-                    lines.append(inner.lineno)
-                elif isinstance(inner, ast.ImportFrom) and (
-                        inner.level or (inner.module or "").split(".")[0] in PROJECT):
-                    lines.append(inner.lineno)
+            lines += [inner.lineno for inner in ast.walk(stmt) if _imports_project(inner)]
     return lines
+
+
+def _imports_project(node: ast.AST) -> bool:
+    if isinstance(node, ast.Import):
+        return any(a.name.split(".")[0] in PROJECT for a in node.names)
+    if isinstance(node, ast.ImportFrom):   # a relative import is the project's own
+        return bool(node.level) or (node.module or "").split(".")[0] in PROJECT
+    return False
 
 
 def test_no_project_import_is_caught_as_an_optional_library():

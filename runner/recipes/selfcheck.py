@@ -512,4 +512,4 @@ def _throughput(sc: SelfCheck, device, model_dirs: dict[str, str]) -> None:
     read = est.throughput(kind, est.read_benchmark(path))
     sc.check("throughput file", read.source.startswith("measured"),
              f"`python -m runner plan MANIFEST --estimate --gpu {kind} --throughput {path}` "
-             f"uses {read.flops_per_s / 1e9:,.1f} GFLOP/s ({read.source})")
+             f"uses {read.flops_per_s / 1e9:.3g} GFLOP/s ({read.source})")

@@ -59,11 +59,14 @@ def test_the_notebook_runs_top_to_bottom_on_cpu_with_a_tiny_manifest(tmp_path, m
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                      for o in c.get("outputs", []))
+    (tmp_path / "notebook_output.txt").write_text(text)   # what the notebook showed
     assert json.loads((working / "selfcheck.json").read_text())["ok"]
     assert json.loads((working / "throughput.json").read_text())["device"].startswith("CPU")
     assert "measured on CPU" in text                                   # the estimate cell
     results = working / "results" / "tiny"
     assert len(list(results.glob("*/result.json"))) == 5               # the study is done
-    assert "exit code 0: the study is done" in text and "5 done" in text.replace(":", "")
+    assert "exit code 0: the study is done" in text          # the session cell
+    assert "per state: done 5" in text                        # the status cell
+    assert "selfcheck: 8 of 8 checks passed" in text          # the GPU check, shown here
     assert (working / "paper" / "SUMMARY.txt").exists()
     assert "GiB of 20 GB" in text and text.rstrip().endswith("session exit code 0")

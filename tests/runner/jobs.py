@@ -5,6 +5,7 @@ points runner.recipes.train_job's data seams at them."""
 from __future__ import annotations
 
 import random
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -140,3 +141,16 @@ def kill_after_first_checkpoint(victim, checkpoints: Path, timeout_s: float,
     time.sleep(random.uniform(*jitter_s))
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
+
+
+def python_child(function: str, args: list[str]) -> subprocess.Popen:
+    """A ``python -c`` process calling ``function`` ("tests.module:name") with ``args``, from
+    the repository root with one torch thread (the kill -9 tests' jobs)."""
+    import os
+    import sys
+
+    module, name = function.split(":")
+    code = f"import sys; from {module} import {name}; {name}(*sys.argv[1:])"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=repo, env=env)

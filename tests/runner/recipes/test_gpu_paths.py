@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +20,13 @@ from runner.orchestrate.jobapi import JobContext, JobFailed, JobInterrupted
 from runner.recipes import heldout as engine_heldout
 from runner.recipes import train_job as engine_job
 from tests.runner import jobs
-from tests.runner.jobs import kill_after_first_checkpoint, make_job, patch_data_side
+from tests.runner.jobs import (
+    kill_after_first_checkpoint,
+    make_job,
+    patch_data_side,
+    python_child,
+)
 
-REPO = Path(__file__).resolve().parents[3]
 tiny_model, env = jobs.tiny_model, jobs.env   # the shared fixtures
 
 STABLE = ("token_count", "tokens_per_task", "validation_history", "test_results", "per_task")
@@ -161,10 +163,7 @@ def fp16_child_main(model_path: str, data_dir: str, job_dir: str, out: str) -> N
 
 
 def _child(args: list[str]) -> subprocess.Popen:
-    code = ("import sys; from tests.runner.recipes.test_gpu_paths import fp16_child_main; "
-            "fp16_child_main(*sys.argv[1:])")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env)
+    return python_child("tests.runner.recipes.test_gpu_paths:fp16_child_main", args)
 
 
 @pytest.mark.slow

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +31,7 @@ from tests.runner.jobs import (
     kill_after_first_checkpoint,
     make_job,
     patch_data_side,
+    python_child,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -475,10 +474,7 @@ def child_main(model_path: str, data_dir: str, job_dir: str, out: str) -> None:
 
 
 def _child(args: list[str]) -> subprocess.Popen:
-    code = ("import sys; from tests.runner.recipes.test_train_job import child_main; "
-            "child_main(*sys.argv[1:])")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env)
+    return python_child("tests.runner.recipes.test_train_job:child_main", args)
 
 
 def test_kill_minus_9_and_resume_equals_uninterrupted(env, tmp_path):
