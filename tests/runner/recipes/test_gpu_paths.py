@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,12 +19,7 @@ from runner.orchestrate.jobapi import JobContext, JobFailed, JobInterrupted
 from runner.recipes import heldout as engine_heldout
 from runner.recipes import train_job as engine_job
 from tests.runner import jobs
-from tests.runner.jobs import (
-    kill_after_first_checkpoint,
-    make_job,
-    patch_data_side,
-    python_child,
-)
+from tests.runner.jobs import kill_and_resume, make_job, patch_data_side, stop_after
 
 tiny_model, env = jobs.tiny_model, jobs.env   # the shared fixtures
 
@@ -92,14 +86,9 @@ def test_a_job_stopped_after_its_oom_retry_resumes_at_the_halved_batch(env, monk
     inject_oom(monkeypatch, [3])
     whole = engine_job.run_job(oom_job(model_path), ctx("whole"))
     inject_oom(monkeypatch, [3])
-    calls = {"n": 0}
-
-    def stop_later():
-        calls["n"] += 1
-        return calls["n"] == 9
     with pytest.raises(JobInterrupted):
         engine_job.run_job(oom_job(model_path, checkpoint_every_s=0.0),
-                           ctx("split", should_stop=stop_later))
+                           ctx("split", should_stop=stop_after(9)))
     inject_oom(monkeypatch, [])
     resumed = engine_job.run_job(oom_job(model_path, checkpoint_every_s=0.0), ctx("split"))
     assert resumed["train_results"]["oom_retry"] == {"batch_size": 2, "grad_accumulation": 2}
@@ -162,25 +151,18 @@ def fp16_child_main(model_path: str, data_dir: str, job_dir: str, out: str) -> N
     Path(out).write_text(json.dumps(result))
 
 
-def _child(args: list[str]) -> subprocess.Popen:
-    return python_child("tests.runner.recipes.test_gpu_paths:fp16_child_main", args)
-
-
 @pytest.mark.slow
 def test_fp16_job_killed_and_resumed_equals_the_uninterrupted_one(env, tmp_path):
     model_path, data_dir, _ = env
-    ref_out, out = tmp_path / "ref.json", tmp_path / "resumed.json"
-    ref = _child([str(model_path), str(data_dir), str(tmp_path / "ref"), str(ref_out)])
-    victim_dir = tmp_path / "victim"
-    victim = _child([str(model_path), str(data_dir), str(victim_dir), str(out)])
-    kill_after_first_checkpoint(victim, victim_dir / "checkpoints", 180, (0.2, 1.0))
-    assert not out.exists(), "the job finished before the kill; make it longer"
-    (step, path), = ckpt.list_checkpoints(victim_dir / "checkpoints")
-    saved = torch.load(path / "optimizer.pt", weights_only=True)["scaler"]
+    saved = {}
+
+    def at_kill(victim_dir):
+        (step, path), = ckpt.list_checkpoints(victim_dir / "checkpoints")
+        saved.update(torch.load(path / "optimizer.pt", weights_only=True)["scaler"], step=step)
+    a, b = kill_and_resume("tests.runner.recipes.test_gpu_paths:fp16_child_main", model_path,
+                           data_dir, tmp_path, 180, (0.2, 1.0), at_kill)
     assert saved["scale"] != 2.0 ** 24 and saved["growth_interval"] == 2   # a moved scale
-    resumed = _child([str(model_path), str(data_dir), str(victim_dir), str(out)])
-    assert resumed.wait(timeout=300) == 0 and ref.wait(timeout=300) == 0
-    a, b = json.loads(ref_out.read_text()), json.loads(out.read_text())
+    step = saved["step"]
     assert b["provenance"]["precision"] == "float16"
     assert 0 < step < b["train_results"]["steps"]
     assert b["scaler_state"] == a["scaler_state"]
@@ -197,13 +179,8 @@ def test_fp16_resume_without_the_scaler_state_would_differ(env, monkeypatch):
                    checkpoint_every_s=0.0)
     engine_job.run_job(job, ctx("whole"))
     whole_state = scalers[-1].state_dict()
-    calls = {"n": 0}
-
-    def stop_at_7():
-        calls["n"] += 1
-        return calls["n"] == 7
     with pytest.raises(JobInterrupted):
-        engine_job.run_job(job, ctx("split", should_stop=stop_at_7))
+        engine_job.run_job(job, ctx("split", should_stop=stop_after(7)))
     monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict", lambda self, state: None)
     engine_job.run_job(job, ctx("split"))
     assert scalers[-1].state_dict() != whole_state
