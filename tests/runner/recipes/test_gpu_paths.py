@@ -157,7 +157,8 @@ def test_fp16_job_killed_and_resumed_equals_the_uninterrupted_one(env, tmp_path)
     saved = {}
 
     def at_kill(victim_dir):
-        (step, path), = ckpt.list_checkpoints(victim_dir / "checkpoints")
+        # the newest (a kill between a save and the pruning leaves two), which it resumes from
+        step, path = ckpt.list_checkpoints(victim_dir / "checkpoints")[0]
         saved.update(torch.load(path / "optimizer.pt", weights_only=True)["scaler"], step=step)
     a, b = kill_and_resume("tests.runner.recipes.test_gpu_paths:fp16_child_main", model_path,
                            data_dir, tmp_path, 180, (0.2, 1.0), at_kill)
