@@ -253,10 +253,10 @@ def test_two_reported_gpus_start_two_workers_each_on_its_own_gpu(env, monkeypatc
         for i in (0, 1)]
     gpu_of = {}   # job -> the CUDA_VISIBLE_DEVICES of the child that ran it
     for ln in env["log"].read_text().splitlines():
-        if ln.startswith("start"):
-            gpu_of[ln.split()[1]] = ln.split()[3]
+        if ln.startswith("gpu "):
+            gpu_of[ln.split()[1]] = ln.split()[2]
     assert set(gpu_of) == {j.job_id for j in plan.jobs}
-    assert set(gpu_of.values()) == {"gpu=0", "gpu=1"}
+    assert set(gpu_of.values()) == {"0", "1"}
 
 
 # ------------------------------------------------------------------ stand-in jobs
