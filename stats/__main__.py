@@ -9,6 +9,11 @@ from pathlib import Path
 
 from stats.fileio import EXIT_BAD_INPUT, EXIT_OK, StatsInputError, folder_problem
 
+# the most bootstrap resamples accepted: each interval keeps one float64 per resample and
+# metric and draws resamples x test units indices (in chunks); 100x the default of 10,000
+# still fits memory, 10^11 died with MemoryError (issue 25)
+MAX_RESAMPLES = 1_000_000
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -76,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     from stats.report import build_paper
 
     try:
-        if args.resamples < 1:
-            raise StatsInputError(None, "must be at least 1", where="--resamples")
+        if not 1 <= args.resamples <= MAX_RESAMPLES:
+            raise StatsInputError(None, f"must be between 1 and {MAX_RESAMPLES:,} (got "
+                                  f"{args.resamples:,})", where="--resamples")
         if not 0 < args.alpha < 1:
             raise StatsInputError(None, "must be between 0 and 1", where="--alpha")
         if not 0 < args.parity_threshold < 1:
@@ -92,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                                      parity_threshold=args.parity_threshold),
                              contamination=contamination)
     except StatsInputError as err:
+        for line in getattr(err, "lines", ())[1:]:   # RefusedResults: one line per result
+            print(f"refused: {line}", file=sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"read {report['jobs']} job(s), skipped {len(report['skipped'])} file(s); "
