@@ -168,7 +168,11 @@ def _projected_tokens(job: Job, lengths: Lengths) -> dict[str, float]:
     else:
         micro = int(cfg.max_epochs) * sum(math.ceil(n / batch) for n in sizes.values())
     probs = _probabilities(job, sizes) if len(job.tasks) > 1 else {job.tasks[0]: 1.0}
-    return {t: micro * probs[t] * batch * mean for t, (_, mean) in per_task.items()}
+    # a task's batches hold its n examples in ceil(n / batch) batches per epoch: n / that
+    # many examples each on average, never more than the task has (batch 65,536 over 1,000
+    # examples is one batch of 1,000, not 65,536: issue 25's "needs 8,753 epochs")
+    per_batch = {t: n / max(1, math.ceil(n / batch)) for t, n in sizes.items()}
+    return {t: micro * probs[t] * per_batch[t] * mean for t, (_, mean) in per_task.items()}
 
 
 # ----------------------------------------------------------------------------- the checks
