@@ -21,7 +21,6 @@ vocabularies split differently, so every token figure here is an estimate.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict
@@ -33,6 +32,7 @@ from runner.data import token_lengths
 from runner.study.manifest import HYPERPARAMETERS
 from runner.study.plan import Job, Plan
 from stats.core.power import mde_dz  # scipy.special only: plan stays fast
+from stats.fileio import read_json_bounded
 
 # Seed-to-seed standard deviation of a paired difference (two systems, same seed), in points
 # of the primary metric, assumed where no finished jobs measure it: BERT-base fine-tunes on the
@@ -198,8 +198,8 @@ class Results:
             return None
         if job_id not in self._docs:
             try:  # plain string paths: pathlib costs more than the read at 10,000 jobs
-                with open(f"{self.root}/{job_id}/result.json", encoding="utf-8") as fh:
-                    self._docs[job_id] = json.load(fh)
+                # bounded: a result.json linked to /dev/zero is not read forever
+                self._docs[job_id] = read_json_bounded(f"{self.root}/{job_id}/result.json")
             except (OSError, ValueError):
                 self._docs[job_id] = None
         return self._docs[job_id]
