@@ -342,6 +342,8 @@ def _path_problem(path) -> str | None:
         if os.path.islink(path):
             return f"a symbolic link to {os.readlink(path)}, which does not exist"
         return None   # created by `run`
+    except NotADirectoryError:
+        return None   # under a file: folder_problem names the file
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "a symbolic link loop (too many levels of symbolic links)"

@@ -296,6 +296,15 @@ def test_a_full_disk_is_named_as_one(tmp_path):
     other = RuntimeError("shape mismatch")
     assert _space_hint(other, tmp_path, "RuntimeError: shape mismatch") == \
         "RuntimeError: shape mismatch"
+    # through the executor: the failure record (and status) name the space
+    plan = plan_of(tmp_path / "data")
+
+    def full(job, ctx):
+        raise torch_like
+
+    assert run(plan, tmp_path / "r", full) == 1
+    reason = Ledger(tmp_path / "r").failure(plan.jobs[0].job_id)["reason"]
+    assert reason.startswith(f"no space left to write in {tmp_path / 'r' / plan.jobs[0].job_id}")
 
 
 def test_sigterm_stops_the_start_loop(tmp_path, monkeypatch):

@@ -267,7 +267,8 @@ def test_rq2_rows_on_clean_units(tmp_path):
                             {"bc2gm/test.parquet": "a" * 64})
     data = tmp_path / "data"
     path = write_doc(data / "CONTAMINATION.json", doc)
-    (data / "SHA256SUMS").write_text(f"{'a' * 64}  bc2gm/test.parquet\n")  # data not here
+    (data / "SHA256SUMS").write_text(f"{'a' * 64}  bc2gm/test.parquet\n"  # data not here
+                                     f"{sha(path.read_bytes())}  {path.name}\n")
 
     from stats.read.results import load_results
     jobs = load_results([root]).jobs
