@@ -622,13 +622,19 @@ def _run_one(job: Job, claim: Claim, state: str, run: _RunContext,
         return "done"
     if state == "failed":
         run.ledger.clear_failure(job.job_id)
+    job_dir = run.ledger.job_dir(job.job_id)
     try:
-        attempt = _Attempt(job, claim, state, run, study_line)
+        link = _first_link(job_dir)
+        attempt = None if link else _Attempt(job, claim, state, run, study_line)
     except OSError as exc:
-        # the job's folder cannot be written (read-only, full): this job fails, the claim
-        # is given back and the run goes on with the others
-        reason = (f"{run.ledger.job_dir(job.job_id)}: cannot write the job's folder "
-                  f"({exc.strerror or exc})")
+        link, attempt = None, None
+        reason = f"{job_dir}: cannot write the job's folder ({exc.strerror or exc})"
+    if attempt is None:
+        # a link inside the job's folder, or a folder that cannot be written (read-only,
+        # full): this job fails, its claim is given back, the run goes on with the others
+        if link:
+            reason = (f"{link}: a symbolic link (to {os.path.realpath(link)}); the runner "
+                      "writes only inside the results folder: remove the link")
         run.ledger.record_failure(job.job_id, reason, claim.worker)
         run.ledger.release(claim)
         run.say(f"failed {job.job_id}: {reason}")
@@ -812,6 +818,17 @@ def _with_digest(entry, job_dir: Path, where: str):
         entry["best_weights"] = _with_digest(entry["best_weights"], job_dir,
                                              f"{where}.best_weights")
     return entry
+
+
+def _first_link(job_dir: Path) -> str | None:
+    """The first symbolic link in the job's folder or one of its subfolders, where the job
+    writes (log.txt, checkpoints/, predictions/, heldout/, evaluation/); None if none.
+    Writing through one would write outside the results folder."""
+    for parent, dirs, files in os.walk(job_dir):
+        for name in sorted(dirs + files):
+            if os.path.islink(os.path.join(parent, name)):
+                return os.path.join(parent, name)
+    return None
 
 
 def _has_checkpoint(job_dir: Path) -> bool:

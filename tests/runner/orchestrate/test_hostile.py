@@ -183,7 +183,17 @@ def test_a_linked_job_folder_or_result_is_refused_before_any_write(tmp_path):
     with pytest.raises(InputError, match="result.json: a symbolic link \\(to /dev/zero\\)"):
         run(plan, out, writing_job)
     (out / job.job_id / "result.json").unlink()
-    assert run(plan, out, writing_job) == 0
+    # a link inside the job's folder (its log, its checkpoints) fails that job only
+    victim = outside / "victim.txt"
+    victim.write_text("untouched\n")
+    (out / job.job_id / "log.txt").symlink_to(victim)
+    assert run(plan, out, writing_job) == 1
+    assert victim.read_text() == "untouched\n"
+    assert Ledger(out).failure(job.job_id)["reason"] == (
+        f"{out / job.job_id / 'log.txt'}: a symbolic link (to {victim}); the runner writes "
+        "only inside the results folder: remove the link")
+    (out / job.job_id / "log.txt").unlink()
+    assert run(plan, out, writing_job, retry_failed=True) == 0
 
 
 def _finished_study(base: Path):
