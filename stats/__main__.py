@@ -69,7 +69,10 @@ def _check_inputs(results: list[str]) -> None:
     for root in roots:
         if not root.is_dir():
             raise StatsInputError(root, "results folder does not exist (give --results DIR)")
-    if not any(next(result_files(root), None) for root in roots):
+    problems: list[str] = []   # unreadable or linked folders: say so, not "no result"
+    if not any(next(result_files(root, problems), None) for root in roots):
+        if problems:
+            raise StatsInputError(None, problems[0])
         where = "this folder" if len(roots) == 1 else "these folders"
         raise StatsInputError(", ".join(results), f"no result.json found below {where} (no "
                               "job has finished there; give the study's results folder)")

@@ -202,6 +202,22 @@ def test_an_unreadable_job_folder_or_result_is_refused_as_non_root():
         assert f"{root / st2 / 'result.json'}: cannot read it (Permission denied)" in lines
 
 
+def test_a_results_folder_of_links_only_says_so(tmp_path):
+    """No result.json read because every job folder is a link: the link is named, not "no
+    result.json found"."""
+    small(tmp_path / "real")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "study").symlink_to(tmp_path / "real")
+    proc = run_cli(str(tmp_path / "p"), "--results", str(tmp_path / "results"), cwd=tmp_path)
+    assert proc.returncode == 2 and not (tmp_path / "p").exists()
+    assert proc.stderr.strip() == (f"error: {tmp_path / 'results' / 'study'}: a symbolic link "
+                                   f"(to {tmp_path / 'real'}); a results folder must hold its "
+                                   "jobs' own folders, not links")
+    ok = run_cli(str(tmp_path / "p"), "--results", str(tmp_path / "real"), "--resamples",
+                 "20", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_resamples_are_bounded_in_one_line(tmp_path):
     small(tmp_path / "results")
     proc = run_cli(str(tmp_path / "p"), "--results", str(tmp_path / "results"),
