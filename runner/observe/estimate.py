@@ -359,17 +359,22 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
         lengths = design.Lengths(hist)
     targets = {t.job_id: t for t in design.token_controlled(plan, lengths,
                                                             design.Results(None))}
-    out = []
+    out, ids = [], plan.by_id()
     for job in plan.jobs:
         if not all(lengths.has(t) for t in job.tasks):
             continue
         cfg = job.settings
-        if job.job_id in targets:
+        text = job.job_id in targets and targets[job.job_id].control == "text"
+        if text:
+            # a text control replays its multi-task job: every task's tokens through the
+            # encoder (the others' as masked-LM text), so it costs what that job costs
+            per_task = design.projected_tokens(ids[job.depends_on[0]], lengths)
+        elif job.job_id in targets:
             tc = targets[job.job_id]
             per_task = {tc.task: float(tc.target_tokens)}
         else:
             per_task = design.projected_tokens(job, lengths)
-        mean = {t: lengths.epoch(job, t)[1] for t in job.tasks}
+        mean = {t: lengths.epoch(job, t)[1] for t in per_task}
         examples = sum(per_task[t] / mean[t] for t in per_task if mean[t])
         steps = examples / int(cfg.batch_size) / int(cfg.grad_accumulation)
         cap = cfg.max_eval_examples
@@ -391,5 +396,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
         out.append(JobSize(job.job_id, name, train,
                            evals * val + tests * test,
                            train / examples if examples else 64.0,
-                           f"{job.experiment} {job.model} {'+'.join(job.tasks)} seed {job.seed}"))
+                           f"{job.experiment} {job.model} {'+'.join(job.tasks)} seed {job.seed}"
+                           + (" (text control: costs what its multi-task job does)"
+                              if text else "")))
     return out
