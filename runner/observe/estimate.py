@@ -345,6 +345,12 @@ def estimate_as_json(est: Estimate) -> dict:
 
 
 # ------------------------------------------------------------------- from a plan (lazy import)
+def text_control_ids(plan) -> set[str]:
+    """Job ids of the plan's text-matched control jobs (runner.study.design)."""
+    from runner.study.design import is_text_control
+    return {j.job_id for j in plan.jobs if is_text_control(j)}
+
+
 def job_sizes(plan, lengths=None) -> list[JobSize]:
     """JobSize per job of a ``Plan`` from the design check's token projections (the plan's
     data_dir/TOKEN_LENGTHS.json); jobs whose tasks have no token counts are left out."""

@@ -445,8 +445,11 @@ def render(c: DesignCheck) -> list[str]:
                      f"{list(seeds)}; {mde} -- {where}")
     if c.token_controlled:
         ok = sum(t.feasible for t in c.token_controlled)
+        text = sum(t.control == "text" for t in c.token_controlled)
         lines.append(f"  token-controlled jobs: {ok} of {len(c.token_controlled)} reach their "
-                     "target within the epoch cap (projected targets assume the multi-task job "
+                     "target within the epoch cap" + (f" ({text} text-matched: by construction)"
+                                                      if text else "") +
+                     " (projected targets assume the multi-task job "
                      "trains all its epochs; early stopping usually ends it sooner):")
         for (exp, model, task, parity, ref), group in _grouped(
                 c.token_controlled, lambda t: (t.experiment, t.model, t.task, t.parity,
