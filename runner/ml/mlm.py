@@ -45,7 +45,7 @@ class MaskSpec:
             raise ValueError("the tokenizer has no mask token: a masked-LM stream needs one")
         return cls(int(tokenizer.mask_token_id),
                    tuple(sorted({int(i) for i in tokenizer.all_special_ids})),
-                   int(len(tokenizer)), float(probability))
+                   len(tokenizer), float(probability))
 
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, spec: MaskSpec

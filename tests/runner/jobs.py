@@ -140,3 +140,15 @@ def kill_after_first_checkpoint(victim, checkpoints: Path, timeout_s: float,
     time.sleep(random.uniform(*jitter_s))
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
+
+
+def child_job(module: str, args: list[str]):
+    """``module.child_main(*args)`` in a subprocess of one thread (the kill -9 tests)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    code = f"import sys; from {module} import child_main; child_main(*sys.argv[1:])"
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=repo, env=env)

@@ -5,9 +5,6 @@ source task, the masked-LM head recorded, exact resume (should_stop and kill -9)
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +19,6 @@ from runner.recipes import train_job as engine_job
 from tests.runner import jobs
 from tests.runner.jobs import kill_after_first_checkpoint, make_job, patch_data_side
 
-REPO = Path(__file__).resolve().parents[3]
 tiny_model, env = jobs.tiny_model, jobs.env   # the shared fixtures
 
 MT_ID = "feedf00dbeef"
@@ -70,6 +66,13 @@ def test_text_control_matches_every_task_of_its_multi_task_job(env, task):
     assert list(result["per_task"]) == [task]          # tested on its own task only
     assert set(result["validation_history"][0]["metrics"]) == {task}
     assert result["config"]["control"]["tasks"] == list(SET)
+    # its kept weights evaluate as a plain task model (runner evaluate, RQ3): no MLM head
+    from runner.ml import checkpoint as ckpt
+    from runner.recipes.quantized_eval import rebuild_model
+    _meta, state = ckpt.load_best(ckpt.checkpoints_dir(ctx(task).job_dir))
+    assert any(k.startswith("mlm_head.") for k in state)
+    model = rebuild_model(text_job(model_path, task), {task: jobs.SPECS[task]}, state)
+    assert not hasattr(model, "mlm_head")
 
 
 def test_a_pretrained_masked_lm_head_is_used(env, tmp_path):
@@ -156,11 +159,8 @@ def child_main(model_path: str, data_dir: str, job_dir: str, out: str, mt_file: 
     Path(out).write_text(json.dumps(engine_job.run_job(job, ctx)))
 
 
-def _child(args: list[str]) -> subprocess.Popen:
-    code = ("import sys; from tests.runner.recipes.test_text_control import child_main; "
-            "child_main(*sys.argv[1:])")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env)
+def _child(args: list[str]):
+    return jobs.child_job("tests.runner.recipes.test_text_control", args)
 
 
 def test_kill_minus_9_and_resume_equals_uninterrupted(env, tmp_path):

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -474,11 +471,8 @@ def child_main(model_path: str, data_dir: str, job_dir: str, out: str) -> None:
     Path(out).write_text(json.dumps(result))
 
 
-def _child(args: list[str]) -> subprocess.Popen:
-    code = ("import sys; from tests.runner.recipes.test_train_job import child_main; "
-            "child_main(*sys.argv[1:])")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env)
+def _child(args: list[str]):
+    return jobs.child_job("tests.runner.recipes.test_train_job", args)
 
 
 def test_kill_minus_9_and_resume_equals_uninterrupted(env, tmp_path):
