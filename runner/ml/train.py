@@ -9,8 +9,9 @@ Read top to bottom:
    Token-controlled jobs trim the batch that would overshoot the target.  A text-matched
    control (``setup.stream``, runner.ml.mlm) samples over its multi-task job's tasks exactly as
    that job does; its own task's batches train its head, the others' train the encoder's
-   masked-LM head on their text (masks drawn from torch's generator, saved with the RNG).  The real tokens of
-   each batch (attention-mask sum) are added to the task's counter right where the batch is fed.
+   masked-LM head on their text (masks drawn from torch's generator, saved with the RNG).
+   The real tokens of each batch (attention-mask sum) are added to the task's counter right
+   where the batch is fed.
    Dropout draws its masks as the job's progress says (``model.use_dropout``).
 3. Every ``eval_every`` steps: validate (mean of the tasks' primary metrics), best weights
    (an exact tie of the score is broken by the lower mean validation loss), early stopping
