@@ -128,6 +128,9 @@ def section(ctx: Context) -> SectionOutput:
     lines = _control_lines(ctx, split[controls.REPEAT], controls.REPEAT)
     if not any(j.strategy == TC for j in ctx.study.jobs):
         lines.insert(2, "not applicable: no token-controlled job among the results")
+    elif not any(f.get("token_controlled_experiment") for f in split[controls.REPEAT]):
+        lines.insert(2, "no repeat-control token-controlled system among the results (the "
+                     "text-matched control's comparisons follow in their own block)")
     tables_out = {"table_rq5_token_controlled.tex": tables.rq5_table(
         ctx.env, split[controls.REPEAT], opt.alpha, opt.parity_threshold, ctx.source)}
     blocks = [SummaryBlock("RQ5: token-controlled transfer analysis", lines)]

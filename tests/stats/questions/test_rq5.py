@@ -250,6 +250,17 @@ def test_the_text_control_is_its_own_labelled_comparison_never_pooled(tmp_path):
         "bc2gm": SUPERVISION, "chemprot": TEXT_EXPOSURE}
 
 
+def test_a_study_with_only_the_text_control_says_so_in_the_repeat_block(tmp_path):
+    write_study(tmp_path / "r", Design(tasks=("bc2gm",), mt_gain={"bc2gm": 0.03},
+                                       n_units=SMALL, tc_variants=(TCVariant(
+                                           "tc_text", control="text"),)))
+    build_paper(tmp_path / "p", [tmp_path / "r"], Options(resamples=50))
+    summary = (tmp_path / "p" / "SUMMARY.txt").read_text()
+    repeat_block = summary.split("RQ5: token-controlled")[1].split("RQ5 (text-matched")[0]
+    assert "no repeat-control token-controlled system among the results" in repeat_block
+    assert "tc_text" not in repeat_block
+
+
 def test_a_study_without_the_text_control_writes_what_it_wrote(tmp_path):
     write_study(tmp_path / "r", Design(tasks=("bc2gm",), mt_gain={"bc2gm": 0.03},
                                        n_units=SMALL))
