@@ -248,6 +248,9 @@ def test_the_text_control_is_its_own_labelled_comparison_never_pooled(tmp_path):
     stats = json.loads((tmp_path / "p" / "statistics.json").read_text())
     assert {c["task"]: c["text"]["verdict"] for c in stats["rq5_reconciled"]} == {
         "bc2gm": SUPERVISION, "chemprot": TEXT_EXPOSURE}
+    from tests.stats.render.test_latex import compile_tables
+    (tmp_path / "tex").mkdir()
+    compile_tables(tmp_path / "p", tmp_path / "tex", ["table_rq5_text_controlled.tex"])
 
 
 def test_a_study_with_only_the_text_control_says_so_in_the_repeat_block(tmp_path):
