@@ -21,6 +21,7 @@ vocabularies split differently, so every token figure here is an estimate.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import defaultdict
@@ -71,8 +72,10 @@ class TokenControlled:
     target_source: str       # "projected" | "measured"
     tokens_per_epoch: int
     epochs_needed: float
-    epoch_cap: int
+    epoch_cap: int | None    # None: a text control (no cap: it replays its multi-task job)
     feasible: bool
+    control: str = "repeat"  # "repeat" (the methodology's) | "text" (runner.ml.mlm)
+    mlm_head: str | None = None   # text control: which masked-LM head (models.mlm_head_note)
 
 
 @dataclass
@@ -311,12 +314,32 @@ def token_controlled(plan: Plan, lengths: Lengths, results: Results
         target = per_task.get(task, 0) if job.parity == "per_task" else total
         n, mean = lengths.epoch(job, task)
         per_epoch = n * mean
+        if is_text_control(job):
+            # every task's tokens match by construction; its own task is seen as often as in
+            # the multi-task job, so there is no cap to reach
+            epochs = per_task.get(task, 0) / per_epoch if per_epoch else math.inf
+            out.append(TokenControlled(job.job_id, job.experiment, job.model, task, job.seed,
+                                       _label(ref), job.parity or "total", int(target), source,
+                                       int(per_epoch), round(epochs, 2), None, True, "text",
+                                       _mlm_head(job.model_name)))
+            continue
         cap = int(job.settings.token_controlled_max_epochs)
         epochs = target / per_epoch if per_epoch else math.inf
         out.append(TokenControlled(job.job_id, job.experiment, job.model, task, job.seed,
                                    _label(ref), job.parity or "total", int(target), source, int(per_epoch),
                                    round(epochs, 2), cap, epochs <= cap))
     return out
+
+
+def is_text_control(job: Job) -> bool:
+    """A token-controlled job with the text-matched control (config.control, issue 26)."""
+    return (job.config.get("control") or {}).get("kind") == "text"
+
+
+@functools.cache
+def _mlm_head(model_name: str) -> str:
+    from runner.study.models import mlm_head_note
+    return mlm_head_note(model_name)
 
 
 def truncation(plan: Plan, lengths: Lengths) -> list[Truncation]:
@@ -426,14 +449,24 @@ def render(c: DesignCheck) -> list[str]:
                      f"{list(seeds)}; {mde} -- {where}")
     if c.token_controlled:
         ok = sum(t.feasible for t in c.token_controlled)
+        text = sum(t.control == "text" for t in c.token_controlled)
         lines.append(f"  token-controlled jobs: {ok} of {len(c.token_controlled)} reach their "
-                     "target within the epoch cap (projected targets assume the multi-task job "
+                     "target within the epoch cap" + (f" ({text} text-matched: by construction)"
+                                                      if text else "") +
+                     " (projected targets assume the multi-task job "
                      "trains all its epochs; early stopping usually ends it sooner):")
         for (exp, model, task, parity, ref), group in _grouped(
                 c.token_controlled, lambda t: (t.experiment, t.model, t.task, t.parity,
                                                t.reference)):
             need = sorted({t.epochs_needed for t in group})
             span = f"{need[0]:g}" if len(need) == 1 else f"{need[0]:g}-{need[-1]:g}"
+            if group[0].control == "text":
+                lines.append(f"    {exp} {model}/{task} vs {ref}: TEXT-MATCHED control -- "
+                             f"replays the multi-task job ({task} {span} epochs, as there; the "
+                             f"other tasks as masked-LM text with {group[0].mlm_head}); "
+                             f"parity by construction, no epoch cap; costs what the "
+                             f"multi-task job costs ({group[0].target_source}): ok")
+                continue
             bad = sum(not t.feasible for t in group)
             mark = "ok" if not bad else f"INFEASIBLE ({bad} of {len(group)} jobs)"
             lines.append(f"    {exp} {model}/{task} vs {ref} parity {parity}: {span} epochs "

@@ -229,6 +229,7 @@ def test_token_controlled_reaches_target_past_max_epochs(env, parity):
     assert p["achieved_tokens"] == result["token_count"]
     assert result["train_results"]["epochs_trained"] > 2  # went on past max_epochs = 1
     assert result["experiment_type"] == "token_controlled_baseline"
+    assert result["control"] == {"kind": "repeat"}   # issue 26: the methodology's control
 
 
 def test_token_controlled_stops_at_its_epoch_cap_and_records_the_shortfall(env):
