@@ -39,7 +39,9 @@ def heldout_config(job_cfg: TrainConfig, heldout: dict) -> TrainConfig:
                    batch_size=int(heldout["batch_size"]), grad_accumulation=1,
                    # one validation, at the end of the budget: the final weights are tested
                    eval_every=steps, patience=1,
-                   warmup_steps=min(int(job_cfg.warmup_steps), steps // 10),
+                   # the job's warm-up rule for this budget, at most 10% of it
+                   warmup_steps=min(job_cfg.warmup_for(steps)[0], steps // 10),
+                   warmup_ratio=None, warmup_cap=None,
                    max_train_examples={}, sampling="proportional", temperature=1.0,
                    examples_cap=None)
 

@@ -311,9 +311,18 @@ TIDY_COLUMNS = [
     "job_id", "study", "experiment", "experiment_type", "strategy", "model", "model_name",
     "tokenizer", "seed", "task", "job_tasks", "primary_metric", "primary_value",
     "task_tokens", "token_count", "token_efficiency", "epochs_trained", "train_runtime_s",
-    "steps", "n_test", "parity_mode", "parity_reference_job", "parity_relative_gap",
+    "steps", "examples_per_step", "warmup_steps", "n_test", "parity_mode", "parity_reference_job", "parity_relative_gap",
     "result_path",
 ]
+
+
+def examples_per_step(train_results: dict) -> int | None:
+    """Training examples per optimizer step: recorded since issue 23, else batch_size x
+    grad_accumulation (which every result.json has recorded)."""
+    if train_results.get("examples_per_step") is not None:
+        return int(train_results["examples_per_step"])
+    batch, accumulation = train_results.get("batch_size"), train_results.get("grad_accumulation")
+    return None if batch is None else int(batch) * int(accumulation or 1)
 
 
 def token_efficiency(value: float, tokens: int) -> float | None:
@@ -346,6 +355,8 @@ def tidy(jobs: list[JobResult]) -> pd.DataFrame:
                 "epochs_trained": job.train_results.get("epochs_trained"),
                 "train_runtime_s": job.train_results.get("train_runtime"),
                 "steps": job.train_results.get("steps"),
+                "examples_per_step": examples_per_step(job.train_results),
+                "warmup_steps": job.train_results.get("warmup_steps"),
                 "n_test": tr.n_test, "parity_mode": parity.get("mode"),
                 "parity_reference_job": parity.get("reference_job"),
                 "parity_relative_gap": parity.get("relative_gap"),
