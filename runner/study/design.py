@@ -9,6 +9,13 @@ any work.  Nothing here trains or tokenises; it reads the plan, ``data/TOKEN_LEN
   test is possible (two or more), and the minimum detectable effect at 80% power
   (``stats.core.power.mde_dz``, statsmodels' ``TTestPower`` definition) for a seed-to-seed standard deviation of the paired
   difference: ``DEFAULT_SD_POINTS`` unless finished jobs of that comparison give one;
+* per comparison family (what the analysis Holm-corrects together: one question, model and
+  pair of experiments over its tasks) the MDE in points unadjusted and at Holm's first step
+  (alpha / the family's tasks), from its measured sd or the default (source named), the seeds
+  the methodology's expected effects (+2 and +5 points) need, and whether it can detect them;
+* per family the optimizer updates per training example of the multi-task side against the
+  other's (a confound where they differ), with the setting that removes the difference;
+* jobs whose explicit warm-up is 10% or more of their planned optimizer steps;
 * per token-controlled job the epochs it needs to reach its token target, projected from the
   token counts of the prepared data and the multi-task job's planned budget (or its recorded
   token count once it has finished), against the job's epoch cap;
@@ -106,6 +113,7 @@ class Warmup:
     tasks: list[str]
     warmup_steps: int
     planned_steps: int
+    jobs: int = 1             # jobs (seeds) alike
 
 
 @dataclass
@@ -444,18 +452,21 @@ def explicit_warmups(plan: Plan, lengths: Lengths, tc: list[TokenControlled]) ->
     """Jobs whose manifest-given warmup_steps is 10% or more of their planned steps (the
     default's cap never lets that happen; a warmup_ratio says its own share)."""
     by_id = {t.job_id: t for t in tc}
-    out, seen = [], set()
+    out: dict[tuple, Warmup] = {}
     for job in plan.jobs:
         cfg = job.config
         if "warmup_cap" in cfg or "warmup_ratio" in cfg or "warmup_steps" not in cfg:
             continue
         warmup = int(cfg["warmup_steps"])
         steps = planned_job_steps(job, lengths, by_id)
-        key = (job.experiment, job.model, job.tasks, steps)
-        if warmup and steps is not None and warmup >= 0.1 * steps and key not in seen:
-            seen.add(key)
-            out.append(Warmup(job.experiment, job.model, list(job.tasks), warmup, steps))
-    return out
+        if not warmup or steps is None or warmup < 0.1 * steps:
+            continue
+        key = (job.experiment, job.model, job.tasks, warmup, steps)
+        if key in out:
+            out[key].jobs += 1
+        else:
+            out[key] = Warmup(job.experiment, job.model, list(job.tasks), warmup, steps)
+    return list(out.values())
 
 
 def token_controlled(plan: Plan, lengths: Lengths, results: Results
@@ -564,7 +575,7 @@ def _warnings(c: DesignCheck) -> list[str]:
                         f"{f.mde_holm_points:g} points (sd {f.sd_points:g}); {need}")
     if c.warmups:
         worst = max(c.warmups, key=lambda w: w.warmup_steps / w.planned_steps)
-        warn.append(f"{len(c.warmups)} job(s) warm up for 10% or more of their planned "
+        warn.append(f"{sum(w.jobs for w in c.warmups)} job(s) warm up for 10% or more of their planned "
                     f"optimizer steps with an explicit warmup_steps (worst: {worst.experiment} "
                     f"{worst.model}/{'+'.join(worst.tasks)}: {worst.warmup_steps} of "
                     f"{worst.planned_steps} steps); leave warmup_steps out for the default "
