@@ -104,7 +104,8 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: Device,
         seed_all(seed)  # the fresh head's initialisation and the batch order
         model = MultiTaskModel(_copy_encoder(trained_model.encoder), {task: spec})
         freeze_for(model, train_mode)
-        params = parameter_counts(model)
+        counts = parameter_counts(model)   # heldout.json: total and trainable (contract)
+        params = {k: counts[k] for k in ("total", "trainable")}
         setup = TrainSetup("single_task", {task: TrainTask(spec, enc["train"], enc["validation"],
                                                            frames["validation"])},
                            ho_cfg, int(seed), device, pad_id, out_dir / "checkpoints", evaluate,

@@ -28,8 +28,9 @@ Schema (see ``manifests/demo.toml`` for a commented example)::
         [defaults] or per experiment (runner.study.adapter.settings_from_table); absent = full
         fine-tuning (config.adapter = null, so older job ids are unchanged).
       + adapter_match = "<multi_task experiment>" (single_task only): one LoRA per task whose
-        rank is chosen at plan time so that its trainable parameters (LoRA + the task's head)
-        are closest to the multi-task job's (shared LoRA + all its heads); the adapter's
+        rank is chosen at plan time so that its encoder-side trainable parameters (its LoRA,
+        what reaches the held-out tasks) are closest to the multi-task job's shared LoRA; the
+        adapter's
         target_modules, dropout and alpha / r come from that experiment.
       + heldout = true: after the job, evaluate its encoder on the [heldout] tasks.
       + decontaminate = true (also in [defaults]; default false, the methodology's setting):

@@ -15,10 +15,12 @@ folder, file or line is bad input (``{}`` only in a plan built without data, see
 ``build_plan``).
 
 Adapter jobs (RQ2) carry ``config.adapter``; a single_task experiment with ``adapter_match``
-gets, per model and task, the LoRA rank whose trainable parameters (LoRA + the task's head)
-are closest to the matched multi-task job's (shared LoRA + all its heads), computed here from
-the encoder's config (``runner.ml.lora.match_rank``), and records it as
-``config.adapter.matched_to`` (so the matched multi-task job id is part of the identity).
+gets, per model and task, the LoRA rank whose encoder-side trainable parameters (its LoRA: what
+reaches the held-out evaluation, which throws the heads away) are closest to the matched
+multi-task job's shared LoRA, computed here from the encoder's config
+(``runner.ml.lora.match_rank``), and records it as ``config.adapter.matched_to`` with both
+counts, encoder side and with the heads (so the matched multi-task job id is part of the
+identity).
 
 Sequence lengths and token-controlled settings enter the config only where they change what
 a job computes (runner.study.manifest.Manifest.resolved_config): ``max_length_per_task`` unless
@@ -312,20 +314,26 @@ class _Builder:
             conf = encoder_config(resolve_model(alias, manifest.models),
                                   model_key(alias, manifest.models), manifest.path, where)
             hidden = int(conf.hidden_size)
-            target = lora_trainable(conf, settings.target_modules, settings.r,
-                                    sum(head_parameters(t, hidden) for t in ref_set))
+            # matched on what reaches the held-out task: the encoder's LoRA (the heads are
+            # thrown away there; counting them gave 11-13x larger single-task adapters)
+            target = lora_trainable(conf, settings.target_modules, settings.r)
             try:
-                m = match_rank(target, conf, settings.target_modules,
-                               head_parameters(task, hidden))
+                m = match_rank(target, conf, settings.target_modules, 0)
             except InputError as err:
                 raise InputError(manifest.path, err.message, where=where) from None
-            self._matches[key] = (settings, m)
-        settings, m = self._matches[key]
+            heads = (sum(head_parameters(t, hidden) for t in ref_set),
+                     head_parameters(task, hidden))
+            self._matches[key] = (settings, m, heads)
+        settings, m, (ref_heads, own_heads) = self._matches[key]
         out = settings.to_dict()
         # alpha / r (the update's scale) stays the matched experiment's
         out["r"], out["alpha"] = m.r, settings.alpha * m.r / settings.r
         out["matched_to"] = {"experiment": ref_exp.name, "job_id": ref.job_id,
-                             "target_trainable": m.target_trainable, "trainable": m.trainable,
+                             "basis": "encoder",
+                             "target_encoder_trainable": m.target_trainable,
+                             "encoder_trainable": m.trainable,
+                             "target_trainable": m.target_trainable + ref_heads,
+                             "trainable": m.trainable + own_heads,
                              "relative_gap": m.relative_gap}
         return out
 

@@ -387,9 +387,11 @@ def raw_result(job: JobResult) -> dict:
     return _RAW_CACHE[key]
 
 
-def trainable_params(job: JobResult) -> int | None:
+def trainable_params(job: JobResult, key: str = "trainable") -> int | None:
+    """``model_params[key]`` of the job's result.json: "trainable" (heads included) or
+    "encoder_trainable" (the encoder's alone, recorded since issue 23); None if absent."""
     mp = raw_result(job).get("model_params")
-    v = mp.get("trainable") if isinstance(mp, dict) else None
+    v = mp.get(key) if isinstance(mp, dict) else None
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
