@@ -138,6 +138,10 @@ def test_a_finished_reference_gives_the_measured_target_and_sd(tmp_path):
     assert rq1["gad"].sd_source == "measured (3 seeds)"
     assert rq1["gad"].sd_points == pytest.approx(3 ** 0.5, abs=1e-4)
     assert rq1["bc2gm"].sd_source == "default"
+    # issue 23: the RQ1 family's sd is the one its finished jobs measured (gad's)
+    fam = next(f for f in check.families if f.question == "RQ1")
+    assert fam.sd_points == pytest.approx(3 ** 0.5, abs=1e-3)
+    assert fam.sd_source.startswith("measured: 1 of 2 comparison(s)")
 
 
 def test_truncation_counts_at_the_effective_length(tmp_path):
@@ -261,19 +265,6 @@ def test_enough_seeds_detect_the_expected_effect_and_say_so(tmp_path):
         assert f.detects == {"2": True, "5": True} and f.sd_source == "given"
         assert f.mde_holm_points <= 2
     assert not any("CANNOT DETECT" in w for w in check.warnings)
-
-
-def test_a_family_sd_is_measured_from_its_finished_jobs(tmp_path):
-    plan = plan_of(tmp_path)
-    results = tmp_path / "results"
-    mt = [j for j in plan.jobs if j.strategy == "multi_task"]
-    st = {j.seed: j for j in plan.jobs if j.strategy == "single_task" and j.tasks == ("gad",)}
-    for j, mt_f1, st_f1 in zip(mt, (0.70, 0.74, 0.71), (0.69, 0.70, 0.70)):
-        write_result(results, j.job_id, {"per_task": {"gad": score(mt_f1)}})
-        write_result(results, st[j.seed].job_id, {"per_task": {"gad": score(st_f1)}})
-    fam = next(f for f in design.check(plan, results).families if f.question == "RQ1")
-    assert fam.sd_points == pytest.approx(3 ** 0.5, abs=1e-3)       # gad's; bc2gm unmeasured
-    assert fam.sd_source.startswith("measured: 1 of 2 comparison(s)")
 
 
 STUDY_BATCHES = STUDY.replace('batch_size = 10\n', '') + '''
