@@ -152,7 +152,8 @@ def _declare_plan(plan: argparse.ArgumentParser) -> None:
                       help="seed-to-seed standard deviation of a paired difference, in points "
                            "of the primary metric, for the power of every comparison (default: "
                            "measured from finished jobs where 3+ seeds are done, else "
-                           "runner.study.design.DEFAULT_SD_POINTS = 1.0)")
+                           "runner.study.design.DEFAULT_SD_POINTS = 1.62, from the committed "
+                           "seed-spread runs)")
     plan.add_argument("--estimate", action="store_true",
                       help="compute estimate instead of the job table: per job and in total "
                            "the real training tokens, FLOPs and hours on --gpu (an estimate: "

@@ -237,8 +237,9 @@ def make_optimizer(model, cfg: TrainConfig, device: torch.device, total_steps: i
         optimizer = torch.optim.AdamW(groups, lr=float(cfg.learning_rate), fused=True)
     except (RuntimeError, TypeError):
         optimizer = torch.optim.AdamW(groups, lr=float(cfg.learning_rate))
+    warmup, _ = cfg.warmup_for(total_steps)   # the rule's steps for this job's plan
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
-        linear_warmup_decay, warmup=int(cfg.warmup_steps), total=total_steps))
+        linear_warmup_decay, warmup=warmup, total=total_steps))
     return optimizer, scheduler
 
 

@@ -61,7 +61,7 @@ from runner.orchestrate.jobapi import JobFailed, JobInterrupted
 from runner.outputs.document import json_safe
 from runner.outputs.provenance import git_commit, now
 from runner.recipes.heldout import run_heldout
-from runner.study.config import TrainConfig
+from runner.study.config import TrainConfig, peak_lr_factor
 from runner.study.strategies import STRATEGIES, experiment_type
 
 
@@ -597,6 +597,7 @@ def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, o
             "stopped_early": progress.stopped_early,
             "batch_size": progress.batch_size,
             "grad_accumulation": progress.grad_accumulation,
+            **schedule_fields(cfg, progress),
             "batch_order": progress.batch_order,
             "dropout": progress.dropout,
             "oom_retry": oom_retry},
@@ -631,6 +632,18 @@ def control_block(job, cfg: TrainConfig, data: JobData, progress) -> dict:
             "stream_batches": batches,
             "mlm_loss_mean": progress.mlm_loss_sum / batches if batches else None,
             "mlm_head": data.mlm_head}
+
+
+def schedule_fields(cfg: TrainConfig, progress) -> dict:
+    """train_results' record of the optimizer schedule the job ran: its planned steps, the
+    warm-up they gave (and the rule that set it), the peak learning rate the schedule reaches
+    within them, and the examples each optimizer step takes."""
+    warmup, rule = cfg.warmup_for(progress.total_steps)
+    return {"planned_steps": progress.total_steps,
+            "examples_per_step": progress.batch_size * progress.grad_accumulation,
+            "warmup_steps": warmup, "warmup_rule": rule,
+            "peak_learning_rate": float(cfg.learning_rate)
+            * peak_lr_factor(warmup, progress.total_steps)}
 
 
 def add_sampling_and_parity(result: dict, job, cfg: TrainConfig, data: JobData, progress,

@@ -24,7 +24,8 @@ CONTROLS = ("repeat", "text")
 # the text control replays its multi-task job: these settings are that job's (copied at plan
 # time, runner.study.plan), so a token_controlled experiment with control = "text" may not set
 # them itself
-TEXT_CONTROL_COPIED = ("learning_rate", "warmup_steps", "weight_decay", "max_length",
+TEXT_CONTROL_COPIED = ("learning_rate", "warmup_steps", "warmup_ratio", "warmup_cap",
+                       "weight_decay", "max_length",
                        "max_length_per_task", "batch_size", "grad_accumulation", "max_epochs",
                        "max_steps", "max_train_examples", "sampling", "temperature",
                        "examples_cap", "precision", "adapter", "decontaminate")
