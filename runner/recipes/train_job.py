@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import runner
-from runner.data.splits import subsample
+from runner.data.splits import subsample, validation_subset
 from runner.fsutil import canonical_json
 from runner.ml import checkpoint as ckpt
 from runner.ml.batching import effective_max_length, encode_split, model_length_limit
@@ -213,6 +213,51 @@ def parity_block(job, progress, target: int, choice: str, targets: dict, train_s
             "stopped_because": "target_reached" if reached else "epoch_cap"}
 
 
+def unreachable_document(job, cfg: TrainConfig, tokenizer, data, parity: tuple,
+                         provenance) -> dict | None:
+    """token_controlled with ``unreachable_parity = "skip"`` (issue 28): the result.json of a
+    job NOT run because its target, from the reference's measured tokens, needs more passes
+    over its task than its epoch cap -- its row could only read "parity not reached" -- or
+    None when the target is within reach (the job runs).  results/README.md: ``skipped``."""
+    target, choice, targets = parity
+    (task,) = job.tasks
+    train_split = data.tasks[task].train
+    needed = epochs_needed(target, train_split)
+    cap = epoch_cap(cfg)
+    if needed <= cap:
+        return None
+    per_epoch = int(train_split.lengths.sum())
+    detail = (f"parity unreachable: the target {target:,} tokens from {job.depends_on[0]} "
+              f"needs {needed:.2f} epochs of {task} ({per_epoch:,} tokens each), above the "
+              f"cap of {cap} (token_controlled_max_epochs)")
+    config = {**job.config, "target_tokens": target, "parity_target": choice,
+              "token_controlled_max_epochs": cap}
+    return {
+        "experiment_id": job.job_id,
+        "experiment_type": experiment_type(job.strategy),
+        "experiment": job.experiment,
+        "study": job.study,
+        "model": job.model,
+        "model_name": job.model_name,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "seed": int(job.seed),
+        "tasks": list(job.tasks),
+        "config": config,
+        "skipped": {"reason": "parity_unreachable", "detail": detail,
+                    "epochs_needed": round(needed, 4), "epoch_cap": cap,
+                    "target_tokens": int(target), "tokens_per_epoch": per_epoch},
+        "parity": {"mode": job.parity or "total", "reference_job": job.depends_on[0],
+                   "target": choice, "targets": targets, "target_tokens": int(target),
+                   "achieved_tokens": 0, "reached": False,
+                   "epochs_run": 0.0, "epochs_needed": round(needed, 4), "epoch_cap": cap,
+                   "stopped_because": "parity_unreachable"},
+        "token_count": 0,
+        "tokens_per_task": {task: 0},
+        "per_task": {},
+        "provenance": provenance(None),
+    }
+
+
 # ------------------------------------------------------------------------------------ run_job
 @dataclass
 class JobData:
@@ -300,6 +345,12 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
                                 or "ner" in heldout_kinds)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     data = load_job_data(ctx, cfg, specs, tokenizer, _length_limit(job.model_name, tokenizer))
+    if token_controlled and cfg.unreachable_parity == "skip":
+        skipped = unreachable_document(job, cfg, tokenizer, data, (target, choice, targets),
+                                       provenance_of(job, device, started_at))
+        if skipped is not None:
+            log.warning("not run: %s", skipped["skipped"]["detail"])
+            return json_safe(skipped)
 
     ckpt_root = ckpt.checkpoints_dir(ctx.job_dir)
     model, progress, oom_retry = train_with_oom_retry(job, ctx, cfg, specs, data, device,
@@ -375,7 +426,9 @@ def load_job_data(ctx, cfg: TrainConfig, specs: dict, tokenizer, limit: int | No
             ctx.data_dir, name, load_split(ctx.data_dir, name, "train"), cfg.decontaminate)
         frames[name] = {
             "train": subsample(train_df, max_train.get(name)),
-            "validation": subsample(load_split(ctx.data_dir, name, "validation"), max_eval),
+            "validation": validation_subset(
+                spec.kind, subsample(load_split(ctx.data_dir, name, "validation"), max_eval),
+                (cfg.max_validation_examples or {}).get(name)),
             "test": subsample(load_split(ctx.data_dir, name, "test"), max_eval)}
         length = effective_max_length(name, cfg, limit)
         enc = {split: encode_split(spec, df, tokenizer, length)

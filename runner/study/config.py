@@ -52,6 +52,8 @@ class TrainConfig:
     heldout: Mapping | None = None        # [heldout] settings (RQ2)
     decontaminate: Mapping | None = None  # {"n", "against", "data_checksums"}
     parity_target: str = "total"          # token_controlled: "total" | "best"
+    unreachable_parity: str = "run"       # token_controlled: "skip" | "run" (issue 28)
+    max_validation_examples: Mapping | None = None  # task -> validation subset (issue 28)
 
     def max_length_for(self, task: str) -> int:
         """``task``'s truncation length before the model's limit caps it."""

@@ -180,6 +180,10 @@ HYPERPARAMETERS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "min_delta": (_float(0.0, 1.0, False), 1e-4),   # smallest improvement that counts
     "max_train_examples": (_max_train_examples, MappingProxyType({})),
     "max_eval_examples": (_optional_int(1), None),  # cap on validation and test examples
+    # per task (or one integer): a fixed, stratified subset of its VALIDATION split for model
+    # selection and early stopping (runner.data.splits.validation_subset); tests untouched.
+    # In a job's config (and id) only when it names one of the job's tasks (issue 28)
+    "max_validation_examples": (_max_train_examples, MappingProxyType({})),
     "checkpoint_every_s": (_float(0.0, None, True), 300.0),  # seconds
     "precision": (_choice(PRECISIONS), "auto"),
     "sampling": (_choice(SAMPLINGS), "proportional"),
@@ -249,6 +253,7 @@ class Experiment:
     adapter_match: str | None = None        # single_task: multi_task experiment to match
     heldout: bool = False                   # evaluate on the [heldout] tasks after the job
     parity_target: str | None = None        # token_controlled: "total" | "best"
+    unreachable_parity: str | None = None   # token_controlled: "skip" | "run" (issue 28)
 
     @property
     def experiment_type(self) -> str:
@@ -300,6 +305,10 @@ class Manifest:
             # only where asked: other jobs keep the config (and the job id) they had
             cfg["heldout"] = {k: (list(v) if isinstance(v, tuple) else v)
                               for k, v in self.heldout.items()}
+        vcaps = cfg.pop("max_validation_examples")
+        vcaps = {t: vcaps.get(t, vcaps.get("*")) for t in tasks if t in vcaps or "*" in vcaps}
+        if vcaps:   # none: the config (and job id) it had before
+            cfg["max_validation_examples"] = vcaps
         lengths = _lengths_per_task(cfg, tasks + tuple(cfg.get("heldout", {}).get("tasks", ())))
         del cfg["max_length_per_task"]
         if lengths is not None:
@@ -310,6 +319,9 @@ class Manifest:
             cfg["token_controlled_max_epochs"] = given.get(
                 "token_controlled_max_epochs", HYPERPARAMETERS["token_controlled_max_epochs"][1])
             cfg["parity_target"] = exp.parity_target
+            # what to do when the target is out of reach: not what a job computes once it
+            # runs, so not in its id (runner.study.plan.NOT_IN_ID)
+            cfg["unreachable_parity"] = exp.unreachable_parity or "skip"
         if given.get("decontaminate", False):   # off: the config (and job id) it had before
             from runner.data.contamination import DEFAULT_N
             cfg["decontaminate"] = {"n": DEFAULT_N, "against": list(self.evaluated_tasks())}
