@@ -87,10 +87,30 @@ class JobResult:
     data_checksums: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NotRun:
+    """A job the runner recorded as not run (result.json ``skipped``, issue 28): a
+    token-controlled job whose parity target was out of reach of its epoch cap.  Not missing
+    data: its comparison is "not testable: parity unreachable"."""
+
+    job_id: str
+    experiment: str
+    model: str
+    seed: int
+    task: str
+    reference_job: str
+    reason: str
+    detail: str
+    epochs_needed: float | None
+    epoch_cap: int | None
+    path: Path
+
+
 @dataclass
 class Loaded:
     jobs: list[JobResult] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    not_run: list[NotRun] = field(default_factory=list)
 
 
 class _Bad(Exception):
@@ -175,6 +195,27 @@ def parse_result(data: Any, path: Path) -> JobResult:
         data_checksums=_checksums(data.get("provenance")))
 
 
+def parse_not_run(data: dict, path: Path) -> NotRun:
+    """A result.json with a ``skipped`` block; ``_Bad`` names the wrong key."""
+    block = _get(data, "skipped", dict, "")
+    etype = _get(data, "experiment_type", str, "")
+    if etype != "token_controlled_baseline":
+        raise _Bad(f"skipped: only token-controlled jobs are recorded as not run, not {etype!r}")
+    tasks = _get(data, "tasks", list, "")
+    if len(tasks) != 1 or not isinstance(tasks[0], str):
+        raise _Bad("tasks: expected the one task of a token-controlled job")
+    parity = _get(data, "parity", dict, "")
+    needed, cap = block.get("epochs_needed"), block.get("epoch_cap")
+    return NotRun(job_id=_get(data, "experiment_id", str, ""),
+                  experiment=_get(data, "experiment", str, "", optional=True) or etype,
+                  model=_get(data, "model", str, ""), seed=_get(data, "seed", int, ""),
+                  task=tasks[0], reference_job=_get(parity, "reference_job", str, "parity."),
+                  reason=_get(block, "reason", str, "skipped."),
+                  detail=str(block.get("detail") or block["reason"]),
+                  epochs_needed=float(needed) if isinstance(needed, (int, float)) else None,
+                  epoch_cap=int(cap) if isinstance(cap, int) else None, path=path)
+
+
 def _task_result(task: str, entry: dict, path: Path) -> TaskResult:
     """One ``per_task`` entry of a result.json; ``_Bad`` names the wrong key."""
     where = f"per_task.{task}."
@@ -231,6 +272,9 @@ def load_results(dirs: list[str | Path]) -> Loaded:
         for path in sorted(result_files(root)):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(data, dict) and "skipped" in data:
+                    loaded.not_run.append(parse_not_run(data, path))
+                    continue
                 job = parse_result(data, path)
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
                 loaded.skipped.append(Skipped(str(path), f"unreadable JSON: {err}"))
