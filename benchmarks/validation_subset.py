@@ -163,6 +163,9 @@ def measure_one(args, task: str, seed: int, work: Path) -> dict:
                                     [preds[i] for i in pos])
             entry["subset"][str(n)] = float(m[spec.primary_metric])
         entry["validation_s"] = time.perf_counter() - start
+        # every example's prediction, so that other subsets (other draws) can be scored later
+        entry["predictions"] = [list(map(str, p)) if isinstance(p, (list, np.ndarray)) else p
+                                for p in preds]
         torch.save(model.state_dict(), work / f"weights_{entry['step']}.pt")
         captured["model"], captured["pad_id"] = model, setup.pad_id
         history.append(entry)

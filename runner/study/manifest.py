@@ -17,10 +17,15 @@ Schema (see ``manifests/demo.toml`` for a commented example)::
         token_controlled  reference (a multi_task experiment), parity "total" | "per_task",
                           parity_target "total" | "best" (the reference's tokens at its end,
                           the methodology's default, or at its best validation checkpoint)
+                          unreachable_parity "skip" | "run" (a job whose target needs more
+                          than token_controlled_max_epochs passes: recorded as not run, the
+                          default, or trained to the cap; issue 28)
                           (one job per task of each referenced job; same models and seeds)
       + any hyperparameter, overriding [defaults] for this experiment only.
       + max_length_per_task = {task = n}: lowers max_length for those tasks (n <= max_length);
         every other task is cut at max_length, and the model's own limit caps both.
+      + max_validation_examples = n or {task = n}: validate on a fixed, stratified subset of
+        the validation split (early stopping, best weights); tests untouched (issue 28).
       + token_controlled_max_epochs (default 20, the methodology's): passes over its task after
         which a token-controlled job stops short of its target and records the shortfall; in
         [defaults] or token_controlled experiments only.
