@@ -63,8 +63,10 @@ def test_resolved_config_layers_defaults_and_overrides():
     m = parse_manifest(VALID, "v.toml")
     st, mt, tc = m.experiments
     cfg = m.resolved_config(st, ("bc2gm",))
-    # token_controlled_max_epochs is a token-controlled job's only
-    assert set(cfg) == set(HYPERPARAMETERS) - {"token_controlled_max_epochs"} | {"adapter"}
+    # token_controlled_max_epochs is a token-controlled job's only; max_validation_examples
+    # is in a config only where it names one of the job's tasks (issue 28)
+    assert set(cfg) == set(HYPERPARAMETERS) - {"token_controlled_max_epochs",
+                                               "max_validation_examples"} | {"adapter"}
     assert cfg["learning_rate"] == 3e-5 and cfg["batch_size"] == 4
     assert cfg["max_train_examples"] == {"bc2gm": 100}
     assert m.resolved_config(st, ("gad",))["max_train_examples"] == {}
