@@ -92,6 +92,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--min-delta", type=float, default=1e-4)
+    ap.add_argument("--merge", type=Path, nargs="*", default=[],
+                    help="more files of the same settings whose runs are added to --out's "
+                    "in the tables (seeds measured by other processes)")
+    ap.add_argument("--draws", type=int, default=0,
+                    help="also replay the selection on this many other stratified draws")
     args = ap.parse_args(argv)
     args.tasks = [t for t in args.tasks.split(",") if t]
     lo, _, hi = args.seeds.partition("-")
@@ -219,6 +224,36 @@ def measure_one(args, task: str, seed: int, work: Path) -> dict:
             "validation_examples": len(captured["data"].frames[task]["validation"])}
 
 
+def validation_frame(task: str, pool: int | None):
+    """The validation rows a run scored (the whole split, or its ``--validation-pool``)."""
+    from runner.data.splits import load_split
+    return subsample(load_split(engine_job_data_dir(), task, "validation"), pool)
+
+
+def other_draws(task: str, runs: dict, sizes: list[int], pool: int | None, draws: int,
+                patience: int, min_delta: float) -> dict[int, dict]:
+    """How often a subset OTHER than the shipped one (stratified draws with seeds 1..draws)
+    selects the same step as the full set, from the stored per-example predictions: the
+    shipped draw is one of many equally likely ones, so this is the agreement to expect."""
+    spec = get_task(task)
+    frame = validation_frame(task, pool)
+    out = {}
+    for n in sizes:
+        same = total = 0
+        for draw in range(1, draws + 1):
+            pos = validation_subset_positions(spec.kind, frame, n, seed=draw)
+            sub = frame.iloc[pos].reset_index(drop=True)
+            for run in runs.values():
+                hist = run["history"]
+                scores = [float(evaluate(spec, sub, [h["predictions"][i] for i in pos])[0]
+                                [spec.primary_metric]) for h in hist]
+                chosen = replay(scores, [h["loss"] for h in hist], patience, min_delta)
+                same += chosen["selected"] == run["criteria"]["full"]["selected"]
+                total += 1
+        out[n] = {"same_step": same, "runs": total}
+    return out
+
+
 def engine_job_data_dir() -> Path:
     return HERE.parent / "data"
 
@@ -252,9 +287,13 @@ def main(argv=None) -> int:
     store.setdefault("settings", {k: v for k, v in vars(args).items()
                                   if k not in ("out", "resume")})
     store.setdefault("runs", {})
+    merged: dict = {}   # runs of other processes' files: shown, not measured again
+    for extra in args.merge:
+        for task, runs in json.loads(extra.read_text())["runs"].items():
+            merged.setdefault(task, {}).update(runs)
     for task in args.tasks:
         for seed in args.seeds:
-            if str(seed) in store["runs"].get(task, {}):
+            if str(seed) in store["runs"].get(task, {}) or str(seed) in merged.get(task, {}):
                 continue
             work = Path(tempfile.mkdtemp(prefix=f"valsub_{task}_{seed}_"))
             try:
@@ -264,7 +303,22 @@ def main(argv=None) -> int:
             store["runs"].setdefault(task, {})[str(seed)] = run
             atomic_write_json(args.out, store)
     for task in args.tasks:
-        print("\n".join(summary(task, store["runs"].get(task, {}), args.sizes)))
+        runs = {**merged.get(task, {}), **store["runs"].get(task, {})}
+        print("\n".join(summary(task, runs, args.sizes)))
+        if args.draws and runs:
+            agree = other_draws(task, runs, args.sizes, args.validation_pool[task], args.draws,
+                                args.patience, args.min_delta)
+            store.setdefault("other_draws", {})[task] = agree
+            for n, a in agree.items():
+                print(f"  other draws of {n}: same step as the full set in {a['same_step']} "
+                      f"of {a['runs']} (draw, seed) replays ({100 * a['same_step'] / a['runs']:.0f}%)")
+    if args.merge or args.draws:
+        atomic_write_json(args.out.with_suffix(".summary.json"),
+                          {"settings": store["settings"], "other_draws":
+                           store.get("other_draws", {}),
+                           "runs": {t: {s: {k: v for k, v in r.items() if k != "history"}
+                                        for s, r in {**merged.get(t, {}), **rs}.items()}
+                                    for t, rs in store["runs"].items()}})
     return 0
 
 

@@ -122,12 +122,14 @@ def _stratum(kind: str, df: pd.DataFrame) -> pd.Series:
     return df["label"].astype(str)
 
 
-def validation_subset_positions(kind: str, df: pd.DataFrame, n: int | None) -> list[int]:
+def validation_subset_positions(kind: str, df: pd.DataFrame, n: int | None,
+                                seed: int = SUBSAMPLE_SEED) -> list[int]:
     """Positions (in file order) of the rows of ``max_validation_examples``: a stratified
     draw of ``n`` rows (strata: :func:`_stratum`), each stratum's share by largest
     remainder, its rows drawn with SUBSAMPLE_SEED -- the same subset for every job, model
     and seed, so that model selection is not one more random factor.  Every row when n is
-    None or not below the split's size."""
+    None or not below the split's size.  ``seed``: another draw (benchmarks only: a job
+    always uses SUBSAMPLE_SEED)."""
     if n is None or len(df) <= int(n):
         return list(range(len(df)))
     n = int(n)
@@ -143,7 +145,7 @@ def validation_subset_positions(kind: str, df: pd.DataFrame, n: int | None) -> l
     chosen: list[int] = []
     for s in sizes.index:
         rows = strata.index[strata == s]
-        picked = pd.Series(rows).sample(n=int(take[s]), random_state=SUBSAMPLE_SEED)
+        picked = pd.Series(rows).sample(n=int(take[s]), random_state=seed)
         chosen.extend(int(i) for i in picked)
     return sorted(chosen)
 
