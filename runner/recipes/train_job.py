@@ -213,6 +213,22 @@ def parity_block(job, progress, target: int, choice: str, targets: dict, train_s
             "stopped_because": "target_reached" if reached else "epoch_cap"}
 
 
+def document_header(job, tokenizer, config: dict) -> dict:
+    """result.json's first fields (results/README.md): who the job is, and its config."""
+    return {
+        "experiment_id": job.job_id,
+        "experiment_type": experiment_type(job.strategy),
+        "experiment": job.experiment,
+        "study": job.study,
+        "model": job.model,
+        "model_name": job.model_name,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "seed": int(job.seed),
+        "tasks": list(job.tasks),
+        "config": config,
+    }
+
+
 def unreachable_document(job, cfg: TrainConfig, tokenizer, data, parity: tuple,
                          provenance) -> dict | None:
     """token_controlled with ``unreachable_parity = "skip"`` (issue 28): the result.json of a
@@ -233,16 +249,7 @@ def unreachable_document(job, cfg: TrainConfig, tokenizer, data, parity: tuple,
     config = {**job.config, "target_tokens": target, "parity_target": choice,
               "token_controlled_max_epochs": cap}
     return {
-        "experiment_id": job.job_id,
-        "experiment_type": experiment_type(job.strategy),
-        "experiment": job.experiment,
-        "study": job.study,
-        "model": job.model,
-        "model_name": job.model_name,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "seed": int(job.seed),
-        "tasks": list(job.tasks),
-        "config": config,
+        **document_header(job, tokenizer, config),
         "skipped": {"reason": "parity_unreachable", "detail": detail,
                     "epochs_needed": round(needed, 4), "epoch_cap": cap,
                     "target_tokens": int(target), "tokens_per_epoch": per_epoch},
@@ -532,16 +539,7 @@ def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, o
         result_config["token_controlled_max_epochs"] = epoch_cap(cfg)
     at_best, per_task_at_best = tokens_at_best(progress)
     result = {
-        "experiment_id": job.job_id,
-        "experiment_type": experiment_type(job.strategy),
-        "experiment": job.experiment,
-        "study": job.study,
-        "model": job.model,
-        "model_name": job.model_name,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "seed": int(job.seed),
-        "tasks": list(job.tasks),
-        "config": result_config,
+        **document_header(job, tokenizer, result_config),
         "dataset_stats": {
             name: {"train_samples": len(t.train), "val_samples": len(t.validation),
                    "test_samples": len(data.frames[name]["encoded_test"]),

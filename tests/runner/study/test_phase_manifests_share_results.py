@@ -4,19 +4,14 @@ jobs (the executor with the stand-in job function, on the repository's data)."""
 
 from __future__ import annotations
 
-import sys
-from collections import Counter
 from pathlib import Path
-
-import pytest
 
 from runner.orchestrate.local import run_plan
 from runner.study.manifest import load_manifest
 from runner.study.plan import build_plan
+from tests.runner.orchestrate.test_local import env, events, standin_job  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "tests/assets/manifests"))
-from standin_job import standin_job  # noqa: E402
 
 PHASES = [ROOT / f"manifests/{m}.toml" for m in
           ("phase1_single_task", "phase2_multi_task", "phase3_token_controlled")]
@@ -34,17 +29,8 @@ def test_one_folder_and_phase_3_contains_phases_1_and_2():
     assert ids[0] <= ids[2] and ids[1] <= ids[2]
 
 
-@pytest.fixture
-def standin(tmp_path, monkeypatch):
-    log = tmp_path / "executions.log"
-    monkeypatch.setenv("STANDIN_LOG", str(log))
+def test_running_phase_1_then_phase_3_reruns_none_of_phase_1(tmp_path, env, monkeypatch):
     monkeypatch.setenv("STANDIN_SLEEP_S", "0")
-    monkeypatch.setenv("STANDIN_STEPS", "1")
-    monkeypatch.delenv("STANDIN_FAIL", raising=False)
-    return log
-
-
-def test_running_phase_1_then_phase_3_reruns_none_of_phase_1(tmp_path, standin):
     first, third = _plan(PHASES[0]), _plan(PHASES[2])
     folder = tmp_path / first.manifest.study.results   # relative, as from the repo root
 
@@ -53,8 +39,7 @@ def test_running_phase_1_then_phase_3_reruns_none_of_phase_1(tmp_path, standin):
                         out=lambda msg: None, heartbeat_s=0.2, poll_s=0.01)
     assert run(first) == 0
     assert run(third) == 0
-    starts = Counter(line.split()[1] for line in standin.read_text().splitlines()
-                     if line.startswith("start"))
+    starts, _ = events(env["log"])
     assert set(starts.values()) == {1}                     # every job ran exactly once
     assert len(starts) == len(third.jobs)
     assert all((folder / j.job_id / "result.json").exists() for j in third.jobs)
