@@ -8,6 +8,7 @@
     python -m runner plan MANIFEST [--data-dir data] [--results-dir DIR] [--json]
     python -m runner plan MANIFEST --estimate [--gpu t4|p100|a100|h100|cpu]
                               [--throughput FILE] [--quota-hours 30] [--json]
+                              [--devices-per-session N]
     python -m runner status MANIFEST [--data-dir data] [--results-dir DIR] [--json]
     python -m runner prepare ...                                      (prepare the data)
     python -m runner evaluate MANIFEST [--levels fp32,int8] [--batch-size 32] ...   (RQ3)
@@ -167,6 +168,10 @@ def _declare_plan(plan: argparse.ArgumentParser) -> None:
     plan.add_argument("--quota-hours", type=float, default=30.0, metavar="H",
                       help="with --estimate: the weekly GPU quota to compare with (default "
                            "30, Kaggle's)")
+    plan.add_argument("--devices-per-session", type=int, default=None, metavar="N",
+                      help="with --estimate: devices a session runs jobs on at once, one job "
+                           "each (the quota counts session time); default the --gpu's usual "
+                           "session: t4 2 (Kaggle's 2xT4), others 1")
 
 
 def _declare_status(status: argparse.ArgumentParser) -> None:
@@ -492,7 +497,11 @@ def _estimate(args: argparse.Namespace, plan) -> int:
         sizes = est.job_sizes(plan)
     except FileNotFoundError as exc:
         raise InputError(str(plan.data_dir), str(exc), where="--data-dir") from None
-    e = est.estimate(sizes, args.gpu, bench, args.quota_hours)
+    if args.devices_per_session is not None and args.devices_per_session < 1:
+        raise InputError(None, f"expected a whole number of devices >= 1, got "
+                         f"{args.devices_per_session}", where="--devices-per-session")
+    e = est.estimate(sizes, args.gpu, bench, args.quota_hours,
+                     devices_per_session=args.devices_per_session)
     if args.json:
         print(json.dumps(est.estimate_as_json(e), indent=1))
     else:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from stats.core.analysis import Options, Study, analyse
+from stats.core.tests import NOT_TESTABLE
 from stats.core.clean_units import attach_clean
 from stats.fileio import StatsInputError, atomic_savefig, atomic_write_json, atomic_write_text
 from stats.questions import contamination, rq1, rq2, rq3, rq4, rq5, study
@@ -81,7 +82,7 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
     options = Options() if options is None else options
     sections = SECTIONS if sections is None else sections
     loaded = load_results(list(results))
-    the_study = Study(loaded.jobs, loaded.skipped, options)
+    the_study = Study(loaded.jobs, loaded.skipped, options, not_run=loaded.not_run)
     # nothing wrong is published (issue 25): a result stats cannot vouch for stops the
     # whole paper before anything is written
     refused = loaded.refused + the_study.verify()
@@ -143,7 +144,10 @@ def _statistics_header(results: list[str | Path], the_study: Study, options: Opt
                     "seed": options.seed, "parity_threshold": options.parity_threshold,
                     "level": options.level},
         "inputs": {"results": [str(r) for r in results], "jobs": len(the_study.jobs),
-                   "skipped": [{"path": s.path, "reason": s.reason} for s in the_study.skipped]},
+                   "skipped": [{"path": s.path, "reason": s.reason} for s in the_study.skipped],
+                   "not_run": [{"job_id": n.job_id, "task": n.task, "seed": n.seed,
+                                "reason": n.reason, "detail": n.detail}
+                               for n in the_study.not_run]},
         "notes": the_study.notes,
         "sections": [s.name for s in sections],
     }
@@ -171,4 +175,8 @@ def _preamble(results: list[str | Path], the_study: Study, options: Options,
               "tasks of each comparison"),
              cont.describe()]
     lines += [f"skipped: {s.path}: {s.reason}" for s in the_study.skipped]
+    if the_study.not_run:
+        lines.append(f"not run: {len(the_study.not_run)} token-controlled jobs whose parity "
+                     f"target was beyond their epoch cap (unreachable_parity = \"skip\"): "
+                     f"their comparisons read \"{NOT_TESTABLE}\", not missing data")
     return lines + [f"note: {n}" for n in the_study.notes]

@@ -103,3 +103,54 @@ def subsample(df: pd.DataFrame, n: int | None) -> pd.DataFrame:
     if n is None or len(df) <= int(n):
         return df.reset_index(drop=True)
     return df.sample(n=int(n), random_state=SUBSAMPLE_SEED).sort_index().reset_index(drop=True)
+
+
+def _stratum(kind: str, df: pd.DataFrame) -> pd.Series:
+    """What a validation subset keeps in proportion, per row: the label (classification),
+    the sorted label set (multi-label), the score's quartile (regression), the number of
+    entities, 0, 1, 2 or 3+ (NER: the rows without an entity are most of a corpus and score
+    nothing, so a uniform draw could change the F1's weighting)."""
+    if kind == "ner":
+        starts = df["tags"].map(lambda tags: sum(str(t).startswith("B") for t in tags))
+        return starts.clip(upper=3).astype(str)
+    if kind == "multilabel":
+        return df["labels"].map(lambda labels: "|".join(sorted(map(str, labels))))
+    if kind == "regression":
+        values = df["label"].astype(float)
+        return pd.Series(pd.qcut(values.rank(method="first"), 4, labels=False), index=df.index,
+                         dtype="object").astype(str) if len(df) >= 4 else values.astype(str)
+    return df["label"].astype(str)
+
+
+def validation_subset_positions(kind: str, df: pd.DataFrame, n: int | None,
+                                seed: int = SUBSAMPLE_SEED) -> list[int]:
+    """Positions (in file order) of the rows of ``max_validation_examples``: a stratified
+    draw of ``n`` rows (strata: :func:`_stratum`), each stratum's share by largest
+    remainder, its rows drawn with SUBSAMPLE_SEED -- the same subset for every job, model
+    and seed, so that model selection is not one more random factor.  Every row when n is
+    None or not below the split's size.  ``seed``: another draw (benchmarks only: a job
+    always uses SUBSAMPLE_SEED)."""
+    if n is None or len(df) <= int(n):
+        return list(range(len(df)))
+    n = int(n)
+    strata = _stratum(kind, df.reset_index(drop=True))
+    sizes = strata.value_counts().sort_index()
+    exact = sizes * n / len(df)
+    take = exact.astype(int)
+    left = n - int(take.sum())
+    # largest remainders first; ties by stratum name, so the subset depends on the data only
+    order = sorted(sizes.index, key=lambda s: (-(exact[s] - take[s]), s))
+    for s in order[:left]:
+        take[s] += 1
+    chosen: list[int] = []
+    for s in sizes.index:
+        rows = strata.index[strata == s]
+        picked = pd.Series(rows).sample(n=int(take[s]), random_state=seed)
+        chosen.extend(int(i) for i in picked)
+    return sorted(chosen)
+
+
+def validation_subset(kind: str, df: pd.DataFrame, n: int | None) -> pd.DataFrame:
+    """The rows :func:`validation_subset_positions` chooses, in file order."""
+    return df.reset_index(drop=True).iloc[validation_subset_positions(kind, df, n)] \
+        .reset_index(drop=True)

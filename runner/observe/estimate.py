@@ -215,6 +215,9 @@ class JobSize:
     eval_tokens: float = 0.0  # real tokens of all evaluation passes (validation + test)
     seq_len: float = 64.0    # mean real tokens per example
     label: str = ""          # e.g. "experiment model task seed"
+    validation_tokens: float = 0.0  # the part of eval_tokens that is validation
+    group: str = ""          # the cost driver it counts under: "experiment tasks"
+    skipped: str | None = None      # why it will not run (token_controlled, issue 28)
 
 
 @dataclass
@@ -228,6 +231,8 @@ class JobEstimate:
     train_flops: float
     eval_flops: float
     hours: float | None
+    validation_flops: float = 0.0
+    group: str = ""
 
 
 @dataclass
@@ -239,6 +244,16 @@ class Estimate:
     quota_hours: float
     jobs: list[JobEstimate] = field(default_factory=list)
     unknown_models: list[str] = field(default_factory=list)
+    devices_per_session: int = 1
+    skipped: list[JobSize] = field(default_factory=list)   # not run, not counted
+    # hours the skipped jobs would take at their cap (they may run: see render_estimate)
+    skipped_hours: float = 0.0
+
+    @property
+    def quota_used(self) -> float:
+        """Session hours: the device-hours shared by the session's devices (one job each,
+        ideally packed)."""
+        return self.hours / self.devices_per_session
 
     @property
     def train_tokens(self) -> int:
@@ -254,15 +269,63 @@ class Estimate:
 
     @property
     def fits_quota(self) -> bool:
-        return self.hours <= self.quota_hours
+        return self.quota_used <= self.quota_hours
+
+    def drivers(self) -> list[dict[str, Any]]:
+        """Per job group (experiment and task set, over models and seeds): jobs, hours,
+        share of the total, and the share of its compute that is validation; costliest
+        first."""
+        groups: dict[str, dict[str, Any]] = {}
+        for j in self.jobs:
+            if j.hours is None:
+                continue
+            g = groups.setdefault(j.group or j.label, {"group": j.group or j.label, "jobs": 0,
+                                                      "hours": 0.0, "flops": 0.0,
+                                                      "validation_flops": 0.0})
+            g["jobs"] += 1
+            g["hours"] += j.hours
+            g["flops"] += j.train_flops + j.eval_flops
+            g["validation_flops"] += j.validation_flops
+        total = self.hours or 1.0
+        out = []
+        for g in sorted(groups.values(), key=lambda g: -g["hours"]):
+            out.append({"group": g["group"], "jobs": g["jobs"], "hours": g["hours"],
+                        "share": g["hours"] / total,
+                        "validation_share": g["validation_flops"] / g["flops"] if g["flops"]
+                        else 0.0})
+        return out
+
+    @property
+    def validation_share(self) -> float:
+        flops = self.flops
+        return sum(j.validation_flops for j in self.jobs) / flops if flops else 0.0
+
+
+# Devices a usual session of each kind has (Kaggle: "GPU T4 x2" sessions, docs/kaggle.md runs
+# one worker per GPU; its P100 sessions have one); the quota counts session time.
+DEVICES_PER_SESSION = {"t4": 2, "p100": 1, "a100": 1, "h100": 1, "cpu": 1}
 
 
 def estimate(jobs: Iterable[JobSize], gpu: str = "t4", bench: Mapping[str, Any] | None = None,
-             quota_hours: float = 30.0, startup_s: float | None = None) -> Estimate:
+             quota_hours: float = 30.0, startup_s: float | None = None,
+             devices_per_session: int | None = None) -> Estimate:
     tp = throughput(gpu, bench)
     start = tp.device.startup_s if startup_s is None else float(startup_s)
-    out = Estimate(gpu, tp.flops_per_s, tp.source, start, float(quota_hours))
+    per_session = DEVICES_PER_SESSION.get(gpu.lower(), 1) if devices_per_session is None \
+        else int(devices_per_session)
+    if per_session < 1:
+        raise ValueError(f"devices per session must be >= 1, got {per_session}")
+    out = Estimate(gpu, tp.flops_per_s, tp.source, start, float(quota_hours),
+                   devices_per_session=per_session)
     for j in jobs:
+        if j.skipped:
+            out.skipped.append(j)
+            shape = model_shape(j.model)
+            if shape is not None:
+                out.skipped_hours += ((train_flops_per_token(shape, j.seq_len) * j.train_tokens
+                                       + eval_flops_per_token(shape, j.seq_len) * j.eval_tokens)
+                                      / tp.flops_per_s + start) / 3600
+            continue
         shape = model_shape(j.model)
         if shape is None:
             if j.model not in out.unknown_models:
@@ -274,7 +337,9 @@ def estimate(jobs: Iterable[JobSize], gpu: str = "t4", bench: Mapping[str, Any] 
         ef = eval_flops_per_token(shape, j.seq_len) * j.eval_tokens
         hours = ((tf + ef) / tp.flops_per_s + start) / 3600
         out.jobs.append(JobEstimate(j.job_id, j.label, j.model, shape.params,
-                                    int(j.train_tokens), int(j.eval_tokens), tf, ef, hours))
+                                    int(j.train_tokens), int(j.eval_tokens), tf, ef, hours,
+                                    eval_flops_per_token(shape, j.seq_len)
+                                    * j.validation_tokens, j.group))
     return out
 
 
@@ -293,12 +358,15 @@ def _hours(h: float | None) -> str:
 
 
 ASSUMES = (  # one string
-    "This is an ESTIMATE.  It assumes: every job runs its whole planned budget (no early "
-    "stopping: an upper bound for most jobs); token counts from data/TOKEN_LENGTHS.json (the "
+    "This is an ESTIMATE and an UPPER BOUND.  It assumes: every job runs its whole planned "
+    "budget (no early stopping); a token-controlled job trains to its projected target or to "
+    "token_controlled_max_epochs passes, whichever is fewer tokens (its cap); validation on "
+    "max_validation_examples where a task has one; token counts from data/TOKEN_LENGTHS.json (the "
     "demo encoder's tokenizer); FLOPs per real token 6P + 12LHS for training and 2P + 4LHS "
     "for evaluation (P non-embedding parameters, L layers, H hidden, S mean tokens per "
     "example); the throughput stated above; a fixed start-up per job; one job per device at "
-    "a time; no retries, no time lost to preemption or queueing.")
+    "a time, a session's devices kept busy together (quota hours = device-hours / devices "
+    "per session); no retries, no time lost to preemption or queueing.")
 
 
 def render_estimate(est: Estimate, per_job: bool = True, max_rows: int | None = None) -> str:
@@ -320,17 +388,49 @@ def render_estimate(est: Estimate, per_job: bool = True, max_rows: int | None = 
             lines.append(f"... {len(est.jobs) - len(shown)} more jobs (--json lists all)")
     lines.append(f"total: {len(est.jobs)} jobs, {_num(est.train_tokens)} real training tokens, "
                  f"{_num(est.flops)}FLOPs, {est.hours:.2f} device-hours on "
-                 f"{DEVICES[est.device].name}")
+                 f"{DEVICES[est.device].name} (an upper bound; validation "
+                 f"{est.validation_share:.0%} of the FLOPs)")
+    lines.extend(_skipped_lines(est))
+    lines.extend(_driver_lines(est))
     if est.device != "cpu":
         verdict = "fits within" if est.fits_quota else "does NOT fit"
-        lines.append(f"Kaggle weekly GPU quota: {est.hours:.1f} h {verdict} {est.quota_hours:g} h"
+        n = est.devices_per_session
+        lines.append(f"Kaggle weekly GPU quota: {est.hours:.1f} device-hours on sessions of "
+                     f"{n} {DEVICES[est.device].name.split()[-1]}{'s' if n > 1 else ''} "
+                     f"(--devices-per-session {n}) = {est.quota_used:.1f} quota hours, "
+                     f"{verdict} {est.quota_hours:g} h"
                      + ("" if est.fits_quota else
-                        f" (about {math.ceil(est.hours / est.quota_hours)} weeks of quota)"))
+                        f" (about {math.ceil(est.quota_used / est.quota_hours)} weeks of "
+                        "quota)"))
     if est.unknown_models:
         lines.append(f"not estimated (unknown model shape; give a local folder with config.json "
                      f"or add it to MODEL_SHAPES): {', '.join(est.unknown_models)}")
     lines.append(ASSUMES)
     return "\n".join(lines)
+
+
+def _skipped_lines(est: Estimate) -> list[str]:
+    if not est.skipped:
+        return []
+    return [f"not counted: {len(est.skipped)} token-controlled jobs whose projected target "
+            f"needs more passes than their epoch cap (unreachable_parity = \"skip\": recorded "
+            f"as not run once their reference has finished). Their targets are projected from "
+            f"references that run their whole budget; a reference that stops early lowers "
+            f"them, and a job whose measured target fits its cap runs: at most "
+            f"+{est.skipped_hours:.1f} device-hours more."]
+
+
+def _driver_lines(est: Estimate, top: int = 8) -> list[str]:
+    drivers = est.drivers()
+    if not drivers:
+        return []
+    lines = [f"cost drivers (job groups over models and seeds, costliest first; "
+             f"top {min(top, len(drivers))} of {len(drivers)}):",
+             f"  {'hours':>8} {'share':>6} {'valid.':>6} {'jobs':>5}  group"]
+    for d in drivers[:top]:
+        lines.append(f"  {d['hours']:>8.2f} {d['share']:>6.1%} {d['validation_share']:>6.1%} "
+                     f"{d['jobs']:>5}  {d['group']}")
+    return lines
 
 
 def estimate_as_json(est: Estimate) -> dict:
@@ -340,7 +440,14 @@ def estimate_as_json(est: Estimate) -> dict:
             "throughput_flops": est.throughput_flops, "throughput_source": est.throughput_source,
             "startup_s": est.startup_s, "quota_hours": est.quota_hours,
             "total": {"jobs": len(est.jobs), "train_tokens": est.train_tokens,
-                      "flops": est.flops, "hours": est.hours, "fits_quota": est.fits_quota},
+                      "flops": est.flops, "hours": est.hours, "fits_quota": est.fits_quota,
+                      "devices_per_session": est.devices_per_session,
+                      "quota_hours_used": est.quota_used,
+                      "validation_share": est.validation_share, "upper_bound": True},
+            "drivers": est.drivers(),
+            "skipped": {"jobs": len(est.skipped), "hours_at_cap": est.skipped_hours,
+                        "job_ids": [j.job_id for j in est.skipped],
+                        "reasons": {j.job_id: j.skipped for j in est.skipped}},
             "unknown_models": est.unknown_models, "assumes": ASSUMES,
             "jobs": [{k: clean(v) for k, v in asdict(j).items()} for j in est.jobs]}
 
@@ -372,26 +479,35 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
             continue
         cfg = job.settings
         text = job.job_id in targets and targets[job.job_id].control == "text"
+        skipped = None
         if text:
             # a text control replays its multi-task job: every task's tokens through the
             # encoder (the others' as masked-LM text), so it costs what that job costs
             per_task = design.projected_tokens(ids[job.depends_on[0]], lengths)
         elif job.job_id in targets:
             tc = targets[job.job_id]
-            per_task = {tc.task: float(tc.target_tokens)}
+            # at most the epoch cap's tokens: the job stops there (runner.ml.train)
+            per_task = {tc.task: float(min(tc.target_tokens, tc.epoch_cap * tc.tokens_per_epoch))}
+            if not tc.feasible and cfg.unreachable_parity == "skip":
+                skipped = (f"parity unreachable: {tc.epochs_needed:g} epochs needed, cap "
+                           f"{tc.epoch_cap}")
         else:
             per_task = design.projected_tokens(job, lengths)
         mean = {t: lengths.epoch(job, t)[1] for t in per_task}
         examples = sum(per_task[t] / mean[t] for t in per_task if mean[t])
         steps = examples / int(cfg.batch_size) / int(cfg.grad_accumulation)
         cap = cfg.max_eval_examples
+        vcaps = cfg.max_validation_examples or {}
         val = test = 0.0
         for t in job.tasks:
             length = cfg.max_length_for(t)
             for split in ("validation", "test"):
                 n, toks, _ = lengths.stats(t, split, length) if split in lengths.hist[t] \
                     else (0, 0, 0)
-                used = toks * (min(n, int(cap)) / n if cap and n else 1.0)
+                used_n = min(n, int(cap)) if cap else n
+                if split == "validation" and vcaps.get(t):
+                    used_n = min(used_n, int(vcaps[t]))
+                used = toks * (used_n / n if n else 1.0)
                 if split == "validation":
                     val += used
                 else:
@@ -405,5 +521,16 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
                            train / examples if examples else 64.0,
                            f"{job.experiment} {job.model} {'+'.join(job.tasks)} seed {job.seed}"
                            + (" (text control: costs what its multi-task job does)"
-                              if text else "")))
+                              if text else ""),
+                           validation_tokens=evals * val, skipped=skipped,
+                           group=_group(job, ids)))
     return out
+
+
+def _group(job, ids: dict) -> str:
+    """A cost driver: the experiment and its task set (token_controlled: its reference's set
+    and parity), over models and seeds."""
+    ref = ids.get(job.depends_on[0]) if job.depends_on else None
+    if ref is not None:
+        return f"{job.experiment} ({job.parity or 'total'} parity of {'+'.join(ref.tasks)})"
+    return f"{job.experiment} {'+'.join(job.tasks)}"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import runner
-from runner.data.splits import subsample
+from runner.data.splits import subsample, validation_subset
 from runner.fsutil import canonical_json
 from runner.ml import checkpoint as ckpt
 from runner.ml.batching import (
@@ -242,6 +242,58 @@ def parity_block(job, progress, target: int, choice: str, targets: dict, train_s
     return block
 
 
+def document_header(job, tokenizer, config: dict) -> dict:
+    """result.json's first fields (results/README.md): who the job is, and its config."""
+    return {
+        "experiment_id": job.job_id,
+        "experiment_type": experiment_type(job.strategy),
+        "experiment": job.experiment,
+        "study": job.study,
+        "model": job.model,
+        "model_name": job.model_name,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "seed": int(job.seed),
+        "tasks": list(job.tasks),
+        "config": config,
+    }
+
+
+def unreachable_document(job, cfg: TrainConfig, tokenizer, data, parity: tuple,
+                         provenance) -> dict | None:
+    """token_controlled with ``unreachable_parity = "skip"`` (issue 28): the result.json of a
+    job NOT run because its target, from the reference's measured tokens, needs more passes
+    over its task than its epoch cap -- its row could only read "parity not reached" -- or
+    None when the target is within reach (the job runs).  results/README.md: ``skipped``."""
+    target, choice, targets = parity
+    (task,) = job.tasks
+    train_split = data.tasks[task].train
+    needed = epochs_needed(target, train_split)
+    cap = epoch_cap(cfg)
+    if needed <= cap:
+        return None
+    per_epoch = int(train_split.lengths.sum())
+    detail = (f"parity unreachable: the target {target:,} tokens from {job.depends_on[0]} "
+              f"needs {needed:.2f} epochs of {task} ({per_epoch:,} tokens each), above the "
+              f"cap of {cap} (token_controlled_max_epochs)")
+    config = {**job.config, "target_tokens": target, "parity_target": choice,
+              "token_controlled_max_epochs": cap}
+    return {
+        **document_header(job, tokenizer, config),
+        "skipped": {"reason": "parity_unreachable", "detail": detail,
+                    "epochs_needed": round(needed, 4), "epoch_cap": cap,
+                    "target_tokens": int(target), "tokens_per_epoch": per_epoch},
+        "parity": {"mode": job.parity or "total", "reference_job": job.depends_on[0],
+                   "target": choice, "targets": targets, "target_tokens": int(target),
+                   "achieved_tokens": 0, "reached": False,
+                   "epochs_run": 0.0, "epochs_needed": round(needed, 4), "epoch_cap": cap,
+                   "stopped_because": "parity_unreachable"},
+        "token_count": 0,
+        "tokens_per_task": {task: 0},
+        "per_task": {},
+        "provenance": provenance(None),
+    }
+
+
 # ------------------------------------------------------------------------------------ run_job
 @dataclass
 class JobData:
@@ -344,6 +396,13 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
         except ValueError as exc:
             raise JobFailed(f"text control: {exc}") from None
         data.reference_tokens = reference_tokens_per_task(job, ctx, choice)
+    if token_controlled and not data.stream and cfg.unreachable_parity == "skip":
+        # the text control has no epoch cap: it replays its multi-task job, always in reach
+        skipped = unreachable_document(job, cfg, tokenizer, data, (target, choice, targets),
+                                       provenance_of(job, device, started_at))
+        if skipped is not None:
+            log.warning("not run: %s", skipped["skipped"]["detail"])
+            return json_safe(skipped)
 
     ckpt_root = ckpt.checkpoints_dir(ctx.job_dir)
     model, progress, oom_retry = train_with_oom_retry(job, ctx, cfg, specs, data, device,
@@ -421,7 +480,9 @@ def load_job_data(ctx, cfg: TrainConfig, specs: dict, tokenizer, limit: int | No
             ctx.data_dir, name, load_split(ctx.data_dir, name, "train"), cfg.decontaminate)
         frames[name] = {
             "train": subsample(train_df, max_train.get(name)),
-            "validation": subsample(load_split(ctx.data_dir, name, "validation"), max_eval),
+            "validation": validation_subset(
+                spec.kind, subsample(load_split(ctx.data_dir, name, "validation"), max_eval),
+                (cfg.max_validation_examples or {}).get(name)),
             "test": subsample(load_split(ctx.data_dir, name, "test"), max_eval)}
         length = effective_max_length(name, cfg, limit)
         enc = {split: encode_split(spec, df, tokenizer, length)
@@ -571,16 +632,7 @@ def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, o
         result_config["token_controlled_max_epochs"] = epoch_cap(cfg)
     at_best, per_task_at_best = tokens_at_best(progress)
     result = {
-        "experiment_id": job.job_id,
-        "experiment_type": experiment_type(job.strategy),
-        "experiment": job.experiment,
-        "study": job.study,
-        "model": job.model,
-        "model_name": job.model_name,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "seed": int(job.seed),
-        "tasks": list(job.tasks),
-        "config": result_config,
+        **document_header(job, tokenizer, result_config),
         "dataset_stats": {
             name: {"train_samples": len(t.train), "val_samples": len(t.validation),
                    "test_samples": len(data.frames[name]["encoded_test"]),

@@ -73,6 +73,8 @@ class TrainConfig:
         if self.warmup_cap is not None:
             return _capped(int(self.warmup_steps), float(self.warmup_cap), total), "default"
         return int(self.warmup_steps), "warmup_steps"
+    unreachable_parity: str = "run"       # token_controlled: "skip" | "run" (issue 28)
+    max_validation_examples: Mapping | None = None  # task -> validation subset (issue 28)
 
     def max_length_for(self, task: str) -> int:
         """``task``'s truncation length before the model's limit caps it."""

@@ -615,9 +615,11 @@ def _warnings(c: DesignCheck) -> list[str]:
         worst = max(bad, key=lambda t: t.epochs_needed)
         warn.append(f"{len(bad)} token-controlled job(s) cannot reach parity within their epoch "
                     f"cap (worst: {worst.experiment} {worst.model}/{worst.task} needs "
-                    f"{worst.epochs_needed:g} epochs, cap {worst.epoch_cap}); they will stop at "
-                    "the cap and report the gap -- parity = \"per_task\" matches each task's own "
-                    "multi-task tokens instead")
+                    f"{worst.epochs_needed:g} epochs, cap {worst.epoch_cap}); where the "
+                    "multi-task job's measured tokens confirm it, unreachable_parity = \"skip\" "
+                    "(the default) records them as not run, \"run\" stops them at the cap with "
+                    "the gap -- parity = \"per_task\" matches each task's own multi-task "
+                    "tokens instead")
     return warn
 
 

@@ -19,11 +19,16 @@ Schema (see ``manifests/demo.toml`` for a commented example)::
                           the methodology's default, or at its best validation checkpoint),
                           control "repeat" | "text" (the methodology's control, default: its
                           own data repeated to the target; or text-matched: the multi-task
-                          job replayed with the other tasks as unlabelled masked-LM text)
+                          job replayed with the other tasks as unlabelled masked-LM text),
+                          unreachable_parity "skip" | "run" (a job whose target needs more
+                          than token_controlled_max_epochs passes: recorded as not run, the
+                          default, or trained to the cap; repeat control only)
                           (one job per task of each referenced job; same models and seeds)
       + any hyperparameter, overriding [defaults] for this experiment only.
       + max_length_per_task = {task = n}: lowers max_length for those tasks (n <= max_length);
         every other task is cut at max_length, and the model's own limit caps both.
+      + max_validation_examples = n or {task = n}: validate on a fixed, stratified subset of
+        the validation split (early stopping, best weights); tests untouched (issue 28).
       + token_controlled_max_epochs (default 20, the methodology's): passes over its task after
         which a token-controlled job stops short of its target and records the shortfall; in
         [defaults] or token_controlled experiments only.
@@ -193,6 +198,10 @@ HYPERPARAMETERS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "min_delta": (_float(0.0, 1.0, False), 1e-4),   # smallest improvement that counts
     "max_train_examples": (_max_train_examples, MappingProxyType({})),
     "max_eval_examples": (_optional_int(1), None),  # cap on validation and test examples
+    # per task (or one integer): a fixed, stratified subset of its VALIDATION split for model
+    # selection and early stopping (runner.data.splits.validation_subset); tests untouched.
+    # In a job's config (and id) only when it names one of the job's tasks (issue 28)
+    "max_validation_examples": (_max_train_examples, MappingProxyType({})),
     "checkpoint_every_s": (_float(0.0, None, True), 300.0),  # seconds
     "precision": (_choice(PRECISIONS), "auto"),
     "sampling": (_choice(SAMPLINGS), "proportional"),
@@ -268,6 +277,7 @@ class Experiment:
     heldout: bool = False                   # evaluate on the [heldout] tasks after the job
     parity_target: str | None = None        # token_controlled: "total" | "best"
     control: str | None = None              # token_controlled: "repeat" | "text"
+    unreachable_parity: str | None = None   # token_controlled: "skip" | "run" (issue 28)
 
     @property
     def experiment_type(self) -> str:
@@ -323,6 +333,10 @@ class Manifest:
             # only where asked: other jobs keep the config (and the job id) they had
             cfg["heldout"] = {k: (list(v) if isinstance(v, tuple) else v)
                               for k, v in self.heldout.items()}
+        vcaps = cfg.pop("max_validation_examples")
+        vcaps = {t: vcaps.get(t, vcaps.get("*")) for t in tasks if t in vcaps or "*" in vcaps}
+        if vcaps:   # none: the config (and job id) it had before
+            cfg["max_validation_examples"] = vcaps
         lengths = _lengths_per_task(cfg, tasks + tuple(cfg.get("heldout", {}).get("tasks", ())))
         del cfg["max_length_per_task"]
         if lengths is not None:
@@ -333,6 +347,9 @@ class Manifest:
             cfg["token_controlled_max_epochs"] = given.get(
                 "token_controlled_max_epochs", HYPERPARAMETERS["token_controlled_max_epochs"][1])
             cfg["parity_target"] = exp.parity_target
+            # what to do when the target is out of reach: not what a job computes once it
+            # runs, so not in its id (runner.study.plan.NOT_IN_ID)
+            cfg["unreachable_parity"] = exp.unreachable_parity or "skip"
             if exp.control == "text":   # the default ("repeat") keeps the config and job id
                 # the rest of the block (the tasks, the multi-task job's settings) comes from
                 # the referenced job, in runner.study.plan

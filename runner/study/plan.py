@@ -60,7 +60,7 @@ from runner.study.strategies import STRATEGIES
 
 # Saved-state cadence (seconds), torch.compile and whether the best weights are kept: how often,
 # how fast and what is kept, not what is computed, so not part of a job's identity.
-NOT_IN_ID = ("checkpoint_every_s", "compile", "keep_weights")
+NOT_IN_ID = ("checkpoint_every_s", "compile", "keep_weights", "unreachable_parity")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from stats.read.results import (
     ST,
     TC,
     JobResult,
+    NotRun,
     PredictionsUnavailable,
     Skipped,
     read_predictions,
@@ -60,6 +61,8 @@ class Study:
     skipped: list[Skipped]
     options: Options
     notes: list[str] = field(default_factory=list)
+    # token-controlled jobs the runner recorded as not run (parity unreachable, issue 28)
+    not_run: list[NotRun] = field(default_factory=list)
     # results that must not be published (issue 25; see :meth:`verify`): one line each
     refused: list[str] = field(default_factory=list)
     _predictions: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -684,6 +687,11 @@ def _rq5_family(study: Study, model: str, e_m: str, e_t: str | None, matched: Pa
             ps["holds"], ps["detail"], row["mean_diff"], row["p_holm"],
             st.get("mean_diff"), st.get("p_holm"), opt.alpha)
         row["verdict"] = controls.verdict_words(row["verdict"], control)
+    for row in compared:   # some seeds ran, others could not reach parity (issue 28)
+        unreachable = _unreachable_text(study, model, e_m, e_t, row["task"])
+        if unreachable:
+            row["verdict"] = tests.NOT_TESTABLE
+            row["verdict_reason"] = f"{unreachable}; the seeds that ran: {row['verdict_reason']}"
     pairs = [p for r in compared for p in r["parity"]]
     return {"model": model, "multi_task_experiment": e_m, "token_controlled_experiment": e_t,
             "control": control,
@@ -762,14 +770,38 @@ def _rq5_na_row(study: Study, model: str, e_m: str, e_t: str | None, task: str,
     else:
         reason = (f"no job of token-controlled system {e_t} references {e_m} for {task} "
                   "(not planned, failed or not finished)")
+    unreachable = _unreachable_text(study, model, e_m, e_t, task)
     shared = bool(st_row and st_row.get("n"))
-    return _na_row(model, task, reason, multi_task_experiment=e_m,
-                   token_controlled_experiment=e_t, verdict=tests.NOT_SHOWN,
+    return _na_row(model, task, unreachable or reason, multi_task_experiment=e_m,
+                   token_controlled_experiment=e_t,
+                   verdict=tests.NOT_TESTABLE if unreachable else tests.NOT_SHOWN,
                    single_task=st_sys, multi_task=mt_sys, mt_minus_st=st_row,
                    seeds=st_row["seeds"] if shared else (mt_sys or {}).get("seeds", []),
                    st_mean=float(np.mean(st_row["values_b"])) if shared else None,
                    mt_mean=float(np.mean(st_row["values_a"])) if shared
                    else (mt_sys or {}).get("mean"))
+
+
+def _unreachable_text(study: Study, model: str, e_m: str, e_t: str | None,
+                      task: str) -> str | None:
+    """Why the token-controlled side of (model, e_m, e_t, task) was not run, when the runner
+    recorded it so (``unreachable_parity = "skip"``), with the epochs it would need; None
+    when it did not."""
+    found = []
+    for nr in study.not_run:
+        ref = study.by_id.get(nr.reference_job)
+        if (nr.model == model and nr.task == task and ref is not None
+                and study.system(ref) == e_m
+                and (e_t is None or e_t.split("[")[0] == nr.experiment)):
+            found.append(nr)
+    if not found:
+        return None
+    worst = max(found, key=lambda nr: nr.epochs_needed or 0.0)
+    seeds = seed_list(sorted({nr.seed for nr in found}))
+    return (f"{tests.NOT_TESTABLE}: the token-controlled job would need "
+            f"{_epochs(worst.epochs_needed)} epochs of {task}, above its cap of "
+            f"{worst.epoch_cap if worst.epoch_cap is not None else '?'} (not run; seeds "
+            f"{seeds}, seed {worst.seed} shown)")
 
 
 def _pair_parity(task: str, seed: int, mt: JobResult, tc: JobResult,

@@ -24,6 +24,8 @@ HEDGES_BELOW_N = 20  # Hedges' small-sample correction is applied when n < 20
 GENUINE = "genuine transfer"
 EXPOSURE = "data exposure"
 NOT_SHOWN = "not shown"
+# a token-controlled job recorded as not run: its target was beyond its epoch cap (issue 28)
+NOT_TESTABLE = "not testable: parity unreachable"
 _TOL = 1e-12  # scores closer than this are identical (metrics live in [0, 1] / [-1, 1])
 
 

@@ -107,10 +107,30 @@ class JobResult:
     data_checksums: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NotRun:
+    """A job the runner recorded as not run (result.json ``skipped``, issue 28): a
+    token-controlled job whose parity target was out of reach of its epoch cap.  Not missing
+    data: its comparison is "not testable: parity unreachable"."""
+
+    job_id: str
+    experiment: str
+    model: str
+    seed: int
+    task: str
+    reference_job: str
+    reason: str
+    detail: str
+    epochs_needed: float | None
+    epoch_cap: int | None
+    path: Path
+
+
 @dataclass
 class Loaded:
     jobs: list[JobResult] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    not_run: list[NotRun] = field(default_factory=list)
     # results that must not be published (issue 25): one line each, FILE: what is wrong;
     # any makes ``python -m stats`` exit 2 with nothing written
     refused: list[str] = field(default_factory=list)
@@ -214,6 +234,27 @@ def parse_result(data: Any, path: Path) -> JobResult:
         tokens_at_best=_get(data, "tokens_at_best", int, "", optional=True),
         tokens_per_task_at_best=_numbers(data.get("tokens_per_task_at_best"), int),
         data_checksums=_checksums(data.get("provenance")))
+
+
+def parse_not_run(data: dict, path: Path) -> NotRun:
+    """A result.json with a ``skipped`` block; ``_Bad`` names the wrong key."""
+    block = _get(data, "skipped", dict, "")
+    etype = _get(data, "experiment_type", str, "")
+    if etype != "token_controlled_baseline":
+        raise _Bad(f"skipped: only token-controlled jobs are recorded as not run, not {etype!r}")
+    tasks = _get(data, "tasks", list, "")
+    if len(tasks) != 1 or not isinstance(tasks[0], str):
+        raise _Bad("tasks: expected the one task of a token-controlled job")
+    parity = _get(data, "parity", dict, "")
+    needed, cap = block.get("epochs_needed"), block.get("epoch_cap")
+    return NotRun(job_id=_get(data, "experiment_id", str, ""),
+                  experiment=_get(data, "experiment", str, "", optional=True) or etype,
+                  model=_get(data, "model", str, ""), seed=_get(data, "seed", int, ""),
+                  task=tasks[0], reference_job=_get(parity, "reference_job", str, "parity."),
+                  reason=_get(block, "reason", str, "skipped."),
+                  detail=str(block.get("detail") or block["reason"]),
+                  epochs_needed=float(needed) if isinstance(needed, (int, float)) else None,
+                  epoch_cap=int(cap) if isinstance(cap, int) else None, path=path)
 
 
 def _task_result(task: str, entry: dict, path: Path) -> TaskResult:
@@ -347,7 +388,16 @@ def load_results(dirs: list[str | Path]) -> Loaded:
             raise StatsInputError(root, "results folder does not exist (give --results DIR)")
         for path in sorted(result_files(root, loaded.refused)):
             try:
-                job = parse_result(_read_result(path), path)
+                data = _read_result(path)
+                if isinstance(data, dict) and "skipped" in data:   # not run (issue 28)
+                    nr = parse_not_run(data, path)
+                    if path.parent.name != nr.job_id:
+                        loaded.refused.append(f"{path}: experiment_id {nr.job_id!r} is not "
+                                              f"its folder's name {path.parent.name!r}")
+                    else:
+                        loaded.not_run.append(nr)
+                    continue
+                job = parse_result(data, path)
             except _Refused as err:
                 loaded.refused.append(f"{path}: {err}")
                 continue

@@ -40,7 +40,7 @@ def test_t4_hours_by_hand():
     # eval  2 * 84,934,656 +  4 * 12 * 768 * 50 = 171,712,512 FLOP/token
     # T4 at 20% of 65 TFLOP/s = 13 TFLOP/s; + 20 s start-up
     job = JobSize("j1", "bert-base-uncased", 1e8, 1e7, 50.0, "x")
-    e = estimate([job], "t4", quota_hours=1.0)
+    e = estimate([job], "t4", quota_hours=1.0, devices_per_session=1)
     flops = 515_137_536 * 1e8 + 171_712_512 * 1e7
     assert e.flops == pytest.approx(flops)
     assert e.hours == pytest.approx((flops / 13e12 + 20) / 3600)

@@ -63,10 +63,11 @@ def test_resolved_config_layers_defaults_and_overrides():
     m = parse_manifest(VALID, "v.toml")
     st, mt, tc = m.experiments
     cfg = m.resolved_config(st, ("bc2gm",))
-    # token_controlled_max_epochs is a token-controlled job's only
-    # the default warm-up: warmup_steps with its cap, no warmup_ratio (runner.study.manifest
-    # warmup_config)
-    assert set(cfg) == set(HYPERPARAMETERS) - {"token_controlled_max_epochs", "warmup_ratio"} \
+    # token_controlled_max_epochs is a token-controlled job's only; max_validation_examples
+    # is in a config only where it names one of the job's tasks; the default warm-up:
+    # warmup_steps with its cap, no warmup_ratio (runner.study.manifest warmup_config)
+    assert set(cfg) == set(HYPERPARAMETERS) - {"token_controlled_max_epochs", "warmup_ratio",
+                                               "max_validation_examples"} \
         | {"adapter", "warmup_cap"}
     assert cfg["learning_rate"] == 3e-5 and cfg["batch_size"] == 4
     assert cfg["max_train_examples"] == {"bc2gm": 100}
