@@ -135,7 +135,8 @@ def _statistics_header(results: list[str | Path], the_study: Study, options: Opt
         "generated_by": "python -m stats",
         "options": {"alpha": options.alpha, "resamples": options.resamples,
                     "seed": options.seed, "parity_threshold": options.parity_threshold,
-                    "level": options.level},
+                    "level": options.level,
+                    "equivalence_margin": options.equivalence_margin},
         "inputs": {"results": [str(r) for r in results], "jobs": len(the_study.jobs),
                    "skipped": [{"path": s.path, "reason": s.reason} for s in the_study.skipped]},
         "notes": the_study.notes,
@@ -163,6 +164,11 @@ def _preamble(results: list[str | Path], the_study: Study, options: Options,
               f"{options.seed}, {100 * options.level:g}% percentile intervals; token parity "
               f"threshold {100 * options.parity_threshold:g}%; Holm correction across the "
               "tasks of each comparison"),
+             (f"RQ5 equivalence margin ±{100 * options.equivalence_margin:g} points (data "
+              "exposure needs the seed-level "
+              f"{100 * (1 - 2 * options.alpha):g}% interval of MT − TC inside it; set with "
+              "--equivalence-margin or the manifest's [stats] equivalence_margin, default 1 "
+              "point)"),
              cont.describe()]
     lines += [f"skipped: {s.path}: {s.reason}" for s in the_study.skipped]
     return lines + [f"note: {n}" for n in the_study.notes]

@@ -55,7 +55,7 @@ def finding(row: dict[str, Any], delta_key: str = "mean_diff") -> str | None:
     return "no significant difference"
 
 
-NO_FINDING = ("no significant difference", "not shown")
+NO_FINDING = ("no significant difference", "inconclusive", "no multi-task gain", "not testable")
 
 
 def change_sentence(rq: str, title: str, row: dict[str, Any], full: str | None,
