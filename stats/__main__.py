@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     print(cont["line"] + (f"; clean-unit results for {cont['clean_rows']} RQ1/RQ5 row(s)"
                           if cont["status"] == "used" else ""),
           file=sys.stderr if cont["status"] == "refused" else sys.stdout)
+    if cont.get("tie_line"):
+        print(cont["tie_line"], file=sys.stderr)
     return EXIT_OK
 
 

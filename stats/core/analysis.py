@@ -49,10 +49,16 @@ class Options:
     resamples: int = 10_000  # bootstrap resamples over test units (and over seeds for RQ1)
     seed: int = 0  # the bootstrap generator's seed
     parity_threshold: float = 0.05  # |MT − TC| / MT below this is token parity
-    level: float = 0.95  # confidence level of every interval
+    # confidence level of every interval; None: 1 − alpha, so that a printed seed-level
+    # interval excludes 0 exactly when its unadjusted paired-t p is below alpha (issue 24)
+    level: float | None = None
     # RQ5's equivalence margin δ in metric units (0.01 = 1 point): "data exposure" needs the
     # seed-level (1 − 2α) interval of MT − TC inside ±δ (issue 24)
     equivalence_margin: float = tests.EQUIVALENCE_MARGIN
+
+    def __post_init__(self) -> None:
+        if self.level is None:
+            object.__setattr__(self, "level", 1 - self.alpha)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from stats.render.summary import (
     clean_units_text,
     effect_text,
     finding_change,
+    level_text,
     pooled_text,
     seeds_text,
     t_text,
@@ -31,9 +32,9 @@ def _comparison_line(r: dict[str, Any], b: str) -> str:
             f"({seeds_text(r)}): "
             f"{b} {points(float(np.mean(r['values_b'])), False)}, "
             f"MT {points(float(np.mean(r['values_a'])), False)}, "
-            f"Δ {points(r['mean_diff'])} points, seed-level 95% CI "
+            f"Δ {points(r['mean_diff'])} points, seed-level {level_text(ci)} CI "
             f"{interval(ci.get('low'), ci.get('high'))}{why(ci)}; paired {t_text(t)}, Holm p "
-            f"{p_value(r['p_holm'])}{why(t)}; test-set resampling 95% CI "
+            f"{p_value(r['p_holm'])}{why(t)}; test-set resampling {level_text(boot)} CI "
             f"{interval(boot.get('low'), boot.get('high'))}{why(boot)}, Berg-Kirkpatrick p "
             f"{p_value(boot.get('p_bk'))}; Wilcoxon p {p_value(w['p'])}{why(w)}; "
             f"effect {effect_text(dz)}"
@@ -62,7 +63,7 @@ def _clean_rq1_line(r: dict[str, Any]) -> str:
     t, ci = c["paired_t"], c.get("diff_interval") or {}
     return (f"    {clean_units_text(c)}: ST {points(float(np.mean(c['values_b'])), False)}, "
             f"MT {points(float(np.mean(c['values_a'])), False)}, Δ {points(c['mean_diff'])} "
-            f"points, seed-level 95% CI {interval(ci.get('low'), ci.get('high'))}"
+            f"points, seed-level {level_text(ci)} CI {interval(ci.get('low'), ci.get('high'))}"
             f"{why(ci)}, paired t p {p_value(t['p'])}, Holm p {p_value(c['p_holm'])}{why(t)}; "
             f"effect {effect_text(c['d_z'])}; "
             + finding_change(finding(r), finding(c)))

@@ -12,7 +12,13 @@ from stats.questions.context import Context, SectionOutput, SummaryBlock
 from stats.read.results import TC
 from stats.render import tables
 from stats.render.numbers import interval, num, p_value, points, tokens
-from stats.render.summary import clean_units_text, effect_text, pooled_text, seeds_text
+from stats.render.summary import (
+    clean_units_text,
+    effect_text,
+    level_text,
+    pooled_text,
+    seeds_text,
+)
 
 
 def _rq5_family_line(f: dict[str, Any]) -> str:
@@ -68,9 +74,9 @@ def _rq5_lines(r: dict[str, Any], family: dict[str, Any]) -> list[str]:
         f"    {seeds_text(r)}: ST {points(r['st_mean'], False)}, MT {points(r['mt_mean'], False)} "
         f"({tokens(r['mt_tokens_mean'])} tokens), TC {points(r['tc_mean'], False)} "
         f"({tokens(r['tc_tokens_mean'])} tokens); parity: {ps['detail']}; "
-        f"MT − TC {points(r['mean_diff'])} points, seed-level 95% CI "
+        f"MT − TC {points(r['mean_diff'])} points, seed-level {level_text(ci)} CI "
         f"{interval(ci.get('low'), ci.get('high'))}, paired t p {p_value(r['paired_t']['p'])}, "
-        f"Holm p {p_value(r['p_holm'])}; {_equivalence_text(r)}; test-set resampling 95% CI "
+        f"Holm p {p_value(r['p_holm'])}; {_equivalence_text(r)}; test-set resampling {level_text(boot)} CI "
         f"{interval(boot.get('low'), boot.get('high'))}; effect {effect_text(r['d_z'])}, "
         f"{pooled_text(r['pooled_d'])}; token efficiency MT {num(r['mt_efficiency'], '.4f')}, "
         f"TC {num(r['tc_efficiency'], '.4f')} per million tokens; MDE (80% power) "
@@ -89,7 +95,7 @@ def _clean_rq5_line(r: dict[str, Any]) -> str:
         f"CHANGES from {r['verdict'].upper()}"
     return (f"    {clean_units_text(c)}: ST {points(c['st_mean'], False)}, MT "
             f"{points(c['mt_mean'], False)}, TC {points(c['tc_mean'], False)}; MT − TC "
-            f"{points(c['mean_diff'])} points, seed-level 95% CI "
+            f"{points(c['mean_diff'])} points, seed-level {level_text(ci)} CI "
             f"{interval(ci.get('low'), ci.get('high'))}, paired t p "
             f"{p_value((c.get('paired_t') or {}).get('p'))}, Holm p {p_value(c['p_holm'])}; MT − ST "
             f"{points(st.get('mean_diff'))} points, Holm p {p_value(st.get('p_holm'))}; verdict "

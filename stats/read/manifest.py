@@ -11,9 +11,10 @@ that plans also reports.
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from stats.fileio import StatsInputError
 

@@ -165,8 +165,8 @@ def multitask_table(env: jinja2.Environment, families: list[dict[str, Any]], alp
         groups.append(rows)
     notes = [
         (r"ST, MT: mean primary test metric ($\times 100$) over the $n$ seeds run by both; "
-         r"$\Delta$: mean paired difference MT$-$ST with its 95\% paired $t$-interval over "
-         r"seeds (it excludes 0 exactly when the unadjusted $p<0.05$; the test-set resampling "
+         rf"$\Delta$: mean paired difference MT$-$ST with its {100 * (1 - alpha):g}\% paired $t$-interval over "
+         rf"seeds (it excludes 0 exactly when the unadjusted $p<{alpha:g}$; the test-set resampling "
          r"interval is in SUMMARY.txt); $p$ / $p_\mathrm{Holm}$: two-sided paired $t$-test over "
          r"seeds, unadjusted / Holm-adjusted across the tasks of a model and multi-task "
          r"experiment ($^{***}$"
@@ -181,7 +181,7 @@ def multitask_table(env: jinja2.Environment, families: list[dict[str, Any]], alp
                         "tab:multitask_comparison", "lllccccccll", [], groups, notes, 11,
                         "no single-task or multi-task results")
     return render(env, "table_multitask_comparison.tex.j2", placement="t", size=r"\scriptsize",
-                  source=source, **ctx)
+                  source=source, level=f"{100 * (1 - alpha):g}", **ctx)
 
 
 def _rq5_family_title(fam: dict[str, Any]) -> str:
@@ -242,19 +242,19 @@ def _rq5_cells(r: dict[str, Any], st: str, fn: Footnotes, alpha: float,
 # what each parity mode's table is about (Table 3 is total parity; per-task parity has its
 # own table, caption and label, issue 24)
 RQ5_TABLES = {
-    "total": ("Token-controlled transfer analysis (RQ5): total parity, the token-controlled "
-              "single-task job trained on as many tokens as the whole multi-task job.",
+    "total": (("Token-controlled transfer analysis (RQ5): total parity, the token-controlled "
+              "single-task job trained on as many tokens as the whole multi-task job."),
               "tab:rq5_token_controlled", "MT (M)",
-              r"Token-controlled (TC) single-task runs train on as many tokens as their "
-              r"whole multi-task (MT) reference (total parity); "),
-    "per_task": ("Per-task token parity (RQ5, a different question): the token-controlled "
+              (r"Token-controlled (TC) single-task runs train on as many tokens as their "
+              r"whole multi-task (MT) reference (total parity); ")),
+    "per_task": (("Per-task token parity (RQ5, a different question): the token-controlled "
                  "job trained only on the tokens the multi-task job spent on that task; a gain "
                  "here is a gain beyond more of the task's own data, not evidence against "
-                 "data exposure.",
+                 "data exposure."),
                  "tab:rq5_per_task_parity", "MT on task (M)",
-                 r"Per-task parity: TC runs train on as many tokens as their multi-task (MT) "
+                 (r"Per-task parity: TC runs train on as many tokens as their multi-task (MT) "
                  r"reference spent on that task alone, MT's token column and token efficiency "
-                 r"count those tokens too; "),
+                 r"count those tokens too; ")),
 }
 
 
@@ -292,7 +292,7 @@ def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: fl
         (lead + r"gap $=|\mathrm{MT}-\mathrm{TC}|/\mathrm{MT}$ in training tokens "
          rf"(largest over seeds; parity when below {100 * threshold:g}\%, same tokenizer only). "
          r"ST, MT, TC: mean over the seeds all three systems ran. "
-         r"$\Delta$: mean paired MT$-$TC ($\times 100$) with its 95\% paired $t$-interval "
+         rf"$\Delta$: mean paired MT$-$TC ($\times 100$) with its {100 * (1 - alpha):g}\% paired $t$-interval "
          r"over seeds; $p$ / $p_\mathrm{Holm}$: paired $t$-test over seeds, unadjusted / "
          r"Holm-adjusted across the tasks of one comparison; $d$: Cohen's $d$ (pooled SD, the "
          r"methodology's; success criterion $d>0.3$); $d_z$: paired, Hedges-corrected for "
@@ -303,7 +303,8 @@ def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: fl
                         "no multi-task results" if mode == "total"
                         else "no token-controlled system with per-task parity")
     return render(env, "table_rq5_token_controlled.tex.j2", placement="t",
-                  size=r"\scriptsize", source=source, mt_tokens_label=mt_tokens_label, **ctx)
+                  size=r"\scriptsize", source=source, mt_tokens_label=mt_tokens_label,
+                  level=f"{100 * (1 - alpha):g}", **ctx)
 
 
 def dataset_table(env: jinja2.Environment, datasets: list[dict[str, Any]],
