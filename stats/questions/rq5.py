@@ -108,7 +108,7 @@ def _equivalence_text(r: dict[str, Any]) -> str:
         return f"equivalence n/a ({eq.get('reason') or 'not computed'})"
     return (f"equivalence (TOST, ±{100 * eq['margin']:g} points): "
             f"{100 * eq['level']:g}% CI {interval(eq['low'], eq['high'])}, p "
-            f"{p_value(eq['p'])} -> {'equivalent' if eq['equivalent'] else 'not shown'}")
+            f"{p_value(eq['p'])} -> {'equivalent' if eq['equivalent'] else 'equivalence not shown'}")
 
 
 def _counts_line(mode: str, families: list[dict[str, Any]]) -> str | None:
