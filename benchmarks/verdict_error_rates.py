@@ -10,6 +10,7 @@ parity holding. Scenarios (the gain is on bc2gm; the other tasks have none):
 * ``null``: MT = ST = TC in truth. Wrong: any GENUINE TRANSFER (per study and per row).
 * ``mt_tc_plus3``: MT − TC = +3 points and MT − ST = +3 (TC = ST: the gain is transfer).
   Wrong: DATA EXPOSURE on bc2gm.
+* the issue's case: 3 seeds, MT − TC = +2 points, MT − ST = +5. Wrong: DATA EXPOSURE.
 * ``mt_equals_tc`` (the power side, not an error rate): MT = TC = ST + 3 points. Right:
   DATA EXPOSURE on bc2gm; how often the test shows it.
 
@@ -117,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         plus3, _ = run("MT − TC = +3 points (TC = ST): false DATA EXPOSURE on bc2gm", args,
                        0.03, 0.0, args.seeds,
                        lambda r, v: r["task"] == "bc2gm" and v == EXPOSURE, root)
+        issue, _ = run("the issue's case, 3 seeds, MT − TC = +2 points (MT − ST = +5): false "
+                       "DATA EXPOSURE on bc2gm", args, 0.05, 0.03, 3,
+                       lambda r, v: r["task"] == "bc2gm" and v == EXPOSURE, root)
         run("MT = TC = ST + 3 points (power, not an error): DATA EXPOSURE on bc2gm", args,
             0.03, 0.03, args.equal_seeds,
             lambda r, v: r["task"] == "bc2gm" and v == EXPOSURE, root)
-    ok = null <= 0.05 and plus3 <= 0.05
-    print(f"goal (both error rates <= 5% per study): {'met' if ok else 'NOT met'}")
+    ok = null <= 0.05 and plus3 <= 0.05 and issue <= 0.05
+    print(f"goal (every error rate <= 5% per study): {'met' if ok else 'NOT met'}")
     return 0 if ok else 1
 
 
