@@ -395,12 +395,13 @@ def clean_units_table(env: jinja2.Environment, entries: list[dict[str, Any]], al
               r"or $n$-gram) no training unit of any task the multi-task job (RQ2: either "
               r"source job, and the held-out task) trained on, the evaluated task included; "
               r"both systems on the same units. Dropped: test units left out, of those "
-              r"scored. $\Delta$: MT$-$ST (RQ1, RQ2) or MT$-$TC (RQ5) with its 95\% paired "
-              r"bootstrap interval over test units; $p_\mathrm{Holm}$ as in the RQ's own "
-              r"table. Finding: significance (RQ1, RQ2) or the verdict (RQ5)."), *fn.notes()]
+              r"scored. $\Delta$: MT$-$ST (RQ1, RQ2) or MT$-$TC (RQ5) with its "
+              rf"{100 * (1 - alpha):g}\% paired $t$-interval over seeds; $p$ / "
+              r"$p_\mathrm{Holm}$: unadjusted / Holm-adjusted, as in the RQ's own table. "
+              r"Finding: significance (RQ1, RQ2) or the verdict (RQ5)."), *fn.notes()]
     notes += [latex_escape(why)] if why else []
     ctx = table_context("Every comparison on the full test set and on its clean test units.",
                         "tab:clean_units", "lllllccccl", [], list(groups.values()), notes, 10,
                         empty_reason)
     return render(env, "table_clean_units.tex.j2", placement="t", size=r"\scriptsize",
-                  source=source, **ctx)
+                  source=source, level=f"{100 * (1 - alpha):g}", **ctx)
