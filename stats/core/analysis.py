@@ -632,11 +632,9 @@ def _rq5_row(study: Study, model: str, e_m: str, e_t: str, task: str,
     parity = [_pair_parity(task, s, *pairs[s], opt.parity_threshold) for s in seeds]
     st_key = (model, ST, st_exp, task)
     mode = _one({p["mode"] for p in parity})
+    # the MT tokens TC was matched to (per-task parity: those MT spent on this task; target
+    # "best": up to its best checkpoint): the token column and MT's efficiency both use them
     mt_tokens = float(np.mean([p["mt_tokens"] or 0 for p in parity]))
-    # per-task parity: MT's tokens are those it spent on this task (the token column and
-    # the efficiency both), total parity: the whole job's
-    mt_eff_tokens = (mt_tokens if mode == "per_task"
-                     else np.mean([pairs[s][0].token_count for s in seeds]))
     row.update({
         "model": model, "multi_task_experiment": e_m, "token_controlled_experiment": e_t,
         "token_controlled_experiments": sorted({pairs[s][1].experiment for s in seeds}),
@@ -653,7 +651,7 @@ def _rq5_row(study: Study, model: str, e_m: str, e_t: str, task: str,
         "mt_tokens_mean": mt_tokens,
         "tc_tokens_mean": float(np.mean([p["tc_tokens"] for p in parity])),
         # primary metric per million training tokens (methodology 7.3), of the seed means
-        "mt_efficiency": token_efficiency(float(np.mean(row["values_a"])), round(mt_eff_tokens)),
+        "mt_efficiency": token_efficiency(float(np.mean(row["values_a"])), round(mt_tokens)),
         "tc_efficiency": token_efficiency(
             float(np.mean(row["values_b"])),
             round(np.mean([pairs[s][1].token_count for s in seeds]))),
