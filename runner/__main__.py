@@ -109,6 +109,9 @@ def _declare_run(run: argparse.ArgumentParser) -> None:
                           "CPU worker without GPUs); N = N workers (GPUs shared round robin; "
                           "without GPUs the CPU cores are split between them). Worker logs: "
                           "<results>/ledger/workers/. Default: this process alone")
+    run.add_argument("--allow-more-workers", action="store_true",
+                     help="with --workers N: start N workers even where N is more than this "
+                          "machine's usable CPU cores and visible GPUs (refused otherwise)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="local (default): this machine; ray: every ready job becomes a Ray "
                           "task asking for 1 GPU (0 on a cluster without GPUs) and "
@@ -233,8 +236,26 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+# options whose value may start with "-" (a negative --time-budget must get its one-line
+# error, not argparse's usage block): "--time-budget -5s" is read as "--time-budget=-5s"
+_VALUE_OPTIONS = ("--time-budget", "--workers", "--results-dir", "--data-dir", "--worker-id")
+
+
+def _join_dash_values(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and not argv[i + 1].startswith("--"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def _main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_dash_values(list(sys.argv[1:] if argv is None else argv))
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")
     parser = _parser()
@@ -289,20 +310,58 @@ def _after_run(manifest, results_dir, data_dir, code: int) -> int:
 
 def _results_dir(args: argparse.Namespace, manifest):
     """The results folder, checked before any work: one that cannot be a folder we write into
-    (under a file, in /proc) is bad input, named where it was given: --results-dir or the
-    manifest's `results` line."""
+    (under a file, in /proc), an empty --results-dir, a link that leads nowhere (dangling,
+    a loop) and the data folder itself (or a folder holding or inside it) are bad input,
+    named where it was given: --results-dir or the manifest's `results` line."""
     from pathlib import Path
 
     from stats.fileio import folder_problem  # the one output-folder check
 
+    if args.results_dir is not None and not args.results_dir.strip():
+        raise InputError(None, "empty path (leave --results-dir out for the manifest's "
+                         "[study] results)", where="--results-dir")
     path = Path(args.results_dir or manifest.study.results)
-    problem = folder_problem(path, write=args.command == "run")
+    problem = _path_problem(path) or folder_problem(path, write=args.command == "run") \
+        or _data_overlap(path, Path(args.data_dir))
     if problem is None:
         return path
     if args.results_dir is not None:
         raise InputError(str(path), problem, where="--results-dir")
     raise InputError(manifest.path, f"{path}: {problem}", where="study.results",
                      line=manifest.study.results_line)
+
+
+def _path_problem(path) -> str | None:
+    """A results path that cannot be resolved: a symbolic link loop or a dangling link on
+    the way (or at its end)."""
+    import errno
+
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+        return None   # created by `run`
+    except NotADirectoryError:
+        return None   # under a file: folder_problem names the file
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (too many levels of symbolic links)"
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def _data_overlap(path, data_dir) -> str | None:
+    """The results folder must not be the data folder, inside it, or around it: the runner
+    writes job folders and its ledger there."""
+    results, data = os.path.realpath(path), os.path.realpath(data_dir)
+    if results == data:
+        return f"is the data folder ({data_dir}); give the study its own results folder"
+    if results.startswith(data + os.sep):
+        return f"lies inside the data folder ({data_dir}); give the study its own folder"
+    if data.startswith(results + os.sep):
+        return f"holds the data folder ({data_dir}); give the study its own folder"
+    return None
 
 
 def _run_flags(args: argparse.Namespace) -> int | None:
@@ -321,7 +380,9 @@ def _run_flags(args: argparse.Namespace) -> int | None:
     if args.workers is None:
         return None
     from runner.orchestrate import workers
-    return workers.parse_workers(args.workers)
+    n = workers.parse_workers(args.workers)
+    workers.check_workers(n, args.allow_more_workers)
+    return n
 
 
 def _models_left(plan, results_dir, retry_failed: bool) -> list[str]:

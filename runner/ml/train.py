@@ -389,6 +389,7 @@ class _Run:
         if improved:
             progress.best_score, progress.best_step = _score(score), progress.step
             progress.evals_without_improvement = 0
+            self.ctx.check_owner()   # fenced: only the job's owner writes its state
             ckpt.save_best(self.best_root, self.model, {"step": progress.step, "score": score})
         elif not self.token_controlled:  # early stopping (token_controlled runs to its target)
             progress.evals_without_improvement += 1
@@ -408,6 +409,7 @@ class _Run:
             # every step logged so far reaches the trackers' files before the checkpoint a
             # resumed job starts after exists: the resumed job logs only later steps
             self.tracker.flush()
+        self.ctx.check_owner()   # fenced (issue 25): JobLost once another worker owns the job
         ckpt.save_checkpoint(self.setup.ckpt_root, self.progress, self.model, self.optimizer,
                              self.scheduler, self.scaler)
 
@@ -417,6 +419,7 @@ class _Run:
         progress, setup, model = self.progress, self.setup, self.model
         if progress.finished:
             return
+        self.ctx.check_owner()
         if self.last_eval_step != progress.step:  # the final weights are validated too
             self.run_validation()
         if progress.best_step is None:  # no finite validation score: the final weights

@@ -311,6 +311,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     model.to(device)
     dtype = autocast_dtype(str(cfg.precision), device)
     test_batch = eval_batch_size(progress.batch_size)
+    ctx.check_owner()   # fenced: the predictions are the job's owner's to write
     scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
                         ctx.job_dir)
     per_task = per_task_entries(specs, scored, progress, data.frames)
@@ -325,6 +326,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
                 seed_all=seed_all, provenance=provenance)
     if token_controlled:  # after RQ2, which evaluates the weights tested first
         load_weights(model, best_validation_root(ckpt_root), progress.best_step, log)
+        ctx.check_owner()
         scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
                             ctx.job_dir, "predictions/best_weights")
         _add_best_weights_scores(per_task, scored, progress, tracking)

@@ -21,7 +21,6 @@ vocabularies split differently, so every token figure here is an estimate.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict
@@ -33,6 +32,7 @@ from runner.data import token_lengths
 from runner.study.manifest import HYPERPARAMETERS
 from runner.study.plan import Job, Plan
 from stats.core.power import mde_dz  # scipy.special only: plan stays fast
+from stats.fileio import read_json_bounded
 
 # Seed-to-seed standard deviation of a paired difference (two systems, same seed), in points
 # of the primary metric, assumed where no finished jobs measure it: BERT-base fine-tunes on the
@@ -168,7 +168,11 @@ def _projected_tokens(job: Job, lengths: Lengths) -> dict[str, float]:
     else:
         micro = int(cfg.max_epochs) * sum(math.ceil(n / batch) for n in sizes.values())
     probs = _probabilities(job, sizes) if len(job.tasks) > 1 else {job.tasks[0]: 1.0}
-    return {t: micro * probs[t] * batch * mean for t, (_, mean) in per_task.items()}
+    # a task's batches hold its n examples in ceil(n / batch) batches per epoch: n / that
+    # many examples each on average, never more than the task has (batch 65,536 over 1,000
+    # examples is one batch of 1,000, not 65,536: issue 25's "needs 8,753 epochs")
+    per_batch = {t: n / max(1, math.ceil(n / batch)) for t, n in sizes.items()}
+    return {t: micro * probs[t] * per_batch[t] * mean for t, (_, mean) in per_task.items()}
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -194,8 +198,8 @@ class Results:
             return None
         if job_id not in self._docs:
             try:  # plain string paths: pathlib costs more than the read at 10,000 jobs
-                with open(f"{self.root}/{job_id}/result.json", encoding="utf-8") as fh:
-                    self._docs[job_id] = json.load(fh)
+                # bounded: a result.json linked to /dev/zero is not read forever
+                self._docs[job_id] = read_json_bounded(f"{self.root}/{job_id}/result.json")
             except (OSError, ValueError):
                 self._docs[job_id] = None
         return self._docs[job_id]

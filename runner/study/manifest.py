@@ -61,6 +61,7 @@ from runner.study.models import BUILTIN_MODELS, known_aliases
 from runner.study.sampling import SAMPLINGS
 from runner.study.strategies import STRATEGIES as STRATEGY_TABLE
 from runner.study.strategies import Strategy, experiment_type
+from stats.fileio import FileTooLarge, read_bounded
 from stats.read.manifest import stats_problem
 
 if sys.version_info >= (3, 11):
@@ -745,6 +746,10 @@ def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
         raise InputError(file, "empty manifest; expected [study] and [[experiments]] tables")
     try:
         doc = tomllib.loads(text)
+    except RecursionError:   # tomllib parses nested arrays / inline tables recursively
+        raise InputError(file, "TOML nested too deep (arrays or inline tables inside each "
+                         "other past Python's recursion limit); a manifest needs a few "
+                         "levels") from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = _TOML_POS_RE.search(msg)
@@ -754,14 +759,20 @@ def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
     return _Parser(file, text).manifest(doc)
 
 
+# a manifest is a few kilobytes; a file larger than this (bytes) is not one
+MAX_MANIFEST_BYTES = 16 << 20
+
+
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise InputError(str(path), "manifest file not found") from None
     except IsADirectoryError:
         raise InputError(str(path), "expected a manifest file, got a folder") from None
+    except FileTooLarge as exc:
+        raise InputError(str(path), f"not a manifest: {exc}") from None
     except OSError as exc:
         raise InputError(str(path), f"cannot read manifest: {exc.strerror}") from None
     try:

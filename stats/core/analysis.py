@@ -69,6 +69,8 @@ class Study:
     skipped: list[Skipped]
     options: Options
     notes: list[str] = field(default_factory=list)
+    # results that must not be published (issue 25; see :meth:`verify`): one line each
+    refused: list[str] = field(default_factory=list)
     _predictions: dict[tuple[str, str], Any] = field(default_factory=dict)
     _frame: pd.DataFrame | None = None
     _task_resamples: dict[str, Any] = field(default_factory=dict)
@@ -133,7 +135,11 @@ class Study:
             self.notes.append(text)
 
     def predictions(self, job: JobResult, task: str):
-        """(kind, spec, frame) or a reason string; cached, checked against result.json."""
+        """(kind, spec, frame) or a reason string; cached.  The predictions are the source
+        of truth (issue 25): every stored metric they can recompute must agree with them,
+        and a file whose result.json recorded its SHA256 must still have it; otherwise the
+        job is refused (:attr:`refused`).  A result without a digest (written before them)
+        whose predictions cannot be read keeps its recorded metrics and is listed as skipped."""
         key = (job.job_id, task)
         if key not in self._predictions:
             tr = job.per_task[task]
@@ -141,20 +147,110 @@ class Study:
                 kind, spec, frame = read_predictions(tr)
             except PredictionsUnavailable as err:
                 reason = f"{task} predictions of job {job.job_id} unusable: {err}"
-                self.skipped.append(Skipped(str(tr.predictions_path or job.path),
-                                            f"predictions unusable: {err}"))
+                if tr.predictions_sha256 is not None:
+                    self.refused.append(f"{tr.predictions_path}: job {job.job_id}, task {task}: "
+                                        f"{err}")
+                else:
+                    self.skipped.append(Skipped(str(tr.predictions_path or job.path),
+                                                f"predictions unusable: {err}"))
                 self._predictions[key] = reason
                 return reason
-            names = metric_names(kind, spec)
-            if tr.primary_metric in names:
-                recomputed = point_metrics(kind, spec, frame)[tr.primary_metric]
-                if abs(recomputed - tr.metrics[tr.primary_metric]) > CONSISTENCY_TOL:
-                    self.note(f"{tr.predictions_path}: {tr.primary_metric} recomputed from the "
-                              f"predictions is {recomputed:.6f}, result.json says "
-                              f"{tr.metrics[tr.primary_metric]:.6f}; the bootstrap uses the "
-                              "predictions")
+            self._check_metrics(job, task, tr.metrics, kind, spec, frame, "metrics")
             self._predictions[key] = (kind, spec, frame)
         return self._predictions[key]
+
+    def _check_metrics(self, job: JobResult, task: str, stored: dict[str, float], kind: str,
+                       spec: dict[str, Any], frame: pd.DataFrame, where: str) -> None:
+        """Refuse the job when a stored metric differs from its predictions' (the first such
+        metric, in the recomputable metrics' order, is named)."""
+        recomputed = point_metrics(kind, spec, frame)
+        for name in metric_names(kind, spec):
+            if name not in stored or not math.isfinite(recomputed[name]):
+                continue
+            if abs(recomputed[name] - stored[name]) > CONSISTENCY_TOL:
+                self.refused.append(
+                    f"{job.path}: job {job.job_id}: per_task.{task}.{where}.{name} = "
+                    f"{stored[name]:.6f} but its predictions give {recomputed[name]:.6f} "
+                    "(a metric edited after the job, or predictions of another run)")
+                return
+
+    def verify(self) -> list[str]:
+        """Read every job's predictions (final and best-validation weights) and check them
+        against its result, and check that every system is one configuration; return the
+        refusals (also in :attr:`refused`)."""
+        for job in sorted(self.jobs, key=lambda j: j.job_id):
+            for task in job.tasks:
+                self.predictions(job, task)
+                tr = job.per_task[task]
+                if tr.best_weights is None or tr.best_predictions_path is None:
+                    continue
+                try:
+                    kind, spec, frame = read_predictions(tr, best_weights=True)
+                except PredictionsUnavailable as err:
+                    if tr.best_predictions_sha256 is not None:
+                        self.refused.append(f"{tr.best_predictions_path}: job {job.job_id}, "
+                                            f"task {task} (best weights): {err}")
+                    continue
+                self._check_metrics(job, task, tr.best_weights, kind, spec, frame,
+                                    "best_weights.metrics")
+        self.refused.extend(configuration_conflicts(self.jobs, self.system))
+        return self.refused
+
+
+# config entries that differ between the seeds of one configuration: a token-controlled
+# job's target is its own reference's tokens, a parameter-matched adapter names its own
+# matched multi-task job and that job's trainable count
+PER_SEED_SETTINGS = ("config.target_tokens", "config.adapter.matched_to.job_id",
+                     "config.adapter.matched_to.target_trainable",
+                     "config.adapter.matched_to.trainable",
+                     "config.adapter.matched_to.relative_gap")
+
+
+def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for k in sorted(value, key=str):
+            _flat(f"{prefix}.{k}", value[k], out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def job_settings(job: JobResult) -> dict[str, Any]:
+    """Everything that makes a job's configuration, as ``{dotted key: value}``: its
+    config (less :data:`PER_SEED_SETTINGS`), model, tokenizer and the data it read."""
+    out = _flat("config", job.config, {})
+    for key in PER_SEED_SETTINGS:
+        out.pop(key, None)
+    out["model_name"] = job.model_name
+    out["tokenizer"] = job.tokenizer
+    return _flat("provenance.data_checksums", job.data_checksums, out)
+
+
+def configuration_conflicts(jobs: list[JobResult], system) -> list[str]:
+    """One line per system (model, strategy, ``system(job)``, task set) whose jobs differ
+    in anything but the seed: two configurations would be pooled as seeds of one system
+    (two studies in one folder, a manifest's defaults edited between runs).  Names both
+    job ids and the first differing setting."""
+    first: dict[tuple, tuple[JobResult, dict[str, Any]]] = {}
+    out = []
+    for job in sorted(jobs, key=lambda j: (j.seed, j.job_id)):
+        key = (job.model, job.strategy, system(job), job.tasks)
+        settings = job_settings(job)
+        if key not in first:
+            first[key] = (job, settings)
+            continue
+        other, theirs = first[key]
+        differing = sorted(k for k in set(settings) | set(theirs)
+                           if settings.get(k, "<absent>") != theirs.get(k, "<absent>"))
+        if differing:
+            k = differing[0]
+            out.append(f"{job.path}: jobs {other.job_id} (seed {other.seed}) and {job.job_id} "
+                       f"(seed {job.seed}) are both {job.model}/{system(job)} "
+                       f"[{'+'.join(job.tasks)}] but differ in {k} ({theirs.get(k, '<absent>')!r}"
+                       f" vs {settings.get(k, '<absent>')!r}): two configurations under one "
+                       "system name; give their results folders separately or rename one "
+                       "experiment")
+    return out
 
 
 def _values(runs: dict[int, JobResult], task: str) -> list[float]:

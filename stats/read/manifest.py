@@ -16,7 +16,9 @@ from typing import Any
 
 import tomllib
 
-from stats.fileio import StatsInputError
+from stats.fileio import StatsInputError, read_bounded
+
+MAX_MANIFEST_BYTES = 16 << 20  # the bound runner.study.manifest reads a manifest with
 
 # key -> (what it is, lowest allowed (exclusive), highest allowed (exclusive))
 STATS_KEYS: dict[str, tuple[str, float, float]] = {
@@ -42,10 +44,10 @@ def stats_options(path: Path) -> dict[str, float]:
     """The manifest's ``[stats]`` options ({} without the table); StatsInputError naming the
     file and key when it cannot be read or a value is wrong."""
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(read_bounded(path, MAX_MANIFEST_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise StatsInputError(path, "manifest does not exist", where="--manifest") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    except (OSError, ValueError) as err:  # FileTooLarge, UnicodeDecodeError, TOMLDecodeError
         raise StatsInputError(path, f"not a readable TOML file ({err})") from None
     table = doc.get("stats", {})
     problem = stats_problem(table)

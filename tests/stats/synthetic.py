@@ -71,6 +71,9 @@ class Design:
     leaked: dict[str, int] = field(default_factory=dict)
     # provenance.data_checksums of every job (its tasks' files); None: not recorded
     data_checksums: dict[str, str] | None = None
+    # per_task.<task>.predictions_sha256 as the runner records it (issue 25); False: results
+    # written before digests
+    digests: bool = True
 
 
 def job_id(*parts: Any) -> str:
@@ -372,6 +375,11 @@ def write_study(root: Path, design: Design) -> list[str]:
                 path = job_dir / "predictions" / f"{name}.parquet"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 frame.to_parquet(path, index=False)
+                if design.digests:
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                    best, _, task = name.rpartition("/")
+                    entry = data["per_task"][task]
+                    (entry["best_weights"] if best else entry)["predictions_sha256"] = digest
         (job_dir / "result.json").write_text(json.dumps(data, indent=1))
         ids.append(data["experiment_id"])
     return ids
