@@ -3,22 +3,19 @@ and a tiny run counts the verdicts the analysis gives and prints every scenario.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from stats.core.tests import EXPOSURE, GENUINE
+from tests.benchmarks import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "verdict_error_rates.py"
 
 
 @pytest.fixture(scope="module")
 def ver():
-    spec = importlib.util.spec_from_file_location("verdict_error_rates", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def _row(mt_tc, p_tc, mt_st, p_st, holds=True):
