@@ -191,7 +191,10 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # per GPU this process sees: a job saved where two GPUs were visible (one process)
+        # resumes in a --workers process that sees one; the job ran on its first GPU
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def _fsync_file(path: Path) -> None:

@@ -30,7 +30,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from runner.ml import checkpoint as ckpt
 from runner.ml.batching import BATCH_ORDER, EncodedSplit, collate, epoch_plan
 from runner.ml.inference import predict
 from runner.ml.model import DROPOUT, use_dropout
-from runner.ml.runtime import autocast, to_device
+from runner.ml.runtime import autocast, cuda_native_bf16, to_device
 from runner.orchestrate.jobapi import JobFailed, JobInterrupted
 from runner.study.config import TrainConfig
 from runner.study.sampling import TaskSampler
@@ -80,14 +80,21 @@ class TrainSetup:
 
 # --------------------------------------------------------------------------------- precision
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None = fp32.  "auto": bf16 where the GPU has it, else fp16 (T4); fp32 on CPU."""
+    """None = fp32.  "auto": bf16 where the GPU has it in hardware (A100, H100), else fp16
+    (T4, P100); fp32 on CPU."""
     if device.type != "cuda" or precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cuda_native_bf16() else torch.float16
+
+
+def loss_scaling(dtype: torch.dtype | None) -> bool:
+    """fp16's narrow exponent underflows small gradients: it trains with a grad scaler; bf16
+    (float32's exponent) and fp32 need none."""
+    return dtype is torch.float16
 
 
 def make_grad_scaler(device: torch.device, enabled: bool):
@@ -436,7 +443,7 @@ def _open_run(model, setup: TrainSetup, ctx) -> _Run:
     the loop's state: optimizer, scheduler, grad scaler, RNG, tracker, task sampler."""
     cfg, log, device = setup.config, ctx.logger, setup.device
     dtype = autocast_dtype(str(cfg.precision), device)
-    scaler = make_grad_scaler(device, enabled=dtype is torch.float16)
+    scaler = make_grad_scaler(device, enabled=loss_scaling(dtype))
     token_controlled = setup.strategy == "token_controlled"
     # where the best validation weights go: best/ (tested), or apart for token_controlled
     best_root = best_validation_root(setup.ckpt_root) if token_controlled else setup.ckpt_root
@@ -444,6 +451,10 @@ def _open_run(model, setup: TrainSetup, ctx) -> _Run:
     if restored is not None:
         path, progress, model_state, optim_state, rng_state = restored
         model.load_state_dict(model_state)
+        # the micro-batch the job trained with (halved after a CUDA OOM; runner.recipes'
+        # train_with_oom_retry): validation batches of a resumed job are the uninterrupted one's
+        setup = replace(setup, batch_size=progress.batch_size,
+                        grad_accumulation=progress.grad_accumulation)
     else:
         progress = new_progress(setup)
     use_dropout(model, progress.dropout)  # the job's own, whichever version started it

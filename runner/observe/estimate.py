@@ -187,7 +187,8 @@ def throughput(kind: str, bench: Mapping[str, Any] | None = None) -> Throughput:
         if rows and same:
             # the slowest model's figure: small models reach lower MFU, so this is cautious
             flops = min(float(r["model_flops_per_s"]) for r in rows)
-            return Throughput(dev, flops, f"measured on {where} (benchmarks/train_throughput.py)")
+            return Throughput(dev, flops, f"measured on {where} "
+                              f"({bench.get('source', 'benchmarks/train_throughput.py')})")
         mfus = [r.get("mfu_datasheet") for r in rows if r.get("mfu_datasheet")]
         if mfus and not on_cpu and dev.peak:
             mfu = min(mfus)

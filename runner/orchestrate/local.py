@@ -60,6 +60,7 @@ from runner.orchestrate.states import (
     is_runnable,
     stop_signals_to,
 )
+from runner.study.models import missing_libraries
 from runner.study.plan import Job, Plan
 from runner.study.strategies import STRATEGIES
 
@@ -452,11 +453,14 @@ def _remove_stray_temp_files(ledger: Ledger, claim: Claim, job_dir: Path, logger
 
 
 def _default_job_fn() -> JobFn:
-    try:
-        from runner.recipes.train_job import run_job  # lazily: plan and status never import torch
-    except ImportError as exc:
-        raise InputError(None, f"cannot import the training engine: {exc}; install the "
-                         f"project (pip install -e .)", where="runner.recipes") from None
+    # a missing third-party library is a broken install (bad input); a missing project
+    # module is a bug and fails loudly
+    missing = missing_libraries(("torch", "transformers"))
+    if missing:
+        raise InputError(None, f"cannot import the training engine: {', '.join(missing)} "
+                         f"missing; install the project (pip install -e .)",
+                         where="runner.recipes")
+    from runner.recipes.train_job import run_job  # lazily: plan and status never import torch
     return run_job
 
 

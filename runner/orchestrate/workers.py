@@ -99,11 +99,9 @@ def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
                 break
             out.append(e)
         return out
-    try:
-        # lazily, torch-side: only `--workers auto|N` with no CUDA_VISIBLE_DEVICES needs it
-        from runner.ml.device import cuda_device_count
-    except ImportError:
-        return []
+    # lazily, torch-side: only `--workers auto|N` with no CUDA_VISIBLE_DEVICES needs it (a
+    # missing module here is a broken install and must fail loudly, never read as "no GPU")
+    from runner.ml.runtime import cuda_device_count
     return [str(i) for i in range(cuda_device_count())]
 
 

@@ -31,6 +31,7 @@ from runner.ml.inference import score_and_write
 from runner.ml.model import apply_adapter, build_model, parameter_counts
 from runner.ml.runtime import (
     CudaOutOfMemory,
+    compile_module,
     configure_threads,
     device_name,
     empty_cuda_cache,
@@ -409,18 +410,13 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
             raise JobFailed(f"model not found: {job.model_name} "
                             f"({str(exc).splitlines()[0][:160]})") from None
         apply_adapter(model, cfg.adapter)
-        if cfg.compile and device.type == "cuda":
-            if hasattr(model.encoder, "compile"):
-                # in place: the state_dict keys (checkpoints, best/) stay the plain model's
-                model.encoder.compile()
-            else:
-                log.warning("compile: torch %s has no Module.compile (2.2+); running eagerly",
-                            torch_version())
+        if cfg.compile:   # where it cannot (CPU, old GPU or torch): eagerly, as said
+            compile_module(model.encoder, device, log)
         setup = TrainSetup(job.strategy, data.tasks, cfg, int(job.seed), device, pad_id,
                            ckpt_root, evaluate, batch_size, accumulation, target,
                            open_tracker)
         try:
-            return model, train(model, setup, ctx), oom_retry
+            progress = train(model, setup, ctx)
         except CudaOutOfMemory:
             if oom_retry is not None or batch_size < 2:
                 raise JobFailed(f"CUDA out of memory at batch size {batch_size}") from None
@@ -433,6 +429,13 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
             oom_retry = {"batch_size": batch_size, "grad_accumulation": accumulation}
             log.warning("CUDA out of memory: retrying with batch size %d x %d accumulation",
                         batch_size, accumulation)
+            continue
+        if progress.batch_size != int(cfg.batch_size):
+            # resumed from a checkpoint of the retry (the process that hit the OOM was
+            # stopped): the record is the checkpoint's micro-batch
+            oom_retry = {"batch_size": progress.batch_size,
+                         "grad_accumulation": progress.grad_accumulation}
+        return model, progress, oom_retry
 
 
 def per_task_entries(specs: dict, scored: dict, progress, frames: dict) -> dict[str, dict]:

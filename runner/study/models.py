@@ -123,14 +123,23 @@ def whereabouts(name: str) -> Whereabouts:
                        "from the hub before any job starts")
 
 
+def missing_libraries(names) -> list[str]:
+    """Those of the third-party top-level packages ``names`` that are not installed (looked
+    up, not imported: this side of the project never imports torch)."""
+    from importlib.util import find_spec
+    return [n for n in names if find_spec(n) is None]
+
+
 def _load_config_and_tokenizer(name: str, **kwargs) -> None:
     """What a job loads before the weights; raises OSError / ValueError when it cannot.
     The loading itself is torch-side (runner.ml.model), imported only when a model is probed."""
-    try:
-        from runner.ml.model import load_config_and_tokenizer
-    except ImportError as exc:   # a broken install: as runner.orchestrate.local says for the engine
-        raise InputError(None, f"cannot import transformers: {exc}; install the project "
-                         f"(pip install -e .)", where="runner.recipes") from None
+    # a broken install (the third-party library missing) is bad input, as
+    # runner.orchestrate.local says for the engine; a missing project module is a bug and fails
+    missing = missing_libraries(("torch", "transformers"))
+    if missing:
+        raise InputError(None, f"cannot import {', '.join(missing)}; install the project "
+                         f"(pip install -e .)", where="runner.recipes")
+    from runner.ml.model import load_config_and_tokenizer
 
     load_config_and_tokenizer(name, **kwargs)
 
