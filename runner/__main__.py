@@ -152,7 +152,8 @@ def _declare_plan(plan: argparse.ArgumentParser) -> None:
                       help="seed-to-seed standard deviation of a paired difference, in points "
                            "of the primary metric, for the power of every comparison (default: "
                            "measured from finished jobs where 3+ seeds are done, else "
-                           "runner.study.design.DEFAULT_SD_POINTS = 1.0)")
+                           "runner.study.design.DEFAULT_SD_POINTS = 1.62, from the committed "
+                           "seed-spread runs)")
     plan.add_argument("--estimate", action="store_true",
                       help="compute estimate instead of the job table: per job and in total "
                            "the real training tokens, FLOPs and hours on --gpu (an estimate: "
@@ -496,6 +497,14 @@ def _estimate(args: argparse.Namespace, plan) -> int:
         print(json.dumps(est.estimate_as_json(e), indent=1))
     else:
         print(est.render_estimate(e, max_rows=50 if len(plan.jobs) > 200 else None))
+        text_ids = est.text_control_ids(plan)
+        text = [j for j in e.jobs if j.job_id in text_ids]
+        if text:
+            print(f"of which {len(text)} text-matched control jobs: "
+                  f"{sum(j.hours or 0.0 for j in text):.2f} device-hours -- each costs what "
+                  f"its multi-task job costs (the same batches through the encoder; the "
+                  f"masked-LM head's output layer on 15% of the other tasks' tokens is not "
+                  f"counted)")
         left_out = len(plan.jobs) - len(sizes)
         if left_out:
             print(f"not estimated: {left_out} jobs whose tasks have no token counts in "

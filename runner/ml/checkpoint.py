@@ -82,6 +82,10 @@ class TrainingProgress:
     batch_order: str = LEGACY_BATCH_ORDER  # epoch_plan's order (batching.BATCH_ORDERS); the
     #                                     default is what checkpoints without one used
     dropout: str = LEGACY_DROPOUT       # how dropout masks are drawn (model.DROPOUTS); as above
+    # text-matched control (runner.ml.mlm): per source task, the tokens its masked-LM batches
+    # selected, and the sum of those batches' losses (empty / 0 for every other job)
+    masked_per_task: dict = field(default_factory=dict)
+    mlm_loss_sum: float = 0.0
 
     @property
     def token_count(self) -> int:

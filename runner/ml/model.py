@@ -201,8 +201,16 @@ def apply_adapter(model: MultiTaskModel, adapter: dict | None) -> MultiTaskModel
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
-    return {"total": int(sum(p.numel() for p in model.parameters())),
-            "trainable": int(sum(p.numel() for p in model.parameters() if p.requires_grad))}
+    """total and trainable parameters; with an ``encoder`` (a MultiTaskModel), also the
+    encoder's trainable ones (``encoder_trainable``: the LoRA of an adapter job, what a
+    held-out evaluation keeps; the heads are the rest)."""
+    out = {"total": int(sum(p.numel() for p in model.parameters())),
+           "trainable": int(sum(p.numel() for p in model.parameters() if p.requires_grad))}
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, nn.Module):
+        out["encoder_trainable"] = int(sum(p.numel() for p in encoder.parameters()
+                                           if p.requires_grad))
+    return out
 
 
 def load_config_and_tokenizer(name: str, **kwargs) -> None:

@@ -39,7 +39,9 @@ def heldout_config(job_cfg: TrainConfig, heldout: dict) -> TrainConfig:
                    batch_size=int(heldout["batch_size"]), grad_accumulation=1,
                    # one validation, at the end of the budget: the final weights are tested
                    eval_every=steps, patience=1,
-                   warmup_steps=min(int(job_cfg.warmup_steps), steps // 10),
+                   # the job's warm-up rule for this budget, at most 10% of it
+                   warmup_steps=min(job_cfg.warmup_for(steps)[0], steps // 10),
+                   warmup_ratio=None, warmup_cap=None,
                    max_train_examples={}, sampling="proportional", temperature=1.0,
                    examples_cap=None)
 
@@ -102,7 +104,8 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: Device,
         seed_all(seed)  # the fresh head's initialisation and the batch order
         model = MultiTaskModel(_copy_encoder(trained_model.encoder), {task: spec})
         freeze_for(model, train_mode)
-        params = parameter_counts(model)
+        counts = parameter_counts(model)   # heldout.json: total and trainable (contract)
+        params = {k: counts[k] for k in ("total", "trainable")}
         setup = TrainSetup("single_task", {task: TrainTask(spec, enc["train"], enc["validation"],
                                                            frames["validation"])},
                            ho_cfg, int(seed), device, pad_id, out_dir / "checkpoints", evaluate,

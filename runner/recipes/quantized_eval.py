@@ -123,6 +123,9 @@ def rebuild_model(job, specs: dict, state: dict):
     from runner.ml.model import build_model
 
     model = build_model(job.model_name, specs)
+    # a text-matched control's masked-LM head (runner.ml.mlm) trained the encoder; the task
+    # model evaluated here has none
+    state = {k: v for k, v in state.items() if not k.startswith("mlm_head.")}
     adapter = job.settings.adapter
     if any("lora_" in k for k in state):
         from runner.ml.lora import apply_lora

@@ -26,8 +26,14 @@ import runner
 from runner.data.splits import subsample
 from runner.fsutil import canonical_json
 from runner.ml import checkpoint as ckpt
-from runner.ml.batching import effective_max_length, encode_split, model_length_limit
+from runner.ml.batching import (
+    EncodedSplit,
+    effective_max_length,
+    encode_split,
+    model_length_limit,
+)
 from runner.ml.inference import score_and_write
+from runner.ml.mlm import MaskSpec, attach_mlm_head
 from runner.ml.model import apply_adapter, build_model, parameter_counts
 from runner.ml.runtime import (
     CudaOutOfMemory,
@@ -55,7 +61,7 @@ from runner.orchestrate.jobapi import JobFailed, JobInterrupted
 from runner.outputs.document import json_safe
 from runner.outputs.provenance import git_commit, now
 from runner.recipes.heldout import run_heldout
-from runner.study.config import TrainConfig
+from runner.study.config import TrainConfig, peak_lr_factor
 from runner.study.strategies import STRATEGIES, experiment_type
 
 
@@ -138,6 +144,17 @@ def parity_targets(job, ctx) -> dict[str, int | None]:
     return {"total": int(result["token_count"]), "best": None if best is None else int(best)}
 
 
+def reference_tokens_per_task(job, ctx, choice: str) -> dict[str, int]:
+    """The multi-task job's real tokens per task at the target ``choice`` ("total": its end,
+    "best": its best validation checkpoint): what a text control matches task by task."""
+    result = ctx.dependency_results[job.depends_on[0]]
+    per_task = result.get("tokens_per_task") or {}
+    if choice == "best":
+        per_task = (result.get("tokens_per_task_at_best")
+                    or _reference_best_entry(result).get("tokens_per_task") or {})
+    return {str(t): int(n) for t, n in per_task.items()}
+
+
 def token_target(job, ctx) -> tuple[int, str, dict[str, int | None]]:
     """(target, which one: config ``parity_target``, the candidates of :func:`parity_targets`)."""
     targets = parity_targets(job, ctx)
@@ -199,29 +216,45 @@ def load_weights(model, root: Path, step, log) -> None:
     model.load_state_dict(state)
 
 
-def parity_block(job, progress, target: int, choice: str, targets: dict, train_split) -> dict:
-    """The ``parity`` record of a token-controlled job: what it reached, and why it stopped."""
+def parity_block(job, progress, target: int, choice: str, targets: dict, train_split,
+                 reference_tokens: dict | None = None) -> dict:
+    """The ``parity`` record of a token-controlled job: what it reached, and why it stopped;
+    a text control (``reference_tokens``: its multi-task job's per task) has no epoch cap
+    and records the match task by task (``per_task``)."""
     achieved = progress.token_count
     reached = achieved >= target
-    return {"mode": job.parity or "total", "reference_job": job.depends_on[0],
-            "target": choice, "targets": targets, "target_tokens": target,
-            "achieved_tokens": achieved, "relative_gap": abs(achieved - target) / target,
-            "trimmed_examples": progress.trimmed_examples, "reached": reached,
-            # both in passes over the task's real training tokens, so they compare
-            "epochs_run": round(epochs_needed(achieved, train_split), 4),
-            "epochs_needed": round(epochs_needed(target, train_split), 4),
-            "epoch_cap": epoch_cap(TrainConfig.from_dict(job.config)),
-            "stopped_because": "target_reached" if reached else "epoch_cap"}
+    block = {"mode": job.parity or "total", "reference_job": job.depends_on[0],
+             "target": choice, "targets": targets, "target_tokens": target,
+             "achieved_tokens": achieved, "relative_gap": abs(achieved - target) / target,
+             "trimmed_examples": progress.trimmed_examples, "reached": reached,
+             # both in passes over the task's real training tokens, so they compare
+             "epochs_run": round(epochs_needed(achieved, train_split), 4),
+             "epochs_needed": round(epochs_needed(target, train_split), 4),
+             "epoch_cap": epoch_cap(TrainConfig.from_dict(job.config)),
+             "stopped_because": "target_reached" if reached else "epoch_cap"}
+    if reference_tokens is not None:
+        block["epoch_cap"] = None
+        block["per_task"] = {t: {"reference_tokens": n,
+                                 "achieved_tokens": int(progress.tokens_per_task.get(t, 0)),
+                                 "relative_gap": abs(progress.tokens_per_task.get(t, 0) - n)
+                                 / n if n else None}
+                             for t, n in reference_tokens.items()}
+    return block
 
 
 # ------------------------------------------------------------------------------------ run_job
 @dataclass
 class JobData:
     """A job's tasks, read and tokenised once: per task its frames (train, validation, test,
-    encoded_test, truncation), its training view, and the rows decontamination dropped."""
+    encoded_test, truncation), its training view, and the rows decontamination dropped; a
+    text-matched control also the other tasks' training text (``stream``)."""
     frames: dict[str, dict]
     tasks: dict[str, TrainTask]
     dropped: dict[str, int | None]
+    stream: dict[str, EncodedSplit] | None = None
+    mlm_head: dict | None = None       # result.json's control.mlm_head (text control)
+    mask: MaskSpec | None = None       # its masking (runner.ml.mlm)
+    reference_tokens: dict | None = None  # its multi-task job's tokens per task at the target
 
 
 class JobTracking:
@@ -297,10 +330,20 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     target, choice, targets = token_target(job, ctx) if token_controlled else (None, None, None)
 
     heldout_kinds = [get_task(t).kind for t in (cfg.heldout or {}).get("tasks", ())]
-    tokenizer = _load_tokenizer(job.model_name, any(s.kind == "ner" for s in specs.values())
-                                or "ner" in heldout_kinds)
+    stream_specs = {name: get_task(name) for name in stream_tasks(cfg, job)}
+    tokenizer = _load_tokenizer(job.model_name, any(
+        s.kind == "ner" for s in [*specs.values(), *stream_specs.values()])
+        or "ner" in heldout_kinds)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    data = load_job_data(ctx, cfg, specs, tokenizer, _length_limit(job.model_name, tokenizer))
+    limit = _length_limit(job.model_name, tokenizer)
+    data = load_job_data(ctx, cfg, specs, tokenizer, limit)
+    data.stream = load_stream(ctx, cfg, stream_specs, tokenizer, limit)
+    if data.stream:
+        try:
+            data.mask = MaskSpec.of(tokenizer, float(cfg.control["mask_probability"]))
+        except ValueError as exc:
+            raise JobFailed(f"text control: {exc}") from None
+        data.reference_tokens = reference_tokens_per_task(job, ctx, choice)
 
     ckpt_root = ckpt.checkpoints_dir(ctx.job_dir)
     model, progress, oom_retry = train_with_oom_retry(job, ctx, cfg, specs, data, device,
@@ -393,6 +436,35 @@ def load_job_data(ctx, cfg: TrainConfig, specs: dict, tokenizer, limit: int | No
     return JobData(frames, tasks, dropped)
 
 
+def stream_tasks(cfg: TrainConfig, job) -> tuple[str, ...]:
+    """A text-matched control's masked-LM tasks: its multi-task job's others (else none)."""
+    control = cfg.control or {}
+    if control.get("kind") != "text":
+        return ()
+    tasks = list(control.get("tasks") or ())
+    if len(job.tasks) != 1 or job.tasks[0] not in tasks or len(tasks) < 2:
+        raise JobFailed(f"text control of {list(job.tasks)}: config.control.tasks {tasks} "
+                        "must hold its task and at least one other")
+    return tuple(t for t in tasks if t != job.tasks[0])
+
+
+def load_stream(ctx, cfg: TrainConfig, specs: dict, tokenizer, limit: int | None
+                ) -> dict[str, EncodedSplit] | None:
+    """A text control's stream tasks' training text: the subsets, cuts and decontamination
+    their multi-task job trained on (its settings are the job's), tokenised as it did."""
+    if not specs:
+        return None
+    out = {}
+    for name, spec in specs.items():
+        train_df, _ = decontaminate_train(ctx.data_dir, name,
+                                          load_split(ctx.data_dir, name, "train"),
+                                          cfg.decontaminate)
+        out[name] = encode_split(spec, subsample(train_df, (cfg.max_train_examples or {})
+                                                 .get(name)),
+                                 tokenizer, effective_max_length(name, cfg, limit))
+    return out
+
+
 def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData, device,
                          pad_id: int, ckpt_root: Path, target: int | None,
                          open_tracker=None):
@@ -409,12 +481,14 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
         except OSError as exc:
             raise JobFailed(f"model not found: {job.model_name} "
                             f"({str(exc).splitlines()[0][:160]})") from None
+        data.mlm_head = attach_stream_head(job, cfg, model, data)
         apply_adapter(model, cfg.adapter)
         if cfg.compile:   # where it cannot (CPU, old GPU or torch): eagerly, as said
             compile_module(model.encoder, device, log)
         setup = TrainSetup(job.strategy, data.tasks, cfg, int(job.seed), device, pad_id,
                            ckpt_root, evaluate, batch_size, accumulation, target,
-                           open_tracker)
+                           open_tracker, data.stream,
+                           tuple((cfg.control or {}).get("tasks") or ()), data.mask)
         try:
             progress = train(model, setup, ctx)
         except CudaOutOfMemory:
@@ -436,6 +510,18 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
             oom_retry = {"batch_size": progress.batch_size,
                          "grad_accumulation": progress.grad_accumulation}
         return model, progress, oom_retry
+
+
+def attach_stream_head(job, cfg: TrainConfig, model, data: JobData) -> dict | None:
+    """A text control: the model's masked-LM head (runner.ml.mlm.attach_mlm_head); its
+    record (result.json ``control.mlm_head``), None for every other job."""
+    if not data.stream:
+        return None
+    try:
+        return attach_mlm_head(model, job.model_name)
+    except (OSError, ValueError) as exc:
+        raise JobFailed(f"text control: no masked-LM head for {job.model_name} "
+                        f"({str(exc).splitlines()[0][:160]})") from None
 
 
 def per_task_entries(specs: dict, scored: dict, progress, frames: dict) -> dict[str, dict]:
@@ -476,7 +562,8 @@ def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, o
     document is: one field a line, in the file's order, is easier to check than pieces."""
     target, choice = parity
     tasks = data.tasks
-    examples = sum(progress.examples_per_task.values())
+    # the job's own tasks' (a text control's masked-LM text is counted in its tokens only)
+    examples = sum(progress.examples_per_task.get(t, 0) for t in tasks)
     result_config = dict(job.config)   # the job's own config, as its id hashed it
     if target is not None:
         result_config["target_tokens"] = target
@@ -510,6 +597,7 @@ def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, o
             "stopped_early": progress.stopped_early,
             "batch_size": progress.batch_size,
             "grad_accumulation": progress.grad_accumulation,
+            **schedule_fields(cfg, progress),
             "batch_order": progress.batch_order,
             "dropout": progress.dropout,
             "oom_retry": oom_retry},
@@ -529,6 +617,35 @@ def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, o
     return result
 
 
+def control_block(job, cfg: TrainConfig, data: JobData, progress) -> dict:
+    """result.json's ``control`` of a token-controlled job: "repeat" (the methodology's), or
+    the text-matched control's stream: its tasks, tokens, masked tokens, head and loss."""
+    if not data.stream:
+        return {"kind": "repeat"}
+    stream = list(data.stream)
+    batches = sum(progress.batches_per_task.get(t, 0) for t in stream)
+    return {"kind": "text", "tasks": list(cfg.control["tasks"]), "stream_tasks": stream,
+            "mask_probability": float(cfg.control["mask_probability"]),
+            "stream_tokens_per_task": {t: int(progress.tokens_per_task.get(t, 0))
+                                       for t in stream},
+            "masked_tokens_per_task": {t: int(n) for t, n in progress.masked_per_task.items()},
+            "stream_batches": batches,
+            "mlm_loss_mean": progress.mlm_loss_sum / batches if batches else None,
+            "mlm_head": data.mlm_head}
+
+
+def schedule_fields(cfg: TrainConfig, progress) -> dict:
+    """train_results' record of the optimizer schedule the job ran: its planned steps, the
+    warm-up they gave (and the rule that set it), the peak learning rate the schedule reaches
+    within them, and the examples each optimizer step takes."""
+    warmup, rule = cfg.warmup_for(progress.total_steps)
+    return {"planned_steps": progress.total_steps,
+            "examples_per_step": progress.batch_size * progress.grad_accumulation,
+            "warmup_steps": warmup, "warmup_rule": rule,
+            "peak_learning_rate": float(cfg.learning_rate)
+            * peak_lr_factor(warmup, progress.total_steps)}
+
+
 def add_sampling_and_parity(result: dict, job, cfg: TrainConfig, data: JobData, progress,
                             parity: tuple, log) -> None:
     """Multi-task jobs: the realised sampling shares; token-controlled: the parity block."""
@@ -545,7 +662,8 @@ def add_sampling_and_parity(result: dict, job, cfg: TrainConfig, data: JobData, 
                  result["sampling"]["token_share"])
     if target is not None:
         result["parity"] = parity_block(job, progress, target, choice, targets,
-                                        data.tasks[job.tasks[0]].train)
+                                        data.tasks[job.tasks[0]].train, data.reference_tokens)
+        result["control"] = control_block(job, cfg, data, progress)
         if not result["parity"]["reached"]:
             p = result["parity"]
             log.warning("parity not reached: %d of %d tokens (gap %.1f%%) after %s of %s "

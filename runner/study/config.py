@@ -10,11 +10,12 @@ config lacks (stand-in configs in tests, older jobs) takes that default.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from runner.study.manifest import HYPERPARAMETERS
+from runner.study.manifest import DEFAULT_WARMUP_CAP, DEFAULT_WARMUP_STEPS, HYPERPARAMETERS
 
 
 def truncation_length(max_length: int, per_task: Mapping | None, task: str) -> int:
@@ -27,7 +28,8 @@ def truncation_length(max_length: int, per_task: Mapping | None, task: str) -> i
 @dataclass(frozen=True)
 class TrainConfig:
     learning_rate: float             # AdamW's peak learning rate
-    warmup_steps: int                # optimizer steps of linear warm-up
+    warmup_steps: int | None         # optimizer steps of linear warm-up (see warmup_for)
+    warmup_ratio: float | None       # ... or this share of the planned steps
     weight_decay: float
     max_length: int                  # sub-tokens per example (the model's limit caps it)
     max_length_per_task: Mapping     # task -> sub-tokens, lowers max_length
@@ -52,6 +54,25 @@ class TrainConfig:
     heldout: Mapping | None = None        # [heldout] settings (RQ2)
     decontaminate: Mapping | None = None  # {"n", "against", "data_checksums"}
     parity_target: str = "total"          # token_controlled: "total" | "best"
+    # token_controlled, control = "text" only: {"kind", "mask_probability", "tasks": the
+    # multi-task job's task set} (runner.ml.mlm); None: the repeat control
+    control: Mapping | None = None
+    warmup_cap: float | None = None       # the default warm-up's cap: share of planned steps
+
+    def warmup_for(self, total_steps: int) -> tuple[int, str]:
+        """(optimizer steps of linear warm-up, the rule that set them) for a job that plans
+        ``total_steps``: ``warmup_ratio`` -> ceil(ratio x steps) (as transformers rounds it);
+        ``warmup_steps`` with the default's ``warmup_cap`` -> min(steps, floor(cap x steps));
+        ``warmup_steps`` alone -> that many (also a config from before the cap, which
+        computes what it did then); neither (a stand-in config) -> the default."""
+        total = max(0, int(total_steps))
+        if self.warmup_ratio is not None:
+            return math.ceil(float(self.warmup_ratio) * total), "warmup_ratio"
+        if self.warmup_steps is None:
+            return _capped(DEFAULT_WARMUP_STEPS, DEFAULT_WARMUP_CAP, total), "default"
+        if self.warmup_cap is not None:
+            return _capped(int(self.warmup_steps), float(self.warmup_cap), total), "default"
+        return int(self.warmup_steps), "warmup_steps"
 
     def max_length_for(self, task: str) -> int:
         """``task``'s truncation length before the model's limit caps it."""
@@ -63,6 +84,22 @@ class TrainConfig:
         not training settings (a result's target_tokens) are left out."""
         names, defaults = _names_and_defaults(cls)
         return cls(**{**defaults, **{k: v for k, v in config.items() if k in names}})
+
+
+def _capped(steps: int, cap: float, total: int) -> int:
+    # floor: "never more than cap x total"; the epsilon keeps 0.1 x 40 at 4, not 3
+    return min(steps, math.floor(cap * total + 1e-9))
+
+
+def peak_lr_factor(warmup: int, total: int) -> float:
+    """The highest learning-rate factor the linear warm-up/decay schedule reaches over the
+    optimizer steps 0 .. total-1 (runner.ml.train.linear_warmup_decay): 1 once the warm-up
+    ends within the job, else (total - 1) / warmup, the last step's."""
+    if total <= 0:
+        return 0.0
+    if warmup < total:
+        return 1.0
+    return (total - 1) / warmup
 
 
 @functools.cache

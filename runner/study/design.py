@@ -9,6 +9,13 @@ any work.  Nothing here trains or tokenises; it reads the plan, ``data/TOKEN_LEN
   test is possible (two or more), and the minimum detectable effect at 80% power
   (``stats.core.power.mde_dz``, statsmodels' ``TTestPower`` definition) for a seed-to-seed standard deviation of the paired
   difference: ``DEFAULT_SD_POINTS`` unless finished jobs of that comparison give one;
+* per comparison family (what the analysis Holm-corrects together: one question, model and
+  pair of experiments over its tasks) the MDE in points unadjusted and at Holm's first step
+  (alpha / the family's tasks), from its measured sd or the default (source named), the seeds
+  the methodology's expected effects (+2 and +5 points) need, and whether it can detect them;
+* per family the optimizer updates per training example of the multi-task side against the
+  other's (a confound where they differ), with the setting that removes the difference;
+* jobs whose explicit warm-up is 10% or more of their planned optimizer steps;
 * per token-controlled job the epochs it needs to reach its token target, projected from the
   token counts of the prepared data and the multi-task job's planned budget (or its recorded
   token count once it has finished), against the job's epoch cap;
@@ -21,6 +28,7 @@ vocabularies split differently, so every token figure here is an estimate.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import defaultdict
@@ -30,14 +38,24 @@ from typing import Any
 
 from runner.data import token_lengths
 from runner.study.manifest import HYPERPARAMETERS
-from runner.study.plan import Job, Plan
+from runner.study.plan import Job, Plan, planned_steps
 from stats.core.power import mde_dz  # scipy.special only: plan stays fast
 from stats.fileio import read_json_bounded
 
 # Seed-to-seed standard deviation of a paired difference (two systems, same seed), in points
-# of the primary metric, assumed where no finished jobs measure it: BERT-base fine-tunes on the
-# BLURB tasks typically vary by 0.5-1 point per system over seeds, so ~1 point for a difference.
-DEFAULT_SD_POINTS = 1.0
+# of the primary metric, assumed where no finished jobs measure it: sqrt(2) x the pooled
+# seed-to-seed sd of one system measured by the engine as it trains now (hf-groups batch order,
+# uniform-mask dropout) in the committed seed-spread runs below -- BC2GM 15 seeds (sd 0.93)
+# and GAD 10 seeds (sd 1.43), pooled 1.15 points (default_sd_from_spread, which
+# tests/runner/study/test_design.py recomputes from the files).
+SEED_SPREAD_FILES = ("benchmarks/seed_spread_issue14_bc2gm_uniform_mask.json",
+                     "benchmarks/seed_spread_issue14_gad_uniform_mask.json")
+DEFAULT_SD_POINTS = 1.62
+DEFAULT_SD_SOURCE = ("default: sqrt(2) x the engine's pooled seed sd (1.15 points) in "
+                     + " and ".join(f.rsplit("/", 1)[1] for f in SEED_SPREAD_FILES))
+# The methodology's expected RQ1 effect (section 14.1: "average improvement +2-5% F1").
+EXPECTED_EFFECTS = (2.0, 5.0)
+MAX_SEEDS = 200   # "seeds needed" searched up to here
 # The methodology's cap on a token-controlled run (section 5.3: "num_epochs": 20), the
 # manifest's default for token_controlled_max_epochs.
 DEFAULT_TC_EPOCH_CAP = HYPERPARAMETERS["token_controlled_max_epochs"][1]
@@ -59,6 +77,47 @@ class Comparison:
 
 
 @dataclass
+class Family:
+    """The comparisons the analysis Holm-corrects together: one question, model and pair of
+    experiments, over its tasks (stats.core.analysis: RQ1 and RQ5 families)."""
+    question: str
+    model: str
+    systems: list[str]        # experiment names, multi-task first
+    tasks: list[str]
+    seeds: int                # matched seeds (the fewest of the family's comparisons)
+    sd_points: float
+    sd_source: str
+    mde_points: float | None          # unadjusted alpha, 80% power
+    mde_holm_points: float | None     # alpha / family size (Holm's first step)
+    seeds_needed: dict[str, int | None]   # effect in points -> seeds at Holm's first step
+    detects: dict[str, bool]              # effect in points -> MDE (Holm) <= effect
+
+
+@dataclass
+class Confound:
+    """Optimizer updates per training example of a multi-task system against its single-task
+    (or token-controlled) counterpart: unequal examples per step mean unequal updates for the
+    same data, a difference that is the recipe's, not transfer's."""
+    question: str
+    model: str
+    systems: list[str]
+    examples_per_step: list[int]      # batch_size x grad_accumulation, same order
+    updates_ratio: float              # multi-task's updates per example / the other's
+    alternative: str | None
+
+
+@dataclass
+class Warmup:
+    """A job whose explicit warm-up is 10% or more of its planned optimizer steps."""
+    experiment: str
+    model: str
+    tasks: list[str]
+    warmup_steps: int
+    planned_steps: int
+    jobs: int = 1             # jobs (seeds) alike
+
+
+@dataclass
 class TokenControlled:
     job_id: str
     experiment: str
@@ -71,8 +130,10 @@ class TokenControlled:
     target_source: str       # "projected" | "measured"
     tokens_per_epoch: int
     epochs_needed: float
-    epoch_cap: int
+    epoch_cap: int | None    # None: a text control (no cap: it replays its multi-task job)
     feasible: bool
+    control: str = "repeat"  # "repeat" (the methodology's) | "text" (runner.ml.mlm)
+    mlm_head: str | None = None   # text control: which masked-LM head (models.mlm_head_note)
 
 
 @dataclass
@@ -90,6 +151,9 @@ class Truncation:
 @dataclass
 class DesignCheck:
     comparisons: list[Comparison] = field(default_factory=list)
+    families: list[Family] = field(default_factory=list)
+    confounds: list[Confound] = field(default_factory=list)
+    warmups: list[Warmup] = field(default_factory=list)
     token_controlled: list[TokenControlled] = field(default_factory=list)
     truncation: list[Truncation] = field(default_factory=list)
     total_training_tokens: int | None = None
@@ -286,6 +350,132 @@ def comparisons(plan: Plan, results: Results, sd_points: float | None
     return out
 
 
+def default_sd_from_spread(docs) -> float:
+    """sqrt(2) x the pooled (over files, by degrees of freedom) seed-to-seed sd, in points, of
+    the ``engine`` runs in seed-spread documents (benchmarks/seed_spread.py's format): the sd
+    of a paired difference of two independent systems."""
+    ss = df = 0.0
+    for doc in docs:
+        for systems in doc["runs"].values():
+            scores = [100.0 * float(r["score"]) for r in systems["engine"].values()]
+            mean = sum(scores) / len(scores)
+            ss += sum((x - mean) ** 2 for x in scores)
+            df += len(scores) - 1
+    return math.sqrt(2.0 * ss / df)
+
+
+def _family_key(c: Comparison) -> tuple:
+    return (c.question, c.model, tuple(name.split("[")[0] for name in c.systems))
+
+
+def seeds_needed(effect: float, sd: float, alpha: float) -> int | None:
+    """The fewest matched seeds whose MDE (80% power, ``alpha``) is at most ``effect`` points;
+    None beyond MAX_SEEDS."""
+    lo, hi = 2, MAX_SEEDS
+    if mde_dz(hi, alpha, POWER) * sd > effect:
+        return None
+    while lo < hi:   # the MDE falls with n: bisect
+        mid = (lo + hi) // 2
+        if mde_dz(mid, alpha, POWER) * sd <= effect:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def families(comps: list[Comparison]) -> list[Family]:
+    """Per Holm family: the MDE unadjusted and at Holm's first step (alpha / family size), from
+    the family's measured sd (pooled over its comparisons that measured one) or the default,
+    and the seeds the expected effects need."""
+    out = []
+    for (question, model, systems), group in _grouped(comps, _family_key):
+        tasks = sorted({c.task for c in group})
+        n = min(len(c.seeds) for c in group)
+        measured = [c for c in group if c.sd_source.startswith("measured")]
+        if measured:
+            sd = math.sqrt(sum(c.sd_points ** 2 for c in measured) / len(measured))
+            source = (f"measured: {len(measured)} of {len(group)} comparison(s) of this "
+                      "family's finished jobs")
+        else:
+            sd, source = group[0].sd_points, group[0].sd_source
+            if source == "default":
+                source = DEFAULT_SD_SOURCE
+        alpha_holm = ALPHA / len(tasks)
+        mde = round(mde_dz(n, ALPHA, POWER) * sd, 2) if n >= 2 else None
+        holm = round(mde_dz(n, alpha_holm, POWER) * sd, 2) if n >= 2 else None
+        out.append(Family(question, model, list(systems), tasks, n, round(sd, 3), source,
+                          mde, holm,
+                          {f"{e:g}": seeds_needed(e, sd, alpha_holm) for e in EXPECTED_EFFECTS},
+                          {f"{e:g}": holm is not None and holm <= e
+                           for e in EXPECTED_EFFECTS}))
+    return out
+
+
+def _examples_per_step(job: Job) -> int:
+    return int(job.settings.batch_size) * int(job.settings.grad_accumulation)
+
+
+def confounds(plan: Plan, comps: list[Comparison]) -> list[Confound]:
+    """Per family, the multi-task side's optimizer updates per training example against the
+    other side's, and the setting that equalises them where they differ."""
+    jobs: dict[tuple, Job] = {}
+    for job in plan.jobs:
+        jobs.setdefault((job.experiment, job.model), job)
+    out = []
+    for (question, model, systems), _ in _grouped(comps, _family_key):
+        mt, other = jobs[(systems[0], model)], jobs[(systems[1], model)]
+        sizes = [_examples_per_step(mt), _examples_per_step(other)]
+        alternative = None
+        if sizes[0] != sizes[1]:
+            batch, accumulation = int(mt.settings.batch_size), sizes[1] // int(
+                mt.settings.batch_size)
+            if accumulation * batch == sizes[1]:
+                alternative = (f"grad_accumulation = {accumulation} in {systems[0]} (with its "
+                               f"batch_size = {batch}: {sizes[1]} examples per step)")
+            else:
+                alternative = (f"batch_size x grad_accumulation = {sizes[1]} in {systems[0]}")
+        out.append(Confound(question, model, list(systems), sizes,
+                            round(sizes[1] / sizes[0], 4), alternative))
+    return out
+
+
+def planned_job_steps(job: Job, lengths: Lengths, tc: dict[str, TokenControlled]
+                      ) -> int | None:
+    """A job's planned optimizer steps: its budget over the prepared training splits (a
+    token-controlled job: the epochs its projected target needs, at most its cap)."""
+    cfg = job.settings
+    if job.job_id in tc:
+        t = tc[job.job_id]
+        n, _ = lengths.epoch(job, t.task)
+        micro = math.ceil(min(t.epochs_needed, t.epoch_cap) * math.ceil(n / int(cfg.batch_size)))
+        return max(1, math.ceil(micro / int(cfg.grad_accumulation)))
+    if not cfg.max_steps and not all(lengths.has(t) for t in job.tasks):
+        return None
+    return planned_steps(cfg, False, job.tasks,
+                         lambda t: lengths.stats(t, "train", cfg.max_length_for(t))[0])
+
+
+def explicit_warmups(plan: Plan, lengths: Lengths, tc: list[TokenControlled]) -> list[Warmup]:
+    """Jobs whose manifest-given warmup_steps is 10% or more of their planned steps (the
+    default's cap never lets that happen; a warmup_ratio says its own share)."""
+    by_id = {t.job_id: t for t in tc}
+    out: dict[tuple, Warmup] = {}
+    for job in plan.jobs:
+        cfg = job.config
+        if "warmup_cap" in cfg or "warmup_ratio" in cfg or "warmup_steps" not in cfg:
+            continue
+        warmup = int(cfg["warmup_steps"])
+        steps = planned_job_steps(job, lengths, by_id)
+        if not warmup or steps is None or warmup < 0.1 * steps:
+            continue
+        key = (job.experiment, job.model, job.tasks, warmup, steps)
+        if key in out:
+            out[key].jobs += 1
+        else:
+            out[key] = Warmup(job.experiment, job.model, list(job.tasks), warmup, steps)
+    return list(out.values())
+
+
 def token_controlled(plan: Plan, lengths: Lengths, results: Results
                      ) -> list[TokenControlled]:
     ids = plan.by_id()
@@ -311,12 +501,32 @@ def token_controlled(plan: Plan, lengths: Lengths, results: Results
         target = per_task.get(task, 0) if job.parity == "per_task" else total
         n, mean = lengths.epoch(job, task)
         per_epoch = n * mean
+        if is_text_control(job):
+            # every task's tokens match by construction; its own task is seen as often as in
+            # the multi-task job, so there is no cap to reach
+            epochs = per_task.get(task, 0) / per_epoch if per_epoch else math.inf
+            out.append(TokenControlled(job.job_id, job.experiment, job.model, task, job.seed,
+                                       _label(ref), job.parity or "total", int(target), source,
+                                       int(per_epoch), round(epochs, 2), None, True, "text",
+                                       _mlm_head(job.model_name)))
+            continue
         cap = int(job.settings.token_controlled_max_epochs)
         epochs = target / per_epoch if per_epoch else math.inf
         out.append(TokenControlled(job.job_id, job.experiment, job.model, task, job.seed,
                                    _label(ref), job.parity or "total", int(target), source, int(per_epoch),
                                    round(epochs, 2), cap, epochs <= cap))
     return out
+
+
+def is_text_control(job: Job) -> bool:
+    """A token-controlled job with the text-matched control (config.control, issue 26)."""
+    return (job.config.get("control") or {}).get("kind") == "text"
+
+
+@functools.cache
+def _mlm_head(model_name: str) -> str:
+    from runner.study.models import mlm_head_note
+    return mlm_head_note(model_name)
 
 
 def truncation(plan: Plan, lengths: Lengths) -> list[Truncation]:
@@ -351,7 +561,9 @@ def total_tokens(plan: Plan, lengths: Lengths, tc: list[TokenControlled]) -> int
 def check(plan: Plan, results_dir: str | Path | None = None,
           sd_points: float | None = None) -> DesignCheck:
     results = Results(Path(results_dir) if results_dir is not None else None)
-    out = DesignCheck(comparisons=comparisons(plan, results, sd_points))
+    comps = comparisons(plan, results, sd_points)
+    out = DesignCheck(comparisons=comps, families=families(comps),
+                      confounds=confounds(plan, comps))
     hist = token_lengths.read(plan.data_dir)
     if hist is None:
         out.warnings.append(f"no {plan.data_dir / token_lengths.FILENAME}: token projections, "
@@ -363,6 +575,7 @@ def check(plan: Plan, results_dir: str | Path | None = None,
         out.token_controlled = token_controlled(plan, lengths, results)
         out.truncation = truncation(plan, lengths)
         out.total_training_tokens = total_tokens(plan, lengths, out.token_controlled)
+        out.warmups = explicit_warmups(plan, lengths, out.token_controlled)
     out.warnings = _warnings(out) + out.warnings
     return out
 
@@ -376,6 +589,24 @@ def _warnings(c: DesignCheck) -> list[str]:
     elif not testable:
         warn.append("THIS STUDY CANNOT TEST ANYTHING: no comparison has the 2+ matched seeds a "
                     "paired test needs (list more seeds in [study] seeds; 5 are usual)")
+    for f in c.families:
+        if f.mde_holm_points is None:
+            continue
+        missed = [e for e, ok in f.detects.items() if not ok]
+        if missed:
+            need = ", ".join(f"+{e} points needs {_seeds_text(f.seeds_needed[e])}"
+                             for e in missed)
+            warn.append(f"{f.question} {' vs '.join(f.systems)} ({f.model}, {len(f.tasks)} "
+                        f"task(s), {f.seeds} seeds) CANNOT DETECT the methodology's expected "
+                        f"+{' or +'.join(missed)} points: its MDE at Holm's first step is "
+                        f"{f.mde_holm_points:g} points (sd {f.sd_points:g}); {need}")
+    if c.warmups:
+        worst = max(c.warmups, key=lambda w: w.warmup_steps / w.planned_steps)
+        warn.append(f"{sum(w.jobs for w in c.warmups)} job(s) warm up for 10% or more of their planned "
+                    f"optimizer steps with an explicit warmup_steps (worst: {worst.experiment} "
+                    f"{worst.model}/{'+'.join(worst.tasks)}: {worst.warmup_steps} of "
+                    f"{worst.planned_steps} steps); leave warmup_steps out for the default "
+                    "(500, at most 10% of the planned steps) or give warmup_ratio")
     bad = [t for t in c.token_controlled if not t.feasible]
     if bad:
         worst = max(bad, key=lambda t: t.epochs_needed)
@@ -395,6 +626,32 @@ def _fmt_mde(x: Comparison) -> str:
         return "no paired test (fewer than 2 matched seeds)"
     return (f"MDE {x.mde_points:.2f} points (d_z {x.mde_dz:.2f}) at 80% power, "
             f"sd {x.sd_points:g} points ({x.sd_source})")
+
+
+def _seeds_text(n: int | None) -> str:
+    return f"{n} seeds" if n is not None else f"more than {MAX_SEEDS} seeds"
+
+
+def _family_line(f: Family) -> str:
+    if f.mde_holm_points is None:
+        return (f"    {f.question} {' vs '.join(f.systems)} ({f.model}, {len(f.tasks)} task(s)): "
+                f"no paired test ({f.seeds} matched seed(s))")
+    needs = ", ".join(f"+{e} points: {_seeds_text(n)}" for e, n in f.seeds_needed.items())
+    verdict = "; ".join(("can detect" if ok else "CANNOT detect") + f" +{e}"
+                        for e, ok in f.detects.items())
+    return (f"    {f.question} {' vs '.join(f.systems)} ({f.model}, {len(f.tasks)} task(s), "
+            f"{f.seeds} seeds): MDE {f.mde_points:g} points unadjusted, {f.mde_holm_points:g} "
+            f"at Holm's first step (alpha {ALPHA:g}/{len(f.tasks)}); seeds needed at Holm's "
+            f"first step for {needs}; {verdict} -- sd {f.sd_points:g} points ({f.sd_source})")
+
+
+def _confound_line(x: Confound) -> str:
+    head = (f"    {x.question} {' vs '.join(x.systems)} ({x.model}): "
+            f"{x.examples_per_step[0]} vs {x.examples_per_step[1]} examples per optimizer step")
+    if x.alternative is None:
+        return head + ": equal updates per example"
+    return (head + f", so the multi-task side makes {x.updates_ratio:g}x the updates per "
+            f"training example: a CONFOUND of the comparison; to remove it: {x.alternative}")
 
 
 def _grouped(items, key):
@@ -426,16 +683,33 @@ def render(c: DesignCheck) -> list[str]:
         where = ", ".join(f"{x.model}/{x.task}" for x in group)
         lines.append(f"    {q} {' vs '.join(systems)}: {len(seeds)} matched seed(s) "
                      f"{list(seeds)}; {mde} -- {where}")
+    if c.families:
+        lines.append(f"  power per comparison family (80% power, two-sided paired t; Holm's "
+                     "first step tests the family's smallest p at alpha / its tasks):")
+        lines += [_family_line(f) for f in c.families]
+    if c.confounds:
+        lines.append("  updates per example, multi-task vs single-task (MT-vs-ST):")
+        lines += [_confound_line(x) for x in c.confounds]
     if c.token_controlled:
         ok = sum(t.feasible for t in c.token_controlled)
+        text = sum(t.control == "text" for t in c.token_controlled)
         lines.append(f"  token-controlled jobs: {ok} of {len(c.token_controlled)} reach their "
-                     "target within the epoch cap (projected targets assume the multi-task job "
+                     "target within the epoch cap" + (f" ({text} text-matched: by construction)"
+                                                      if text else "") +
+                     " (projected targets assume the multi-task job "
                      "trains all its epochs; early stopping usually ends it sooner):")
         for (exp, model, task, parity, ref), group in _grouped(
                 c.token_controlled, lambda t: (t.experiment, t.model, t.task, t.parity,
                                                t.reference)):
             need = sorted({t.epochs_needed for t in group})
             span = f"{need[0]:g}" if len(need) == 1 else f"{need[0]:g}-{need[-1]:g}"
+            if group[0].control == "text":
+                lines.append(f"    {exp} {model}/{task} vs {ref}: TEXT-MATCHED control -- "
+                             f"replays the multi-task job ({task} {span} epochs, as there; the "
+                             f"other tasks as masked-LM text with {group[0].mlm_head}); "
+                             f"parity by construction, no epoch cap; costs what the "
+                             f"multi-task job costs ({group[0].target_source}): ok")
+                continue
             bad = sum(not t.feasible for t in group)
             mark = "ok" if not bad else f"INFEASIBLE ({bad} of {len(group)} jobs)"
             lines.append(f"    {exp} {model}/{task} vs {ref} parity {parity}: {span} epochs "

@@ -16,7 +16,10 @@ Schema (see ``manifests/demo.toml`` for a commented example)::
                           or task_sets = "pairs" + pair_tasks (every unordered pair)
         token_controlled  reference (a multi_task experiment), parity "total" | "per_task",
                           parity_target "total" | "best" (the reference's tokens at its end,
-                          the methodology's default, or at its best validation checkpoint)
+                          the methodology's default, or at its best validation checkpoint),
+                          control "repeat" | "text" (the methodology's control, default: its
+                          own data repeated to the target; or text-matched: the multi-task
+                          job replayed with the other tasks as unlabelled masked-LM text)
                           (one job per task of each referenced job; same models and seeds)
       + any hyperparameter, overriding [defaults] for this experiment only.
       + max_length_per_task = {task = n}: lowers max_length for those tasks (n <= max_length);
@@ -28,8 +31,9 @@ Schema (see ``manifests/demo.toml`` for a commented example)::
         [defaults] or per experiment (runner.study.adapter.settings_from_table); absent = full
         fine-tuning (config.adapter = null, so older job ids are unchanged).
       + adapter_match = "<multi_task experiment>" (single_task only): one LoRA per task whose
-        rank is chosen at plan time so that its trainable parameters (LoRA + the task's head)
-        are closest to the multi-task job's (shared LoRA + all its heads); the adapter's
+        rank is chosen at plan time so that its encoder-side trainable parameters (its LoRA,
+        what reaches the held-out tasks) are closest to the multi-task job's shared LoRA; the
+        adapter's
         target_modules, dropout and alpha / r come from that experiment.
       + heldout = true: after the job, evaluate its encoder on the [heldout] tasks.
       + decontaminate = true (also in [defaults]; default false, the methodology's setting):
@@ -63,6 +67,10 @@ from runner.study.strategies import STRATEGIES as STRATEGY_TABLE
 from runner.study.strategies import Strategy, experiment_type
 from stats.fileio import FileTooLarge, read_bounded
 from stats.read.manifest import stats_problem
+
+# the text-matched control's masked-LM stream: share of real, non-special tokens selected
+# (BERT's 15%; of them 80% [MASK], 10% a random token, 10% unchanged)
+MASK_PROBABILITY = 0.15
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -170,7 +178,11 @@ def _max_length_per_task(v: Any) -> Mapping[str, int]:
 # "16 for single-task jobs, 8 for multi-task jobs".
 HYPERPARAMETERS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "learning_rate": (_float(0.0, 1.0, True), 2e-5),
-    "warmup_steps": (_int(0), 500),                 # optimizer steps
+    # optimizer steps of linear warm-up; None (the default): min(500, 10% of the job's planned
+    # optimizer steps), the methodology's "500 -- ~10% of training" (runner.study.config)
+    "warmup_steps": (_int(0), None),
+    # the alternative: this share of the job's planned optimizer steps (one of the two keys)
+    "warmup_ratio": (_float(0.0, 1.0, False), None),
     "weight_decay": (_float(0.0, 1.0, False), 0.01),
     "max_length": (_int(8, 8192), 512),             # tokens per example (model's limit caps)
     "max_length_per_task": (_max_length_per_task, MappingProxyType({})),  # lowers max_length
@@ -211,6 +223,11 @@ HELDOUT_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # (batch 8 by default) and single-task ones (16) get the same held-out budget
     "batch_size": (_int(1, 65536), 16),
 }
+# The two ways to say the warm-up: one of them per table; an experiment's replaces [defaults]'s.
+WARMUP_KEYS = ("warmup_steps", "warmup_ratio")
+# The default warm-up (neither key given): the methodology's 500 steps, "~10% of training",
+# never more than that share of the job's planned optimizer steps.
+DEFAULT_WARMUP_STEPS, DEFAULT_WARMUP_CAP = 500, 0.1
 # Only strategies that sample between tasks take the sampling keys; only those that train to a
 # token target take its epoch cap (runner.study.strategies: samples_tasks, token_target).
 SAMPLING_KEYS = ("sampling", "temperature", "examples_cap")
@@ -251,6 +268,7 @@ class Experiment:
     adapter_match: str | None = None        # single_task: multi_task experiment to match
     heldout: bool = False                   # evaluate on the [heldout] tasks after the job
     parity_target: str | None = None        # token_controlled: "total" | "best"
+    control: str | None = None              # token_controlled: "repeat" | "text"
 
     @property
     def experiment_type(self) -> str:
@@ -281,10 +299,14 @@ class Manifest:
 
     def resolved_config(self, exp: Experiment, tasks: tuple[str, ...]) -> dict[str, Any]:
         """Every hyperparameter of one job: defaults <- [defaults] <- experiment."""
-        given = {**self.defaults, **exp.overrides}
+        defaults = self.defaults
+        if any(k in exp.overrides for k in WARMUP_KEYS):
+            defaults = {k: v for k, v in defaults.items() if k not in WARMUP_KEYS}
+        given = {**defaults, **exp.overrides}
         cfg: dict[str, Any] = {}
         for key, (_, default) in HYPERPARAMETERS.items():
             cfg[key] = given.get(key, default)
+        warmup_config(cfg)
         strategy = STRATEGY_TABLE[exp.strategy]
         if cfg["batch_size"] is None:
             cfg["batch_size"] = strategy.batch_size
@@ -312,10 +334,31 @@ class Manifest:
             cfg["token_controlled_max_epochs"] = given.get(
                 "token_controlled_max_epochs", HYPERPARAMETERS["token_controlled_max_epochs"][1])
             cfg["parity_target"] = exp.parity_target
+            if exp.control == "text":   # the default ("repeat") keeps the config and job id
+                # the rest of the block (the tasks, the multi-task job's settings) comes from
+                # the referenced job, in runner.study.plan
+                del cfg["token_controlled_max_epochs"]   # t is seen as in the multi-task job
+                cfg["control"] = {"kind": "text", "mask_probability": MASK_PROBABILITY}
         if given.get("decontaminate", False):   # off: the config (and job id) it had before
             from runner.data.contamination import DEFAULT_N
             cfg["decontaminate"] = {"n": DEFAULT_N, "against": list(self.evaluated_tasks())}
         return cfg
+
+
+def warmup_config(cfg: dict[str, Any]) -> None:
+    """The warm-up keys of a job's config, in place, so that a job id changes only where its
+    schedule does: ``warmup_steps = N`` given -> {"warmup_steps": N} (as before the ratio
+    existed); ``warmup_ratio = r`` -> {"warmup_ratio": r}; neither -> {"warmup_steps": 500,
+    "warmup_cap": 0.1} (500 steps, at most 10% of the planned steps), from which the plan drops
+    ``warmup_cap`` where it can show that the cap does not bind (runner.study.plan), so that
+    such a job keeps the id it had when every job warmed up for 500 steps."""
+    if cfg["warmup_ratio"] is not None:
+        del cfg["warmup_steps"]
+        return
+    del cfg["warmup_ratio"]
+    if cfg["warmup_steps"] is None:
+        cfg["warmup_steps"] = DEFAULT_WARMUP_STEPS
+        cfg["warmup_cap"] = DEFAULT_WARMUP_CAP
 
 
 def _former_max_length(task: str) -> int:
@@ -444,6 +487,9 @@ class _Parser:
         return tuple(out)
 
     def hyper(self, value: Mapping, path: tuple) -> Mapping[str, Any]:
+        if all(k in value for k in WARMUP_KEYS):
+            raise self.error(path + (WARMUP_KEYS[1],), "give warmup_steps or warmup_ratio, "
+                             "not both (the other is derived from the job's planned steps)")
         out = {}
         for key, (check, _) in {**HYPERPARAMETERS, **DATA_KEYS}.items():
             if key in value:

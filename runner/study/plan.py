@@ -15,15 +15,22 @@ folder, file or line is bad input (``{}`` only in a plan built without data, see
 ``build_plan``).
 
 Adapter jobs (RQ2) carry ``config.adapter``; a single_task experiment with ``adapter_match``
-gets, per model and task, the LoRA rank whose trainable parameters (LoRA + the task's head)
-are closest to the matched multi-task job's (shared LoRA + all its heads), computed here from
-the encoder's config (``runner.ml.lora.match_rank``), and records it as
-``config.adapter.matched_to`` (so the matched multi-task job id is part of the identity).
+gets, per model and task, the LoRA rank whose encoder-side trainable parameters (its LoRA: what
+reaches the held-out evaluation, which throws the heads away) are closest to the matched
+multi-task job's shared LoRA, computed here from the encoder's config
+(``runner.ml.lora.match_rank``), and records it as ``config.adapter.matched_to`` with both
+counts, encoder side and with the heads (so the matched multi-task job id is part of the
+identity).
 
 Sequence lengths and token-controlled settings enter the config only where they change what
 a job computes (runner.study.manifest.Manifest.resolved_config): ``max_length_per_task`` unless
 every task is cut at a ``max_length`` within its former built-in cap, and
 ``token_controlled_max_epochs`` / ``parity_target`` in token-controlled jobs only.
+
+Warm-up (runner.study.manifest.warmup_config): a job with neither ``warmup_steps`` nor
+``warmup_ratio`` carries ``warmup_steps: 500, warmup_cap: 0.1`` (at most 10% of its planned
+steps) unless its planned steps are known here and are 5,000 or more; then the cap cannot bind
+and the config is ``warmup_steps: 500`` alone, the id such a job had before the cap.
 
 A job of a ``decontaminate = true`` experiment carries ``config.decontaminate`` = {"n",
 "against": the study's evaluated tasks, "data_checksums": the SHA256SUMS lines of their
@@ -35,9 +42,13 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pyarrow import ArrowException
+from pyarrow.parquet import read_metadata
 
 from runner.data.checksums import CHECKSUMS, data_folder, job_checksums, read_checksums
 from runner.errors import InputError
@@ -105,6 +116,10 @@ def evaluated_checksums(sums: dict[str, str] | None, tasks, data_dir) -> dict[st
             if not rel.endswith("/train.parquet")}
 
 
+def pq_rows(path: Path) -> int:
+    return int(read_metadata(path).num_rows)
+
+
 def job_id_of(identity: dict[str, Any]) -> str:
     """The definition: 12 hex digits of sha256 over the identity's canonical JSON."""
     return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()[:12]
@@ -125,6 +140,41 @@ def _fast_id(config: str, data_checksums: str, model: str, parity: str, referenc
 def _copy(cfg: dict[str, Any]) -> dict[str, Any]:
     """Each job its own config (nested: max_train_examples, adapter, heldout)."""
     return copy.deepcopy(cfg)
+
+
+def text_control_config(cfg: dict[str, Any], reference: Job) -> dict[str, Any]:
+    """A text-matched control's config (control = "text"): its own (validation, checkpoints,
+    parity target) with the multi-task job's training settings (TEXT_CONTROL_COPIED: batch,
+    schedule, sampling, subsets, lengths, ...) and ``control.tasks``, that job's task set in
+    its order: the job replays that job's batches, its own task's supervised, the others' as
+    masked-LM text.  What it copies is part of its config, so of its id."""
+    from runner.study.strategies import TEXT_CONTROL_COPIED
+
+    out = {k: v for k, v in cfg.items() if k not in TEXT_CONTROL_COPIED}
+    out.update({k: copy.deepcopy(reference.config[k]) for k in TEXT_CONTROL_COPIED
+                if k in reference.config})
+    out["control"] = {**cfg["control"], "tasks": list(reference.tasks)}
+    return out
+
+
+def planned_steps(cfg: TrainConfig, token_target: bool, tasks, rows,
+                  decontaminate: bool = False) -> int | None:
+    """A job's planned optimizer steps as the engine plans them (runner.ml.train
+    plan_total_steps): max_steps, else ceil(epochs x sum of ceil(rows / batch) / accumulation)
+    over its tasks' training rows (``rows(task)``, capped by max_train_examples); None where
+    they are not known before it runs (a token target, decontamination, a missing split)."""
+    if cfg.max_steps:
+        return int(cfg.max_steps)
+    if token_target or decontaminate:
+        return None
+    batch, caps, micro = int(cfg.batch_size), cfg.max_train_examples or {}, 0
+    for task in tasks:
+        n = rows(task)
+        if n is None:
+            return None
+        n = min(n, int(caps[task])) if caps.get(task) else n
+        micro += math.ceil(n / batch)
+    return max(1, math.ceil(int(cfg.max_epochs) * micro / int(cfg.grad_accumulation)))
 
 
 def head_parameters(task: str, hidden: int) -> int:
@@ -184,6 +234,7 @@ class _Builder:
         self._configs: dict[tuple, tuple[dict, str, str]] = {}
         self._models: dict[str, tuple[str, str]] = {}
         self._matches: dict[tuple, Any] = {}
+        self._rows: dict[str, int | None] = {}
 
     def reference(self, experiment: str, seed: int, alias: str, tasks: tuple[str, ...]) -> Job:
         return self.built[(experiment, seed, alias, tasks)]
@@ -196,6 +247,9 @@ class _Builder:
         cfg, cfg_json, tasks_json = self.config(exp, tasks)
         if exp.adapter_match is not None:
             cfg = {**cfg, "adapter": self.matched_adapter(exp, alias, tasks[0], seed)}
+            cfg_json = canonical_json({k: v for k, v in cfg.items() if k not in NOT_IN_ID})
+        if "control" in cfg and reference is not None:
+            cfg = text_control_config(cfg, reference)
             cfg_json = canonical_json({k: v for k, v in cfg.items() if k not in NOT_IN_ID})
         data, data_json = self.checksums(tasks)
         parity = exp.parity if reference is not None else None
@@ -226,9 +280,33 @@ class _Builder:
             if "decontaminate" in cfg:   # its training data depends on the evaluated files
                 cfg["decontaminate"]["data_checksums"] = evaluated_checksums(
                     self.sums, cfg["decontaminate"]["against"], self.data_dir)
+            if "warmup_cap" in cfg and not self.cap_binds(cfg, exp.strategy, tasks):
+                del cfg["warmup_cap"]   # 500 steps either way: the id it had before the cap
             hashed = {k: v for k, v in cfg.items() if k not in NOT_IN_ID}
             self._configs[key] = (cfg, canonical_json(hashed), canonical_json(list(tasks)))
         return self._configs[key]
+
+    def cap_binds(self, cfg: dict[str, Any], strategy: str, tasks: tuple[str, ...]) -> bool:
+        """Whether the default warm-up's cap may make it shorter than ``warmup_steps``: True
+        unless the job's planned optimizer steps are known here (max_steps, or epochs over
+        the prepared training splits' rows) and are at least warmup_steps / cap.  A
+        token-controlled job's steps follow its reference's tokens, and a decontaminated
+        job's its kept rows: both keep the cap, which the engine applies."""
+        steps = planned_steps(TrainConfig.from_dict(cfg), STRATEGIES[strategy].token_target,
+                              tasks, self.train_rows, decontaminate="decontaminate" in cfg)
+        return steps is None or \
+            TrainConfig.from_dict(cfg).warmup_for(steps)[0] < int(cfg["warmup_steps"])
+
+    def train_rows(self, task: str) -> int | None:
+        """Rows of ``task``'s prepared training split (parquet metadata), None without data."""
+        if self.sums is None:
+            return None
+        if task not in self._rows:
+            try:
+                self._rows[task] = pq_rows(self.data_dir / task / "train.parquet")
+            except (OSError, ValueError, ArrowException):
+                self._rows[task] = None
+        return self._rows[task]
 
     def model(self, alias: str) -> tuple[str, str]:
         """(canonical JSON of the model's key, the hub id or path the engine loads)."""
@@ -254,20 +332,26 @@ class _Builder:
             conf = encoder_config(resolve_model(alias, manifest.models),
                                   model_key(alias, manifest.models), manifest.path, where)
             hidden = int(conf.hidden_size)
-            target = lora_trainable(conf, settings.target_modules, settings.r,
-                                    sum(head_parameters(t, hidden) for t in ref_set))
+            # matched on what reaches the held-out task: the encoder's LoRA (the heads are
+            # thrown away there; counting them gave 11-13x larger single-task adapters)
+            target = lora_trainable(conf, settings.target_modules, settings.r)
             try:
-                m = match_rank(target, conf, settings.target_modules,
-                               head_parameters(task, hidden))
+                m = match_rank(target, conf, settings.target_modules, 0)
             except InputError as err:
                 raise InputError(manifest.path, err.message, where=where) from None
-            self._matches[key] = (settings, m)
-        settings, m = self._matches[key]
+            heads = (sum(head_parameters(t, hidden) for t in ref_set),
+                     head_parameters(task, hidden))
+            self._matches[key] = (settings, m, heads)
+        settings, m, (ref_heads, own_heads) = self._matches[key]
         out = settings.to_dict()
         # alpha / r (the update's scale) stays the matched experiment's
         out["r"], out["alpha"] = m.r, settings.alpha * m.r / settings.r
         out["matched_to"] = {"experiment": ref_exp.name, "job_id": ref.job_id,
-                             "target_trainable": m.target_trainable, "trainable": m.trainable,
+                             "basis": "encoder",
+                             "target_encoder_trainable": m.target_trainable,
+                             "encoder_trainable": m.trainable,
+                             "target_trainable": m.target_trainable + ref_heads,
+                             "trainable": m.trainable + own_heads,
                              "relative_gap": m.relative_gap}
         return out
 

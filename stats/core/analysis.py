@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stats.core import tests
+from stats.core import controls, tests
 from stats.core.bootstrap import Block, observed, resample_blocks
 from stats.core.metrics import metric_names, point_metrics, sufficient_matrix
 from stats.read.results import (
@@ -684,14 +684,19 @@ def _rq5_family(study: Study, model: str, e_m: str, e_t: str | None, matched: Pa
     compared = [r for r in rows if "parity_summary" in r]
     apply_holm(rows, opt.alpha)  # MT − TC
     apply_holm([r["mt_minus_st"] for r in compared if r["mt_minus_st"]], opt.alpha)
+    # the control this token-controlled system ran (issue 26: one per comparison, never pooled)
+    control = _one({controls.control_of(tc.config) for key, pairs in matched.items()
+                    if key[:3] == (model, e_m, e_t) for _, tc in pairs.values()})
     for row in compared:
         ps, st = row["parity_summary"], row["mt_minus_st"] or {}
         row["verdict"], row["verdict_reason"] = tests.rq5_verdict(
             ps["holds"], ps["detail"], row["mean_diff"], row["p_holm"],
             st.get("mean_diff"), st.get("p_holm"), opt.alpha, row["equivalence"],
             row["parity_mode"])
+        row["verdict"] = controls.verdict_words(row["verdict"], control)
     pairs = [p for r in compared for p in r["parity"]]
     return {"model": model, "multi_task_experiment": e_m, "token_controlled_experiment": e_t,
+            "control": control,
             "parity_mode": _one({p["mode"] for p in pairs}),
             "parity_target": _one({p["target"] for p in pairs} - {None}),
             "rows": rows}
@@ -869,17 +874,18 @@ def _best_weights_alternative(study: Study, fam: dict[str, Any]) -> dict[str, di
             row["parity_summary"]["holds"], row["parity_summary"]["detail"], e["mean_diff"],
             e["p_holm"], st.get("mean_diff"), st.get("p_holm"), study.options.alpha,
             e["equivalence"], row["parity_mode"])
+        e["verdict"] = controls.verdict_words(e["verdict"], fam.get("control"))
     return out
 
 
 def _other_targets(fam: dict[str, Any], families: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Token-controlled systems on the same multi-task system, model and parity mode that
-    aimed at the other target ("total" vs "best")."""
+    """Token-controlled systems on the same multi-task system, model, parity mode and control
+    that aimed at the other target ("total" vs "best")."""
     if fam["parity_target"] not in TARGETS:
         return []
     return [o for o in families if o is not fam and o["model"] == fam["model"]
             and o["multi_task_experiment"] == fam["multi_task_experiment"]
-            and o["parity_mode"] == fam["parity_mode"]
+            and o["parity_mode"] == fam["parity_mode"] and o.get("control") == fam.get("control")
             and o["parity_target"] in TARGETS and o["parity_target"] != fam["parity_target"]]
 
 

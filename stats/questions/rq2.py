@@ -178,16 +178,26 @@ def comparisons(runs: Sequence[HeldoutRun], *, resamples: int = 10_000,
     return rows
 
 
-def _trainable(systems: Systems, key: tuple) -> float | None:
-    """Mean trainable parameters of the system's source jobs."""
-    return _mean_or_none([trainable_params(r.source) for u in systems[key].values()
-                          for r in u.values()])
+def _trainable(systems: Systems, key: tuple, which: str = "trainable") -> float | None:
+    """Mean trainable parameters (``which``: model_params key) of the system's source jobs;
+    None unless every source job recorded it."""
+    values = [trainable_params(r.source, which) for u in systems[key].values()
+              for r in u.values()]
+    return None if not values or None in values else _mean_or_none(values)
+
+
+# What the parameter gap compares: the encoder's trainable parameters (what reaches a held-out
+# task; the heads are thrown away there) where both sides recorded them, else all trainable.
+PARAM_BASES = {"encoder": "encoder_trainable", "with heads": "trainable"}
 
 
 def _family(model: str, mt: tuple, st: tuple, systems: Systems, contamination, *,
             resamples: int, rng_seed: int, level: float) -> list[dict]:
     """One (MT system, ST system) family: a row per held-out task either side ran."""
-    mt_train, st_train = _trainable(systems, mt), _trainable(systems, st)
+    counts = {basis: (_trainable(systems, mt, key), _trainable(systems, st, key))
+              for basis, key in PARAM_BASES.items()}
+    basis = "encoder" if None not in counts["encoder"] else "with heads"
+    mt_train, st_train = counts[basis]
     gap = None if mt_train in (None, 0) or st_train is None else \
         abs(st_train - mt_train) / mt_train
     matched_to = {(adapter_of(r.source) or {}).get("matched_to", {}).get("experiment")
@@ -201,6 +211,11 @@ def _family(model: str, mt: tuple, st: tuple, systems: Systems, contamination, *
                "st_experiment": st[2], "st_tasks": st[3], "st_system": f"{st[2]}:{st[3]}",
                "task": task, "n": len(keys), "matched_units": [list(k) for k in keys],
                "mt_trainable": mt_train, "st_trainable": st_train,
+               "param_basis": basis,   # which count mt_/st_trainable and the gap are
+               "mt_trainable_with_heads": counts["with heads"][0],
+               "st_trainable_with_heads": counts["with heads"][1],
+               "mt_encoder_trainable": counts["encoder"][0],
+               "st_encoder_trainable": counts["encoder"][1],
                "param_relative_gap": gap,
                "param_matched_to_mt": mt[2] in matched_to,
                "p_holm": None, "significant": None}
@@ -288,7 +303,8 @@ def table(rows: Sequence[dict], alpha: float = 0.05) -> str:
         params = NA
         if r.get("mt_trainable") is not None and r.get("st_trainable") is not None:
             params = (f"{millions(r['mt_trainable'])}M / {millions(r['st_trainable'])}M "
-                      f"({fmt(r['param_relative_gap'], 1, 100)}\\%)")
+                      f"({fmt(r['param_relative_gap'], 1, 100)}\\%)"
+                      + ("" if r.get("param_basis", "encoder") == "encoder" else "$^{h}$"))
         body.append([latex_escape(r["model"]), latex_escape(r["task"]),
                      latex_escape(r["mt_experiment"]),
                      latex_escape(f"{r['st_experiment']}: {r['st_tasks']}"),
@@ -305,7 +321,12 @@ def table(rows: Sequence[dict], alpha: float = 0.05) -> str:
                 "paired bootstrap over the held-out test units (test-set uncertainty only, "
                 "secondary, not used for the verdict).",
         notes=[("Seeds (runs): source seeds tested (matched source x held-out seed runs). "
-               "Params: mean trainable parameters of the source jobs and |ST − MT| / MT.")]
+               "Params: mean trainable parameters of the source jobs' encoders (the LoRA "
+               "that reaches the held-out task; the single-task ranks are matched on these) "
+               "and |ST − MT| / MT.")]
+        + ([("h: counts with the task heads: a source job recorded no encoder-side count "
+             "(results from before issue 23).")]
+           if any(r.get("param_basis") == "with heads" for r in rows) else [])
         + ([("† The fresh heads of the two sides trained on different numbers of examples "
             "(results from before [heldout] batch_size): not a like-for-like comparison.")]
            if any(r.get("budget_note") for r in rows) else []))
@@ -346,8 +367,9 @@ def summary_lines(rows: Sequence[dict], reason: str | None) -> list[str]:
             continue
         warn = f" WARNING: {r['budget_note']}" if r.get("budget_note") else ""
         lines.append(f"{head}: {_seed_text(r)} -> {verdict(r) or 'no test'}; "
-                     f"{_units_text(r.get('bootstrap') or {})}; trainable params MT "
-                     f"{fmt(r['mt_trainable'], 0)}, ST {fmt(r['st_trainable'], 0)} (gap "
+                     f"{_units_text(r.get('bootstrap') or {})}; trainable params "
+                     f"({r.get('param_basis', 'with heads')}) MT {fmt(r['mt_trainable'], 0)}"
+                     f", ST {fmt(r['st_trainable'], 0)} (gap "
                      f"{fmt(r['param_relative_gap'], 1, 100)}%){warn}")
         if "clean" in r:
             lines.append(clean_line(r))

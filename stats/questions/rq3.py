@@ -4,11 +4,12 @@ Input files (results/README.md, "RQ3 evaluation"): ``<job_dir>/evaluation/<level
 finished job and precision level (fp32, fp16, bf16, int8, nf4), ``status`` "ok" or "skipped"
 with the reason.
 
-A *point* is (model, strategy, experiment, level, task) with the means over the seeds that
-evaluated it: primary metric, size on disk (bytes), latency (ms per example), ECE before and
-after temperature scaling.  Per task, a point is on the frontier against a cost (size, or
-latency) when no other point of that task is at least as good on both axes and strictly better
-on one (metric higher, cost lower): the non-dominated set.  Reliability diagrams pool the
+A *point* is (model, strategy, experiment, level, task, device) with the means over the seeds
+that evaluated it there: primary metric, size on disk (bytes), latency (ms per example), ECE
+before and after temperature scaling.  A point is on the frontier against a cost when no other
+point of its group is at least as good on both axes and strictly better on one (metric higher,
+cost lower): the non-dominated set; the group is the task for size, the task and the device
+for latency (a CPU and a GPU latency are never on one frontier).  Reliability diagrams pool the
 test-set bins of a point's seeds (counts summed, confidence and accuracy count-weighted).
 """
 
@@ -55,11 +56,11 @@ def points(evals: Sequence[Evaluation]) -> list[dict]:
         if e.status != "ok":
             continue
         for task, entry in e.per_task.items():
-            groups[(e.job.model, e.job.strategy, e.job.experiment, e.level, task)].append(
-                (e, entry))
+            groups[(e.job.model, e.job.strategy, e.job.experiment, e.level, task,
+                    device_label(e.device))].append((e, entry))
     rows = []
-    for (model, strategy, exp, level, task), items in sorted(
-            groups.items(), key=lambda kv: (kv[0][4], kv[0][0], kv[0][2],
+    for (model, strategy, exp, level, task, device), items in sorted(
+            groups.items(), key=lambda kv: (kv[0][4], kv[0][5], kv[0][0], kv[0][2],
                                             LEVELS.index(kv[0][3]))):
         primaries = {entry["primary_metric"] for _, entry in items}
         cals = [entry.get("calibration") for _, entry in items]
@@ -82,21 +83,30 @@ def points(evals: Sequence[Evaluation]) -> list[dict]:
             "temperature": _mean([c["temperature"] for c in cals_ok]),
             "calibration_reason": None if cals_ok else (cal_reasons[0] if cal_reasons
                                                         else "no calibration recorded"),
+            "device": device,     # the latency frontier is per device (never CPU with GPU)
             "devices": sorted({str(e.device) for e, _ in items}),
             "reason": None if len(primaries) == 1 else
             f"seeds disagree on the primary metric {sorted(primaries)}",
         })
-    by_task: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_task[r["task"]].append(r)
-    for task_rows in by_task.values():
-        vals = [r["metric"] for r in task_rows]
-        for cost, key in (("size_on_disk_bytes", "pareto_size"),
-                          ("latency_ms_per_example", "pareto_latency")):
-            mask = pareto_mask([r[cost] for r in task_rows], vals)
-            for r, m in zip(task_rows, mask):
+    # size on disk is the same on any machine: one frontier per task; latency is the
+    # machine's: one frontier per task and device
+    for cost, key, group in (("size_on_disk_bytes", "pareto_size", lambda r: r["task"]),
+                             ("latency_ms_per_example", "pareto_latency",
+                              lambda r: (r["task"], r["device"]))):
+        by_group: dict[Any, list[dict]] = defaultdict(list)
+        for r in rows:
+            by_group[group(r)].append(r)
+        for group_rows in by_group.values():
+            mask = pareto_mask([r[cost] for r in group_rows], [r["metric"] for r in group_rows])
+            for r, m in zip(group_rows, mask):
                 r[key] = m
     return rows
+
+
+def device_label(device: str | None) -> str:
+    """The device an evaluation's latency was measured on, as its file records it
+    (``cpu (<n> threads)`` or ``cuda (<GPU name>)``; older files: ``cpu``)."""
+    return str(device) if device else "unknown device"
 
 
 def skipped_levels(evals: Sequence[Evaluation]) -> list[dict]:
@@ -110,7 +120,8 @@ def table(rows: Sequence[dict], skipped: Sequence[dict] = ()) -> str:
               "ECE before", "ECE after", "T", "Frontier"]
     body = []
     for r in rows:
-        front = ", ".join(n for n, k in (("size", "pareto_size"), ("latency", "pareto_latency"))
+        front = ", ".join(n for n, k in (("size", "pareto_size"),
+                                          (f"latency on {r['device']}", "pareto_latency"))
                           if r.get(k)) or "--"
         ece_b = fmt(r["ece_before"], 3)
         ece_a = fmt(r["ece_after"], 3)
@@ -141,7 +152,8 @@ def table(rows: Sequence[dict], skipped: Sequence[dict] = ()) -> str:
                 "latency per example, per precision level; ECE (15 bins) before and after "
                 "temperature scaling fitted on validation.",
         notes=[("Frontier: not dominated (no other point of the task is at least as accurate "
-                "and at most as costly, one strictly) against size and/or latency.")])
+                "and at most as costly, one strictly) against size and/or latency; latency "
+                "frontiers are per device (the one named), never CPU and GPU together.")])
 
 
 def plot_frontiers(rows: Sequence[dict]) -> dict:
@@ -155,22 +167,25 @@ def plot_frontiers(rows: Sequence[dict]) -> dict:
     for task, trs in sorted(by_task.items()):
         models = sorted({r["model"] for r in trs})
         colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-        for ax, cost, scale, flag, xlabel in (
-                (axes[0], "size_on_disk_bytes", 1e-6, "pareto_size", "size on disk (MB)"),
-                (axes[1], "latency_ms_per_example", 1.0, "pareto_latency",
-                 "latency (ms per example)")):
-            for r in trs:
+        devices = sorted({r["device"] for r in trs})
+        fig, axes = plt.subplots(1, 1 + len(devices), figsize=(4.5 * (1 + len(devices)), 3.6))
+        panels = [(axes[0], "size_on_disk_bytes", 1e-6, "pareto_size", "size on disk (MB)",
+                   trs)]
+        panels += [(axes[1 + i], "latency_ms_per_example", 1.0, "pareto_latency",
+                    f"latency (ms per example) on {d}", [r for r in trs if r["device"] == d])
+                   for i, d in enumerate(devices)]
+        for ax, cost, scale, flag, xlabel, panel_rows in panels:
+            for r in panel_rows:
                 ax.scatter(r[cost] * scale, 100 * r["metric"], color=colors[r["model"]],
                            marker=markers[r["level"]], s=36, zorder=3,
                            edgecolors="black" if r[flag] else "none", linewidths=1.2)
-            front = sorted((r[cost] * scale, 100 * r["metric"]) for r in trs if r[flag])
+            front = sorted((r[cost] * scale, 100 * r["metric"]) for r in panel_rows if r[flag])
             if len(front) > 1:
                 ax.step([x for x, _ in front], [y for _, y in front], where="post",
                         color="grey", lw=1, zorder=2)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"{trs[0]['primary_metric']} (points)")
-            costs = [r[cost] for r in trs]
+            costs = [r[cost] for r in panel_rows]
             if min(costs) > 0 and max(costs) / min(costs) > 50:  # log only over wide ranges
                 ax.set_xscale("log")
         handles = [plt.Line2D([], [], ls="", marker="o", color=colors[m], label=m)
@@ -268,11 +283,13 @@ def summary_lines(stats_: dict) -> list[str]:
         return [f"not applicable: {stats_['reason']}"] + skipped_lines(stats_["skipped_levels"])
     lines = []
     for r in stats_["rows"]:
-        front = [n for n, k in (("size", "pareto_size"), ("latency", "pareto_latency")) if r[k]]
+        front = [n for n, k in (("size", "pareto_size"), (f"latency on {r['device']}",
+                                                          "pareto_latency")) if r[k]]
         ece = ("ECE n/a: " + str(r["calibration_reason"]) if r["ece_before"] is None else
                f"ECE {fmt(r['ece_before'], 3)} -> {fmt(r['ece_after'], 3)} (T "
                f"{fmt(r['temperature'], 2)})")
-        lines.append(f"{r['task']} {r['model']} {r['experiment']} {r['level']}: "
+        lines.append(f"{r['task']} {r['model']} {r['experiment']} {r['level']} "
+                     f"({r['device']}): "
                      f"{r['primary_metric']} {fmt(r['metric'], 1, 100)}, "
                      f"{fmt(r['size_on_disk_bytes'] / 1e6, 1)} MB, "
                      f"{fmt(r['latency_ms_per_example'], 2)} ms/example; {ece}; frontier: "

@@ -453,9 +453,18 @@ TIDY_COLUMNS = [
     "job_id", "study", "experiment", "experiment_type", "strategy", "model", "model_name",
     "tokenizer", "seed", "task", "job_tasks", "primary_metric", "primary_value",
     "task_tokens", "token_count", "token_efficiency", "epochs_trained", "train_runtime_s",
-    "steps", "n_test", "parity_mode", "parity_reference_job", "parity_relative_gap",
+    "steps", "examples_per_step", "warmup_steps", "n_test", "parity_mode", "parity_reference_job", "parity_relative_gap",
     "result_path",
 ]
+
+
+def examples_per_step(train_results: dict) -> int | None:
+    """Training examples per optimizer step: recorded since issue 23, else batch_size x
+    grad_accumulation (which every result.json has recorded)."""
+    if train_results.get("examples_per_step") is not None:
+        return int(train_results["examples_per_step"])
+    batch, accumulation = train_results.get("batch_size"), train_results.get("grad_accumulation")
+    return None if batch is None else int(batch) * int(accumulation or 1)
 
 
 def token_efficiency(value: float, tokens: int) -> float | None:
@@ -488,6 +497,8 @@ def tidy(jobs: list[JobResult]) -> pd.DataFrame:
                 "epochs_trained": job.train_results.get("epochs_trained"),
                 "train_runtime_s": job.train_results.get("train_runtime"),
                 "steps": job.train_results.get("steps"),
+                "examples_per_step": examples_per_step(job.train_results),
+                "warmup_steps": job.train_results.get("warmup_steps"),
                 "n_test": tr.n_test, "parity_mode": parity.get("mode"),
                 "parity_reference_job": parity.get("reference_job"),
                 "parity_relative_gap": parity.get("relative_gap"),
@@ -518,9 +529,11 @@ def raw_result(job: JobResult) -> dict:
     return _RAW_CACHE[key]
 
 
-def trainable_params(job: JobResult) -> int | None:
+def trainable_params(job: JobResult, key: str = "trainable") -> int | None:
+    """``model_params[key]`` of the job's result.json: "trainable" (heads included) or
+    "encoder_trainable" (the encoder's alone, recorded since issue 23); None if absent."""
     mp = raw_result(job).get("model_params")
-    v = mp.get("trainable") if isinstance(mp, dict) else None
+    v = mp.get(key) if isinstance(mp, dict) else None
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 

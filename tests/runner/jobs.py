@@ -187,3 +187,8 @@ def stop_after(n: int):
         calls["n"] += 1
         return calls["n"] == n
     return should_stop
+
+
+def child_job(module: str, args: list[str]) -> subprocess.Popen:
+    """``module.child_main(*args)`` in a subprocess of one thread (the kill -9 tests)."""
+    return python_child(f"{module}:child_main", args)

@@ -42,6 +42,7 @@ class TCVariant:
     # task -> (epochs_run, epochs_needed) for jobs that stopped at the epoch cap
     short: dict[str, tuple[float, float]] = field(default_factory=dict)
     epoch_cap: int = 20
+    control: str = "repeat"  # config.control.kind (issue 26): "repeat" (absent) | "text"
 
 
 @dataclass
@@ -357,11 +358,17 @@ def _tc_job(design: Design, variant: TCVariant, model: str, seed: int, task: str
         best = {task: rest[0]}
     parity = tc_parity(variant, task, mt_id, tpt, design.tc_token_scale.get(task, 1.0))
     jid = job_id("tc", model, seed, task, variant.name, design.tasks)
-    return (_result(design, etype="token_controlled_baseline", experiment=variant.name,
-                    model=model, seed=seed, tasks=(task,), per_task_metrics={task: m},
-                    tokens_per_task={task: parity["achieved_tokens"]},
-                    tokenizer=design.tc_tokenizer.get(task, design.tokenizer), jid=jid,
-                    parity=parity, best_metrics=best), frames)
+    data = _result(design, etype="token_controlled_baseline", experiment=variant.name,
+                   model=model, seed=seed, tasks=(task,), per_task_metrics={task: m},
+                   tokens_per_task={task: parity["achieved_tokens"]},
+                   tokenizer=design.tc_tokenizer.get(task, design.tokenizer), jid=jid,
+                   parity=parity, best_metrics=best)
+    if variant.control == "text":   # results/README.md: config.control and control
+        data["config"]["control"] = {"kind": "text", "mask_probability": 0.15,
+                                     "tasks": list(design.tasks)}
+        data["control"] = {"kind": "text", "stream_tasks": [t for t in design.tasks
+                                                            if t != task]}
+    return data, frames
 
 
 def write_study(root: Path, design: Design) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -77,9 +78,14 @@ def read_task(spec: TaskSpec, src: Source, root: Path | None
         desc = f"Hugging Face hub `{src.hf_path}` config `{src.hf_name}`"
     where = str(root / src.path) if root is not None else f"hf:{src.hf_path}/{src.hf_name}"
     notes: list[str] = []
+    ids = read_split_ids(root / spec.split_ids) if spec.split_ids and root is not None \
+        and (root / spec.split_ids).is_file() else None
+    if ids is not None:
+        desc += f" with the official split of `{spec.split_ids}`"
     if spec.preprocess is not None:
         try:
-            splits = spec.preprocess(raw, src.format)
+            splits = spec.preprocess(raw, src.format, **({} if ids is None
+                                                          else {"split_ids": ids}))
             notes = list(splits.pop("notes", []))
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(where, f"cannot build {spec.name} rows: {type(err).__name__}: "
@@ -88,6 +94,25 @@ def read_task(spec: TaskSpec, src: Source, root: Path | None
         splits = raw
     _check_rows(spec, splits, where)
     return {s: splits[s] for s in SPLITS}, desc, notes
+
+
+def read_split_ids(path: Path) -> dict[str, list[str]]:
+    """An official split as ids: {split: [id, ...]} for every prepared split (other keys, such
+    as "source", are left alone); InputError naming the file for anything else."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(str(path), f"cannot read the split ids: {err}") from None
+    if not isinstance(doc, dict):
+        raise InputError(str(path), "expected a JSON object {split: [id, ...]}")
+    out = {}
+    for split in SPLITS:
+        ids = doc.get(split)
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise InputError(str(path), "expected a non-empty list of string ids",
+                             where=split)
+        out[split] = ids
+    return out
 
 
 def _bigbio_rows(spec: TaskSpec, table, where: str) -> list[dict]:

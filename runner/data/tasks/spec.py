@@ -71,6 +71,11 @@ class TaskSpec:
     preprocess: Callable[[dict[str, list[dict]], str], dict[str, list[dict]]] | None = field(
         default=None, compare=False, repr=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # An official split given as ids: a JSON file {split: [id, ...]} relative to --source.
+    # Where it is there, prepare passes it to ``preprocess`` as ``split_ids=``; where it is not
+    # (the hf source, a folder without it) the task's own construction applies and its data
+    # card says which (pubmedqa).
+    split_ids: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -45,7 +45,7 @@ def test_adapter_jobs_train_only_lora_and_heads(env):
     single = engine_job.run_job(make_job(model_path, tasks=("tiny_ner",), max_steps=4,
                                          eval_every=4, adapter=LORA), ctx("st"))
     assert single["model_params"] == {
-        "trainable": 2 * LORA_PER_RANK + NER_HEAD,
+        "trainable": 2 * LORA_PER_RANK + NER_HEAD, "encoder_trainable": 2 * LORA_PER_RANK,
         "total": full_model_total(model_path, ["tiny_ner"]) + 2 * LORA_PER_RANK}
     assert single["config"]["adapter"] == LORA
     multi = engine_job.run_job(make_job(model_path, tasks=("tiny_ner", "tiny_cls"),
@@ -53,6 +53,7 @@ def test_adapter_jobs_train_only_lora_and_heads(env):
                                         adapter=LORA), ctx("mt"))
     # one adapter shared by both task heads
     assert multi["model_params"]["trainable"] == 2 * LORA_PER_RANK + NER_HEAD + CLS_HEAD
+    assert multi["model_params"]["encoder_trainable"] == 2 * LORA_PER_RANK
     full = engine_job.run_job(make_job(model_path, tasks=("tiny_ner",), max_steps=4,
                                        eval_every=4), ctx("full"))
     assert full["model_params"]["trainable"] == full["model_params"]["total"] == \
@@ -201,8 +202,8 @@ def test_plan_matches_single_task_ranks_to_the_multi_task_job(tmp_path):
     conf = AutoConfig.from_pretrained(resolve_model("minilm"))  # MiniLM-L6: hidden 384
     hidden = conf.hidden_size
     mt = {j.seed: j for j in plan.jobs if j.experiment == "mt"}
-    target = lora_trainable(conf, ["query", "value"], 8,
-                            head_parameters("bc2gm", hidden) + head_parameters("gad", hidden))
+    heads_mt = head_parameters("bc2gm", hidden) + head_parameters("gad", hidden)
+    encoder_target = lora_trainable(conf, ["query", "value"], 8)
     assert mt[1].config["adapter"] == {"method": "lora", "r": 8, "alpha": 16.0, "dropout": 0.1,
                                        "target_modules": ["query", "value"]}
     st = [j for j in plan.jobs if j.experiment == "st"]
@@ -211,19 +212,15 @@ def test_plan_matches_single_task_ranks_to_the_multi_task_job(tmp_path):
         a = job.config["adapter"]
         m = a["matched_to"]
         assert m["experiment"] == "mt" and m["job_id"] == mt[job.seed].job_id
-        assert m["target_trainable"] == target
+        # issue 23: matched on the encoder side (what reaches the held-out tasks): the same
+        # encoder and modules give the shared adapter's rank, not a rank that absorbs the
+        # multi-task heads (it was 11-13x larger); both counts recorded
+        assert m["basis"] == "encoder" and a["r"] == 8 and m["relative_gap"] == 0
+        assert m["target_encoder_trainable"] == m["encoder_trainable"] == encoder_target
         (task,) = job.tasks
-        assert m["trainable"] == lora_trainable(conf, ["query", "value"], a["r"],
-                                                head_parameters(task, hidden))
-        assert m["relative_gap"] == pytest.approx(abs(m["trainable"] - target) / target)
-        # no other rank lands closer
-        for r in (a["r"] - 1, a["r"] + 1):
-            other = lora_trainable(conf, ["query", "value"], r, head_parameters(task, hidden))
-            assert abs(other - target) >= abs(m["trainable"] - target)
+        assert m["target_trainable"] == encoder_target + heads_mt
+        assert m["trainable"] == encoder_target + head_parameters(task, hidden)
         assert a["alpha"] == pytest.approx(2.0 * a["r"])  # alpha / r kept from mt
-    # bc2gm's NER head is small, so its rank grows to take up gad's sentence head (~148k)
-    ranks = {j.tasks[0]: j.config["adapter"]["r"] for j in st}
-    assert ranks["bc2gm"] > ranks["gad"] >= 8
     # heldout only where asked, and in the job's identity
     assert mt[1].config["heldout"] == {"tasks": ["ncbi_disease", "s800"], "seeds": [1, 2],
                                        "max_steps": 20, "max_train_examples": 1000,
@@ -290,7 +287,15 @@ OLD_IDS = {
 
 @pytest.mark.parametrize("path", sorted(OLD_IDS))
 def test_existing_job_ids_are_unchanged(path):
-    plan = build_plan(load_manifest(ROOT / path), ROOT / "data")
+    text = (ROOT / path).read_text(encoding="utf-8")
+    if "warmup_steps" not in text:
+        # issue 23: the default warm-up is now capped at 10% of a job's planned steps; these
+        # 5-step jobs computed a 500-step warm-up then, which the explicit key still says
+        # (and without it they are other computations, so other ids)
+        changed = build_plan(parse_manifest(text, path), ROOT / "data")
+        assert not set(j.job_id for j in changed.jobs) & set(OLD_IDS[path])
+        text = text.replace("[defaults]\n", "[defaults]\nwarmup_steps = 500\n", 1)
+    plan = build_plan(parse_manifest(text, path), ROOT / "data")
     assert [j.job_id for j in plan.jobs] == OLD_IDS[path]
     assert all(j.config["adapter"] is None and "heldout" not in j.config for j in plan.jobs)
 

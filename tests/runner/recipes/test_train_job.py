@@ -229,6 +229,7 @@ def test_token_controlled_reaches_target_past_max_epochs(env, parity):
     assert p["achieved_tokens"] == result["token_count"]
     assert result["train_results"]["epochs_trained"] > 2  # went on past max_epochs = 1
     assert result["experiment_type"] == "token_controlled_baseline"
+    assert result["control"] == {"kind": "repeat"}   # issue 26: the methodology's control
 
 
 def test_token_controlled_stops_at_its_epoch_cap_and_records_the_shortfall(env):
@@ -483,3 +484,19 @@ def test_kill_minus_9_and_resume_equals_uninterrupted(env, tmp_path):
     pa = pd.read_parquet(tmp_path / "ref" / "predictions" / "tiny_ner.parquet")
     pb = pd.read_parquet(victim_dir / "predictions" / "tiny_ner.parquet")
     pd.testing.assert_frame_equal(pa, pb)
+
+
+def test_result_records_the_schedule_a_short_job_ran(env):
+    """Issue 23: 64 rows at batch 16 for 10 epochs plan 40 steps; the default warm-up is 10% of
+    them (not 500) and the learning rate reaches the configured peak."""
+    from tests.runner.jobs import make_frames
+
+    model_path, data_dir, ctx = env
+    make_frames(64, 1)["tiny_reg"].to_parquet(data_dir / "tiny_reg" / "train.parquet")
+    job = make_job(model_path, tasks=("tiny_reg",), batch_size=16, max_epochs=10,
+                   eval_every=10, patience=100, learning_rate=2e-5, warmup_steps=500,
+                   warmup_cap=0.1)
+    tr = engine_job.run_job(job, ctx())["train_results"]
+    assert (tr["planned_steps"], tr["steps"], tr["examples_per_step"]) == (40, 40, 16)
+    assert (tr["warmup_steps"], tr["warmup_rule"]) == (4, "default")
+    assert tr["peak_learning_rate"] == pytest.approx(2e-5)

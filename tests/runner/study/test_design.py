@@ -4,6 +4,7 @@ truncation and total tokens, from the plan and token-length histograms alone."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -156,6 +157,10 @@ def test_a_finished_reference_gives_the_measured_target_and_sd(tmp_path):
     assert rq1["gad"].sd_source == "measured (3 seeds)"
     assert rq1["gad"].sd_points == pytest.approx(3 ** 0.5, abs=1e-4)
     assert rq1["bc2gm"].sd_source == "default"
+    # issue 23: the RQ1 family's sd is the one its finished jobs measured (gad's)
+    fam = next(f for f in check.families if f.question == "RQ1")
+    assert fam.sd_points == pytest.approx(3 ** 0.5, abs=1e-3)
+    assert fam.sd_source.startswith("measured: 1 of 2 comparison(s)")
 
 
 def test_truncation_counts_at_the_effective_length(tmp_path):
@@ -213,6 +218,12 @@ def test_runner_plan_prints_the_check_and_json_gives_it_to_scripts(tmp_path):
     assert "design check" in text and "INFEASIBLE" in text
     assert "RQ5 multi_task[bc2gm+jnlpba+chemprot+ddi+gad+hoc+pubmedqa+biosses] vs " \
            "token_controlled: 3 matched seed(s) [42, 43, 44]; MDE" in text
+    # issue 23: per family the MDE unadjusted and at Holm's first step, from a named sd, the
+    # seeds the expected effects need, and the MT-vs-ST updates-per-example line
+    assert "RQ1 multi_task vs single_task (pubmedbert, 8 task(s), 3 seeds): MDE " in text
+    assert "at Holm's first step (alpha 0.05/8)" in text and "seed_spread_issue14" in text
+    assert "+2 points: " in text and "+5 points: " in text and "CANNOT DETECT" in text
+    assert "MT-vs-ST" in text and "grad_accumulation = 2 in multi_task" in text
     doc = json.loads(plan("--json", "--sd-points", "2"))
     infeasible = [t for t in doc["design"]["token_controlled"] if not t["feasible"]]
     assert infeasible and {t["task"] for t in infeasible} >= {"biosses", "pubmedqa", "gad"}
@@ -220,3 +231,124 @@ def test_runner_plan_prints_the_check_and_json_gives_it_to_scripts(tmp_path):
     assert all(c["sd_points"] == 2 and c["sd_source"] == "given" for c in rq5)
     assert all(c["mde_points"] == pytest.approx(2 * mde_dz(3), abs=1e-3) for c in rq5)
     assert len(doc["jobs"]) == 3 * 27 * 3 and not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- issue 23: power, confounds
+def test_the_default_sd_is_derived_from_the_committed_seed_spread_files():
+    """DEFAULT_SD_POINTS is sqrt(2) x the engine's pooled seed sd in the files it names, and
+    those files measured the engine as it trains now (batch order and dropout)."""
+    from runner.ml.batching import BATCH_ORDER
+    from runner.ml.model import DROPOUT
+
+    docs = [json.loads((ROOT / f).read_text()) for f in design.SEED_SPREAD_FILES]
+    assert all(d["settings"]["engine_order"] == BATCH_ORDER
+               and d["settings"]["engine_dropout"] == DROPOUT for d in docs)
+    assert design.default_sd_from_spread(docs) == pytest.approx(design.DEFAULT_SD_POINTS,
+                                                                abs=0.005)
+    assert all(f.rsplit("/", 1)[1] in design.DEFAULT_SD_SOURCE for f in design.SEED_SPREAD_FILES)
+    # by hand: two systems of sd 1 and 3 with 3 seeds each pool to sqrt(5); a difference
+    # of two such systems has sqrt(2) x that
+    doc = {"runs": {"a": {"engine": {"1": {"score": 0.10}, "2": {"score": 0.11},
+                                     "3": {"score": 0.12}}},
+                    "b": {"engine": {"1": {"score": 0.10}, "2": {"score": 0.13},
+                                     "3": {"score": 0.16}}}}}
+    assert design.default_sd_from_spread([doc]) == pytest.approx((2 * 5) ** 0.5)
+
+
+def test_each_family_has_its_mde_unadjusted_and_at_holms_first_step(tmp_path):
+    check = design.check(plan_of(tmp_path))
+    fams = {(f.question, tuple(f.systems)): f for f in check.families}
+    assert set(fams) == {("RQ1", ("mt", "st")), ("RQ5", ("mt", "tc"))}
+    sd = design.DEFAULT_SD_POINTS
+    for f in fams.values():
+        assert f.tasks == ["bc2gm", "gad"] and f.seeds == 3
+        assert f.sd_source == design.DEFAULT_SD_SOURCE
+        assert f.mde_points == pytest.approx(mde_dz(3) * sd, abs=0.01)
+        assert f.mde_holm_points == pytest.approx(mde_dz(3, 0.05 / 2) * sd, abs=0.01)
+        assert f.mde_holm_points > f.mde_points
+        for effect in ("2", "5"):
+            n = f.seeds_needed[effect]
+            # the fewest seeds: enough at n, not at n - 1
+            assert mde_dz(n, 0.025) * sd <= float(effect) < mde_dz(n - 1, 0.025) * sd
+        assert f.detects == {"2": False, "5": False}
+    assert any("CANNOT DETECT the methodology's expected +2 or +5 points" in w
+               and "RQ1 mt vs st" in w for w in check.warnings)
+    text = "\n".join(design.render(check))
+    assert "at Holm's first step (alpha 0.05/2)" in text and "seeds needed" in text
+
+
+def test_enough_seeds_detect_the_expected_effect_and_say_so(tmp_path):
+    seeds = "[" + ", ".join(str(s) for s in range(1, 21)) + "]"
+    check = design.check(plan_of(tmp_path, seeds=seeds), sd_points=1.0)
+    for f in check.families:
+        assert f.detects == {"2": True, "5": True} and f.sd_source == "given"
+        assert f.mde_holm_points <= 2
+    assert not any("CANNOT DETECT" in w for w in check.warnings)
+
+
+STUDY_BATCHES = STUDY.replace('batch_size = 10\n', '') + '''
+[[experiments]]
+name = "mt_accumulated"
+strategy = "multi_task"
+models = ["minilm"]
+task_sets = [["bc2gm", "gad"]]
+grad_accumulation = 2
+'''
+
+
+def test_mt_vs_st_updates_per_example_is_a_confound_line_with_its_remedy(tmp_path):
+    text = STUDY_BATCHES.format(seeds="[1, 2, 3]", parity="total", max_length=512)
+    check = design.check(build_plan(parse_manifest(text, "d.toml"), data_dir(tmp_path)))
+    lines = {(x.question, tuple(x.systems)): x for x in check.confounds}
+    plain = lines[("RQ1", ("mt", "st"))]
+    assert plain.examples_per_step == [8, 16] and plain.updates_ratio == 2
+    assert plain.alternative.startswith("grad_accumulation = 2 in mt")
+    assert lines[("RQ5", ("mt", "tc"))].updates_ratio == 2
+    fixed = lines[("RQ1", ("mt_accumulated", "st"))]
+    assert fixed.examples_per_step == [16, 16] and fixed.alternative is None
+    rendered = "\n".join(design.render(check))
+    assert "MT-vs-ST" in rendered and "a CONFOUND of the comparison" in rendered
+    assert "equal updates per example" in rendered
+
+
+def test_an_explicit_warm_up_of_10_percent_or_more_is_warned(tmp_path):
+    data = data_dir(tmp_path)
+
+    def warnings(extra):
+        text = STUDY.format(seeds="[1]", parity="total", max_length=512).replace(
+            "max_epochs = 2\n", f"max_epochs = 2\n{extra}\n")
+        return design.check(build_plan(parse_manifest(text, "d.toml"), data))
+    # st gad: 10 rows / batch 10 x 2 epochs = 2 planned steps; bc2gm 20
+    check = warnings("warmup_steps = 2")
+    assert {(tuple(w.tasks), w.planned_steps) for w in check.warmups} >= {
+        (("gad",), 2), (("bc2gm",), 20)}
+    assert any("warm up for 10% or more" in w for w in check.warnings)
+    assert not warnings("").warmups                       # the default caps itself
+    assert not warnings("warmup_ratio = 0.1").warmups     # a ratio states its share
+
+
+POWER_RE = re.compile(r"MDE of ([\d.]+) points unadjusted, ([\d.]+)\s*# at Holm's first step "
+                      r"over (\d+) tasks; \+2 points needs (\d+) seeds, \+5 needs (\d+)")
+
+
+@pytest.mark.parametrize("name, planned", [
+    ("phase1_single_task", "phase3_token_controlled"),
+    ("phase2_multi_task", "phase3_token_controlled"),
+    ("phase3_token_controlled", "phase3_token_controlled"),
+    ("full_study", "full_study")])
+def test_the_shipped_manifests_state_the_power_their_plan_gives(name, planned):
+    """Issue 23: each phase / full manifest says its power in a comment; the numbers are the
+    design check's (phases 1 and 2: of the phase-3 comparisons their jobs enter)."""
+    from runner.study.manifest import load_manifest
+
+    text = (ROOT / "manifests" / f"{name}.toml").read_text(encoding="utf-8")
+    m = POWER_RE.search(text)
+    assert m, f"{name}: no power comment"
+    mde, holm, tasks, two, five = float(m[1]), float(m[2]), int(m[3]), int(m[4]), int(m[5])
+    plan = build_plan(load_manifest(ROOT / "manifests" / f"{planned}.toml"), ROOT / "data")
+    families = design.check(plan).families
+    assert families
+    for f in families:
+        assert (f.mde_points, f.mde_holm_points, len(f.tasks)) == (mde, holm, tasks)
+        assert (f.seeds_needed["2"], f.seeds_needed["5"]) == (two, five)
+        assert f.sd_source == design.DEFAULT_SD_SOURCE

@@ -64,11 +64,15 @@ def test_resolved_config_layers_defaults_and_overrides():
     st, mt, tc = m.experiments
     cfg = m.resolved_config(st, ("bc2gm",))
     # token_controlled_max_epochs is a token-controlled job's only
-    assert set(cfg) == set(HYPERPARAMETERS) - {"token_controlled_max_epochs"} | {"adapter"}
+    # the default warm-up: warmup_steps with its cap, no warmup_ratio (runner.study.manifest
+    # warmup_config)
+    assert set(cfg) == set(HYPERPARAMETERS) - {"token_controlled_max_epochs", "warmup_ratio"} \
+        | {"adapter", "warmup_cap"}
     assert cfg["learning_rate"] == 3e-5 and cfg["batch_size"] == 4
     assert cfg["max_train_examples"] == {"bc2gm": 100}
     assert m.resolved_config(st, ("gad",))["max_train_examples"] == {}
-    assert cfg["warmup_steps"] == 500 and cfg["patience"] == 3 and cfg["adapter"] is None
+    assert cfg["warmup_steps"] == 500 and cfg["warmup_cap"] == 0.1
+    assert cfg["patience"] == 3 and cfg["adapter"] is None
     mcfg = m.resolved_config(mt, mt.task_sets[0])
     assert mcfg["batch_size"] == 8 and mcfg["sampling"] == "temperature"
     assert mcfg["temperature"] == 2.0

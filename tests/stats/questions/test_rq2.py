@@ -14,7 +14,7 @@ N_UNITS = 400
 
 
 def write_job(root, job_id, *, strategy, experiment, tasks, seed, trainable, adapter=True,
-              matched_to=None, model="minilm", scores=None):
+              matched_to=None, model="minilm", scores=None, encoder_trainable=None):
     etype = {"single_task": "single_task_baseline", "multi_task": "multi_task"}[strategy]
     d = root / job_id
     d.mkdir(parents=True)
@@ -30,6 +30,8 @@ def write_job(root, job_id, *, strategy, experiment, tasks, seed, trainable, ada
            "token_count": 1000,
            "per_task": {t: {"primary_metric": "f1", "metrics": {"f1": (scores or {}).get(t, 0.5)}}
                         for t in tasks}}
+    if encoder_trainable is not None:
+        res["model_params"]["encoder_trainable"] = encoder_trainable
     (d / "result.json").write_text(json.dumps(res))
     return d
 
@@ -203,3 +205,37 @@ def write_adapter_pair(root, seed: int):
         write_heldout(st, f"st{seed}", "ncbi_disease", ho, 0.70, 0.005 * ((5 * seed + ho) % 3))
     return mt, st
 
+
+
+def test_the_parameter_gap_is_on_the_encoder_side_and_the_table_says_so(tmp_path):
+    """Issue 23: the held-out evaluation keeps the encoder's LoRA only, so the gap compares
+    encoder-side counts where both sides recorded them (heads counted alongside); a side
+    without them falls back to the counts with heads, marked in the table."""
+    def run(name, encoder):
+        root = tmp_path / name / "s"
+        for seed in (1, 2):
+            mt = write_job(root, f"mt{seed}", strategy="multi_task", experiment="mt_adapter",
+                           tasks=["bc2gm", "jnlpba"], seed=seed, trainable=300_000,
+                           encoder_trainable=147_456 if encoder else None)
+            st = write_job(root, f"st{seed}", strategy="single_task", experiment="st_matched",
+                           tasks=["bc2gm"], seed=seed, trainable=148_611,
+                           matched_to="mt_adapter", encoder_trainable=147_456 if encoder
+                           else None)
+            for ho in (1, 2):
+                write_heldout(mt, f"mt{seed}", "ncbi_disease", ho, 0.8)
+                write_heldout(st, f"st{seed}", "ncbi_disease", ho, 0.7)
+        out = build("rq2", [tmp_path / name], tmp_path / f"paper_{name}", seed=7,
+                    resamples=200)
+        row = next(r for r in out["rows"] if r.get("task") == "ncbi_disease")
+        return row, (tmp_path / f"paper_{name}" / "table_rq2_heldout.tex").read_text()
+
+    row, tex = run("new", encoder=True)
+    assert row["param_basis"] == "encoder" and row["param_relative_gap"] == 0
+    assert (row["mt_trainable"], row["st_trainable"]) == (147_456, 147_456)
+    assert (row["mt_trainable_with_heads"], row["st_trainable_with_heads"]) == (300_000, 148_611)
+    assert "encoders" in tex and "$^{h}$" not in tex
+    # results from before issue 23 (no encoder-side count): all trainable, marked
+    row, tex = run("old", encoder=False)
+    assert row["param_basis"] == "with heads" and row["mt_trainable"] == 300_000
+    assert row["param_relative_gap"] == pytest.approx(151_389 / 300_000)
+    assert "$^{h}$" in tex

@@ -149,3 +149,28 @@ def test_a_level_skipped_for_a_library_reason_is_reported_once_with_it(tmp_path)
         f"skipped level: minilm st nf4 (3 jobs): {why}"]
     tex = (tmp_path / "p" / "table_rq3_frontier.tex").read_text()
     assert tex.count(r"Linear 32-\textgreater{}32): RuntimeError: shape '[32, 0]' is") == 1
+
+
+def test_cpu_and_gpu_latencies_are_never_on_one_frontier(tmp_path):
+    """Issue 23: a GPU's 1 ms does not knock the CPU's best point off the CPU frontier; each
+    device has its own, labelled, and the size frontier is still the task's."""
+    root = tmp_path / "results"
+    for job_id, model, device, latency, metric in (
+            ("c1", "small", "cpu (2 threads)", 5.0, 0.70),
+            ("c2", "big", "cpu (2 threads)", 40.0, 0.80),
+            ("g1", "small", "cuda (Tesla T4)", 1.0, 0.70),
+            ("g2", "big", "cuda (Tesla T4)", 2.0, 0.80)):
+        d = write_job(root, job_id, strategy="single_task", experiment="st", tasks=["bc2gm"],
+                      seed=1, trainable=1, adapter=False, model=model)
+        write_eval(d, job_id, "fp32", metric=metric, size_mb=10 if model == "small" else 400,
+                   latency=latency)
+        doc = json.loads((d / "evaluation" / "fp32.json").read_text())
+        (d / "evaluation" / "fp32.json").write_text(json.dumps({**doc, "device": device}))
+    out = build("rq3", [root], tmp_path / "paper")
+    pts = {(r["model"], r["device"]): r for r in out["rows"]}
+    assert len(pts) == 4
+    # on one pooled frontier the CPU points would both be dominated by the GPU's
+    assert all(r["pareto_latency"] for r in pts.values())
+    assert {k for k, r in pts.items() if r["pareto_size"]} == set(pts)   # ties: both sizes
+    tex = (tmp_path / "paper" / "table_rq3_frontier.tex").read_text()
+    assert "latency on cpu (2 threads)" in tex and "latency on cuda (Tesla T4)" in tex

@@ -89,3 +89,15 @@ def test_unusable_predictions_say_why(tmp_path):
     tr = TaskResult("t", "f1", {"f1": 0.5}, 1, 1, counts, tmp_path / "absent.parquet")
     with pytest.raises(PredictionsUnavailable, match="file missing"):
         read_predictions(tr)
+
+
+def test_tidy_rows_carry_steps_and_examples_per_step():
+    """Issue 23: all_results.csv says how many optimizer steps a job took and how many examples
+    each took (recorded since issue 23; older results: batch_size x grad_accumulation)."""
+    from stats.read.results import TIDY_COLUMNS, examples_per_step
+
+    assert {"steps", "examples_per_step", "warmup_steps"} <= set(TIDY_COLUMNS)
+    assert examples_per_step({"examples_per_step": 16, "batch_size": 8}) == 16
+    assert examples_per_step({"batch_size": 8, "grad_accumulation": 2}) == 16
+    assert examples_per_step({"batch_size": 16}) == 16
+    assert examples_per_step({}) is None
