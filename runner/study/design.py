@@ -443,15 +443,18 @@ def planned_job_steps(job: Job, lengths: Lengths, tc: dict[str, TokenControlled]
                       ) -> int | None:
     """A job's planned optimizer steps: its budget over the prepared training splits (a
     token-controlled job: the epochs its projected target needs, at most its cap)."""
-    cfg = job.settings
-    if job.job_id in tc:
+    cfg, tasks = job.settings, job.tasks
+    if job.job_id in tc and tc[job.job_id].epoch_cap is None:
+        # a text control replays its multi-task job's batches: that job's planned steps
+        tasks = tuple(job.config["control"]["tasks"])
+    elif job.job_id in tc:
         t = tc[job.job_id]
         n, _ = lengths.epoch(job, t.task)
         micro = math.ceil(min(t.epochs_needed, t.epoch_cap) * math.ceil(n / int(cfg.batch_size)))
         return max(1, math.ceil(micro / int(cfg.grad_accumulation)))
-    if not cfg.max_steps and not all(lengths.has(t) for t in job.tasks):
+    if not cfg.max_steps and not all(lengths.has(t) for t in tasks):
         return None
-    return planned_steps(cfg, False, job.tasks,
+    return planned_steps(cfg, False, tasks,
                          lambda t: lengths.stats(t, "train", cfg.max_length_for(t))[0])
 
 

@@ -9,6 +9,7 @@ import pytest
 from runner.data.tasks import SPLITS
 from runner.errors import InputError
 from runner.study.manifest import load_manifest, parse_manifest
+from runner.study import design
 from runner.study.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -205,7 +206,12 @@ def test_every_shipped_manifest_loads_and_plans(path, tmp_path):
     assert all(d in known for j in plan.jobs for d in j.depends_on)
     # also with the real prepared data, where it exists
     if (ROOT / "data" / "SHA256SUMS").exists():
-        assert len(build_plan(load_manifest(path), ROOT / "data").jobs) == len(plan.jobs)
+        real = build_plan(load_manifest(path), ROOT / "data")
+        assert len(real.jobs) == len(plan.jobs)
+        # the design check `plan` prints runs on every shipped manifest (a text control's
+        # planned steps are its multi-task job's: it has no epoch cap)
+        check = design.check(real, tmp_path / "no-results")
+        assert design.render(check)
 
 
 def test_shipped_manifest_sizes(tmp_path):
