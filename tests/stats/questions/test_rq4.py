@@ -158,7 +158,7 @@ def test_tables_compile_with_pdflatex(tmp_path):
     corr = rq4.similarity_vs_gain(
         [{"model": "m", "target": t, "partner": p, "mean_gain": g, "mt_experiment": "x"}
          for (t, p), g in GAIN.items()], sim_doc())
-    point = {"task": "bc2gm", "model": "m_1", "experiment": "st", "level": "int8", "metric": 0.8,
+    point = {"task": "bc2gm", "model": "m_1", "experiment": "st", "level": "int8", "device": "cpu", "metric": 0.8,
              "size_on_disk_bytes": 2e7, "latency_ms_per_example": 1.0, "ece_before": 0.1,
              "ece_after": 0.05, "temperature": 1.2, "pareto_size": True, "pareto_latency": False}
     ho = {"model": "m", "task": "s800", "mt_experiment": "mt_a", "st_experiment": "st_b",
