@@ -37,6 +37,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="significance level after Holm correction (default 0.05)")
+    p.add_argument("--equivalence-margin", type=float, default=None, metavar="POINTS",
+                   help="RQ5: 'data exposure' needs the seed-level (1 - 2 alpha) interval of "
+                        "MT - TC inside +-POINTS (two one-sided tests); otherwise the verdict "
+                        "is 'inconclusive' (default: the manifest's [stats] "
+                        "equivalence_margin, else 1 point)")
+    p.add_argument("--manifest", metavar="FILE", default=None,
+                   help="the study's manifest: its [stats] table sets equivalence_margin "
+                        "(points); --equivalence-margin overrides it")
     p.add_argument("--contamination", metavar="FILE", default=None,
                    help="train/test overlap file of `python -m runner contamination`: every "
                         "RQ1/RQ5/RQ2 comparison is also reported on its clean test units "
@@ -57,6 +65,24 @@ def _contamination_path(given: str | None) -> Path | None:
                               "runner contamination`, or leave --contamination out)",
                               where="--contamination")
     return Path(given)
+
+
+def _equivalence_margin(given: float | None, manifest: str | None) -> float:
+    """The RQ5 equivalence margin in points: the command line's, else the manifest's
+    ``[stats] equivalence_margin``, else the default (1 point)."""
+    from stats.core.tests import EQUIVALENCE_MARGIN
+    from stats.read.manifest import stats_options
+
+    if given is not None:
+        if not 0 < given < 100:
+            raise StatsInputError(None, "must be above 0 and below 100 points",
+                                  where="--equivalence-margin")
+        return given
+    if manifest is not None:
+        margin = stats_options(Path(manifest)).get("equivalence_margin")
+        if margin is not None:
+            return margin
+    return 100 * EQUIVALENCE_MARGIN
 
 
 def _check_inputs(results: list[str]) -> None:
@@ -91,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             raise StatsInputError(None, "must be between 0 and 1", where="--alpha")
         if not 0 < args.parity_threshold < 1:
             raise StatsInputError(None, "must be between 0 and 1", where="--parity-threshold")
+        margin = _equivalence_margin(args.equivalence_margin, args.manifest)
         problem = folder_problem(args.out)
         if problem is not None:
             raise StatsInputError(args.out, problem, where="OUT")
@@ -98,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         contamination = _contamination_path(args.contamination)
         report = build_paper(args.out, args.results or ["results"],
                              Options(alpha=args.alpha, resamples=args.resamples, seed=args.seed,
-                                     parity_threshold=args.parity_threshold),
+                                     parity_threshold=args.parity_threshold,
+                                     equivalence_margin=margin / 100),
                              contamination=contamination)
     except StatsInputError as err:
         for line in getattr(err, "lines", ())[1:]:   # RefusedResults: one line per result
@@ -114,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     print(cont["line"] + (f"; clean-unit results for {cont['clean_rows']} RQ1/RQ5 row(s)"
                           if cont["status"] == "used" else ""),
           file=sys.stderr if cont["status"] == "refused" else sys.stdout)
+    if cont.get("tie_line"):
+        print(cont["tie_line"], file=sys.stderr)
     return EXIT_OK
 
 

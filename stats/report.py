@@ -22,7 +22,7 @@ from stats.core.clean_units import attach_clean
 from stats.fileio import StatsInputError, atomic_savefig, atomic_write_json, atomic_write_text
 from stats.questions import contamination, rq1, rq2, rq3, rq4, rq5, study
 from stats.questions.context import Context, Section, SectionOutput, SummaryBlock
-from stats.read.contamination import Contamination, load_contamination
+from stats.read.contamination import Contamination, load_contamination, untied_tasks
 from stats.read.results import RefusedResults, load_results
 from stats.render import figures
 from stats.render.latex import environment, latex_escape
@@ -90,6 +90,9 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
         raise RefusedResults(refused)
     analysis = analyse(the_study)
     cont = load_contamination(contamination, the_study.jobs)
+    if cont.usable:
+        cont.untied = untied_tasks(cont.doc, the_study.jobs,
+                                   lambda job, task: _unit_ids(the_study, job, task))
     clean_rows = attach_clean(the_study, analysis, cont) if cont.usable else 0
     source = ", ".join(str(r) for r in results)
     ctx = Context(the_study, analysis, environment(), options, latex_escape(source), cont)
@@ -110,7 +113,14 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
     return {"written": [str(p) for p in written], "jobs": len(the_study.jobs),
             "skipped": [(s.path, s.reason) for s in the_study.skipped],
             "contamination": {"status": cont.status, "line": cont.describe(),
+                              "tie_line": cont.tie_line(),
                               "clean_rows": clean_rows}}
+
+
+def _unit_ids(the_study: Study, job, task: str):
+    """The unit ids of a job's predictions for a task; None when they are unusable."""
+    got = the_study.predictions(job, task)
+    return None if isinstance(got, str) else got[2].index
 
 
 def _write_csv(out: Path, the_study: Study) -> list[Path]:
@@ -142,7 +152,8 @@ def _statistics_header(results: list[str | Path], the_study: Study, options: Opt
         "generated_by": "python -m stats",
         "options": {"alpha": options.alpha, "resamples": options.resamples,
                     "seed": options.seed, "parity_threshold": options.parity_threshold,
-                    "level": options.level},
+                    "level": options.level,
+                    "equivalence_margin": options.equivalence_margin},
         "inputs": {"results": [str(r) for r in results], "jobs": len(the_study.jobs),
                    "skipped": [{"path": s.path, "reason": s.reason} for s in the_study.skipped],
                    "not_run": [{"job_id": n.job_id, "task": n.task, "seed": n.seed,
@@ -173,7 +184,13 @@ def _preamble(results: list[str | Path], the_study: Study, options: Options,
               f"{options.seed}, {100 * options.level:g}% percentile intervals; token parity "
               f"threshold {100 * options.parity_threshold:g}%; Holm correction across the "
               "tasks of each comparison"),
+             (f"RQ5 equivalence margin ±{100 * options.equivalence_margin:g} points (data "
+              "exposure needs the seed-level "
+              f"{100 * (1 - 2 * options.alpha):g}% interval of MT − TC inside it; set with "
+              "--equivalence-margin or the manifest's [stats] equivalence_margin, default 1 "
+              "point)"),
              cont.describe()]
+    lines += [cont.tie_line()] if cont.tie_line() else []
     lines += [f"skipped: {s.path}: {s.reason}" for s in the_study.skipped]
     if the_study.not_run:
         lines.append(f"not run: {len(the_study.not_run)} token-controlled jobs whose parity "

@@ -618,8 +618,10 @@ def _warnings(c: DesignCheck) -> list[str]:
                     f"{worst.epochs_needed:g} epochs, cap {worst.epoch_cap}); where the "
                     "multi-task job's measured tokens confirm it, unreachable_parity = \"skip\" "
                     "(the default) records them as not run, \"run\" stops them at the cap with "
-                    "the gap -- parity = \"per_task\" matches each task's own multi-task "
-                    "tokens instead")
+                    "the gap (either way their RQ5 verdict is 'not testable'); parity = "
+                    "\"per_task\" is no substitute: it matches only the tokens multi-task spent "
+                    "on each task and answers another question (is the gain more than the "
+                    "task's own extra data gives?), reported in its own table")
     return warn
 
 

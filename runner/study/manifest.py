@@ -71,6 +71,7 @@ from runner.study.sampling import SAMPLINGS
 from runner.study.strategies import STRATEGIES as STRATEGY_TABLE
 from runner.study.strategies import Strategy, experiment_type
 from stats.fileio import FileTooLarge, read_bounded
+from stats.read.manifest import stats_problem
 
 # the text-matched control's masked-LM stream: share of real, non-special tokens selected
 # (BERT's 15%; of them 80% [MASK], 10% a random token, 10% unchanged)
@@ -687,11 +688,16 @@ class _Parser:
         return tuple(out)
 
     def manifest(self, doc: dict) -> Manifest:
-        top = ("study", "defaults", "models", "experiments", "heldout")
+        top = ("study", "defaults", "models", "experiments", "heldout", "stats")
         for key in doc:
             if key not in top:
                 raise self.error((key,), f"unknown table{_did_you_mean(key, top)}; expected "
                                  f"one of: {', '.join(top)}")
+        # [stats]: options of `python -m stats` (stats.read.manifest); no job depends on them
+        bad_stats = stats_problem(doc.get("stats", {}))
+        if bad_stats is not None:
+            key, what = bad_stats
+            raise self.error(("stats",) + ((key,) if key else ()), what)
         study = self.study(doc)
         defaults_raw = doc.get("defaults", {})
         self.table(defaults_raw, ("defaults",), tuple(HYPERPARAMETERS) + ("adapter",)

@@ -50,7 +50,16 @@ class Options:
     resamples: int = 10_000  # bootstrap resamples over test units (and over seeds for RQ1)
     seed: int = 0  # the bootstrap generator's seed
     parity_threshold: float = 0.05  # |MT − TC| / MT below this is token parity
-    level: float = 0.95  # confidence level of every interval
+    # confidence level of every interval; None: 1 − alpha, so that a printed seed-level
+    # interval excludes 0 exactly when its unadjusted paired-t p is below alpha (issue 24)
+    level: float | None = None
+    # RQ5's equivalence margin δ in metric units (0.01 = 1 point): "data exposure" needs the
+    # seed-level (1 − 2α) interval of MT − TC inside ±δ (issue 24)
+    equivalence_margin: float = tests.EQUIVALENCE_MARGIN
+
+    def __post_init__(self) -> None:
+        if self.level is None:
+            object.__setattr__(self, "level", 1 - self.alpha)
 
 
 @dataclass
@@ -604,12 +613,12 @@ def _tc_pairs(study: Study) -> tuple[Pairs, list[dict[str, Any]]]:
                 orphans.append(_na_row(tc.model, task, f"missing counterpart: token-controlled "
                                        f"job {tc.job_id} references {ref}, which is not a "
                                        "multi-task job among the results",
-                                       multi_task_experiment=None, verdict=tests.NOT_SHOWN))
+                                       multi_task_experiment=None, verdict=tests.NOT_TESTABLE))
                 continue
             if task not in mt.per_task:
                 orphans.append(_na_row(tc.model, task, f"reference job {ref} did not train "
                                        f"{task}", multi_task_experiment=study.system(mt),
-                                       verdict=tests.NOT_SHOWN))
+                                       verdict=tests.NOT_TESTABLE))
                 continue
             key = (mt.model, study.system(mt), study.system(tc), task)
             if mt.seed in matched[key]:
@@ -685,7 +694,8 @@ def _rq5_family(study: Study, model: str, e_m: str, e_t: str | None, matched: Pa
         ps, st = row["parity_summary"], row["mt_minus_st"] or {}
         row["verdict"], row["verdict_reason"] = tests.rq5_verdict(
             ps["holds"], ps["detail"], row["mean_diff"], row["p_holm"],
-            st.get("mean_diff"), st.get("p_holm"), opt.alpha)
+            st.get("mean_diff"), st.get("p_holm"), opt.alpha, row["equivalence"],
+            row["parity_mode"])
         row["verdict"] = controls.verdict_words(row["verdict"], control)
     for row in compared:   # some seeds ran, others could not reach parity (issue 28)
         unreachable = _unreachable_text(study, model, e_m, e_t, row["task"])
@@ -730,6 +740,10 @@ def _rq5_row(study: Study, model: str, e_m: str, e_t: str, task: str,
     mt_st = compare_pairs(study, task, st_pairs, e_m, st_exp, False) if st_pairs else None
     parity = [_pair_parity(task, s, *pairs[s], opt.parity_threshold) for s in seeds]
     st_key = (model, ST, st_exp, task)
+    mode = _one({p["mode"] for p in parity})
+    # the MT tokens TC was matched to (per-task parity: those MT spent on this task; target
+    # "best": up to its best checkpoint): the token column and MT's efficiency both use them
+    mt_tokens = float(np.mean([p["mt_tokens"] or 0 for p in parity]))
     row.update({
         "model": model, "multi_task_experiment": e_m, "token_controlled_experiment": e_t,
         "token_controlled_experiments": sorted({pairs[s][1].experiment for s in seeds}),
@@ -740,12 +754,13 @@ def _rq5_row(study: Study, model: str, e_m: str, e_t: str, task: str,
         "mt_minus_st": mt_st,
         "st_mean": float(np.mean(mt_st["values_b"])) if mt_st else None,
         "mt_mean": float(np.mean(row["values_a"])), "tc_mean": float(np.mean(row["values_b"])),
-        "mt_tokens_mean": float(np.mean([p["mt_tokens"] or 0 for p in parity])),
+        "parity_mode": mode,
+        "equivalence": tests.equivalence(row["differences"], opt.equivalence_margin,
+                                         opt.alpha),
+        "mt_tokens_mean": mt_tokens,
         "tc_tokens_mean": float(np.mean([p["tc_tokens"] for p in parity])),
         # primary metric per million training tokens (methodology 7.3), of the seed means
-        "mt_efficiency": token_efficiency(
-            float(np.mean(row["values_a"])),
-            round(np.mean([pairs[s][0].token_count for s in seeds]))),
+        "mt_efficiency": token_efficiency(float(np.mean(row["values_a"])), round(mt_tokens)),
         "tc_efficiency": token_efficiency(
             float(np.mean(row["values_b"])),
             round(np.mean([pairs[s][1].token_count for s in seeds]))),
@@ -773,8 +788,7 @@ def _rq5_na_row(study: Study, model: str, e_m: str, e_t: str | None, task: str,
     unreachable = _unreachable_text(study, model, e_m, e_t, task)
     shared = bool(st_row and st_row.get("n"))
     return _na_row(model, task, unreachable or reason, multi_task_experiment=e_m,
-                   token_controlled_experiment=e_t,
-                   verdict=tests.NOT_TESTABLE if unreachable else tests.NOT_SHOWN,
+                   token_controlled_experiment=e_t, verdict=tests.NOT_TESTABLE,
                    single_task=st_sys, multi_task=mt_sys, mt_minus_st=st_row,
                    seeds=st_row["seeds"] if shared else (mt_sys or {}).get("seeds", []),
                    st_mean=float(np.mean(st_row["values_b"])) if shared else None,
@@ -879,6 +893,9 @@ def _best_weights_alternative(study: Study, fam: dict[str, Any]) -> dict[str, di
         values = [b[row["primary_metric"]] for b in best]
         t = tests.paired_t(row["values_a"], values)
         out[row["task"]] = {"values_b": values, "mean_diff": t["mean_diff"], "paired_t": t,
+                            "equivalence": tests.equivalence(
+                                [a - b for a, b in zip(row["values_a"], values)],
+                                study.options.equivalence_margin, study.options.alpha),
                             "reason": t["reason"]}
     entries = [e for e in out.values() if "paired_t" in e]
     apply_holm(entries, study.options.alpha)
@@ -886,7 +903,8 @@ def _best_weights_alternative(study: Study, fam: dict[str, Any]) -> dict[str, di
         e, st = out[row["task"]], row["mt_minus_st"] or {}
         e["verdict"], e["verdict_reason"] = tests.rq5_verdict(
             row["parity_summary"]["holds"], row["parity_summary"]["detail"], e["mean_diff"],
-            e["p_holm"], st.get("mean_diff"), st.get("p_holm"), study.options.alpha)
+            e["p_holm"], st.get("mean_diff"), st.get("p_holm"), study.options.alpha,
+            e["equivalence"], row["parity_mode"])
         e["verdict"] = controls.verdict_words(e["verdict"], fam.get("control"))
     return out
 

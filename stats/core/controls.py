@@ -73,8 +73,8 @@ def reconcile(repeat: str | None, text: str | None) -> str:
         return ("neither control is beaten: the gain is explained by exposure, to the task's "
                 "own data repeated and to the other tasks' text alike")
     return (f"the repeat control says {repeat or 'n/a'!r} and the text-matched control "
-            f"{text or 'n/a'!r}: only a control with a verdict other than 'not shown' answers "
-            f"its question here")
+            f"{text or 'n/a'!r}: only a control whose verdict is a transfer or an exposure "
+            f"answers its question here")
 
 
 def reconciliations(families: list[dict[str, Any]]) -> list[dict[str, Any]]:

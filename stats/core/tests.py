@@ -21,11 +21,21 @@ from scipy import stats as sps
 # the methodology's bands (section 7.2): |d| < 0.5 small, < 0.8 medium, >= 0.8 large
 EFFECT_BANDS = ((0.5, "small"), (0.8, "medium"), (math.inf, "large"))
 HEDGES_BELOW_N = 20  # Hedges' small-sample correction is applied when n < 20
-GENUINE = "genuine transfer"
-EXPOSURE = "data exposure"
-NOT_SHOWN = "not shown"
-# a token-controlled job recorded as not run: its target was beyond its epoch cap (issue 28)
-NOT_TESTABLE = "not testable: parity unreachable"
+# RQ5's verdict vocabulary (issue 24), written once: :func:`verdict_rule` says what each means
+GENUINE = "genuine transfer"  # total parity: MT − TC significantly positive
+EXPOSURE = "data exposure"  # total parity: MT − TC equivalent to 0 within ±margin (TOST)
+# per-task parity answers another question (a gain beyond the tokens spent on the task
+# itself), so its rows get their own words and are never counted with total parity's
+BEYOND_TASK = "gain beyond same-task exposure"
+TASK_EXPOSURE = "same-task exposure"
+INCONCLUSIVE = "inconclusive"  # MT − TC neither significantly positive nor equivalent
+NO_GAIN = "no multi-task gain"  # MT − ST tested and not significantly positive
+NOT_TESTABLE = "not testable"  # parity not reached / not checkable, or too few seeds
+PARITY_MODES = ("total", "per_task")
+# (a gain beyond exposure, equivalence) per parity mode
+MODE_VERDICTS = {"total": (GENUINE, EXPOSURE), "per_task": (BEYOND_TASK, TASK_EXPOSURE)}
+EQUIVALENCE_MARGIN = 0.01  # the default equivalence margin δ: 1 point (metric units)
+SEEDS_CAP = 1000  # "more seeds" projections stop here
 _TOL = 1e-12  # scores closer than this are identical (metrics live in [0, 1] / [-1, 1])
 
 
@@ -290,30 +300,104 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.2f} points"
 
 
-def verdict_rule(alpha: float = 0.05, threshold: float = 0.05) -> str:
-    """The RQ5 verdict rule in words: the one text SUMMARY.txt and Table RQ5's note print,
-    and what :func:`rq5_verdict` implements."""
-    return (f"Genuine transfer: token parity holds (the token-controlled job reached its "
-            f"target and the gap |MT − TC| / MT is below {100 * threshold:g}% in every "
-            f"matched seed, one tokenizer), MT is significantly above ST AND MT is "
-            f"significantly above TC (each a positive mean paired difference over the "
-            f"comparison's shared seeds with Holm-adjusted paired t p < {alpha:g}, Holm "
-            f"across the comparison's tasks). Data exposure: parity holds and MT is "
-            f"significantly above ST but not significantly above TC. Not shown: anything "
-            f"else (parity not reached, violated or not checkable; no significant "
-            f"multi-task gain over ST to explain; too few seeds for a test).")
+def _decides(mean: float, sd: float, n: int, margin: float, alpha: float) -> bool:
+    """Whether n seeds at this mean and sd of MT − TC would decide: TOST inside ±margin, or
+    the two-sided paired t rejects 0 (unadjusted)."""
+    se = sd / math.sqrt(n)
+    tost = abs(mean) + float(sps.t.ppf(1 - alpha, n - 1)) * se < margin
+    return tost or abs(mean) > float(sps.t.ppf(1 - alpha / 2, n - 1)) * se
+
+
+def seeds_to_decide(mean: float, sd: float, n: int, margin: float, alpha: float) -> int | None:
+    """The fewest matched seeds (> n) at which MT − TC with this mean and seed sd would be
+    either equivalent to 0 within ±margin or significantly non-zero; None above SEEDS_CAP."""
+    if sd <= _TOL:
+        return None
+    lo, hi = n + 1, SEEDS_CAP
+    if not _decides(mean, sd, hi, margin, alpha):
+        return None
+    while lo < hi:  # the t quantiles fall and se shrinks with n: the condition is monotone
+        mid = (lo + hi) // 2
+        if _decides(mean, sd, mid, margin, alpha):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def equivalence(differences: Sequence[float], margin: float = EQUIVALENCE_MARGIN,
+                alpha: float = 0.05) -> dict[str, Any]:
+    """Two one-sided paired t-tests (TOST) of |mean(MT − TC)| < margin over seeds, at alpha.
+
+    Equivalent when the seed-level (1 − 2α) t-interval of the mean difference lies inside
+    (−margin, +margin); p = max of the two one-sided p-values. ``seeds_needed``: the fewest
+    seeds at which the observed mean and sd would decide either way
+    (:func:`seeds_to_decide`).
+    """
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    level = 1 - 2 * alpha
+    fields = {"n": n, "margin": margin, "alpha": alpha, "level": level,
+              "mean": _f(d.mean()) if n else None, "low": None, "high": None, "p": None,
+              "equivalent": None, "seeds_needed": None}
+    if n < 2:
+        return _na(f"{n} matched seed(s): an equivalence test needs at least 2", **fields)
+    sd = float(d.std(ddof=1))
+    if sd <= _TOL:
+        return _na("identical differences in every matched seed: zero variance", **fields)
+    ci = seed_interval(d, level)
+    se = sd / math.sqrt(n)
+    p_low = float(sps.t.sf((d.mean() + margin) / se, n - 1))  # H0: mean <= −margin
+    p_high = float(sps.t.cdf((d.mean() - margin) / se, n - 1))  # H0: mean >= +margin
+    equivalent = bool(ci["low"] > -margin and ci["high"] < margin)
+    return {**fields, "low": ci["low"], "high": ci["high"], "p": max(p_low, p_high),
+            "equivalent": equivalent,
+            "seeds_needed": None if equivalent else seeds_to_decide(float(d.mean()), sd, n,
+                                                                    margin, alpha),
+            "reason": None}
+
+
+def verdict_rule(alpha: float = 0.05, threshold: float = 0.05,
+                 margin: float = EQUIVALENCE_MARGIN) -> str:
+    """The RQ5 verdict vocabulary and rule in words: the one text SUMMARY.txt and the RQ5
+    tables' notes print, and what :func:`rq5_verdict` implements."""
+    m = f"{100 * margin:g}"
+    return (f"Verdicts (MT − TC and MT − ST: mean paired difference over the comparison's "
+            f"shared seeds; significant: paired t over seeds, Holm-adjusted across the "
+            f"comparison's tasks, p < {alpha:g}; equivalent: two one-sided paired t-tests at "
+            f"{alpha:g}, i.e. the seed-level {100 * (1 - 2 * alpha):g}% interval of MT − TC "
+            f"inside ±{m} points, the equivalence margin). Total parity (TC trained on as "
+            f"many tokens as the whole multi-task job; parity holds when the TC job reached "
+            f"its target and |MT − TC| / MT is below {100 * threshold:g}% in every matched "
+            f"seed, one tokenizer): GENUINE TRANSFER: MT significantly above ST and "
+            f"significantly above TC. DATA EXPOSURE: MT significantly above ST and MT − TC "
+            f"equivalent to 0. Per-task parity (TC trained only on the tokens the multi-task "
+            f"job spent on that task; its own table and counts, never pooled with total "
+            f"parity): GAIN BEYOND SAME-TASK EXPOSURE and SAME-TASK EXPOSURE, by the same "
+            f"tests; they say whether the gain exceeds what more of the task's own data gives, "
+            f"not whether it is transfer. Either mode: INCONCLUSIVE: MT significantly above "
+            f"ST, MT − TC neither significantly positive nor equivalent (the interval and the "
+            f"seeds that would decide it are given); NO MULTI-TASK GAIN: MT − ST tested and "
+            f"not significantly positive, nothing for exposure to explain; NOT TESTABLE: "
+            f"parity not reached, violated or not checkable, or too few seeds for a test.")
 
 
 def rq5_verdict(parity_holds: bool | None, parity_detail: str, mt_tc_diff: float | None,
                 mt_tc_p_holm: float | None, mt_st_diff: float | None,
-                mt_st_p_holm: float | None, alpha: float = 0.05) -> tuple[str, str]:
+                mt_st_p_holm: float | None, alpha: float = 0.05,
+                equivalent: dict[str, Any] | None = None,
+                mode: str | None = "total") -> tuple[str, str]:
     """RQ5 verdict for one task and its reason, always with the numbers (:func:`verdict_rule`).
 
-    Genuine transfer needs all three: parity, MT − ST > 0 significant, MT − TC > 0
-    significant. Without a significant multi-task gain there is nothing for token exposure
-    to explain, so MT above an over-trained TC alone is "not shown" (issue 12: ST = MT =
-    0.70, TC = 0.64).
+    A gain beyond exposure needs parity, MT − ST > 0 significant and MT − TC > 0 significant.
+    Exposure needs evidence of equivalence (``equivalent``: :func:`equivalence` of the
+    row's MT − TC differences), not a failure to reject: otherwise INCONCLUSIVE. Without a
+    significant multi-task gain there is nothing for exposure to explain (issue 12: ST = MT
+    = 0.70, TC = 0.64 is "no multi-task gain"). ``mode``: the parity mode, which picks the
+    words (per-task parity has its own).
     """
+    beyond, exposure = MODE_VERDICTS.get(mode or "total", MODE_VERDICTS["total"])
+
     def fmt_p(p: float | None) -> str:
         return "n/a" if p is None else f"{p:.4g}"
 
@@ -328,13 +412,36 @@ def rq5_verdict(parity_holds: bool | None, parity_detail: str, mt_tc_diff: float
         why = "parity violated" if parity_holds is False else "parity not checkable"
         if parity_detail.startswith("parity not reached"):
             why, parity_detail = parity_detail, ""  # says it already, with the numbers
-        return NOT_SHOWN, f"{why}{': ' if parity_detail else ''}{parity_detail}; {tc}; {st}"
+        return NOT_TESTABLE, f"{why}{': ' if parity_detail else ''}{parity_detail}; {tc}; {st}"
     holds = f"parity holds ({parity_detail})"
+    if mt_st_p_holm is None:
+        return NOT_TESTABLE, f"{st} has no test (too few seeds); {tc}; {holds}"
     if not significant(mt_st_diff, mt_st_p_holm):
-        return NOT_SHOWN, (f"no multi-task gain to explain: {st} is not significantly "
-                           f"positive; {tc}; {holds}")
+        return NO_GAIN, (f"no multi-task gain to explain: {st} is not significantly "
+                         f"positive; {tc}; {holds}")
     if mt_tc_p_holm is None:
-        return NOT_SHOWN, f"{st} < {alpha} but {tc} has no test; {holds}"
+        return NOT_TESTABLE, f"{st} < {alpha} but {tc} has no test; {holds}"
     if significant(mt_tc_diff, mt_tc_p_holm):
-        return GENUINE, f"{st} < {alpha} and {tc} < {alpha}; {holds}"
-    return EXPOSURE, f"{st} < {alpha} but {tc} is not significantly positive; {holds}"
+        return beyond, f"{st} < {alpha} and {tc} < {alpha}; {holds}"
+    eq = equivalent or {}
+    if eq.get("equivalent"):
+        return exposure, (f"{st} < {alpha} and MT − TC is equivalent to 0: its "
+                          f"{_interval_text(eq)} lies inside ±{100 * eq['margin']:g} points "
+                          f"(TOST p = {fmt_p(eq['p'])}); {holds}")
+    return INCONCLUSIVE, (f"{st} < {alpha} but {tc} is neither significantly positive nor "
+                          f"shown equivalent to 0: {_undecided_text(eq)}; {holds}")
+
+
+def _interval_text(eq: dict[str, Any]) -> str:
+    return (f"seed-level {100 * eq['level']:g}% interval "
+            f"[{100 * eq['low']:+.2f}, {100 * eq['high']:+.2f}] points")
+
+
+def _undecided_text(eq: dict[str, Any]) -> str:
+    """Why equivalence is not shown, and how many seeds would decide at these numbers."""
+    if eq.get("low") is None:
+        return f"no equivalence test ({eq.get('reason') or 'not computed'})"
+    more = (f"about {eq['seeds_needed']} seeds at the observed mean and sd would decide it"
+            if eq.get("seeds_needed") else f"more than {SEEDS_CAP} seeds would be needed at "
+            "the observed mean and sd")
+    return (f"its {_interval_text(eq)} is not inside ±{100 * eq['margin']:g} points; {more}")

@@ -55,7 +55,7 @@ def finding(row: dict[str, Any], delta_key: str = "mean_diff") -> str | None:
     return "no significant difference"
 
 
-NO_FINDING = ("no significant difference", "not shown")
+NO_FINDING = ("no significant difference", "inconclusive", "no multi-task gain", "not testable")
 
 
 def change_sentence(rq: str, title: str, row: dict[str, Any], full: str | None,
@@ -144,7 +144,7 @@ def _contamination_lines(ctx: Context, cont: Contamination, rows: list[dict[str,
                          evaluated: list[str], entries: list[dict[str, Any]],
                          changes: list[str]) -> list[str]:
     """SUMMARY.txt's contamination block."""
-    lines = [cont.describe()]
+    lines = [cont.describe()] + ([cont.tie_line()] if cont.tie_line() else [])
     if not cont.usable:
         return lines + [("clean-unit results: not computed; every result above is on the "
                          "full test sets"), PRETRAINING]

@@ -15,6 +15,7 @@ from stats.render.summary import (
     clean_units_text,
     effect_text,
     finding_change,
+    level_text,
     pooled_text,
     seeds_text,
     t_text,
@@ -26,15 +27,16 @@ def _comparison_line(r: dict[str, Any], b: str) -> str:
     if not r.get("n"):
         return f"  {r['task']}: n/a ({r['reason']})"
     t, w, dz, mde = r["paired_t"], r["wilcoxon"], r["d_z"], r["mde"]
-    boot = r.get("paired_bootstrap") or {}
+    boot, ci = r.get("paired_bootstrap") or {}, r.get("diff_interval") or {}
     return (f"  {r['task']} ({r['primary_metric']}), n={r['n']} matched seeds "
             f"({seeds_text(r)}): "
             f"{b} {points(float(np.mean(r['values_b'])), False)}, "
             f"MT {points(float(np.mean(r['values_a'])), False)}, "
-            f"Δ {points(r['mean_diff'])} points, paired-bootstrap 95% CI "
+            f"Δ {points(r['mean_diff'])} points, seed-level {level_text(ci)} CI "
+            f"{interval(ci.get('low'), ci.get('high'))}{why(ci)}; paired {t_text(t)}, Holm p "
+            f"{p_value(r['p_holm'])}{why(t)}; test-set resampling {level_text(boot)} CI "
             f"{interval(boot.get('low'), boot.get('high'))}{why(boot)}, Berg-Kirkpatrick p "
-            f"{p_value(boot.get('p_bk'))}; paired {t_text(t)}, Holm p "
-            f"{p_value(r['p_holm'])}{why(t)}; Wilcoxon p {p_value(w['p'])}{why(w)}; "
+            f"{p_value(boot.get('p_bk'))}; Wilcoxon p {p_value(w['p'])}{why(w)}; "
             f"effect {effect_text(dz)}"
             f"{why(dz)}, {pooled_text(r['pooled_d'])}; minimum detectable effect at 80% power: "
             f"d_z {num(mde['d_z'], '.2f')} = {points(mde['raw'], False)} points{why(mde)}")
@@ -58,11 +60,11 @@ def _clean_rq1_line(r: dict[str, Any]) -> str:
     c = r["clean"]
     if not c.get("n"):
         return f"    clean units: n/a ({c['reason']})"
-    t, boot = c["paired_t"], c.get("paired_bootstrap") or {}
+    t, ci = c["paired_t"], c.get("diff_interval") or {}
     return (f"    {clean_units_text(c)}: ST {points(float(np.mean(c['values_b'])), False)}, "
             f"MT {points(float(np.mean(c['values_a'])), False)}, Δ {points(c['mean_diff'])} "
-            f"points, paired-bootstrap 95% CI {interval(boot.get('low'), boot.get('high'))}"
-            f"{why(boot)}, paired t p {p_value(t['p'])}, Holm p {p_value(c['p_holm'])}{why(t)}; "
+            f"points, seed-level {level_text(ci)} CI {interval(ci.get('low'), ci.get('high'))}"
+            f"{why(ci)}, paired t p {p_value(t['p'])}, Holm p {p_value(c['p_holm'])}{why(t)}; "
             f"effect {effect_text(c['d_z'])}; "
             + finding_change(finding(r), finding(c)))
 

@@ -7,12 +7,15 @@ system* is (model, strategy, experiment, source tasks) of jobs trained with an a
 experiment with a single-task one of the same model:
 
 * matched units are (source seed, held-out seed) present on both sides;
-* Δ = mean over matched units of primary(MT) − primary(ST), both on the same test units;
-* paired percentile bootstrap over test units (joined on ``unit_id``; every run of both sides
-  sees the same resampled units, B resamples, fixed seed): 95% CI of Δ, and the two-sided
-  bootstrap p = min(1, 2 · min(P*(Δ* ≤ 0), P*(Δ* ≥ 0))); Holm across the held-out tasks of
-  one (model, MT experiment, ST system) family;
-* beside it the paired t-test over the matched units (seed level, n small).
+* the test is over source seeds (issue 24), the replicates of the encoder training: per
+  source seed, each side's primary metric averaged over its matched held-out seeds (the
+  head seeds are nested in it), then Δ = mean over source seeds of MT − ST, its paired
+  t-interval and the two-sided paired t-test; Holm across every RQ2 comparison (all models,
+  systems and held-out tasks: the family SUMMARY.txt's RQ2 claim covers);
+* secondary, beside it: the paired percentile bootstrap over test units (joined on
+  ``unit_id``; every run of both sides sees the same resampled units, B resamples, fixed
+  seed), its CI and two-sided p = min(1, 2 · min(P*(Δ* ≤ 0), P*(Δ* ≥ 0))) -- test-set
+  uncertainty only, reported, not used for the verdict.
 
 Parameter matching is reported, not assumed: the mean trainable parameters of both source
 systems (``model_params.trainable`` of their result.json) and their relative gap
@@ -43,7 +46,7 @@ from stats.read.results import (
     read_predictions,
     trainable_params,
 )
-from stats.render.latex import latex_escape, simple_table
+from stats.render.latex import latex_escape, simple_table, unit_cell
 from stats.render.numbers import NA, fmt, millions
 from stats.render.summary import clean_units_text
 
@@ -98,15 +101,32 @@ def clean_row(row: dict, ra: Sequence[TaskResult], rb: Sequence[TaskResult], con
     values, units = got
     va, vb = values[:len(ra)], values[len(ra):]
     boot = paired_unit_bootstrap(ra, rb, resamples, rng_seed, level, exclude=excluded)
+    seed = seed_level(row["matched_units"], va, vb, level)
     return {**base, "units": units, "n": len(ra), "primary_metric": ra[0].primary_metric,
-            "mt_mean": float(np.mean(va)), "st_mean": float(np.mean(vb)),
-            "mean_diff": float(np.mean(va) - np.mean(vb)), "bootstrap": boot,
-            "paired_t": tests.paired_t(va, vb), "reason": boot["reason"]}
+            "mt_mean": float(np.mean(va)), "st_mean": float(np.mean(vb)), **seed,
+            "bootstrap": boot, "reason": seed["paired_t"]["reason"]}
+
+
+def seed_level(units: Sequence[Sequence[int]], va: Sequence[float], vb: Sequence[float],
+               level: float) -> dict:
+    """The test over source seeds: each side's values (one per matched (source seed,
+    held-out seed) unit) averaged within a source seed, then the paired t-test, its
+    t-interval and the mean difference over source seeds."""
+    by_seed: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for (source, _), a, b in zip(units, va, vb):
+        by_seed[source].append((a, b))
+    seeds = sorted(by_seed)
+    a = [float(np.mean([x for x, _ in by_seed[s]])) for s in seeds]
+    b = [float(np.mean([y for _, y in by_seed[s]])) for s in seeds]
+    diffs = [x - y for x, y in zip(a, b)]
+    return {"source_seeds": seeds, "seed_values_a": a, "seed_values_b": b,
+            "mean_diff": float(np.mean(diffs)), "paired_t": tests.paired_t(a, b),
+            "diff_interval": tests.seed_interval(diffs, level)}
 
 
 def _holm(rows: list[dict], alpha: float) -> None:
-    """Holm across one family's bootstrap p-values."""
-    adjusted = tests.holm([(r.get("bootstrap") or {}).get("p_boot") for r in rows], alpha)
+    """Holm across the rows' seed-level paired t p-values (the whole RQ2 family)."""
+    adjusted = tests.holm([(r.get("paired_t") or {}).get("p") for r in rows], alpha)
     for r, p in zip(rows, adjusted):
         r["p_holm"] = p
         r["significant"] = None if p is None else bool(p < alpha)
@@ -114,12 +134,12 @@ def _holm(rows: list[dict], alpha: float) -> None:
 
 
 def verdict(row: dict) -> str | None:
-    """MT better / ST better / no significant difference (Holm); None without a test."""
-    boot = row.get("bootstrap") or {}
-    if row.get("p_holm") is None or boot.get("delta") is None:
+    """MT better / ST better / no significant difference (seed-level test, Holm); None
+    without a test."""
+    if row.get("p_holm") is None or row.get("mean_diff") is None:
         return None
     if row["significant"]:
-        return "MT better" if boot["delta"] > 0 else "ST better"
+        return "MT better" if row["mean_diff"] > 0 else "ST better"
     return "no significant difference"
 
 
@@ -130,9 +150,9 @@ Systems = dict[tuple, dict[str, Runs]]  # _system_key -> held-out task -> runs
 def comparisons(runs: Sequence[HeldoutRun], *, resamples: int = 10_000,
                 rng_seed: int = 0, alpha: float = 0.05, level: float = 0.95,
                 contamination=None) -> list[dict]:
-    """RQ2 rows: one per (model, MT experiment, ST system, held-out task); Holm per family.
-    With a usable ``contamination`` every compared row also gets ``clean``
-    (:func:`clean_row`), Holm-adjusted across the family's clean rows."""
+    """RQ2 rows: one per (model, MT experiment, ST system, held-out task); Holm across all of
+    them. With a usable ``contamination`` every compared row also gets ``clean``
+    (:func:`clean_row`), Holm-adjusted across all clean rows."""
     by_system: Systems = defaultdict(lambda: defaultdict(dict))
     for r in runs:
         if adapter_of(r.source) is None:
@@ -150,11 +170,11 @@ def comparisons(runs: Sequence[HeldoutRun], *, resamples: int = 10_000,
             continue
         for mt in mt_sys:
             for st in st_sys:
-                family = _family(model, mt, st, by_system, contamination,
-                                 resamples=resamples, rng_seed=rng_seed, level=level)
-                _holm(family, alpha)
-                _holm([r["clean"] for r in family if "clean" in r], alpha)
-                rows.extend(family)
+                rows.extend(_family(model, mt, st, by_system, contamination,
+                                    resamples=resamples, rng_seed=rng_seed, level=level))
+    compared = [r for r in rows if r.get("task") is not None]
+    _holm(compared, alpha)
+    _holm([r["clean"] for r in compared if "clean" in r], alpha)
     return rows
 
 
@@ -223,11 +243,10 @@ def _compare(row: dict, a: list[HeldoutRun], b: list[HeldoutRun], contamination,
     row["budget_note"] = _budget_note(a, b)
     row.update(primary_metric=ra[0].primary_metric,
                mt_mean=float(np.mean(va)), st_mean=float(np.mean(vb)),
-               mean_diff=float(np.mean(va) - np.mean(vb)),
-               bootstrap=boot, paired_t=tests.paired_t(va, vb),
-               budget=a[0].budget,
-               train_mode=sorted({r.train_mode for r in a} | {r.train_mode for r in b}),
-               reason=boot["reason"])
+               **seed_level(row["matched_units"], va, vb, level),
+               bootstrap=boot, budget=a[0].budget,
+               train_mode=sorted({r.train_mode for r in a} | {r.train_mode for r in b}))
+    row["reason"] = row["paired_t"]["reason"]
     if contamination is not None:
         row["clean"] = clean_row(row, ra, rb, contamination, resamples=resamples,
                                  rng_seed=rng_seed, level=level)
@@ -252,23 +271,35 @@ def _budget_note(a: Sequence[HeldoutRun], b: Sequence[HeldoutRun]) -> str | None
             f"ST heads on {show(bb)}")
 
 
-def table(rows: Sequence[dict]) -> str:
-    """LaTeX: Δ = MT − ST in points with its 95% bootstrap CI, Holm p, parameter gap."""
-    header = ["Model", "Held-out task", "MT (exp.)", "ST (exp.: tasks)", "n", "MT", "ST",
-              r"Δ [95% CI]", "p (Holm)", "Params MT / ST (gap)"]
+def _ci(ci: dict) -> str:
+    """"[lo, hi]" in points of an interval dict (low, high); n/a without one."""
+    return (f"[{fmt(ci['low'], 1, 100, True)}, {fmt(ci['high'], 1, 100, True)}]"
+            if ci.get("low") is not None else NA)
+
+
+def table(rows: Sequence[dict], alpha: float = 0.05) -> str:
+    """LaTeX: Δ = MT − ST in points with its seed-level CI, p and Holm p over source seeds,
+    the test-unit bootstrap beside it (secondary), parameter gap."""
+    level = f"{100 * (1 - alpha):g}"
+    header = ["Model", "Held-out task", "MT (exp.)", "ST (exp.: tasks)", "Seeds (runs)", "MT",
+              "ST", f"Δ [{level}% CI]", "p / p (Holm)", "Units: [CI], p",
+              "Params MT / ST (gap)"]
     body = []
     for r in rows:
         if r.get("task") is None:
             body.append([latex_escape(f"{r['model']}: n/a: {r['reason']}")])
             continue
-        boot = r.get("bootstrap") or {}
+        t = r.get("paired_t") or {}
         mark = r"$^{*}$" if r.get("significant") else ""
-        if boot.get("delta") is not None and boot.get("low") is not None:
-            diff = (f"{fmt(boot['delta'], 1, 100, True)}{mark} "
-                    f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}]"
-                    + (r"$^{\dagger}$" if r.get("budget_note") else ""))
+        if r.get("mean_diff") is None:
+            diff, p = latex_escape(f"n/a: {r.get('reason')}"), NA
         else:
-            diff = latex_escape(f"n/a: {r.get('reason')}")
+            di = r.get("diff_interval") or {}
+            ci = _ci(di) if di.get("low") is not None else latex_escape(f"[n/a: {di.get('reason')}]")
+            diff = (f"{fmt(r['mean_diff'], 1, 100, True)}{mark} {ci}"
+                    + (r"$^{\dagger}$" if r.get("budget_note") else ""))
+            p = (f"{fmt(t['p'], 3)} / {fmt(r.get('p_holm'), 3)}" if t.get("p") is not None
+                 else latex_escape(f"n/a: {t.get('reason')}"))
         params = NA
         if r.get("mt_trainable") is not None and r.get("st_trainable") is not None:
             params = (f"{millions(r['mt_trainable'])}M / {millions(r['st_trainable'])}M "
@@ -276,17 +307,23 @@ def table(rows: Sequence[dict]) -> str:
                       + ("" if r.get("param_basis", "encoder") == "encoder" else "$^{h}$"))
         body.append([latex_escape(r["model"]), latex_escape(r["task"]),
                      latex_escape(r["mt_experiment"]),
-                     latex_escape(f"{r['st_experiment']}: {r['st_tasks']}"), str(r["n"]),
-                     fmt(r.get("mt_mean"), 1, 100), fmt(r.get("st_mean"), 1, 100), diff,
-                     fmt(r.get("p_holm"), 3), params])
+                     latex_escape(f"{r['st_experiment']}: {r['st_tasks']}"),
+                     f"{len(r.get('source_seeds') or [])} ({r['n']})",
+                     fmt(r.get("mt_mean"), 1, 100), fmt(r.get("st_mean"), 1, 100), diff, p,
+                     unit_cell(r.get("bootstrap")), params])
     return simple_table(
-        header, body, align="llllrrrlrl", label="tab:rq2_heldout",
+        header, body, align="llllrrrllll", label="tab:rq2_heldout",
         caption="RQ2: shared-adapter multi-task vs parameter-matched single-task encoders on "
-                "held-out tasks (primary metric, points; Δ = MT − ST with paired bootstrap 95% "
-                "CI over test units; p Holm-adjusted across held-out tasks; * p < 0.05).",
-        notes=["Params: mean trainable parameters of the source jobs' encoders (the LoRA "
+                f"held-out tasks (primary metric, points). Δ = MT − ST over source seeds (each "
+                f"side averaged over its held-out head seeds) with its {level}% paired "
+                "t-interval; p: paired t-test over source seeds, unadjusted / Holm-adjusted "
+                f"across every RQ2 comparison in this table; * Holm p < {alpha:g}. Units: "
+                "paired bootstrap over the held-out test units (test-set uncertainty only, "
+                "secondary, not used for the verdict).",
+        notes=[("Seeds (runs): source seeds tested (matched source x held-out seed runs). "
+               "Params: mean trainable parameters of the source jobs' encoders (the LoRA "
                "that reaches the held-out task; the single-task ranks are matched on these) "
-               "and |ST − MT| / MT."]
+               "and |ST − MT| / MT.")]
         + ([("h: counts with the task heads: a source job recorded no encoder-side count "
              "(results from before issue 23).")]
            if any(r.get("param_basis") == "with heads" for r in rows) else [])
@@ -295,25 +332,42 @@ def table(rows: Sequence[dict]) -> str:
            if any(r.get("budget_note") for r in rows) else []))
 
 
+def _seed_text(r: dict) -> str:
+    """Δ, its seed-level interval, p and Holm p: SUMMARY.txt's primary numbers of a row."""
+    t, ci = r.get("paired_t") or {}, r.get("diff_interval") or {}
+    pct = f"{100 * ci['level']:g}%" if ci.get("level") else "n/a"
+    return (f"delta {fmt(r['mean_diff'], 1, 100, True)} points over "
+            f"{len(r.get('source_seeds') or [])} source seed(s) ({r['n']} matched runs), "
+            f"seed-level {pct} CI {_ci(ci)}, paired t p {fmt(t.get('p'), 3)}, Holm p "
+            f"{fmt(r.get('p_holm'), 3)}" + (f" ({t['reason']})" if t.get("reason") else ""))
+
+
+def _units_text(boot: dict) -> str:
+    if boot.get("low") is None:
+        return f"test-unit bootstrap n/a ({boot.get('reason')})"
+    return (f"test-unit bootstrap (secondary) CI {_ci(boot)}, p "
+            f"{fmt(boot['p_boot'], 3)} over {boot['n_units']} units")
+
+
 def summary_lines(rows: Sequence[dict], reason: str | None) -> list[str]:
     if reason:
         return [f"not applicable: {reason}"]
-    lines = []
+    compared = [r for r in rows if r.get("task") is not None and r.get("p_holm") is not None]
+    lines = [(f"tests: paired t over source seeds (held-out head seeds averaged within each), "
+             f"Holm across all {len(compared)} RQ2 comparison(s) with a test; the test-unit "
+             "bootstrap is secondary")]
     for r in rows:
         if r.get("task") is None:
             lines.append(f"{r['model']}: n/a: {r['reason']}")
             continue
-        boot = r.get("bootstrap") or {}
         head = (f"{r['model']} {r['task']}: MT {r['mt_experiment']} vs ST {r['st_experiment']} "
                 f"({r['st_tasks']})")
-        if boot.get("low") is None:
+        if r.get("mean_diff") is None:
             lines.append(f"{head}: n/a: {r.get('reason')}")
             continue
         warn = f" WARNING: {r['budget_note']}" if r.get("budget_note") else ""
-        lines.append(f"{head}: delta {fmt(boot['delta'], 1, 100, True)} points, 95% CI "
-                     f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}], "
-                     f"Holm p {fmt(r['p_holm'], 3)} over {r['n']} matched runs -> "
-                     f"{verdict(r) or 'no test'}; trainable params "
+        lines.append(f"{head}: {_seed_text(r)} -> {verdict(r) or 'no test'}; "
+                     f"{_units_text(r.get('bootstrap') or {})}; trainable params "
                      f"({r.get('param_basis', 'with heads')}) MT {fmt(r['mt_trainable'], 0)}"
                      f", ST {fmt(r['st_trainable'], 0)} (gap "
                      f"{fmt(r['param_relative_gap'], 1, 100)}%){warn}")
@@ -325,14 +379,11 @@ def summary_lines(rows: Sequence[dict], reason: str | None) -> list[str]:
 def clean_line(r: dict) -> str:
     """The row's clean-unit result, indented under it."""
     c = r["clean"]
-    boot = c.get("bootstrap") or {}
-    if not c.get("n") or boot.get("low") is None:
+    if not c.get("n") or c.get("mean_diff") is None:
         return f"    clean units: n/a ({c.get('reason')})"
     full, now = verdict(r), verdict(c)
-    return (f"    {clean_units_text(c)}: delta "
-            f"{fmt(boot['delta'], 1, 100, True)} points, 95% CI [{fmt(boot['low'], 1, 100, True)}"
-            f", {fmt(boot['high'], 1, 100, True)}], Holm p {fmt(c['p_holm'], 3)} -> "
-            f"{now or 'no test'} ({'unchanged' if now == full else 'CHANGES'})")
+    return (f"    {clean_units_text(c)}: {_seed_text(c)} -> {now or 'no test'} "
+            f"({'unchanged' if now == full else 'CHANGES'})")
 
 
 def section(ctx: Context) -> SectionOutput:
@@ -350,7 +401,7 @@ def section(ctx: Context) -> SectionOutput:
         stats_["rows"] = comparisons(runs, resamples=opt.resamples, rng_seed=opt.seed,
                                      alpha=opt.alpha, level=opt.level,
                                      contamination=ctx.usable_contamination())
-        tables["table_rq2_heldout.tex"] = table(stats_["rows"])
+        tables["table_rq2_heldout.tex"] = table(stats_["rows"], opt.alpha)
     ctx.shared["rq2_rows"] = stats_["rows"]
     return output(tables, {}, {"rq2": stats_},
                   "RQ2: out-of-distribution transfer with shared adapters",

@@ -16,14 +16,21 @@
   Where several single-task experiments ran t, the one sharing most seeds with the pair job is
   used (noted).
 * **Similarity vs gain:** for every measure of ``task_similarity.json`` (runner similarity),
-  the points are the ordered pairs (sim(t, s), mean gain(t, s)); Spearman's ρ with its
-  two-sided p (scipy ``spearmanr``, ties averaged), and an OLS line gain = a + b·sim for the
-  plot.  ``unigram_jsd`` is a divergence: a negative ρ there means "more similar, more gain".
-  Fewer than 3 points or a constant axis: n/a with the reason.
+  the points are the ordered pairs (sim(t, s), mean gain(t, s)); Spearman's ρ (ties
+  averaged) and an OLS line gain = a + b·sim for the plot.  Its p is a **permutation test
+  over task labels** (issue 24): each task is in many pairs, so the pairs are not
+  independent and scipy's p (kept as ``p_pairs``, not printed as the test) is too small.
+  The task labels of the similarity matrix are permuted (every permutation when there are
+  at most ``resamples`` of them, else ``resamples`` random ones, fixed seed), ρ recomputed
+  over the same pairs' gains, and p = share of permutations with |ρ*| ≥ |ρ| (the observed
+  labelling counted once).  ``unigram_jsd`` is a divergence: a negative ρ there means "more
+  similar, more gain".  Fewer than 3 points or a constant axis: n/a with the reason.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -43,7 +50,7 @@ from stats.read.similarity import (
     similarity_value,
 )
 from stats.render.figures import pyplot
-from stats.render.latex import latex_escape, simple_table
+from stats.render.latex import latex_escape, simple_table, unit_cell
 from stats.render.numbers import NA, coefficient, fmt
 
 MEASURE_LABELS = {"label_jaccard": "label-schema Jaccard", "word_jaccard": "word Jaccard",
@@ -135,8 +142,49 @@ def _holm(fam: list[dict], alpha: float) -> None:
             r["positive_transfer"] = bool(p < alpha and r["mean_gain"] > 0)
 
 
-def similarity_vs_gain(rows: Sequence[dict], doc: dict | None) -> list[dict]:
-    """Spearman ρ, p and an OLS line of mean gain on each similarity measure, per model."""
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman ρ of each row of x (B, n) with y (n,): Pearson of average ranks."""
+    rx = sps.rankdata(x, axis=1)
+    rx = rx - rx.mean(axis=1, keepdims=True)
+    ry = sps.rankdata(y) - (len(y) + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx @ ry) / np.sqrt((rx ** 2).sum(axis=1) * (ry ** 2).sum())
+
+
+def permutation_p(pts: Sequence[dict], doc: dict, measure: str, resamples: int,
+                  seed: int) -> dict[str, Any]:
+    """Permutation test of Spearman ρ over task labels: {"p", "permutations", "exact",
+    "reason"} (see the module docstring)."""
+    tasks = sorted({p["target"] for p in pts} | {p["partner"] for p in pts})
+    k = len(tasks)
+    sim = np.full((k, k), np.nan)
+    for i, a in enumerate(tasks):
+        for j, b in enumerate(tasks):
+            v = similarity_value(doc, measure, a, b) if i != j else None
+            sim[i, j] = np.nan if v is None else float(v)
+    tgt = np.array([tasks.index(p["target"]) for p in pts])
+    par = np.array([tasks.index(p["partner"]) for p in pts])
+    y = np.array([p["gain"] for p in pts])
+    rho = _spearman_rows(sim[tgt, par][None, :], y)[0]
+    exact = math.factorial(k) <= resamples
+    if exact:
+        perms = np.array(list(itertools.permutations(range(k))))
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.vstack([np.arange(k)] + [rng.permutation(k) for _ in range(resamples)])
+    x = sim[perms[:, tgt], perms[:, par]]
+    if np.isnan(x).any():
+        return {"p": None, "permutations": len(perms), "exact": exact,
+                "reason": "the similarity file lacks some pairs of these tasks"}
+    null = _spearman_rows(x, y)
+    hits = int((np.abs(np.nan_to_num(null)) >= abs(rho) - 1e-12).sum())
+    return {"p": hits / len(perms), "permutations": len(perms), "exact": exact, "reason": None}
+
+
+def similarity_vs_gain(rows: Sequence[dict], doc: dict | None, resamples: int = 10_000,
+                       seed: int = 0) -> list[dict]:
+    """Spearman ρ, its permutation p over task labels and an OLS line of mean gain on each
+    similarity measure, per model."""
     if doc is None:
         return []
     out = []
@@ -152,7 +200,8 @@ def similarity_vs_gain(rows: Sequence[dict], doc: dict | None) -> list[dict]:
                                 "mt_experiment": r["mt_experiment"], "similarity": float(x),
                                 "gain": float(r["mean_gain"])})
             res: dict[str, Any] = {"model": model, "measure": measure, "n": len(pts),
-                                   "points": pts, "rho": None, "p": None, "slope": None,
+                                   "points": pts, "rho": None, "p": None, "p_pairs": None,
+                                   "permutation": None, "slope": None,
                                    "intercept": None, "reason": None}
             xs = np.array([p["similarity"] for p in pts])
             ys = np.array([p["gain"] for p in pts])
@@ -163,17 +212,18 @@ def similarity_vs_gain(rows: Sequence[dict], doc: dict | None) -> list[dict]:
                 res["reason"] = "constant " + ("similarity" if np.ptp(xs) == 0 else "gain") + \
                                 ": rank correlation undefined"
             else:
-                rho, p = sps.spearmanr(xs, ys)
+                rho, p_pairs = sps.spearmanr(xs, ys)
                 slope, intercept = np.polyfit(xs, ys, 1)
-                res.update(rho=float(rho), p=float(p), slope=float(slope),
-                           intercept=float(intercept))
+                perm = permutation_p(pts, doc, measure, resamples, seed)
+                res.update(rho=float(rho), p=perm["p"], p_pairs=float(p_pairs),
+                           permutation=perm, slope=float(slope), intercept=float(intercept))
             out.append(res)
     return out
 
 
 def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
     measures = list(doc["measures"]) if doc else []
-    header = ["Model", "Experiment", "Target", "Partner", "n", "Gain [95% CI]", "p (Holm)",
+    header = ["Model", "Experiment", "Target", "Partner", "n", "Gain [CI]", "p / p (Holm)",
               "Transfer", "Units: [95% CI], p"] + [MEASURE_LABELS.get(m, m) for m in measures]
     body = []
     for r in rows:
@@ -190,30 +240,30 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
         sims = [fmt(similarity_value(doc, m, r["target"], r["partner"]), 2) for m in measures]
         body.append([latex_escape(r["model"]), latex_escape(r["mt_experiment"]),
                      latex_escape(r["target"]), latex_escape(r["partner"]), str(r["n"]), gain,
-                     fmt(r.get("p_holm"), 3), verdict, _unit_cell(r.get("unit_bootstrap"))]
+                     _p_pair(r), verdict, unit_cell(r.get("unit_bootstrap"))]
                     + sims)
     return simple_table(
         header, body, align="llllrlrll" + "r" * len(measures), label="tab:rq4_gains",
         caption="RQ4: transfer gain of the target task when trained with the partner "
                 "(multi-task minus single-task primary metric, points, mean over seeds with "
-                "t-interval); paired t-test over seeds, Holm across ordered pairs; negative "
+                "its paired t-interval at 1 − alpha, which excludes 0 exactly when the "
+                "unadjusted p is below alpha); paired t-test over seeds, unadjusted / Holm "
+                "across ordered pairs; negative "
                 "transfer = significantly below zero.  Units: paired bootstrap over the "
                 "target's test units (test-set uncertainty only; not used for the verdict).",
         notes=[("Similarity columns from task_similarity.json; unigram JSD is a divergence "
                 "(0 = identical unigram distributions).")])
 
 
-def _unit_cell(boot: dict | None) -> str:
-    if not boot:
-        return NA
-    if boot.get("low") is None:
-        return latex_escape(f"n/a: {boot.get('reason')}")
-    return (f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}], "
-            f"{fmt(boot['p_boot'], 3)}")
+def _p_pair(r: dict) -> str:
+    """The unadjusted paired t p over seeds and its Holm-adjusted value: "0.012 / 0.036"."""
+    p = (r.get("paired_t") or {}).get("p")
+    return NA if p is None else f"{fmt(p, 3)} / {fmt(r.get('p_holm'), 3)}"
 
 
 def correlation_table(corr: Sequence[dict]) -> str:
-    header = ["Model", "Similarity measure", "Pairs", "Spearman rho", "p", "Slope (points per unit)"]
+    header = ["Model", "Similarity measure", "Pairs", "Spearman rho", "Permutation p",
+              "Slope (points per unit)"]
     body = []
     for c in corr:
         if c["rho"] is None:
@@ -227,7 +277,9 @@ def correlation_table(corr: Sequence[dict]) -> str:
                          fmt(c["slope"], 1, 100, True)])
     return simple_table(header, body, align="llrrrr", label="tab:rq4_similarity",
                        caption="RQ4: does task similarity predict transfer gain? Spearman "
-                               "rank correlation over ordered task pairs.")
+                               "rank correlation over ordered task pairs; p from a "
+                               "permutation test over task labels (each task is in many "
+                               "pairs, so the pairs are not independent).")
 
 
 def _slug(name: str) -> str:
@@ -310,7 +362,8 @@ def plot_scatter(corr: Sequence[dict]) -> dict:
             if c["rho"] is not None:
                 grid = np.linspace(min(xs), max(xs), 20)
                 ax.plot(grid, 100 * (c["intercept"] + c["slope"] * grid), color="tab:red", lw=1)
-                ax.set_title(f"ρ = {c['rho']:+.2f}, p = {c['p']:.3g} (n={c['n']})", fontsize=8)
+                ax.set_title(f"ρ = {c['rho']:+.2f}, permutation p = {fmt(c['p'], 3)} (n={c['n']})",
+                             fontsize=8)
             else:
                 ax.set_title(f"n/a: {c['reason']}"[:60], fontsize=7)
             ax.set_xlabel(MEASURE_LABELS.get(c["measure"], c["measure"]), fontsize=8)
@@ -334,12 +387,18 @@ def summary_lines(stats_: dict) -> list[str]:
                    "not significant" if r.get("significant") is False else
                    f"test n/a ({r['reason']})")
         boot = r.get("unit_bootstrap") or {}
-        units = (f"; test-unit paired bootstrap 95% CI [{fmt(boot['low'], 1, 100, True)}, "
+        si = r.get("seed_interval") or {}
+        seed_ci = (f", seed-level {100 * si['level']:g}% CI [{fmt(si['low'], 1, 100, True)}, "
+                   f"{fmt(si['high'], 1, 100, True)}], paired t p "
+                   f"{fmt((r.get('paired_t') or {}).get('p'), 3)}"
+                   if si.get("low") is not None else "")
+        units = (f"; test-unit paired bootstrap {100 * boot.get('level', 0.95):g}% CI "
+                 f"[{fmt(boot['low'], 1, 100, True)}, "
                  f"{fmt(boot['high'], 1, 100, True)}], p {fmt(boot['p_boot'], 3)} over "
                  f"{boot['n_units']} units" if boot.get("low") is not None else
                  f"; test-unit bootstrap n/a ({boot['reason']})" if boot.get("reason") else "")
         lines.append(f"{head}: gain {fmt(r['mean_gain'], 1, 100, True)} points over {r['n']} "
-                     f"seed(s), Holm p {fmt(r.get('p_holm'), 3)} -> {verdict}{units}")
+                     f"seed(s){seed_ci}, Holm p {fmt(r.get('p_holm'), 3)} -> {verdict}{units}")
     if stats_["similarity_reason"]:
         lines.append(f"similarity vs gain: n/a: {stats_['similarity_reason']}")
     for c in stats_["correlations"]:
@@ -347,8 +406,15 @@ def summary_lines(stats_: dict) -> list[str]:
         if c["rho"] is None:
             lines.append(f"{c['model']} {name} vs gain: n/a: {c['reason']}")
         else:
+            perm = c.get("permutation") or {}
+            how = (f"all {perm.get('permutations')} permutations" if perm.get("exact")
+                   else f"{perm.get('permutations')} random permutations")
             lines.append(f"{c['model']} {name} vs gain: Spearman rho {coefficient(c['rho'])}, "
-                         f"p {fmt(c['p'], 3)}, n {c['n']} ordered pairs")
+                         f"permutation p {fmt(c['p'], 3)} (task labels permuted, {how}"
+                         + (f"; n/a: {perm['reason']}" if perm.get("reason") else "")
+                         + f"; the pairs are not independent: scipy's p "
+                         f"{fmt(c['p_pairs'], 3)} treats them as if they were), n {c['n']} "
+                         "ordered pairs")
     return lines
 
 
@@ -376,7 +442,7 @@ def section(ctx: Context) -> SectionOutput:
     if not rows:
         stats_["reason"] = "no pairwise multi-task job (a multi-task job on exactly 2 tasks)"
     else:
-        corr = similarity_vs_gain(rows, similarity)
+        corr = similarity_vs_gain(rows, similarity, opt.resamples, opt.seed)
         stats_["correlations"] = corr
         tables["table_rq4_gains.tex"] = gain_table(rows, similarity)
         figs.update(plot_gain_matrix(rows))

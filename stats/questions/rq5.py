@@ -13,7 +13,13 @@ from stats.questions.context import Context, SectionOutput, SummaryBlock
 from stats.read.results import TC
 from stats.render import tables
 from stats.render.numbers import interval, num, p_value, points, tokens
-from stats.render.summary import clean_units_text, effect_text, pooled_text, seeds_text
+from stats.render.summary import (
+    clean_units_text,
+    effect_text,
+    level_text,
+    pooled_text,
+    seeds_text,
+)
 
 
 def _rq5_family_line(f: dict[str, Any]) -> str:
@@ -63,6 +69,7 @@ def _rq5_lines(r: dict[str, Any], family: dict[str, Any]) -> list[str]:
     if "parity_summary" not in r:
         return [f"  {r['model']} {r['task']}: {r.get('verdict')} (n/a: {r['reason']})"]
     ps, boot = r["parity_summary"], r.get("paired_bootstrap") or {}
+    ci = r.get("diff_interval") or {}
     head = (f"  {r['model']} {r['task']} ({r['primary_metric']}, "
             f"{family['multi_task_experiment']} vs {r['token_controlled_experiment']}): "
             f"verdict {r['verdict'].upper()} — {r['verdict_reason']}")
@@ -70,9 +77,10 @@ def _rq5_lines(r: dict[str, Any], family: dict[str, Any]) -> list[str]:
         f"    {seeds_text(r)}: ST {points(r['st_mean'], False)}, MT {points(r['mt_mean'], False)} "
         f"({tokens(r['mt_tokens_mean'])} tokens), TC {points(r['tc_mean'], False)} "
         f"({tokens(r['tc_tokens_mean'])} tokens); parity: {ps['detail']}; "
-        f"MT − TC {points(r['mean_diff'])} points, paired-bootstrap 95% CI "
-        f"{interval(boot.get('low'), boot.get('high'))}, paired t p {p_value(r['paired_t']['p'])}, "
-        f"Holm p {p_value(r['p_holm'])}; effect {effect_text(r['d_z'])}, "
+        f"MT − TC {points(r['mean_diff'])} points, seed-level {level_text(ci)} CI "
+        f"{interval(ci.get('low'), ci.get('high'))}, paired t p {p_value(r['paired_t']['p'])}, "
+        f"Holm p {p_value(r['p_holm'])}; {_equivalence_text(r)}; test-set resampling {level_text(boot)} CI "
+        f"{interval(boot.get('low'), boot.get('high'))}; effect {effect_text(r['d_z'])}, "
         f"{pooled_text(r['pooled_d'])}; token efficiency MT {num(r['mt_efficiency'], '.4f')}, "
         f"TC {num(r['tc_efficiency'], '.4f')} per million tokens; MDE (80% power) "
         f"{points(r['mde']['raw'], False)} points")
@@ -85,30 +93,73 @@ def _clean_rq5_line(r: dict[str, Any]) -> str:
     c = r["clean"]
     if not c.get("n") or "parity_summary" not in c:
         return f"    clean units: n/a ({c['reason']})"
-    boot, st = c.get("paired_bootstrap") or {}, c.get("mt_minus_st") or {}
+    ci, st = c.get("diff_interval") or {}, c.get("mt_minus_st") or {}
     change = "unchanged" if c["verdict"] == r["verdict"] else \
         f"CHANGES from {r['verdict'].upper()}"
     return (f"    {clean_units_text(c)}: ST {points(c['st_mean'], False)}, MT "
             f"{points(c['mt_mean'], False)}, TC {points(c['tc_mean'], False)}; MT − TC "
-            f"{points(c['mean_diff'])} points, paired-bootstrap 95% CI "
-            f"{interval(boot.get('low'), boot.get('high'))}, Holm p {p_value(c['p_holm'])}; MT − ST "
+            f"{points(c['mean_diff'])} points, seed-level {level_text(ci)} CI "
+            f"{interval(ci.get('low'), ci.get('high'))}, paired t p "
+            f"{p_value((c.get('paired_t') or {}).get('p'))}, Holm p {p_value(c['p_holm'])}; MT − ST "
             f"{points(st.get('mean_diff'))} points, Holm p {p_value(st.get('p_holm'))}; verdict "
             f"{c['verdict'].upper()} ({change})")
 
 
-def _control_lines(ctx: Context, families: list[dict[str, Any]], control: str) -> list[str]:
-    """One control's SUMMARY lines: its rule, verdict counts and comparisons."""
-    opt = ctx.options
-    lines = [f"question: {controls.QUESTION[control]}",
-             f"rule: {controls.rule_text(control, verdict_rule(opt.alpha, opt.parity_threshold))}"]
+def _equivalence_text(r: dict[str, Any]) -> str:
+    eq = r.get("equivalence") or {}
+    if eq.get("low") is None:
+        return f"equivalence n/a ({eq.get('reason') or 'not computed'})"
+    return (f"equivalence (TOST, ±{100 * eq['margin']:g} points): "
+            f"{100 * eq['level']:g}% CI {interval(eq['low'], eq['high'])}, p "
+            f"{p_value(eq['p'])} -> {'equivalent' if eq['equivalent'] else 'equivalence not shown'}")
+
+
+def _counts_line(mode: str, families: list[dict[str, Any]]) -> str | None:
     verdicts = Counter(r.get("verdict") for f in families for r in f["rows"])
-    if verdicts:
-        lines.append("verdicts: " + ", ".join(f"{k}: {v}" for k, v in sorted(
-            verdicts.items(), key=lambda kv: str(kv[0]))))
-    for f in families:
-        lines.append(_rq5_family_line(f))
-        for r in f["rows"]:
-            lines += _rq5_lines(r, f)
+    if not verdicts:
+        return None
+    what = ("total-parity verdicts" if mode == "total"
+            else "per-task parity verdicts (a separate question, not counted above)")
+    return f"{what}: " + ", ".join(f"{k}: {v}" for k, v in sorted(
+        verdicts.items(), key=lambda kv: str(kv[0])))
+
+
+def _reconcile(by_mode: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One sentence per (model, multi-task system, task) that both parity modes compared."""
+    def rows(mode: str) -> dict[tuple, dict[str, Any]]:
+        return {(f["model"], f["multi_task_experiment"], r["task"]): r
+                for f in by_mode[mode] for r in f["rows"] if "parity_summary" in r}
+
+    total, per_task = rows("total"), rows("per_task")
+    out = []
+    for key in sorted(set(total) & set(per_task)):
+        t, p = total[key], per_task[key]
+        out.append(
+            f"both parity modes, {key[0]} {key[1]} {key[2]}: per-task parity reads "
+            f"{p['verdict'].upper()} (MT − TC {points(p['mean_diff'])} points against a TC "
+            f"trained on the {tokens(p['mt_tokens_mean'])} tokens MT spent on {key[2]}), total "
+            f"parity reads {t['verdict'].upper()} (MT − TC {points(t['mean_diff'])} points "
+            f"against a TC trained on all {tokens(t['mt_tokens_mean'])} of MT's tokens); only "
+            "the total-parity verdict answers whether the gain is transfer rather than "
+            "exposure, the per-task one whether it exceeds more of the task's own data.")
+    return out
+
+
+def _control_lines(ctx: Context, families: list[dict[str, Any]], control: str) -> list[str]:
+    """One control's SUMMARY lines: its question and rule, verdict counts per parity mode
+    (never pooled), the sentences reconciling the modes, and its comparisons."""
+    opt = ctx.options
+    rule = verdict_rule(opt.alpha, opt.parity_threshold, opt.equivalence_margin)
+    by_mode = tables.rq5_modes(families)
+    lines = [f"question: {controls.QUESTION[control]}",
+             f"rule: {controls.rule_text(control, rule)}"]
+    lines += [c for m in ("total", "per_task") if (c := _counts_line(m, by_mode[m]))]
+    lines += _reconcile(by_mode)
+    for mode in ("total", "per_task"):
+        for f in by_mode[mode]:
+            lines.append(_rq5_family_line(f))
+            for r in f["rows"]:
+                lines += _rq5_lines(r, f)
     return lines
 
 
@@ -131,11 +182,18 @@ def section(ctx: Context) -> SectionOutput:
     elif not any(f.get("token_controlled_experiment") for f in split[controls.REPEAT]):
         lines.insert(2, "no repeat-control token-controlled system among the results (the "
                      "text-matched control's comparisons follow in their own block)")
+    by_mode = tables.rq5_modes(split[controls.REPEAT])
     tables_out = {"table_rq5_token_controlled.tex": tables.rq5_table(
-        ctx.env, split[controls.REPEAT], opt.alpha, opt.parity_threshold, ctx.source)}
+        ctx.env, by_mode["total"], opt.alpha, opt.parity_threshold, ctx.source,
+        opt.equivalence_margin)}
+    if by_mode["per_task"]:
+        tables_out["table_rq5_per_task_parity.tex"] = tables.rq5_table(
+            ctx.env, by_mode["per_task"], opt.alpha, opt.parity_threshold, ctx.source,
+            opt.equivalence_margin, mode="per_task")
     blocks = [SummaryBlock("RQ5: token-controlled transfer analysis", lines)]
-    statistics = {"rq5": ctx.analysis.rq5, "rq5_verdict_rule": verdict_rule(
-        opt.alpha, opt.parity_threshold)}
+    rule = verdict_rule(opt.alpha, opt.parity_threshold, opt.equivalence_margin)
+    statistics = {"rq5": ctx.analysis.rq5, "rq5_verdict_rule": rule,
+                  "rq5_equivalence_margin": opt.equivalence_margin}
     if split[controls.TEXT]:
         text_lines = _control_lines(ctx, split[controls.TEXT], controls.TEXT)
         both = controls.reconciliations(ctx.analysis.rq5)
@@ -146,8 +204,7 @@ def section(ctx: Context) -> SectionOutput:
                                    "text exposure", text_lines))
         tables_out["table_rq5_text_controlled.tex"] = tables.rq5_table(
             ctx.env, split[controls.TEXT], opt.alpha, opt.parity_threshold, ctx.source,
-            control=controls.TEXT)
+            opt.equivalence_margin, control=controls.TEXT)
         statistics["rq5_reconciled"] = both
-        statistics["rq5_text_verdict_rule"] = controls.rule_text(
-            controls.TEXT, verdict_rule(opt.alpha, opt.parity_threshold))
+        statistics["rq5_text_verdict_rule"] = controls.rule_text(controls.TEXT, rule)
     return SectionOutput(tables=tables_out, statistics=statistics, summary=blocks)

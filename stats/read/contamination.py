@@ -24,6 +24,7 @@ paper is still built, from the full test sets only, and SUMMARY.txt says why.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class Contamination:
     reason: str | None = None  # one line when not USED
     doc: dict[str, Any] | None = None
     checked: list[str] = field(default_factory=list)  # what the file was verified against
+    # task -> why the results' test units are not the file's (issue 24): no clean units there
+    untied: dict[str, str] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -67,9 +70,19 @@ class Contamination:
             return (f"contamination file refused, full-test results only: {self.reason}")
         return f"contamination not measured: {self.reason}"
 
+    def tie_line(self) -> str | None:
+        """One line naming the tasks whose results are not tied to the file, else None."""
+        if not self.untied:
+            return None
+        return (f"results not tied to the contamination file {self.path} (no clean-unit "
+                "results for them): " + "; ".join(f"{t}: {why}" for t, why in
+                                                   sorted(self.untied.items())))
+
     def excluded(self, task: str, train_tasks: list[str]) -> frozenset[str] | str:
         """Test units of ``task`` overlapping a training unit of any of ``train_tasks``, or
         why that cannot be said."""
+        if task in self.untied:
+            return f"{task}: not tied to the contamination file ({self.untied[task]})"
         pairs = self.doc["overlap"].get(task, {}).get(SPLIT)
         if pairs is None:
             return f"{task} is not among the contamination file's tasks"
@@ -246,6 +259,32 @@ def _check_jobs(path: Path, doc: dict[str, Any], jobs: list[JobResult]) -> int:
                     "contamination` over the data the study used", where=f"data_checksums.{rel}")
         agreeing += bool(shared)
     return agreeing
+
+
+def untied_tasks(doc: dict[str, Any], jobs: list[JobResult],
+                 unit_ids: Callable[[JobResult, str], Any]) -> dict[str, str]:
+    """Tasks of the file whose results do not describe its test set, and why (issue 24): a
+    job's ``n_test`` differs from the file's test-unit count, or unit ids the file lists as
+    overlapping do not occur in a job's predictions (``unit_ids(job, task)``: the ids, or
+    None when its predictions are unusable). Without this a mismatch reads as "0 dropped"."""
+    out: dict[str, str] = {}
+    for task in doc["tasks"]:
+        units = doc["units"][task][SPLIT]
+        listed = {u for a in doc["tasks"] for key in ("exact", "ngram")
+                  for u in doc["overlap"][task][SPLIT][a][key]}
+        for job in sorted((j for j in jobs if task in j.per_task), key=lambda j: j.job_id):
+            n_test = job.per_task[task].n_test
+            if n_test is not None and n_test != units:
+                out[task] = (f"job {job.job_id} scored {n_test} test units, the file counts "
+                             f"{units}")
+                break
+            ids = unit_ids(job, task) if listed else None
+            missing = len(listed) - len(listed & set(ids)) if ids is not None else 0
+            if missing:
+                out[task] = (f"{missing} of the {len(listed)} unit ids it lists as overlapping "
+                             f"do not occur in job {job.job_id}'s predictions")
+                break
+    return out
 
 
 def study_tasks(jobs: list[JobResult], heldout: list[str] = ()) -> tuple[list[str], list[str]]:

@@ -10,6 +10,8 @@ from typing import Any
 
 import jinja2
 
+from stats.render.numbers import NA, fmt
+
 
 def _templates_dir() -> Path:
     """templates/ beside stats/ in a clone (or an editable install); else the copy a
@@ -111,3 +113,14 @@ def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, captio
                   label=label, align=align or "l" * ncol,
                   header=[latex_escape(h) for h in header], rows=lines,
                   notes=[latex_escape(n) for n in notes])
+
+
+def unit_cell(boot: dict[str, Any] | None) -> str:
+    """A test-unit bootstrap in one cell: "[lo, hi], p" in points, or n/a with its reason
+    (the RQ2 and RQ4 tables' secondary column)."""
+    if not boot:
+        return NA
+    if boot.get("low") is None:
+        return latex_escape(f"n/a: {boot.get('reason')}")
+    return (f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}], "
+            f"{fmt(boot.get('p_boot'), 3)}")

@@ -13,6 +13,11 @@ from stats.core.tests import effect_band
 from stats.render.numbers import coefficient, num, p_value
 
 
+def level_text(d: dict[str, Any]) -> str:
+    """An interval's level as "95%" (the level its dict records); n/a without one."""
+    return f"{100 * d['level']:g}%" if d.get("level") else "n/a"
+
+
 def why(d: dict[str, Any]) -> str:
     return f" ({d['reason']})" if d.get("reason") else ""
 

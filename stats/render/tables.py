@@ -16,7 +16,13 @@ import jinja2
 
 from stats.core import controls
 from stats.core.analysis import seed_list
-from stats.core.tests import effect_band, verdict_rule
+from stats.core.tests import (
+    EQUIVALENCE_MARGIN,
+    INCONCLUSIVE,
+    NOT_TESTABLE,
+    effect_band,
+    verdict_rule,
+)
 from stats.read.results import ST
 from stats.render.latex import Footnotes, latex_escape, render, table_context
 from stats.render.numbers import coefficient, count, millions, ok, p_cell, pts, share, stars
@@ -78,26 +84,30 @@ def single_task_table(env: jinja2.Environment, systems: list[dict[str, Any]],
 
 
 def _delta_ci(row: dict[str, Any], fn: Footnotes, boot_key: str = "paired_bootstrap") -> str:
-    """Δ over matched seeds with the paired-bootstrap CI over test units (seed t-interval,
-    marked †, when predictions are unavailable)."""
+    """Δ over matched seeds with its seed-level paired t-interval (the interval of the
+    printed paired-t p: it excludes 0 exactly when p < 1 − level, issue 24). Without one (a
+    single seed) the test-set resampling interval is shown, labelled as such."""
     if not ok(row.get("mean_diff")):
         return fn.na(row.get("reason") or "no matched pair")
     text = pts(row["mean_diff"], signed=True)
-    boot = row.get(boot_key) or {}
-    if ok(boot.get("low")):
-        return f"{text} [{pts(boot['low'], True)}, {pts(boot['high'], True)}]"
     seed_ci = row.get("diff_interval") or {}
     if ok(seed_ci.get("low")):
-        return (f"{text} [{pts(seed_ci['low'], True)}, {pts(seed_ci['high'], True)}]"
-                + fn.mark("seed-level t-interval; no paired bootstrap: "
-                          + str(boot.get("reason"))))
+        return f"{text} [{pts(seed_ci['low'], True)}, {pts(seed_ci['high'], True)}]"
+    boot = row.get(boot_key) or {}
+    if ok(boot.get("low")):
+        return (f"{text} [{pts(boot['low'], True)}, {pts(boot['high'], True)}]"
+                + fn.mark("test-set resampling interval (paired bootstrap over test "
+                          "examples), not a seed-level one: "
+                          + str(seed_ci.get("reason") or "no seed-level interval")))
     return text + " [" + fn.na(boot.get("reason") or seed_ci.get("reason") or "no interval") + "]"
 
 
 def _p_cell(row: dict[str, Any], fn: Footnotes, alpha: float) -> str:
-    if ok(row.get("p_holm")):
-        return p_cell(row["p_holm"]) + stars(row["p_holm"], alpha)
+    """The paired t p over seeds, unadjusted (the one the interval agrees with), then
+    Holm-adjusted with its stars: "0.012 / 0.036*"."""
     t = row.get("paired_t") or {}
+    if ok(row.get("p_holm")) and ok(t.get("p")):
+        return f"{p_cell(t['p'])} / {p_cell(row['p_holm'])}{stars(row['p_holm'], alpha)}"
     return fn.na(t.get("reason") or row.get("reason") or "no test")
 
 
@@ -156,9 +166,11 @@ def multitask_table(env: jinja2.Environment, families: list[dict[str, Any]], alp
         groups.append(rows)
     notes = [
         (r"ST, MT: mean primary test metric ($\times 100$) over the $n$ seeds run by both; "
-         r"$\Delta$: mean paired difference MT$-$ST with a 95\% paired-bootstrap interval over "
-         r"test examples; $p_\mathrm{Holm}$: two-sided paired $t$-test over seeds, "
-         r"Holm-adjusted across the tasks of a model and multi-task experiment ($^{***}$"
+         rf"$\Delta$: mean paired difference MT$-$ST with its {100 * (1 - alpha):g}\% paired $t$-interval over "
+         rf"seeds (it excludes 0 exactly when the unadjusted $p<{alpha:g}$; the test-set resampling "
+         r"interval is in SUMMARY.txt); $p$ / $p_\mathrm{Holm}$: two-sided paired $t$-test over "
+         r"seeds, unadjusted / Holm-adjusted across the tasks of a model and multi-task "
+         r"experiment ($^{***}$"
          r"$p<0.001$, $^{**}$$p<0.01$, $^{*}$"
          rf"$p<{alpha:g}$); $d$: Cohen's $d$ with the pooled standard deviation of the two "
          r"systems' seed scores (the methodology's effect size, uncorrected); $d_z$: paired "
@@ -170,7 +182,7 @@ def multitask_table(env: jinja2.Environment, families: list[dict[str, Any]], alp
                         "tab:multitask_comparison", "lllccccccll", [], groups, notes, 11,
                         "no single-task or multi-task results")
     return render(env, "table_multitask_comparison.tex.j2", placement="t", size=r"\scriptsize",
-                  source=source, **ctx)
+                  source=source, level=f"{100 * (1 - alpha):g}", **ctx)
 
 
 def _rq5_family_title(fam: dict[str, Any]) -> str:
@@ -205,12 +217,19 @@ def _rq5_na_cells(r: dict[str, Any], st: str, fn: Footnotes) -> list[str]:
     mt_tokens = (millions(mt_sys["token_count_mean"])
                  if ok(mt_sys.get("token_count_mean")) else "--")
     return [st, mt, fn.na(reason), mt_tokens, "--", "--", "--", "--", "--", "--",
-            _seeds_cell(r, fn), latex_escape(r.get("verdict") or "not shown")]
+            _seeds_cell(r, fn), latex_escape(r.get("verdict") or NOT_TESTABLE)]
 
 
 def _rq5_cells(r: dict[str, Any], st: str, fn: Footnotes, alpha: float,
                threshold: float) -> list[str]:
     verdict = latex_escape(r["verdict"])
+    eq = r.get("equivalence") or {}
+    if r["verdict"] == INCONCLUSIVE and ok(eq.get("low")):
+        verdict += fn.mark(
+            f"MT − TC {100 * eq['level']:g}% seed-level interval [{100 * eq['low']:+.1f}, "
+            f"{100 * eq['high']:+.1f}] points, not inside ±{100 * eq['margin']:g}; "
+            + (f"about {eq['seeds_needed']} seeds would decide it at the observed mean and sd"
+               if eq.get("seeds_needed") else "more seeds than are practical would be needed"))
     if (r.get("sensitivity") or {}).get("changes"):
         verdict += fn.mark("the verdict changes with the token-controlled side at its best-"
                            "validation weights or under the other parity target (SUMMARY.txt, "
@@ -219,6 +238,34 @@ def _rq5_cells(r: dict[str, Any], st: str, fn: Footnotes, alpha: float,
             millions(r["tc_tokens_mean"]), _gap_cell(r["parity_summary"], fn, threshold),
             _delta_ci(r, fn), _p_cell(r, fn, alpha), _pooled_cell(r, fn), _d_cell(r, fn),
             _seeds_cell(r, fn), verdict]
+
+
+# what each parity mode's table is about (Table 3 is total parity; per-task parity has its
+# own table, caption and label, issue 24)
+RQ5_TABLES = {
+    "total": (("Token-controlled transfer analysis (RQ5): total parity, the token-controlled "
+              "single-task job trained on as many tokens as the whole multi-task job."),
+              "tab:rq5_token_controlled", "MT (M)",
+              (r"Token-controlled (TC) single-task runs train on as many tokens as their "
+              r"whole multi-task (MT) reference (total parity); ")),
+    "per_task": (("Per-task token parity (RQ5, a different question): the token-controlled "
+                 "job trained only on the tokens the multi-task job spent on that task; a gain "
+                 "here is a gain beyond more of the task's own data, not evidence against "
+                 "data exposure."),
+                 "tab:rq5_per_task_parity", "MT on task (M)",
+                 (r"Per-task parity: TC runs train on as many tokens as their multi-task (MT) "
+                 r"reference spent on that task alone, MT's token column and token efficiency "
+                 r"count those tokens too; ")),
+}
+
+
+def rq5_modes(families: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The RQ5 families by parity mode: per-task parity apart, everything else (total
+    parity, multi-task systems without a token-controlled system, orphans) in Table 3."""
+    out: dict[str, list[dict[str, Any]]] = {"total": [], "per_task": []}
+    for fam in families:
+        out["per_task" if fam.get("parity_mode") == "per_task" else "total"].append(fam)
+    return out
 
 
 # the paper's note on the text-matched control (issue 26): one paragraph a reviewer can check
@@ -234,11 +281,14 @@ TEXT_CONTROL_NOTE = (
 
 
 def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: float,
-              threshold: float, source: str = "results", control: str = "repeat") -> str:
-    """Table 3: per comparison (MT system vs one token-controlled system) and task: ST / MT /
-    TC over the seeds all three ran, tokens, parity gap, MT − TC with CI, Holm p, effect
-    sizes, seeds, verdict.  ``control`` "text": the text-matched control's own table (issue
-    26; the two controls are never pooled)."""
+              threshold: float, source: str = "results", margin: float = EQUIVALENCE_MARGIN,
+              mode: str = "total", control: str = "repeat") -> str:
+    """Table 3 (``mode`` "total") or the per-task parity table: per comparison (MT system vs
+    one token-controlled system) and task: ST / MT / TC over the seeds all three ran, tokens,
+    parity gap, MT − TC with its seed-level CI, p and Holm p, effect sizes, seeds, verdict.
+    ``control`` "text": the text-matched control's own table (issue 26; the two controls
+    are never pooled)."""
+    caption, label, mt_tokens_label, lead = RQ5_TABLES[mode]
     fn = Footnotes()
     groups = []
     for fam in families:
@@ -254,26 +304,28 @@ def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: fl
             rows.append(head + cells)
         groups.append(rows)
     notes = [
-        (r"Token-controlled (TC) single-task runs train on as many tokens as their multi-task "
-         r"(MT) reference; gap $=|\mathrm{MT}-\mathrm{TC}|/\mathrm{MT}$ in training tokens "
+        (lead + r"gap $=|\mathrm{MT}-\mathrm{TC}|/\mathrm{MT}$ in training tokens "
          rf"(largest over seeds; parity when below {100 * threshold:g}\%, same tokenizer only). "
          r"ST, MT, TC: mean over the seeds all three systems ran. "
-         r"$\Delta$: mean paired MT$-$TC ($\times 100$) with 95\% paired-bootstrap interval; "
-         r"$p_\mathrm{Holm}$: paired $t$-test over seeds, Holm-adjusted across the tasks of "
-         r"one comparison; $d$: Cohen's $d$ (pooled SD, the methodology's; success criterion "
-         r"$d>0.3$); $d_z$: paired, Hedges-corrected for $n<20$."),
-        latex_escape(verdict_rule(alpha, threshold)),
+         rf"$\Delta$: mean paired MT$-$TC ($\times 100$) with its {100 * (1 - alpha):g}\% paired $t$-interval "
+         r"over seeds; $p$ / $p_\mathrm{Holm}$: paired $t$-test over seeds, unadjusted / "
+         r"Holm-adjusted across the tasks of one comparison; $d$: Cohen's $d$ (pooled SD, the "
+         r"methodology's; success criterion $d>0.3$); $d_z$: paired, Hedges-corrected for "
+         r"$n<20$."),
+        latex_escape(verdict_rule(alpha, threshold, margin)),
         *fn.notes()]
-    caption, label = "Token-controlled transfer analysis (RQ5).", "tab:rq5_token_controlled"
     if control == controls.TEXT:
-        notes[1] = latex_escape(controls.rule_text(control, verdict_rule(alpha, threshold)))
+        notes[1] = latex_escape(controls.rule_text(control, verdict_rule(alpha, threshold,
+                                                                         margin)))
         notes.insert(0, TEXT_CONTROL_NOTE)
         caption = ("Text-matched control (RQ5): cross-task supervision vs text exposure.")
         label = "tab:rq5_text_controlled"
-    ctx = table_context(caption, label,
-                        "lll" + "c" * 11 + "l", [], groups, notes, 15, "no multi-task results")
+    ctx = table_context(caption, label, "lll" + "c" * 11 + "l", [], groups, notes, 15,
+                        "no multi-task results" if mode == "total"
+                        else "no token-controlled system with per-task parity")
     return render(env, "table_rq5_token_controlled.tex.j2", placement="t",
-                  size=r"\scriptsize", source=source, **ctx)
+                  size=r"\scriptsize", source=source, mt_tokens_label=mt_tokens_label,
+                  level=f"{100 * (1 - alpha):g}", **ctx)
 
 
 def dataset_table(env: jinja2.Environment, datasets: list[dict[str, Any]],
@@ -364,12 +416,13 @@ def clean_units_table(env: jinja2.Environment, entries: list[dict[str, Any]], al
               r"or $n$-gram) no training unit of any task the multi-task job (RQ2: either "
               r"source job, and the held-out task) trained on, the evaluated task included; "
               r"both systems on the same units. Dropped: test units left out, of those "
-              r"scored. $\Delta$: MT$-$ST (RQ1, RQ2) or MT$-$TC (RQ5) with its 95\% paired "
-              r"bootstrap interval over test units; $p_\mathrm{Holm}$ as in the RQ's own "
-              r"table. Finding: significance (RQ1, RQ2) or the verdict (RQ5)."), *fn.notes()]
+              r"scored. $\Delta$: MT$-$ST (RQ1, RQ2) or MT$-$TC (RQ5) with its "
+              rf"{100 * (1 - alpha):g}\% paired $t$-interval over seeds; $p$ / "
+              r"$p_\mathrm{Holm}$: unadjusted / Holm-adjusted, as in the RQ's own table. "
+              r"Finding: significance (RQ1, RQ2) or the verdict (RQ5)."), *fn.notes()]
     notes += [latex_escape(why)] if why else []
     ctx = table_context("Every comparison on the full test set and on its clean test units.",
                         "tab:clean_units", "lllllccccl", [], list(groups.values()), notes, 10,
                         empty_reason)
     return render(env, "table_clean_units.tex.j2", placement="t", size=r"\scriptsize",
-                  source=source, **ctx)
+                  source=source, level=f"{100 * (1 - alpha):g}", **ctx)

@@ -110,6 +110,10 @@ def test_token_controlled_projection_flags_the_infeasible_job(tmp_path):
     assert any("1 token-controlled job(s) cannot reach parity" in w for w in check.warnings)
     text = "\n".join(design.render(check))
     assert "INFEASIBLE (1 of 1 jobs)" in text and 'parity = "per_task"' in text
+    # per_task is named for what it answers, not offered as the substitute control (issue 24)
+    warning = next(w for w in check.warnings if "cannot reach parity" in w)
+    assert "is no substitute" in warning and "another question" in warning
+    assert "instead" not in warning
 
 
 def test_epochs_needed_counts_a_batch_as_at_most_the_task_s_examples(tmp_path):

@@ -200,7 +200,18 @@ BAD = [
      "token_controlled_max_epochs", ["experiments[2].token_controlled_max_epochs", "integer"]),
     (_bad('parity = "per_task"', 'parity = "per_task"\nparity_target = "end"'),
      "parity_target", ["experiments[2].parity_target", "expected one of 'total', 'best'"]),
+    (VALID + "\n[stats]\nequivalence_margin = 0\n", "equivalence_margin",
+     ["stats.equivalence_margin", "above 0"]),
+    (VALID + "\n[stats]\nequivalence_margn = 1\n", "equivalence_margn",
+     ["stats.equivalence_margn", "unknown key"]),
 ]
+
+
+def test_stats_table_is_accepted_and_changes_no_job():
+    """[stats] holds options of `python -m stats` (issue 24): valid, and no job depends on it."""
+    plain = parse_manifest(VALID, "v.toml")
+    with_stats = parse_manifest(VALID + "\n[stats]\nequivalence_margin = 1.5\n", "v.toml")
+    assert with_stats.experiments == plain.experiments and with_stats.study == plain.study
 
 
 def _line_of(text: str, marker: str) -> int:

@@ -131,27 +131,70 @@ def test_rq5_verdict_needs_a_multi_task_gain_as_well_as_mt_above_tc():
     # issue 12: ST = MT = 0.70, TC = 0.64 -- MT − ST +0.5 points (Holm p 0.7), MT − TC
     # +6 points (Holm p 0.001): MT only beats an over-trained TC; nothing to explain
     v, why = T.rq5_verdict(True, "gap 0%", 0.06, 0.001, 0.005, 0.7)
-    assert v == T.NOT_SHOWN and "no multi-task gain" in why and "+6.00 points" in why
-    assert T.rq5_verdict(True, "gap 0%", 0.06, 0.001, None, None)[0] == T.NOT_SHOWN
-    assert T.rq5_verdict(True, "gap 0%", 0.06, 0.001, 0.03, 0.06)[0] == T.NOT_SHOWN
-    assert T.rq5_verdict(True, "gap 0%", 0.06, 0.001, -0.03, 0.001)[0] == T.NOT_SHOWN
+    assert v == T.NO_GAIN and "no multi-task gain" in why and "+6.00 points" in why
+    assert T.rq5_verdict(True, "gap 0%", 0.06, 0.001, None, None)[0] == T.NOT_TESTABLE
+    assert T.rq5_verdict(True, "gap 0%", 0.06, 0.001, 0.03, 0.06)[0] == T.NO_GAIN
+    assert T.rq5_verdict(True, "gap 0%", 0.06, 0.001, -0.03, 0.001)[0] == T.NO_GAIN
     # a multi-task gain, but MT − TC untestable (identical differences): not exposure either
-    assert T.rq5_verdict(True, "gap 0%", 0.01, None, 0.03, 0.001)[0] == T.NOT_SHOWN
-    # the rule in words names all three conditions and the thresholds it is given
-    rule = T.verdict_rule(0.01, 0.1)
-    assert "MT is significantly above ST AND MT is significantly above TC" in rule
+    assert T.rq5_verdict(True, "gap 0%", 0.01, None, 0.03, 0.001)[0] == T.NOT_TESTABLE
+    # the rule in words names the vocabulary and the thresholds it is given
+    rule = T.verdict_rule(0.01, 0.1, 0.02)
+    assert "GENUINE TRANSFER: MT significantly above ST and significantly above TC" in rule
     assert "p < 0.01" in rule and "below 10%" in rule and "parity not reached" in rule
+    assert "inside ±2 points" in rule and "98% interval" in rule
+    for word in (T.EXPOSURE, T.INCONCLUSIVE, T.NO_GAIN, T.NOT_TESTABLE, T.BEYOND_TASK,
+                 T.TASK_EXPOSURE):
+        assert word.upper() in rule
+
+
+def _eq(mean: float, *, equivalent: bool) -> dict:
+    return {"equivalent": equivalent, "margin": 0.01, "level": 0.9, "low": mean - 0.005,
+            "high": mean + 0.005, "p": 0.01 if equivalent else 0.3, "seeds_needed": 12}
 
 
 def test_rq5_verdict_rules():
     g, why = T.rq5_verdict(True, "gap 0%", 0.03, 0.001, 0.03, 0.001)
     assert g == T.GENUINE and "+3.00 points" in why
-    assert T.rq5_verdict(False, "gap 9%", 0.03, 0.001, 0.03, 0.001)[0] == T.NOT_SHOWN
-    assert T.rq5_verdict(None, "mixed", 0.03, 0.001, 0.03, 0.001)[0] == T.NOT_SHOWN
-    assert T.rq5_verdict(True, "gap 0%", 0.01, 0.3, 0.03, 0.001)[0] == T.EXPOSURE
-    assert T.rq5_verdict(True, "gap 0%", -0.03, 0.001, 0.03, 0.001)[0] == T.EXPOSURE
-    assert T.rq5_verdict(True, "gap 0%", 0.01, 0.3, 0.0, 0.9)[0] == T.NOT_SHOWN
-    assert T.rq5_verdict(True, "gap 0%", None, None, None, None)[0] == T.NOT_SHOWN
+    assert T.rq5_verdict(False, "gap 9%", 0.03, 0.001, 0.03, 0.001)[0] == T.NOT_TESTABLE
+    assert T.rq5_verdict(None, "mixed", 0.03, 0.001, 0.03, 0.001)[0] == T.NOT_TESTABLE
+    # not significant is not evidence of equivalence (issue 24)
+    v, why = T.rq5_verdict(True, "gap 0%", 0.01, 0.3, 0.03, 0.001)
+    assert v == T.INCONCLUSIVE and "shown equivalent" in why and "no equivalence" in why
+    v, why = T.rq5_verdict(True, "gap 0%", 0.01, 0.3, 0.03, 0.001,
+                           equivalent=_eq(0.01, equivalent=False))
+    assert v == T.INCONCLUSIVE and "about 12 seeds" in why and "[+0.50, +1.50]" in why
+    v, why = T.rq5_verdict(True, "gap 0%", 0.001, 0.9, 0.03, 0.001,
+                           equivalent=_eq(0.001, equivalent=True))
+    assert v == T.EXPOSURE and "inside ±1 points" in why
+    assert T.rq5_verdict(True, "gap 0%", 0.01, 0.3, 0.0, 0.9)[0] == T.NO_GAIN
+    assert T.rq5_verdict(True, "gap 0%", None, None, None, None)[0] == T.NOT_TESTABLE
+    # per-task parity: its own words for the same tests
+    assert T.rq5_verdict(True, "gap 0%", 0.03, 0.001, 0.03, 0.001,
+                         mode="per_task")[0] == T.BEYOND_TASK
+    assert T.rq5_verdict(True, "gap 0%", 0.0, 0.9, 0.03, 0.001, equivalent=_eq(
+        0.0, equivalent=True), mode="per_task")[0] == T.TASK_EXPOSURE
+
+
+def test_equivalence_is_two_one_sided_t_tests_over_seeds():
+    d = np.array([0.002, -0.004, 0.001, 0.003, -0.001, 0.0005])
+    eq = T.equivalence(d, margin=0.01, alpha=0.05)
+    n, se = len(d), d.std(ddof=1) / math.sqrt(len(d))
+    p_lo = sps.ttest_1samp(d, -0.01, alternative="greater").pvalue
+    p_hi = sps.ttest_1samp(d, 0.01, alternative="less").pvalue
+    assert eq["p"] == pytest.approx(max(p_lo, p_hi))
+    half = sps.t.ppf(0.95, n - 1) * se
+    assert (eq["low"], eq["high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert eq["equivalent"] is True and eq["level"] == pytest.approx(0.9)
+    assert (eq["p"] < 0.05) == eq["equivalent"]  # the interval and the TOST p agree
+    # a +2 point difference with 3 seeds: not equivalent, and not yet significant either
+    wide = T.equivalence([0.005, 0.035, 0.02], margin=0.01)
+    assert wide["equivalent"] is False and wide["seeds_needed"] > 3
+    m = wide["seeds_needed"]
+    sd = float(np.std([0.005, 0.035, 0.02], ddof=1))
+    assert T._decides(0.02, sd, m, 0.01, 0.05) and not T._decides(0.02, sd, m - 1, 0.01, 0.05)
+    assert "2 matched seed" in T.equivalence([0.01])["reason"] or \
+        "at least 2" in T.equivalence([0.01])["reason"]
+    assert T.equivalence([0.01, 0.01])["equivalent"] is None
 
 
 def test_null_studies_rarely_call_genuine_transfer():

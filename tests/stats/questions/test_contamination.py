@@ -70,7 +70,7 @@ def test_gain_from_contaminated_units_does_not_hold_on_clean_units(leak):
     assert clean["n"] == 5 and clean["significant"] is False and abs(clean["mean_diff"]) < 0.005
     assert clean["paired_bootstrap"]["n_units"] == 300 - LEAKED
     (rq5,) = rows(stats, "rq5", "bc2gm")
-    assert rq5["verdict"] == "genuine transfer" and rq5["clean"]["verdict"] == "not shown"
+    assert rq5["verdict"] == "genuine transfer" and rq5["clean"]["verdict"] == "no multi-task gain"
     for task in ("chemprot", "biosses"):  # nothing dropped: the same numbers
         (r,) = rows(stats, "rq1", task)
         assert r["clean"]["units"]["dropped"] == 0
@@ -80,7 +80,7 @@ def test_gain_from_contaminated_units_does_not_hold_on_clean_units(leak):
     assert ("but on the 240 clean test units (60 of 300 dropped: they overlap training units "
             "of bc2gm, biosses or chemprot) there is no significant difference") in summary
     assert "RQ5 tiny mt_all vs tc, bc2gm: on the full test set the verdict is 'genuine " \
-           "transfer'" in summary and "the verdict is 'not shown'" in summary
+           "transfer'" in summary and "the verdict is 'no multi-task gain'" in summary
     assert len(stats["contamination"]["changes"]) == 2  # bc2gm in RQ1 and RQ5, nothing else
     assert "PubMedBERT and BioBERT were pretrained on PubMed" in summary
     assert "bc2gm: 60 of its 300 test units (20.0%) overlap chemprot's training data" in summary
@@ -298,3 +298,39 @@ def test_rq2_rows_on_clean_units(tmp_path):
     table = (tmp_path / "paper" / "table_clean_units.tex").read_text()
     assert r"RQ2 & minilm & mt\_adapter vs st\_matched (bc2gm) & ncbi\_disease & 100/400 &" \
         in table
+
+
+def test_results_not_tied_to_the_contamination_file_say_so_in_one_line(tmp_path):
+    """Issue 24: a file whose overlapping unit ids do not occur in the predictions (another
+    id scheme), or whose test-unit count differs from the results' n_test, would otherwise
+    drop nothing and read "0 dropped"; the paper says the results are not tied to it."""
+    design = Design(tasks=("bc2gm", "chemprot"), n_units={"bc2gm": 300, "chemprot": 200},
+                    data_checksums=DATA_CHECKSUMS, write_predictions=True)
+    write_study(tmp_path / "results", design)
+    other_ids = [f"BC2GM-test-{i}" for i in range(40)]  # not the predictions' unit ids
+    doc = contamination_doc(design, {("bc2gm", "chemprot"): other_ids})
+    doc["units"]["chemprot"]["test"] = 250  # the results scored 200
+    cont = write_doc(tmp_path / "data" / "CONTAMINATION.json", doc)
+    proc = run_cli(str(tmp_path / "paper"), "--results", str(tmp_path / "results"),
+                   "--resamples", "50", "--contamination", str(cont), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = (tmp_path / "paper" / "SUMMARY.txt").read_text()
+    tied = [line for line in summary.splitlines()
+            if line.startswith("results not tied to the contamination file")]
+    assert len(tied) == 2  # preamble and the contamination block, one line each
+    assert ("bc2gm: 40 of the 40 unit ids it lists as overlapping do not occur in job"
+            in tied[0])
+    assert "chemprot: job" in tied[0] and "scored 200 test units, the file counts 250" in tied[0]
+    assert "results not tied to the contamination file" in proc.stderr
+    stats = strict_json(tmp_path / "paper" / "statistics.json")
+    (rq1,) = rows(stats, "rq1", "bc2gm")
+    assert rq1["clean"]["n"] == 0 and "not tied to the contamination file" in \
+        rq1["clean"]["reason"]
+    assert "0 dropped" not in summary and "(0 of 300 dropped" not in summary
+    # the matching file: tied, no such line
+    good = write_doc(tmp_path / "data2" / "CONTAMINATION.json", contamination_doc(
+        design, {("bc2gm", "chemprot"): leaked_ids("bc2gm", 40)}))
+    proc = run_cli(str(tmp_path / "paper2"), "--results", str(tmp_path / "results"),
+                   "--resamples", "50", "--contamination", str(good), cwd=tmp_path)
+    assert proc.returncode == 0 and "not tied" not in proc.stderr
+    assert "not tied" not in (tmp_path / "paper2" / "SUMMARY.txt").read_text()

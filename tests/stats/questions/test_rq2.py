@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from stats.questions import rq2
 from tests.stats.sections import build
@@ -35,11 +36,12 @@ def write_job(root, job_id, *, strategy, experiment, tasks, seed, trainable, ada
     return d
 
 
-def write_heldout(job_dir, job_id, task, seed, tp_rate):
-    """Units: one gold entity each; tp with probability tp_rate (fixed pattern), else fn + fp."""
+def write_heldout(job_dir, job_id, task, seed, tp_rate, jitter=0.0):
+    """Units: one gold entity each; tp with probability tp_rate + jitter (fixed pattern),
+    else fn + fp. ``jitter``: this run's seed-to-seed deviation of quality."""
     d = job_dir / "heldout" / task / f"seed{seed}"
     (d / "predictions").mkdir(parents=True)
-    n_tp = round(tp_rate * N_UNITS)
+    n_tp = round((tp_rate + jitter) * N_UNITS)
     # which units are right depends on the seed a little, so the seeds differ
     order = np.random.default_rng(seed).permutation(N_UNITS)
     tp = np.zeros(N_UNITS, dtype=np.int64)
@@ -64,6 +66,9 @@ def write_heldout(job_dir, job_id, task, seed, tp_rate):
 def study(tmp_path):
     root = tmp_path / "results" / "s"
     truth = {}
+    # every run's quality deviates a little from its system's (seed-to-seed variation): the
+    # test over source seeds needs it
+    jitter = iter(np.random.default_rng(5).normal(0, 0.01, size=100))
     for seed in (1, 2, 3):
         mt = write_job(root, f"mt{seed}", strategy="multi_task", experiment="mt_adapter",
                        tasks=["bc2gm", "jnlpba"], seed=seed, trainable=300_000)
@@ -74,11 +79,13 @@ def study(tmp_path):
                        tasks=["bc2gm"], seed=seed, trainable=23_000_000, adapter=False)
         write_heldout(nf, f"ft{seed}", "ncbi_disease", 1, 0.99)
         for ho in (1, 2):
-            truth.setdefault("mt", []).append(write_heldout(mt, f"mt{seed}", "ncbi_disease", ho, 0.80))
-            truth.setdefault("st", []).append(write_heldout(st, f"st{seed}", "ncbi_disease", ho, 0.70))
-            # s800: identical quality on both sides (no difference)
-            write_heldout(mt, f"mt{seed}", "s800", ho, 0.6)
-            write_heldout(st, f"st{seed}", "s800", ho, 0.6)
+            truth.setdefault("mt", []).append(
+                write_heldout(mt, f"mt{seed}", "ncbi_disease", ho, 0.80, next(jitter)))
+            truth.setdefault("st", []).append(
+                write_heldout(st, f"st{seed}", "ncbi_disease", ho, 0.70, next(jitter)))
+            # s800: the same quality on both sides (no difference in truth)
+            write_heldout(mt, f"mt{seed}", "s800", ho, 0.6, next(jitter))
+            write_heldout(st, f"st{seed}", "s800", ho, 0.6, next(jitter))
         write_heldout(mt, f"mt{seed}", "linnaeus", 1, 0.5)  # only MT ran linnaeus
     # a malformed held-out file is skipped with its path, never a crash
     bad = root / "mt1" / "heldout" / "bc5cdr_chem" / "seed1"
@@ -95,21 +102,30 @@ def test_known_advantage_found(study, tmp_path):
     assert set(rows) == {"ncbi_disease", "s800", "linnaeus"}
     ncbi = rows["ncbi_disease"]
     want = np.mean(truth["mt"]) - np.mean(truth["st"])  # 0.80 - 0.70 in F1 terms
-    assert want == pytest.approx(0.10)
+    assert want == pytest.approx(0.10, abs=0.02)
     assert ncbi["n"] == 6  # 3 source seeds x 2 held-out seeds
-    assert ncbi["bootstrap"]["delta"] == pytest.approx(want)
+    # the test is over the 3 source seeds, each side averaged over its 2 head seeds
+    assert ncbi["source_seeds"] == [1, 2, 3] and ncbi["paired_t"]["n"] == 3
+    pairs = np.reshape(truth["mt"], (3, 2)).mean(1) - np.reshape(truth["st"], (3, 2)).mean(1)
+    assert ncbi["mean_diff"] == pytest.approx(pairs.mean())
+    assert ncbi["paired_t"]["p"] == pytest.approx(sps.ttest_1samp(pairs, 0).pvalue)
+    assert ncbi["diff_interval"]["low"] > 0 and ncbi["significant"] is True
+    assert ncbi["bootstrap"]["delta"] == pytest.approx(want)  # secondary: test units
     assert ncbi["bootstrap"]["low"] < want < ncbi["bootstrap"]["high"]
-    assert ncbi["bootstrap"]["low"] > 0 and ncbi["significant"] is True
     assert ncbi["bootstrap"]["n_units"] == N_UNITS
     assert ncbi["param_relative_gap"] == pytest.approx(3000 / 300_000)
     assert ncbi["param_matched_to_mt"] is True
     s800 = rows["s800"]
-    assert s800["bootstrap"]["delta"] == 0.0 and s800["significant"] is False
+    assert abs(s800["mean_diff"]) < 0.02 and s800["significant"] is False
     assert rows["linnaeus"]["n"] == 0 and "single-task" in rows["linnaeus"]["reason"]
-    assert ncbi["holm_family_size"] == 2
+    assert ncbi["holm_family_size"] == 2  # every RQ2 comparison with a test
+    for r in (ncbi, s800):  # the printed interval agrees with its unadjusted p (issue 24)
+        ci = r["diff_interval"]
+        assert (ci["low"] > 0 or ci["high"] < 0) == (r["paired_t"]["p"] < 0.05)
     assert any("bc5cdr_chem" in s["path"] for s in out["skipped"])
     tex = (tmp_path / "paper" / "table_rq2_heldout.tex").read_text()
-    assert r"\toprule" in tex and r"ncbi\_disease" in tex and "+10.0$^{*}$" in tex
+    assert r"\toprule" in tex and r"ncbi\_disease" in tex
+    assert f"{100 * ncbi['mean_diff']:+.1f}$^{{*}}$" in tex and "3 (6)" in tex
     assert "nan" not in tex.lower()
     # same seed -> same interval
     again = build("rq2", [results], tmp_path / "paper2", seed=7, resamples=2000)
@@ -184,8 +200,9 @@ def write_adapter_pair(root, seed: int):
     st = write_job(root, f"st{seed}", strategy="single_task", experiment="st_matched",
                    tasks=["bc2gm"], seed=seed, trainable=297_000, matched_to="mt_adapter")
     for ho in (1, 2):
-        write_heldout(mt, f"mt{seed}", "ncbi_disease", ho, 0.80)
-        write_heldout(st, f"st{seed}", "ncbi_disease", ho, 0.70)
+        # a little seed-to-seed variation (fixed), so the test over source seeds has some
+        write_heldout(mt, f"mt{seed}", "ncbi_disease", ho, 0.80, 0.005 * ((3 * seed + ho) % 4))
+        write_heldout(st, f"st{seed}", "ncbi_disease", ho, 0.70, 0.005 * ((5 * seed + ho) % 3))
     return mt, st
 
 

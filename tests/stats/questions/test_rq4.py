@@ -1,10 +1,12 @@
 """RQ4 on a synthetic gain matrix whose Spearman correlation with similarity is known."""
 
+import itertools
 import json
 import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from stats.questions import rq4
 from tests.stats.questions.test_rq2 import write_job
@@ -75,7 +77,18 @@ def test_gains_correlation_and_negative_transfer(results, tmp_path):
     assert corr["label_jaccard"]["rho"] == pytest.approx(RHO, abs=1e-9)
     assert corr["unigram_jsd"]["rho"] == pytest.approx(-RHO, abs=1e-9)  # divergence
     assert corr["label_jaccard"]["n"] == 6
-    assert 0 < corr["label_jaccard"]["p"] < 0.05
+    # the p is a permutation test over the 3 task labels (all 3! = 6 labellings), not
+    # scipy's, which treats the 6 pairs as independent (issue 24)
+    perms = []
+    for order in itertools.permutations(TASKS):
+        relabel = dict(zip(TASKS, order))
+        xs_perm = [SIM[tuple(sorted((relabel[t], relabel[s])))] for t, s in GAIN]
+        perms.append(sps.spearmanr(xs_perm, list(GAIN.values()))[0])
+    want = np.mean(np.abs(perms) >= RHO - 1e-12)
+    assert corr["label_jaccard"]["p"] == pytest.approx(want) and want >= 2 / 6
+    assert corr["label_jaccard"]["permutation"]["exact"] is True
+    assert corr["label_jaccard"]["permutation"]["permutations"] == 6
+    assert 0 < corr["label_jaccard"]["p_pairs"] < 0.05  # what the pairs-as-independent p says
     # OLS line of gain on similarity through the six points, by numpy
     xs = [SIM[tuple(sorted(k))] for k in GAIN]
     slope, _ = np.polyfit(xs, list(GAIN.values()), 1)
@@ -84,6 +97,9 @@ def test_gains_correlation_and_negative_transfer(results, tmp_path):
     tex = (paper / "table_rq4_gains.tex").read_text()
     assert "negative" in tex and "nan" not in tex.lower()
     assert "+0.96" in (paper / "table_rq4_similarity_gain.tex").read_text()
+    assert "permutation test over task labels" in (paper / "table_rq4_similarity_gain.tex").read_text()
+    summary = (paper / "SUMMARY.txt").read_text()
+    assert "permutation p 0.333 (task labels permuted, all 6 permutations" in summary
     for stem in ("fig_rq4_gain_matrix_minilm_pairs", "fig_rq4_similarity",
                  "fig_rq4_similarity_vs_gain_minilm"):
         assert (paper / f"{stem}.pdf").is_file() and (paper / f"{stem}.png").is_file()
@@ -142,12 +158,14 @@ def test_tables_compile_with_pdflatex(tmp_path):
     corr = rq4.similarity_vs_gain(
         [{"model": "m", "target": t, "partner": p, "mean_gain": g, "mt_experiment": "x"}
          for (t, p), g in GAIN.items()], sim_doc())
-    point = {"task": "bc2gm", "model": "m_1", "experiment": "st", "level": "int8", "metric": 0.8,
+    point = {"task": "bc2gm", "model": "m_1", "experiment": "st", "level": "int8", "device": "cpu", "metric": 0.8,
              "size_on_disk_bytes": 2e7, "latency_ms_per_example": 1.0, "ece_before": 0.1,
              "ece_after": 0.05, "temperature": 1.2, "pareto_size": True, "pareto_latency": False}
     ho = {"model": "m", "task": "s800", "mt_experiment": "mt_a", "st_experiment": "st_b",
           "st_tasks": "bc2gm", "n": 2, "mt_mean": 0.7, "st_mean": 0.6, "significant": True,
-          "bootstrap": {"delta": 0.1, "low": 0.05, "high": 0.15}, "p_holm": 0.02,
+          "bootstrap": {"delta": 0.1, "low": 0.05, "high": 0.15, "p_boot": 0.01},
+          "mean_diff": 0.1, "diff_interval": {"low": 0.02, "high": 0.18, "level": 0.95},
+          "paired_t": {"p": 0.03, "reason": None}, "source_seeds": [1, 2], "p_holm": 0.02,
           "mt_trainable": 3e5, "st_trainable": 2.9e5, "param_relative_gap": 0.033}
     body = "\n".join([rq4.gain_table(rows, sim_doc()), rq4.correlation_table(corr),
                       rq3.table([point], [{"model": "m", "experiment": "e", "level": "nf4",

@@ -7,7 +7,7 @@ import json
 import shutil
 
 from stats.core.analysis import Options, Study, analyse
-from stats.core.tests import NOT_SHOWN, NOT_TESTABLE
+from stats.core.tests import NOT_TESTABLE
 from stats.read.results import load_results
 from stats.report import build_paper
 from tests.stats.synthetic import Design, write_study
@@ -69,14 +69,15 @@ def test_a_skipped_task_is_not_testable_and_the_others_keep_their_verdicts(tmp_p
 
 
 def test_missing_jobs_are_not_called_unreachable(tmp_path):
-    """The control: the same jobs simply absent (failed, not run yet) stay 'not shown'."""
+    """The control: the same jobs simply absent (failed, not run yet) are not testable for
+    that reason, never called unreachable."""
     root = tmp_path / "r"
     write_study(root, Design(tasks=("bc2gm", "chemprot"), n_units=SMALL))
     for d in _tc_dirs(root, "chemprot"):
         shutil.rmtree(d)
     loaded, rows = _rows(root)
     assert not loaded.not_run
-    assert rows["chemprot"]["verdict"] == NOT_SHOWN
+    assert rows["chemprot"]["verdict"] == NOT_TESTABLE
     assert "unreachable" not in rows["chemprot"]["reason"]
 
 
