@@ -12,7 +12,7 @@ from stats.questions.context import Context, SectionOutput, SummaryBlock
 from stats.read.results import TC
 from stats.render import tables
 from stats.render.numbers import interval, num, p_value, points, tokens
-from stats.render.summary import clean_units_text, effect_text, pooled_text, seeds_text
+from stats.render.summary import clean_units_text, effect_text, mde_text, pooled_text, seeds_text
 
 
 def _rq5_family_line(f: dict[str, Any]) -> str:
@@ -72,7 +72,7 @@ def _rq5_lines(r: dict[str, Any], family: dict[str, Any]) -> list[str]:
         f"Holm p {p_value(r['p_holm'])}; effect {effect_text(r['d_z'])}, "
         f"{pooled_text(r['pooled_d'])}; token efficiency MT {num(r['mt_efficiency'], '.4f')}, "
         f"TC {num(r['tc_efficiency'], '.4f')} per million tokens; MDE (80% power) "
-        f"{points(r['mde']['raw'], False)} points")
+        f"{mde_text(r)}")
     out = [head, numbers, _sensitivity_line(r)]
     return out + ([_clean_rq5_line(r)] if "clean" in r else [])
 

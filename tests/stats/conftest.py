@@ -87,3 +87,18 @@ def degenerate_paper(tmp_path_factory):
     degenerate_study(root / "results")
     build_paper(root / "paper", [root / "results"], Options(resamples=100))
     return root / "paper"
+
+
+@pytest.fixture(scope="session")
+def full_scale_paper(tmp_path_factory):
+    """The methodology's full design (4 encoders x 8 tasks x 4 multi-task sets x 2
+    token-controlled experiments, 3 seeds; tests/stats/synthetic.full_study_design) turned
+    into paper/ in-process, with few resamples: the layout at full scale (issue 27)."""
+    from stats.core.analysis import Options
+    from stats.report import build_paper
+    from tests.stats.synthetic import full_study_design
+
+    root = tmp_path_factory.mktemp("full_scale")
+    write_study(root / "results", full_study_design())
+    build_paper(root / "paper", [root / "results"], Options(resamples=50))
+    return root / "paper"
