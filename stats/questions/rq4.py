@@ -188,7 +188,8 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
                    "positive" if r.get("positive_transfer") else
                    "not significant" if r.get("significant") is False else NA)
         sims = [fmt(similarity_value(doc, m, r["target"], r["partner"]), 2) for m in measures]
-        body.append([latex_escape(r["model"]), latex_escape(r["mt_experiment"]),
+        # the experiment without its task set: Target and Partner name the set
+        body.append([latex_escape(r["model"]), latex_escape(r["mt_experiment"].split("[")[0]),
                      latex_escape(r["target"]), latex_escape(r["partner"]), str(r["n"]), gain,
                      fmt(r.get("p_holm"), 3), verdict, _unit_cell(r.get("unit_bootstrap"))]
                     + sims)
@@ -200,7 +201,7 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
                 "transfer = significantly below zero.  Units: paired bootstrap over the "
                 "target's test units (test-set uncertainty only; not used for the verdict).",
         notes=[("Similarity columns from task_similarity.json; unigram JSD is a divergence "
-                "(0 = identical unigram distributions).")])
+                "(0 = identical unigram distributions).")], size=r"\scriptsize")
 
 
 def _unit_cell(boot: dict | None) -> str:
@@ -254,7 +255,7 @@ def plot_gain_matrix(rows: Sequence[dict]) -> dict:
         vmax = float(np.nanmax(np.abs(mat))) if np.isfinite(mat).any() else 1.0
         vmax = vmax or 1.0
         size = 1.2 + 0.7 * len(tasks)
-        fig, ax = plt.subplots(figsize=(size + 1.2, size))
+        fig, ax = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
         im = ax.imshow(mat, cmap="RdBu", vmin=-vmax, vmax=vmax)
         for r in fam:
             if r.get("mean_gain") is None:
@@ -267,7 +268,7 @@ def plot_gain_matrix(rows: Sequence[dict]) -> dict:
         ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
         ax.set_xlabel("partner task")
         ax.set_ylabel("target task")
-        ax.set_title(f"{model} / {exp}: gain (points); * Holm p<0.05", fontsize=9)
+        ax.set_title(f"{model} / {exp}\ngain (points); * Holm p<0.05", fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
         figs[f"fig_rq4_gain_matrix_{_slug(model)}_{_slug(exp)}"] = fig
     return figs
@@ -278,7 +279,7 @@ def plot_similarity(doc: dict) -> dict:
     measures = list(doc["measures"])
     tasks = doc["tasks"]
     fig, axes = plt.subplots(1, len(measures), figsize=(3.6 * len(measures), 3.6),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax, m in zip(axes[0], measures):
         mat = np.array([[np.nan if v is None else v for v in row]
                         for row in doc["measures"][m]], dtype=float)

@@ -87,4 +87,5 @@ def figures_section(ctx: Context) -> SectionOutput:
         "fig_strategy_bars": figures.strategy_bars(ctx.analysis),
         "fig_validation_curves": figures.validation_curves(ctx.study),
         "fig_transfer_heatmap": figures.transfer_heatmap(ctx.analysis),
+        "fig_rq5_transfer": figures.rq5_bars(ctx.analysis),
     })

@@ -92,10 +92,11 @@ def table_context(caption: str, label: str, colspec: str, header: list[str],
 
 
 def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, caption: str,
-                 label: str, align: str | None = None, notes: Sequence[str] = ()) -> str:
+                 label: str, align: str | None = None, notes: Sequence[str] = (),
+                 size: str = r"\small") -> str:
     """The RQ2-RQ4 tables (templates/table_simple.tex.j2): ``header``, ``caption`` and
     ``notes`` are plain text, escaped here; row cells are already LaTeX. A row of one cell
-    spans the whole width (an "n/a: reason" line)."""
+    spans the whole width (an "n/a: reason" line). ``size``: the font size command."""
     ncol = len(header)
     lines = []
     for row in rows:
@@ -110,4 +111,4 @@ def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, captio
     return render(environment(), "table_simple.tex.j2", caption=latex_escape(caption),
                   label=label, align=align or "l" * ncol,
                   header=[latex_escape(h) for h in header], rows=lines,
-                  notes=[latex_escape(n) for n in notes])
+                  notes=[latex_escape(n) for n in notes], size=size)

@@ -98,7 +98,26 @@ def full_scale_paper(tmp_path_factory):
     from stats.report import build_paper
     from tests.stats.synthetic import full_study_design
 
+    import stats.report
+    from tests.stats.figtext import texts_outside
+
     root = tmp_path_factory.mktemp("full_scale")
     write_study(root / "results", full_study_design())
-    build_paper(root / "paper", [root / "results"], Options(resamples=50))
+    save = stats.report.atomic_savefig
+
+    def checked(fig, path, **kwargs):
+        """Each figure the report writes, checked before it is saved (as the PNG)."""
+        if Path(path).suffix == ".png":
+            FIGURE_TEXTS_OUTSIDE[Path(path).stem] = texts_outside(fig)
+        save(fig, path, **kwargs)
+
+    stats.report.atomic_savefig = checked
+    try:
+        build_paper(root / "paper", [root / "results"], Options(resamples=50))
+    finally:
+        stats.report.atomic_savefig = save
     return root / "paper"
+
+
+# figure stem -> texts that leave the image, for the figures full_scale_paper wrote
+FIGURE_TEXTS_OUTSIDE: dict[str, list[str]] = {}
