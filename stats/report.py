@@ -40,6 +40,7 @@ SECTIONS: list[Section] = [
     Section("rq4", ("RQ4",), rq4.section),
     # after rq2: it reads the RQ2 rows' clean-unit results from ctx.shared
     Section("contamination", (), contamination.section),
+    Section("blurb", (), study.blurb_section),
     Section("figures", (), study.figures_section),
 ]
 RESEARCH_QUESTIONS = ("RQ1", "RQ2", "RQ3", "RQ4", "RQ5")

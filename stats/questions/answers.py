@@ -314,6 +314,21 @@ def power_answer(rq1: list[dict[str, Any]], rq5: list[dict[str, Any]],
     return out
 
 
+def _underpowered(power: dict[str, Any]) -> str | None:
+    """Why a "not met" of RQ1 / RQ5 says nothing: the study cannot detect the differences
+    the methodology expects (its MDE is above +5 points, or unknown); None when it can."""
+    hi_g = RQ1_GAIN_RANGE[1]
+    if power["seeds"] is None:
+        return None
+    if power["mde_points"] is None:
+        return "underpowered: no measured spread to size the tests by"
+    if power["mde_points"] > hi_g:
+        detectable = ("no difference within the metric's range" if not power["detectable"]
+                      else f"only differences of {power['mde_points']:.1f}+ points")
+        return f"underpowered: {power['seeds']} seeds detect {detectable}"
+    return None
+
+
 def wrap(line: str, width: int = WIDTH) -> list[str]:
     """A line folded at spaces into lines of at most ``width``, continuations indented."""
     if len(line) <= width:
@@ -333,7 +348,15 @@ def answers(statistics: dict[str, Any], tasks: list[str], alpha: float) -> tuple
     entry: dict[str, Any] = {}
     lines: list[str] = []
 
+    power = power_answer(rq1, rq5, alpha)
+    weak = _underpowered(power)
+
     def question(key: str, title: str, ans: dict[str, Any]) -> None:
+        if weak and key in ("rq1", "rq5"):  # "not met" by a test that could not see it
+            for c in ans["criteria"]:
+                if c["status"] in (MET, NOT_MET):  # a met one stands, read with the Power line
+                    c["status"] = MET if c["status"] == MET else NOT_TESTABLE
+                    c["detail"] = f"{c['detail']}; {weak}"
         entry[key] = {k: v for k, v in ans.items() if k != "lines"}
         lines.append(title)
         lines.extend(ans["lines"])
@@ -360,7 +383,6 @@ def answers(statistics: dict[str, Any], tasks: list[str], alpha: float) -> tuple
             without.append(f"{key.upper()} ({ans['criteria'][0]['detail']})")
     if without:
         lines.append("No results for " + "; ".join(without) + ": their criteria are not testable.")
-    power = power_answer(rq1, rq5, alpha)
     entry["power"] = {k: v for k, v in power.items() if k != "sentence"}
     lines.append(power["sentence"])
     key = names.key(used_only=True)

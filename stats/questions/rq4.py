@@ -176,9 +176,16 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
     header = ["Model", "Experiment", "Target", "Partner", "n", "Gain [95% CI]", "p (Holm)",
               "Transfer", "Units: [95% CI], p"] + [MEASURE_LABELS.get(m, m) for m in measures]
     body = []
+    reasons: list[str] = []  # "n/a" cells carry a letter; the notes give the reasons
+
+    def na(reason: str) -> str:
+        if reason not in reasons:
+            reasons.append(reason)
+        return f"n/a$^{{{chr(ord('a') + reasons.index(reason) % 26)}}}$"
+
     for r in rows:
         if r.get("mean_gain") is None:
-            gain = latex_escape(f"n/a: {r['reason']}")
+            gain = na(str(r["reason"]))
         else:
             si = r.get("seed_interval") or {}
             ci = (f" [{fmt(si['low'], 1, 100, True)}, {fmt(si['high'], 1, 100, True)}]"
@@ -191,7 +198,7 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
         # the experiment without its task set: Target and Partner name the set
         body.append([latex_escape(r["model"]), latex_escape(r["mt_experiment"].split("[")[0]),
                      latex_escape(r["target"]), latex_escape(r["partner"]), str(r["n"]), gain,
-                     fmt(r.get("p_holm"), 3), verdict, _unit_cell(r.get("unit_bootstrap"))]
+                     fmt(r.get("p_holm"), 3), verdict, _unit_cell(r.get("unit_bootstrap"), na)]
                     + sims)
     return simple_table(
         header, body, align="llllrlrll" + "r" * len(measures), label="tab:rq4_gains",
@@ -201,14 +208,16 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
                 "transfer = significantly below zero.  Units: paired bootstrap over the "
                 "target's test units (test-set uncertainty only; not used for the verdict).",
         notes=[("Similarity columns from task_similarity.json; unigram JSD is a divergence "
-                "(0 = identical unigram distributions).")], size=r"\scriptsize")
+                "(0 = identical unigram distributions).")]
+        + [f"{chr(ord('a') + i % 26)}: {why}" for i, why in enumerate(reasons)],
+        size=r"\scriptsize")
 
 
-def _unit_cell(boot: dict | None) -> str:
+def _unit_cell(boot: dict | None, na) -> str:
     if not boot:
         return NA
     if boot.get("low") is None:
-        return latex_escape(f"n/a: {boot.get('reason')}")
+        return na(str(boot.get("reason")))
     return (f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}], "
             f"{fmt(boot['p_boot'], 3)}")
 

@@ -436,3 +436,47 @@ def clean_units_table(env: jinja2.Environment, entries: list[dict[str, Any]], al
                         empty_reason)
     return render(env, "table_clean_units.tex.j2", placement="t", size=r"\scriptsize",
                   source=source, **ctx)
+
+
+def blurb_table(env: jinja2.Environment, rows: list[dict[str, Any]],
+                source: str = "results") -> str:
+    """The BLURB-comparable metrics (stats.questions.study.blurb_rows): tasks down the page,
+    per model its single-task and its largest multi-task system, mean over seeds (× 100)."""
+    fn = Footnotes()
+    cols = list(dict.fromkeys((r["model"], r["strategy"], r["experiment"]) for r in rows))
+    tasks = sorted({r["task"] for r in rows})
+    cell = {(r["model"], r["strategy"], r["experiment"], r["task"]): r for r in rows}
+    models = list(dict.fromkeys(c[0] for c in cols))
+    names = Names([c[2] for c in cols], tasks)
+    spans = " & ".join(rf"\multicolumn{{{sum(c[0] == m for c in cols)}}}{{c}}{{{latex_escape(m)}}}"
+                       for m in models)
+    header = [f"& & {spans}",
+              "Task & Metric & " + " & ".join("ST" if s == ST else "MT" for _, s, _ in cols)]
+    systems = "; ".join(f"{'ST' if s == ST else 'MT'} = {', '.join(sorted({names(c[2]) for c in cols if c[1] == s}))}"
+                        for s in dict.fromkeys(c[1] for c in cols))
+    body = []
+    for task in tasks:
+        metric = next(r["metric"] for r in rows if r["task"] == task)
+        cells = [latex_escape(task), _metric_label(metric)]
+        for c in cols:
+            r = cell.get((*c, task))
+            if r is None:
+                cells.append("--")
+            elif r["mean"] is None:
+                cells.append(fn.na(r["reason"]))
+            else:
+                cells.append(pts(r["mean"]) + (fn.mark(f"{metric}: not every column's metric")
+                                               if r["metric"] != metric else ""))
+        body.append(cells)
+    notes = [(r"Mean over seeds ($\times 100$) of the metric BLURB-era papers report: NER "
+              r"lenient F1 (seqeval's default, conlleval chunking), relation extraction "
+              r"micro-F1 over the positive classes, otherwise the primary metric; ST: the "
+              r"single-task system, MT: the model's multi-task system over the most tasks. "
+              r"For comparison with published numbers only; the tests use the primary metric. "
+              + latex_escape(f"Systems: {systems}.")),
+             *_key_note(names), *fn.notes()]
+    ctx = table_context("BLURB-comparable test metrics.", "tab:blurb",
+                        "ll" + "c" * max(len(cols), 1), header, [body], notes,
+                        len(cols) + 2, "no results")
+    return render(env, "table_single_task.tex.j2", placement="t", size=r"\scriptsize",
+                  source=source, **ctx)

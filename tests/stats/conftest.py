@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,12 +95,11 @@ def full_scale_paper(tmp_path_factory):
     """The methodology's full design (4 encoders x 8 tasks x 4 multi-task sets x 2
     token-controlled experiments, 3 seeds; tests/stats/synthetic.full_study_design) turned
     into paper/ in-process, with few resamples: the layout at full scale (issue 27)."""
+    import stats.report
     from stats.core.analysis import Options
     from stats.report import build_paper
-    from tests.stats.synthetic import full_study_design
-
-    import stats.report
     from tests.stats.figtext import texts_outside
+    from tests.stats.synthetic import full_study_design
 
     root = tmp_path_factory.mktemp("full_scale")
     write_study(root / "results", full_study_design())
@@ -121,3 +121,9 @@ def full_scale_paper(tmp_path_factory):
 
 # figure stem -> texts that leave the image, for the figures full_scale_paper wrote
 FIGURE_TEXTS_OUTSIDE: dict[str, list[str]] = {}
+
+
+def flat(summary: str) -> str:
+    """SUMMARY.txt with every indented line joined to the one before it: a line folded at
+    160 characters (stats.render.summary.fold) reads as written, for substring checks."""
+    return re.sub(r"\n +", " ", summary)

@@ -9,8 +9,8 @@ import pytest
 
 from stats.core.analysis import Options
 from stats.core.power import mde_dz, seeds_needed
-from stats.report import build_paper
 from stats.render.summary import fold, mde_text
+from stats.report import build_paper
 from tests.stats.synthetic import Design, write_study
 
 SMALL = {"bc2gm": 300, "chemprot": 200, "biosses": 40}
