@@ -43,7 +43,7 @@ from stats.read.results import (
     read_predictions,
     trainable_params,
 )
-from stats.render.latex import latex_escape, simple_table
+from stats.render.latex import PlainFootnotes, latex_escape, simple_table
 from stats.render.numbers import NA, fmt, millions
 from stats.render.summary import clean_units_text
 
@@ -242,9 +242,10 @@ def table(rows: Sequence[dict]) -> str:
     header = ["Model", "Held-out task", "MT (exp.)", "ST (exp.: tasks)", "n", "MT", "ST",
               r"Δ [95% CI]", "p (Holm)", "Params MT / ST (gap)"]
     body = []
+    fn = PlainFootnotes()  # long reasons go to the notes: the table keeps the page width
     for r in rows:
         if r.get("task") is None:
-            body.append([latex_escape(f"{r['model']}: n/a: {r['reason']}")])
+            body.append([latex_escape(f"{r['model']}: ") + fn.na(str(r["reason"]))])
             continue
         boot = r.get("bootstrap") or {}
         mark = r"$^{*}$" if r.get("significant") else ""
@@ -253,7 +254,7 @@ def table(rows: Sequence[dict]) -> str:
                     f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}]"
                     + (r"$^{\dagger}$" if r.get("budget_note") else ""))
         else:
-            diff = latex_escape(f"n/a: {r.get('reason')}")
+            diff = fn.na(str(r.get("reason")))
         params = NA
         if r.get("mt_trainable") is not None and r.get("st_trainable") is not None:
             params = (f"{millions(r['mt_trainable'])}M / {millions(r['st_trainable'])}M "
@@ -264,14 +265,14 @@ def table(rows: Sequence[dict]) -> str:
                      fmt(r.get("mt_mean"), 1, 100), fmt(r.get("st_mean"), 1, 100), diff,
                      fmt(r.get("p_holm"), 3), params])
     return simple_table(
-        header, body, align="llllrrrlrl", label="tab:rq2_heldout",
+        header, body, align="llllrrrlrl", label="tab:rq2_heldout", size=r"\scriptsize",
         caption="RQ2: shared-adapter multi-task vs parameter-matched single-task encoders on "
                 "held-out tasks (primary metric, points; Δ = MT − ST with paired bootstrap 95% "
                 "CI over test units; p Holm-adjusted across held-out tasks; * p < 0.05).",
         notes=["Params: mean trainable parameters of the source jobs and |ST − MT| / MT."]
         + ([("† The fresh heads of the two sides trained on different numbers of examples "
             "(results from before [heldout] batch_size): not a like-for-like comparison.")]
-           if any(r.get("budget_note") for r in rows) else []))
+           if any(r.get("budget_note") for r in rows) else []) + fn.notes())
 
 
 def summary_lines(rows: Sequence[dict], reason: str | None) -> list[str]:

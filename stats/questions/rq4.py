@@ -43,7 +43,7 @@ from stats.read.similarity import (
     similarity_value,
 )
 from stats.render.figures import pyplot
-from stats.render.latex import latex_escape, simple_table
+from stats.render.latex import PlainFootnotes, latex_escape, simple_table
 from stats.render.numbers import NA, coefficient, fmt
 
 MEASURE_LABELS = {"label_jaccard": "label-schema Jaccard", "word_jaccard": "word Jaccard",
@@ -173,19 +173,13 @@ def similarity_vs_gain(rows: Sequence[dict], doc: dict | None) -> list[dict]:
 
 def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
     measures = list(doc["measures"]) if doc else []
-    header = ["Model", "Experiment", "Target", "Partner", "n", "Gain [95% CI]", "p (Holm)",
-              "Transfer", "Units: [95% CI], p"] + [MEASURE_LABELS.get(m, m) for m in measures]
+    header = ["Model", "Exp.", "Target", "Partner", "n", "Gain [95% CI]", "p (Holm)",
+              "Transfer", "Units [95% CI], p"] + [MEASURE_LABELS.get(m, m) for m in measures]
     body = []
-    reasons: list[str] = []  # "n/a" cells carry a letter; the notes give the reasons
-
-    def na(reason: str) -> str:
-        if reason not in reasons:
-            reasons.append(reason)
-        return f"n/a$^{{{chr(ord('a') + reasons.index(reason) % 26)}}}$"
-
+    fn = PlainFootnotes()  # "n/a" cells carry a letter; the notes give the reasons
     for r in rows:
         if r.get("mean_gain") is None:
-            gain = na(str(r["reason"]))
+            gain = fn.na(str(r["reason"]))
         else:
             si = r.get("seed_interval") or {}
             ci = (f" [{fmt(si['low'], 1, 100, True)}, {fmt(si['high'], 1, 100, True)}]"
@@ -193,31 +187,32 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
             gain = fmt(r["mean_gain"], 1, 100, True) + ci
         verdict = ("negative" if r.get("negative_transfer") else
                    "positive" if r.get("positive_transfer") else
-                   "not significant" if r.get("significant") is False else NA)
+                   "n.s." if r.get("significant") is False else NA)
         sims = [fmt(similarity_value(doc, m, r["target"], r["partner"]), 2) for m in measures]
         # the experiment without its task set: Target and Partner name the set
         body.append([latex_escape(r["model"]), latex_escape(r["mt_experiment"].split("[")[0]),
                      latex_escape(r["target"]), latex_escape(r["partner"]), str(r["n"]), gain,
-                     fmt(r.get("p_holm"), 3), verdict, _unit_cell(r.get("unit_bootstrap"), na)]
+                     fmt(r.get("p_holm"), 3), verdict, _unit_cell(r.get("unit_bootstrap"), fn)]
                     + sims)
     return simple_table(
         header, body, align="llllrlrll" + "r" * len(measures), label="tab:rq4_gains",
         caption="RQ4: transfer gain of the target task when trained with the partner "
                 "(multi-task minus single-task primary metric, points, mean over seeds with "
                 "t-interval); paired t-test over seeds, Holm across ordered pairs; negative "
-                "transfer = significantly below zero.  Units: paired bootstrap over the "
+                "transfer = significantly below zero (n.s.: not significant).  Units: paired "
+                "bootstrap over the "
                 "target's test units (test-set uncertainty only; not used for the verdict).",
         notes=[("Similarity columns from task_similarity.json; unigram JSD is a divergence "
                 "(0 = identical unigram distributions).")]
-        + [f"{chr(ord('a') + i % 26)}: {why}" for i, why in enumerate(reasons)],
+        + fn.notes(),
         size=r"\scriptsize")
 
 
-def _unit_cell(boot: dict | None, na) -> str:
+def _unit_cell(boot: dict | None, fn: PlainFootnotes) -> str:
     if not boot:
         return NA
     if boot.get("low") is None:
-        return na(str(boot.get("reason")))
+        return fn.na(str(boot.get("reason")))
     return (f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}], "
             f"{fmt(boot['p_boot'], 3)}")
 

@@ -75,6 +75,14 @@ class Footnotes:
         return [f"$^{{{_letter(i)}}}$\\,{latex_escape(r)}" for i, r in enumerate(self.reasons)]
 
 
+class PlainFootnotes(Footnotes):
+    """:class:`Footnotes` for :func:`simple_table`, whose notes are plain text (escaped
+    there): "a: reason"."""
+
+    def notes(self) -> list[str]:
+        return [f"{_letter(i)}: {r}" for i, r in enumerate(self.reasons)]
+
+
 def _letter(i: int) -> str:
     letters = "abcdefghijklmnopqrstuvwxyz"
     return letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26]
