@@ -240,7 +240,7 @@ def _budget_note(a: Sequence[HeldoutRun], b: Sequence[HeldoutRun]) -> str | None
 def table(rows: Sequence[dict]) -> str:
     """LaTeX: Δ = MT − ST in points with its 95% bootstrap CI, Holm p, parameter gap."""
     header = ["Model", "Held-out task", "MT (exp.)", "ST (exp.: tasks)", "n", "MT", "ST",
-              r"Δ [95% CI]", "p (Holm)", "Params MT / ST (gap)"]
+              r"Δ [95% CI]", "p (Holm)", "Params MT/ST (gap)"]
     body = []
     fn = PlainFootnotes()  # long reasons go to the notes: the table keeps the page width
     for r in rows:

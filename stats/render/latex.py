@@ -75,6 +75,21 @@ class Footnotes:
         return [f"$^{{{_letter(i)}}}$\\,{latex_escape(r)}" for i, r in enumerate(self.reasons)]
 
 
+HEADER_WRAP = 12  # a header cell longer than this is set on two lines (at a middle space)
+
+
+def _header_cell(text: str) -> str:
+    """A header cell, escaped; a long one of several words on two lines, so the header does
+    not set the width of a table of short numbers."""
+    words = str(text).split(" ")
+    if len(str(text)) <= HEADER_WRAP or len(words) < 2:
+        return latex_escape(text)
+    cut = min(range(1, len(words)),
+              key=lambda i: abs(len(" ".join(words[:i])) - len(" ".join(words[i:]))))
+    top, bottom = (latex_escape(" ".join(w)) for w in (words[:cut], words[cut:]))
+    return rf"\begin{{tabular}}[b]{{@{{}}c@{{}}}}{top}\\{{}}{bottom}\end{{tabular}}"  # {} ends \\'s [length]
+
+
 class PlainFootnotes(Footnotes):
     """:class:`Footnotes` for :func:`simple_table`, whose notes are plain text (escaped
     there): "a: reason"."""
@@ -118,5 +133,5 @@ def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, captio
         lines.append([rf"\multicolumn{{{ncol}}}{{l}}{{n/a: no rows}}"])
     return render(environment(), "table_simple.tex.j2", caption=latex_escape(caption),
                   label=label, align=align or "l" * ncol,
-                  header=[latex_escape(h) for h in header], rows=lines,
+                  header=[_header_cell(h) for h in header], rows=lines,
                   notes=[latex_escape(n) for n in notes], size=size)

@@ -133,7 +133,8 @@ def test_latex_escape_writes_the_unicode_signs_pdflatex_lacks():
 def test_simple_table_layout():
     tex = simple_table(["a_b", "c"], [["1", "2"], ["n/a: none"]], caption="x & y",
                        label="tab:t", align="lr", notes=["50%"])
-    assert tex == ("\\begin{table}[t]\n\\centering\n\\small\n\\caption{x \\& y}\n"
+    assert tex == ("\\begin{table}[t]\n\\centering\n\\small\n\\setlength{\\tabcolsep}{3pt}\n"
+                   "\\caption{x \\& y}\n"
                    "\\label{tab:t}\n\\begin{tabular}{lr}\n\\toprule\na\\_b & c \\\\\n"
                    "\\midrule\n1 & 2 \\\\\n\\multicolumn{2}{l}{n/a: none} \\\\\n"
                    "\\bottomrule\n\\end{tabular}\n\\par\\footnotesize 50\\%\n"
