@@ -72,6 +72,8 @@ from runner.data.tasks import get_task
 from runner.ml import batching
 from runner.ml.batching import encode_split
 from runner.ml.metrics import evaluate
+from runner.ml.runtime import matmul_peak_flops
+from runner.ml.runtime import synchronize as sync
 from runner.ml.train import autocast_dtype
 from runner.orchestrate.jobapi import JobContext, JobInterrupted
 from runner.recipes import train_job as engine_job
@@ -118,31 +120,6 @@ def model_path(name: str, tmp: Path) -> str:
     BertModel(config).save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak_flops(device: torch.device, dtype: torch.dtype | None,
-                      seconds: float = 3.0) -> float:
-    """Matmul FLOP/s (2 n^3 per product, best of short runs) in the run's precision: float32
-    at this thread count on CPU; the autocast dtype (bf16/fp16) or float32 on a GPU."""
-    n = 1024 if device.type == "cpu" else 8192
-    dt = dtype or torch.float32
-    a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    best, end = 0.0, time.monotonic() + seconds
-    while time.monotonic() < end:
-        t = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        sync(device)
-        best = max(best, 5 * 2 * n ** 3 / (time.perf_counter() - t))
-    return best
 
 
 def datasheet_peak(device_name: str, dtype: torch.dtype | None) -> float | None:

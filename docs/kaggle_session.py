@@ -93,6 +93,18 @@ def copy_missing(src: str | Path, dst: str | Path) -> int:
     return copied
 
 
+def call(cmd: list[str]) -> int:
+    """Run ``cmd``; its output (stdout and stderr) passed on line by line through ``print``,
+    so a notebook shows it (a child writing to the inherited descriptor would reach only the
+    kernel's log); its exit code."""
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+    with proc.stdout:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+    return proc.wait()
+
+
 def session(manifest: str | Path, *, time_budget: str = "11h30m", workers: str = "auto",
             input_root: str | Path = KAGGLE_INPUT, results_root: str | Path = KAGGLE_RESULTS,
             data_dir: str | Path = "data", extra_args: list[str] | None = None,
@@ -122,8 +134,8 @@ def session(manifest: str | Path, *, time_budget: str = "11h30m", workers: str =
         rc = main(args)
         main(["status", *args[:5]])
     else:
-        rc = subprocess.call([sys.executable, "-m", "runner", *args])
-        subprocess.call([sys.executable, "-m", "runner", "status", *args[:5]])
+        rc = call([sys.executable, "-m", "runner", *args])
+        call([sys.executable, "-m", "runner", "status", *args[:5]])
     print(f"exit code {rc}: {NEXT_STEPS.get(rc, 'unexpected exit code')}", flush=True)
     return rc
 

@@ -13,6 +13,8 @@
     python -m runner evaluate MANIFEST [--levels fp32,int8] [--batch-size 32] ...   (RQ3)
     python -m runner similarity --tasks a,b,... --out FILE | --manifest MANIFEST    (RQ4)
     python -m runner contamination [--manifest M | --tasks a,b] [--n 13] [--out FILE]   (RQ1)
+    python -m runner selfcheck [--device auto|cuda|cpu] [--out selfcheck]  (a new machine:
+                              jobs, kill and resume, --workers auto, tokens/s and MFU)
 
 Exit codes: 0 all done, 1 some job failed (the others went on), 2 bad input (one line on
 stderr, nothing written), 3 time budget reached or interrupted: run the same command again.
@@ -33,7 +35,8 @@ import sys
 from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIME_BUDGET, InputError
 from runner.outputs.evaluation import LEVELS
 
-COMMANDS = ("run", "plan", "status", "prepare", "evaluate", "similarity", "contamination")
+COMMANDS = ("run", "plan", "status", "prepare", "evaluate", "similarity", "contamination",
+            "selfcheck")
 
 
 class _Command(argparse.ArgumentParser):
@@ -75,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="RQ3: evaluate finished jobs' best weights at fp32/fp16/bf16/int8/nf4")
     sub.add_parser("similarity", declare=_declare_similarity,
                    help="RQ4: task similarity (label, word, word-piece Jaccard; unigram JSD)")
+    sub.add_parser("selfcheck", declare=_declare_selfcheck,
+                   help="check this machine first: tiny jobs of every strategy at the card's "
+                        "precision, kill -9 and resume, --workers auto, tokens/s and MFU "
+                        "(writes the --throughput file of plan --estimate)")
     return parser
 
 
@@ -109,6 +116,9 @@ def _declare_run(run: argparse.ArgumentParser) -> None:
                           "CPU worker without GPUs); N = N workers (GPUs shared round robin; "
                           "without GPUs the CPU cores are split between them). Worker logs: "
                           "<results>/ledger/workers/. Default: this process alone")
+    run.add_argument("--allow-more-workers", action="store_true",
+                     help="with --workers N: start N workers even where N is more than this "
+                          "machine's usable CPU cores and visible GPUs (refused otherwise)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="local (default): this machine; ray: every ready job becomes a Ray "
                           "task asking for 1 GPU (0 on a cluster without GPUs) and "
@@ -210,6 +220,50 @@ def _declare_similarity(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=similarity.run)
 
 
+def _declare_selfcheck(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "The first command on a new machine (runner/recipes/selfcheck.py): random-weight "
+        "MiniLM- and BERT-base-shaped encoders (no hub access), a tiny study of single-task, "
+        "multi-task and token-controlled jobs run with --workers auto (one worker per visible "
+        "GPU) at the card's precision, one run SIGKILLed after its first checkpoint and "
+        "resumed to the uninterrupted result, and training tokens/s and MFU per model "
+        "written to OUT/throughput.json for `plan --estimate --throughput`. Exit 0 every "
+        "check passed, 1 one failed, 2 bad input. About 10 minutes on one T4; --device cpu "
+        "runs the same checks in CPU mode in a minute or two.")
+    p.set_defaults(handler=_selfcheck)
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="cuda: fail (exit 2) when no GPU is visible; cpu: hide the GPUs "
+                        "(CPU mode: a 2-layer job model, a few throughput steps); auto: the "
+                        "GPU when there is one (default)")
+    p.add_argument("--out", default="selfcheck",
+                   help="output folder (default: selfcheck); an earlier selfcheck's is "
+                        "replaced, any other non-empty folder refused")
+    p.add_argument("--data-dir", default="data", help="prepared data (default: data)")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                   help="training precision (default auto: bf16 where the GPU has it in "
+                        "hardware, else fp16 with loss scaling; fp32 on CPU)")
+    p.add_argument("--models", default=None, metavar="NAME,...",
+                   help="shapes whose throughput is measured: minilm, bert-base, tiny "
+                        "(default minilm,bert-base)")
+    p.add_argument("--job-model", default=None, metavar="NAME",
+                   help="shape of the tiny study's encoder (default: minilm on a GPU, "
+                        "tiny on CPU)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps per throughput run (default 60 on a GPU, 4 on CPU)")
+    p.add_argument("--keep-models", action="store_true",
+                   help="keep the random-weight model folders under OUT/models")
+
+
+def _selfcheck(args: argparse.Namespace) -> int:
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""   # before torch is imported, and for children
+    from runner.recipes import selfcheck
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    return selfcheck.run(args.out, args.data_dir, args.device, args.precision, models,
+                         args.steps, args.job_model, args.keep_models)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -233,8 +287,26 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+# options whose value may start with "-" (a negative --time-budget must get its one-line
+# error, not argparse's usage block): "--time-budget -5s" is read as "--time-budget=-5s"
+_VALUE_OPTIONS = ("--time-budget", "--workers", "--results-dir", "--data-dir", "--worker-id")
+
+
+def _join_dash_values(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and not argv[i + 1].startswith("--"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def _main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_dash_values(list(sys.argv[1:] if argv is None else argv))
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")
     parser = _parser()
@@ -289,20 +361,58 @@ def _after_run(manifest, results_dir, data_dir, code: int) -> int:
 
 def _results_dir(args: argparse.Namespace, manifest):
     """The results folder, checked before any work: one that cannot be a folder we write into
-    (under a file, in /proc) is bad input, named where it was given: --results-dir or the
-    manifest's `results` line."""
+    (under a file, in /proc), an empty --results-dir, a link that leads nowhere (dangling,
+    a loop) and the data folder itself (or a folder holding or inside it) are bad input,
+    named where it was given: --results-dir or the manifest's `results` line."""
     from pathlib import Path
 
     from stats.fileio import folder_problem  # the one output-folder check
 
+    if args.results_dir is not None and not args.results_dir.strip():
+        raise InputError(None, "empty path (leave --results-dir out for the manifest's "
+                         "[study] results)", where="--results-dir")
     path = Path(args.results_dir or manifest.study.results)
-    problem = folder_problem(path, write=args.command == "run")
+    problem = _path_problem(path) or folder_problem(path, write=args.command == "run") \
+        or _data_overlap(path, Path(args.data_dir))
     if problem is None:
         return path
     if args.results_dir is not None:
         raise InputError(str(path), problem, where="--results-dir")
     raise InputError(manifest.path, f"{path}: {problem}", where="study.results",
                      line=manifest.study.results_line)
+
+
+def _path_problem(path) -> str | None:
+    """A results path that cannot be resolved: a symbolic link loop or a dangling link on
+    the way (or at its end)."""
+    import errno
+
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+        return None   # created by `run`
+    except NotADirectoryError:
+        return None   # under a file: folder_problem names the file
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (too many levels of symbolic links)"
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def _data_overlap(path, data_dir) -> str | None:
+    """The results folder must not be the data folder, inside it, or around it: the runner
+    writes job folders and its ledger there."""
+    results, data = os.path.realpath(path), os.path.realpath(data_dir)
+    if results == data:
+        return f"is the data folder ({data_dir}); give the study its own results folder"
+    if results.startswith(data + os.sep):
+        return f"lies inside the data folder ({data_dir}); give the study its own folder"
+    if data.startswith(results + os.sep):
+        return f"holds the data folder ({data_dir}); give the study its own folder"
+    return None
 
 
 def _run_flags(args: argparse.Namespace) -> int | None:
@@ -321,7 +431,9 @@ def _run_flags(args: argparse.Namespace) -> int | None:
     if args.workers is None:
         return None
     from runner.orchestrate import workers
-    return workers.parse_workers(args.workers)
+    n = workers.parse_workers(args.workers)
+    workers.check_workers(n, args.allow_more_workers)
+    return n
 
 
 def _models_left(plan, results_dir, retry_failed: bool) -> list[str]:
@@ -384,6 +496,14 @@ def _estimate(args: argparse.Namespace, plan) -> int:
         print(json.dumps(est.estimate_as_json(e), indent=1))
     else:
         print(est.render_estimate(e, max_rows=50 if len(plan.jobs) > 200 else None))
+        text_ids = est.text_control_ids(plan)
+        text = [j for j in e.jobs if j.job_id in text_ids]
+        if text:
+            print(f"of which {len(text)} text-matched control jobs: "
+                  f"{sum(j.hours or 0.0 for j in text):.2f} device-hours -- each costs what "
+                  f"its multi-task job costs (the same batches through the encoder; the "
+                  f"masked-LM head's output layer on 15% of the other tasks' tokens is not "
+                  f"counted)")
         left_out = len(plan.jobs) - len(sizes)
         if left_out:
             print(f"not estimated: {left_out} jobs whose tasks have no token counts in "

@@ -10,6 +10,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # some job failed; the others went on
 EXIT_BAD_INPUT = 2
 EXIT_TIME_BUDGET = 3  # time budget reached or interrupted: run the same command again to resume
+# the longest error line printed (characters): a message quoting a 5 MB manifest value is
+# cut here, with how long it was
+MAX_LINE = 1000
 
 
 class InputError(Exception):
@@ -32,4 +35,7 @@ class InputError(Exception):
         if self.file:
             head = self.file if self.line is None else f"{self.file}:{self.line}"
         parts = [p for p in (head, self.where) if p]
-        return ": ".join(parts + [self.message]).replace("\n", " ")
+        line = ": ".join(parts + [self.message]).replace("\n", " ")
+        if len(line) > MAX_LINE:
+            line = f"{line[:MAX_LINE]}... (cut: {len(line):,} characters)"
+        return line

@@ -9,6 +9,11 @@ from pathlib import Path
 
 from stats.fileio import EXIT_BAD_INPUT, EXIT_OK, StatsInputError, folder_problem
 
+# the most bootstrap resamples accepted: each interval keeps one float64 per resample and
+# metric and draws resamples x test units indices (in chunks); 100x the default of 10,000
+# still fits memory, 10^11 died with MemoryError (issue 25)
+MAX_RESAMPLES = 1_000_000
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -66,7 +71,10 @@ def _check_inputs(results: list[str]) -> None:
     for root in roots:
         if not root.is_dir():
             raise StatsInputError(root, "results folder does not exist (give --results DIR)")
-    if not any(next(result_files(root), None) for root in roots):
+    problems: list[str] = []   # unreadable or linked folders: say so, not "no result"
+    if not any(next(result_files(root, problems), None) for root in roots):
+        if problems:
+            raise StatsInputError(None, problems[0])
         where = "this folder" if len(roots) == 1 else "these folders"
         raise StatsInputError(", ".join(results), f"no result.json found below {where} (no "
                               "job has finished there; give the study's results folder)")
@@ -78,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     from stats.report import build_paper
 
     try:
-        if args.resamples < 1:
-            raise StatsInputError(None, "must be at least 1", where="--resamples")
+        if not 1 <= args.resamples <= MAX_RESAMPLES:
+            raise StatsInputError(None, f"must be between 1 and {MAX_RESAMPLES:,} (got "
+                                  f"{args.resamples:,})", where="--resamples")
         if not 0 < args.alpha < 1:
             raise StatsInputError(None, "must be between 0 and 1", where="--alpha")
         if not 0 < args.parity_threshold < 1:
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                                      parity_threshold=args.parity_threshold),
                              contamination=contamination)
     except StatsInputError as err:
+        for line in getattr(err, "lines", ())[1:]:   # RefusedResults: one line per result
+            print(f"refused: {line}", file=sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"read {report['jobs']} job(s), skipped {len(report['skipped'])} file(s); "

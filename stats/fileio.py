@@ -8,9 +8,11 @@ error that names the file and the place.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,42 @@ class StatsInputError(Exception):
         self.message = message
         parts = [p for p in (self.file, where) if p]
         super().__init__(": ".join(parts + [message]).replace("\n", " "))
+
+
+# the largest result.json / held-out / evaluation / contamination file read (bytes): the
+# biggest real one is well under a megabyte; a file larger than this is not one of ours
+# (a result.json symlinked to /dev/zero must not be read until the kernel kills us)
+MAX_JSON_BYTES = 64 << 20
+
+
+class FileTooLarge(ValueError):
+    """A file to read is not a regular file or is larger than its bound (one-line message)."""
+
+
+def read_bounded(path: str | os.PathLike, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; :class:`FileTooLarge` for a
+    device, a fifo or a larger file (checked on the open file, then by reading one byte
+    more than the bound, so a file that grows meanwhile is caught too); OSError as open()."""
+    with open(path, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise FileTooLarge("not a regular file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(f"larger than {limit} bytes")
+    return data
+
+
+def read_json_bounded(path: str | os.PathLike, limit: int = MAX_JSON_BYTES) -> Any:
+    """Parsed JSON of a bounded regular file (see :func:`read_bounded`); ValueError for bad
+    JSON or a file past its bound (or nested too deep to parse), OSError as open()."""
+    try:
+        return json.loads(read_bounded(path, limit))
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def folder_problem(path: str | os.PathLike, write: bool = True) -> str | None:

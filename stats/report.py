@@ -23,7 +23,7 @@ from stats.questions import contamination, rq1, rq2, rq3, rq4, rq5, study
 from stats.questions.answers import answers
 from stats.questions.context import Context, Section, SectionOutput, SummaryBlock
 from stats.read.contamination import Contamination, load_contamination
-from stats.read.results import load_results
+from stats.read.results import RefusedResults, load_results
 from stats.render import figures
 from stats.render.latex import environment, latex_escape
 from stats.render.summary import summary_text
@@ -74,7 +74,8 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
 
     Returns {"written": [paths], "jobs": n, "skipped": [...], "contamination": {...}}. Raises
     :class:`stats.fileio.StatsInputError` when a results folder does not exist or OUT is
-    not a folder.
+    not a folder, and :class:`stats.read.results.RefusedResults` (one line per result) when
+    a result must not be published (issue 25): nothing is written then.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -83,6 +84,11 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
     sections = SECTIONS if sections is None else sections
     loaded = load_results(list(results))
     the_study = Study(loaded.jobs, loaded.skipped, options)
+    # nothing wrong is published (issue 25): a result stats cannot vouch for stops the
+    # whole paper before anything is written
+    refused = loaded.refused + the_study.verify()
+    if refused:
+        raise RefusedResults(refused)
     analysis = analyse(the_study)
     cont = load_contamination(contamination, the_study.jobs)
     clean_rows = attach_clean(the_study, analysis, cont) if cont.usable else 0

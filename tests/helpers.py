@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def build_tiny_bert(path: Path, corpus: Iterable[str], vocab_size: int = 120) -> Path:
@@ -31,3 +37,61 @@ def build_tiny_bert(path: Path, corpus: Iterable[str], vocab_size: int = 120) ->
                          num_attention_heads=2, intermediate_size=64,
                          max_position_embeddings=64)).save_pretrained(path)
     return Path(path)
+
+
+NOBODY = 65534   # the uid and gid permission tests run as (root ignores permissions)
+
+
+def unprivileged(fn: Callable[[], Any], uid: int = NOBODY) -> Any:
+    """``fn()`` in a forked child running as ``uid`` (root reads a chmod 000 file, so a
+    permission test run as root would test nothing); returns what it returned, or raises
+    RuntimeError with the child's exception.  Only the fork is unprivileged: import
+    everything ``fn`` needs first (root's Python installation may be unreadable to ``uid``),
+    and give ``fn`` files in a folder ``uid`` may enter (:func:`shared_tmp`).  Without
+    root it calls ``fn`` directly."""
+    if os.geteuid() != 0:
+        return fn()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: drop to uid, run, send back (status, value), never return
+        code = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                payload = ("ok", fn())
+            except BaseException as err:  # noqa: BLE001 -- reported to the parent
+                payload = ("error", f"{type(err).__name__}: {err}")
+            with os.fdopen(write_end, "wb") as fh:
+                fh.write(pickle.dumps(payload))
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError("the unprivileged child died without an answer")
+    status, value = pickle.loads(data)
+    if status != "ok":
+        raise RuntimeError(value)
+    return value
+
+
+@contextlib.contextmanager
+def shared_tmp() -> Iterator[Path]:
+    """A temporary folder any user may enter and write (pytest's tmp_path is root's, mode
+    0700 above it), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="perm-test-"))
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        for parent, dirs, _ in os.walk(path):
+            for d in dirs:
+                os.chmod(os.path.join(parent, d), 0o755)
+        shutil.rmtree(path, ignore_errors=True)

@@ -82,6 +82,10 @@ class TrainingProgress:
     batch_order: str = LEGACY_BATCH_ORDER  # epoch_plan's order (batching.BATCH_ORDERS); the
     #                                     default is what checkpoints without one used
     dropout: str = LEGACY_DROPOUT       # how dropout masks are drawn (model.DROPOUTS); as above
+    # text-matched control (runner.ml.mlm): per source task, the tokens its masked-LM batches
+    # selected, and the sum of those batches' losses (empty / 0 for every other job)
+    masked_per_task: dict = field(default_factory=dict)
+    mlm_loss_sum: float = 0.0
 
     @property
     def token_count(self) -> int:
@@ -191,7 +195,10 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # per GPU this process sees: a job saved where two GPUs were visible (one process)
+        # resumes in a --workers process that sees one; the job ran on its first GPU
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def _fsync_file(path: Path) -> None:

@@ -213,3 +213,44 @@ def load_config_and_tokenizer(name: str, **kwargs) -> None:
     AutoConfig.from_pretrained(name, **kwargs)
     if not AutoTokenizer.from_pretrained(name, **kwargs).is_fast:
         raise ValueError("no fast tokenizer (jobs need one to align words and word pieces)")
+
+
+def save_random_encoder(path, dims: dict, corpus, tokenizer_vocab: int = 4000,
+                        seed: int = 0) -> str:
+    """A loadable model folder at ``path`` without the hub: a BERT encoder of ``dims``
+    (BertConfig fields: hidden_size, num_hidden_layers, num_attention_heads,
+    intermediate_size, vocab_size, max_position_embeddings) with random weights (``seed``),
+    and an uncased WordPiece tokenizer of at most ``tokenizer_vocab`` pieces trained on
+    ``corpus`` (strings).  The embedding keeps ``dims``' vocab_size rows (the parameter count
+    of the shape), of which the tokenizer uses the first.  For speed and checks, not scores."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(list(corpus), trainers.WordPieceTrainer(
+        vocab_size=tokenizer_vocab, special_tokens=specials, show_progress=False))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    max_positions = int(dims.get("max_position_embeddings", 512))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                            model_max_length=max_positions).save_pretrained(path)
+    config = BertConfig(**{**dims, "vocab_size": max(int(dims.get("vocab_size", 0)),
+                                                     tok.get_vocab_size())})
+    torch.manual_seed(seed)
+    from transformers.utils import logging as hf_logging
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        BertModel(config, add_pooling_layer=False).save_pretrained(path)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return str(Path(path))

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from runner.ml.batching import collate, eval_batches
-from runner.ml.runtime import device_name, empty_cuda_cache
+from runner.ml.runtime import cuda_native_bf16, device_name, empty_cuda_cache
 
 QUANTISED = ("int8", "nf4")   # levels that run a quantisation library's kernels
 REASON_CHARS = 400            # a library's message is cut to this many characters
@@ -81,7 +81,7 @@ def level_unavailable(level: str) -> str | None:
     installed bitsandbytes runs a given model's shapes is :func:`level_problem`'s question."""
     if level in ("fp16", "bf16") and not _cuda_available():
         return f"{level} needs a CUDA GPU; this machine has no CUDA GPU"
-    if level == "bf16" and not torch.cuda.is_bf16_supported():
+    if level == "bf16" and not cuda_native_bf16():
         return "bf16 needs a GPU with bfloat16 support (compute capability 8.0+)"
     if level == "nf4" and _bitsandbytes_version() is None:
         return "nf4 needs bitsandbytes (pip install bitsandbytes), not installed"
@@ -205,7 +205,7 @@ def to_level(base, level: str):
 
 
 def _nf4_compute_dtype():
-    if _cuda_available() and not torch.cuda.is_bf16_supported():
+    if _cuda_available() and not cuda_native_bf16():
         return torch.float16
     return torch.bfloat16   # GPUs that have it, and the CPU backend's usual 4-bit compute type
 

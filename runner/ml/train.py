@@ -6,8 +6,12 @@ Read top to bottom:
 2. Each optimizer step feeds ``grad_accumulation`` micro-batches.  A micro-batch's task comes
    from the :class:`TaskSampler` (always the one task outside multi_task); its examples are the
    next entry of that task's length-grouped epoch plan (``positions[task]`` = epoch, index).
-   Token-controlled jobs trim the batch that would overshoot the target.  The real tokens of
-   each batch (attention-mask sum) are added to the task's counter right where the batch is fed.
+   Token-controlled jobs trim the batch that would overshoot the target.  A text-matched
+   control (``setup.stream``, runner.ml.mlm) samples over its multi-task job's tasks exactly as
+   that job does; its own task's batches train its head, the others' train the encoder's
+   masked-LM head on their text (masks drawn from torch's generator, saved with the RNG).
+   The real tokens of each batch (attention-mask sum) are added to the task's counter right
+   where the batch is fed.
    Dropout draws its masks as the job's progress says (``model.use_dropout``).
 3. Every ``eval_every`` steps: validate (mean of the tasks' primary metrics), best weights
    (an exact tie of the score is broken by the lower mean validation loss), early stopping
@@ -30,7 +34,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +42,11 @@ import numpy as np
 import torch
 
 from runner.ml import checkpoint as ckpt
-from runner.ml.batching import BATCH_ORDER, EncodedSplit, collate, epoch_plan
+from runner.ml.batching import BATCH_ORDER, IGNORE_INDEX, EncodedSplit, collate, epoch_plan
 from runner.ml.inference import predict
+from runner.ml.mlm import mask_tokens, mlm_loss
 from runner.ml.model import DROPOUT, use_dropout
-from runner.ml.runtime import autocast, to_device
+from runner.ml.runtime import autocast, cuda_native_bf16, to_device
 from runner.orchestrate.jobapi import JobFailed, JobInterrupted
 from runner.study.config import TrainConfig
 from runner.study.sampling import TaskSampler
@@ -76,18 +81,39 @@ class TrainSetup:
     # experiment tracking: called once after the restore with the restored optimizer step
     # (0 on a fresh start); returns a runner.observe.tracking.Tracker (or None)
     open_tracker: Callable[[int], Any] | None = None
+    # text-matched control (runner.ml.mlm): the other tasks' training text, the sampling order
+    # of the multi-task job's whole task set, and the masking (runner.ml.mlm.MaskSpec)
+    stream: dict[str, EncodedSplit] | None = None
+    stream_order: tuple[str, ...] = ()
+    mask: Any = None
+
+    def train_split(self, task: str) -> EncodedSplit:
+        """``task``'s training split: the job's own task, or a masked-LM stream task."""
+        return self.tasks[task].train if task in self.tasks else self.stream[task]
+
+    def sampled_tasks(self) -> tuple[str, ...]:
+        """The tasks the sampler draws from, in its order (a text control: the multi-task
+        job's set, as that job orders it)."""
+        return self.stream_order if self.stream else tuple(self.tasks)
 
 
 # --------------------------------------------------------------------------------- precision
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None = fp32.  "auto": bf16 where the GPU has it, else fp16 (T4); fp32 on CPU."""
+    """None = fp32.  "auto": bf16 where the GPU has it in hardware (A100, H100), else fp16
+    (T4, P100); fp32 on CPU."""
     if device.type != "cuda" or precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cuda_native_bf16() else torch.float16
+
+
+def loss_scaling(dtype: torch.dtype | None) -> bool:
+    """fp16's narrow exponent underflows small gradients: it trains with a grad scaler; bf16
+    (float32's exponent) and fp32 need none."""
+    return dtype is torch.float16
 
 
 def make_grad_scaler(device: torch.device, enabled: bool):
@@ -160,31 +186,31 @@ def best_validation_root(ckpt_root: Path) -> Path:
 
 def plan_total_steps(setup: TrainSetup, batch_size: int, accumulation: int) -> int:
     """Optimizer steps the linear schedule decays over (token_controlled: to its target, or to
-    its epoch cap where the target lies beyond it)."""
+    its epoch cap where the target lies beyond it; a text control: as its multi-task job)."""
     cfg = setup.config
-    if setup.strategy == "token_controlled":
+    if setup.strategy == "token_controlled" and not setup.stream:
         (t,) = setup.tasks.values()
         epochs = min(epochs_needed(setup.target_tokens, t.train), epoch_cap(cfg))
         micro = math.ceil(epochs * batches_per_epoch(t.train, batch_size))
     elif cfg.max_steps:
         return int(cfg.max_steps)
-    else:
-        micro = int(cfg.max_epochs) * sum(batches_per_epoch(t.train, batch_size)
-                                             for t in setup.tasks.values())
+    else:   # a text control: its multi-task job's schedule (the same learning rate a step)
+        micro = int(cfg.max_epochs) * sum(batches_per_epoch(setup.train_split(t), batch_size)
+                                          for t in setup.sampled_tasks())
     return max(1, math.ceil(micro / accumulation))
 
 
 def new_progress(setup: TrainSetup) -> ckpt.TrainingProgress:
-    names = list(setup.tasks)
+    names = list(setup.sampled_tasks())
     return ckpt.TrainingProgress(
-        strategy=setup.strategy, tasks=names, batch_size=setup.batch_size,
+        strategy=setup.strategy, tasks=list(setup.tasks), batch_size=setup.batch_size,
         grad_accumulation=setup.grad_accumulation,
         total_steps=plan_total_steps(setup, setup.batch_size, setup.grad_accumulation),
         target_tokens=setup.target_tokens,
         positions={t: {"epoch": 0, "index": 0} for t in names},
         tokens_per_task={t: 0 for t in names}, examples_per_task={t: 0 for t in names},
         batches_per_task={t: 0 for t in names}, batch_order=BATCH_ORDER,
-        dropout=DROPOUT)
+        dropout=DROPOUT, masked_per_task={t: 0 for t in setup.stream or ()})
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
@@ -268,7 +294,7 @@ class _Run:
         plan = self.plans.get((task, pos["epoch"]))
         if plan is None:
             self.plans.clear()  # one epoch per task is all that is ever needed again
-            plan = epoch_plan(self.setup.tasks[task].train.lengths, self.progress.batch_size,
+            plan = epoch_plan(self.setup.train_split(task).lengths, self.progress.batch_size,
                               self.setup.seed, task, pos["epoch"], self.progress.batch_order)
             self.plans[(task, pos["epoch"])] = plan
         if pos["index"] >= len(plan):
@@ -286,8 +312,10 @@ class _Run:
         if progress.finished or progress.stopped_early:
             return True
         if self.token_controlled:
-            return progress.token_count >= progress.target_tokens or \
-                sum(progress.examples_per_task.values()) >= self.cap_examples
+            # a text control replays its multi-task job: no epoch cap, it reaches the target
+            return progress.token_count >= progress.target_tokens or (
+                not self.setup.stream
+                and sum(progress.examples_per_task.values()) >= self.cap_examples)
         return progress.step >= progress.total_steps
 
     def feed_micro_batches(self) -> None:
@@ -298,15 +326,14 @@ class _Run:
         for _ in range(accumulation):
             task = self.sampler.next_task()
             indices = self.next_indices(task)
-            split = setup.tasks[task].train
+            split = setup.train_split(task)
             if self.token_controlled:
                 kept = trim_to_target(indices, split.lengths,
                                       progress.target_tokens - progress.token_count)
                 progress.trimmed_examples += len(indices) - len(kept)
                 indices = kept
             batch = collate(split, indices, setup.pad_id)
-            with autocast(setup.device, self.dtype):
-                loss, _ = self.model(task, **to_device(batch.tensors, setup.device))
+            loss = self.forward(task, batch)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise JobFailed(f"{task}: loss is {loss_value} at step {progress.step + 1} "
@@ -320,6 +347,23 @@ class _Run:
             progress.train_loss_sum += loss_value
             if self.token_controlled and self.training_done():
                 break
+
+    def forward(self, task: str, batch) -> torch.Tensor:
+        """The micro-batch's loss: its task head's, or (a text control's stream task) the
+        masked-LM head's on its text, labels unused."""
+        setup = self.setup
+        if task in setup.tasks:
+            with autocast(setup.device, self.dtype):
+                loss, _ = self.model(task, **to_device(batch.tensors, setup.device))
+            return loss
+        tensors = {k: v for k, v in batch.tensors.items() if k != "labels"}
+        tensors["input_ids"], tensors["labels"] = mask_tokens(
+            tensors["input_ids"], tensors["attention_mask"], setup.mask)
+        self.progress.masked_per_task[task] += int((tensors["labels"] != IGNORE_INDEX).sum())
+        with autocast(setup.device, self.dtype):
+            loss = mlm_loss(self.model, **to_device(tensors, setup.device))
+        self.progress.mlm_loss_sum += float(loss.detach())
+        return loss
 
     def optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)
@@ -389,6 +433,7 @@ class _Run:
         if improved:
             progress.best_score, progress.best_step = _score(score), progress.step
             progress.evals_without_improvement = 0
+            self.ctx.check_owner()   # fenced: only the job's owner writes its state
             ckpt.save_best(self.best_root, self.model, {"step": progress.step, "score": score})
         elif not self.token_controlled:  # early stopping (token_controlled runs to its target)
             progress.evals_without_improvement += 1
@@ -408,6 +453,7 @@ class _Run:
             # every step logged so far reaches the trackers' files before the checkpoint a
             # resumed job starts after exists: the resumed job logs only later steps
             self.tracker.flush()
+        self.ctx.check_owner()   # fenced (issue 25): JobLost once another worker owns the job
         ckpt.save_checkpoint(self.setup.ckpt_root, self.progress, self.model, self.optimizer,
                              self.scheduler, self.scaler)
 
@@ -417,6 +463,7 @@ class _Run:
         progress, setup, model = self.progress, self.setup, self.model
         if progress.finished:
             return
+        self.ctx.check_owner()
         if self.last_eval_step != progress.step:  # the final weights are validated too
             self.run_validation()
         if progress.best_step is None:  # no finite validation score: the final weights
@@ -433,7 +480,7 @@ def _open_run(model, setup: TrainSetup, ctx) -> _Run:
     the loop's state: optimizer, scheduler, grad scaler, RNG, tracker, task sampler."""
     cfg, log, device = setup.config, ctx.logger, setup.device
     dtype = autocast_dtype(str(cfg.precision), device)
-    scaler = make_grad_scaler(device, enabled=dtype is torch.float16)
+    scaler = make_grad_scaler(device, enabled=loss_scaling(dtype))
     token_controlled = setup.strategy == "token_controlled"
     # where the best validation weights go: best/ (tested), or apart for token_controlled
     best_root = best_validation_root(setup.ckpt_root) if token_controlled else setup.ckpt_root
@@ -441,6 +488,10 @@ def _open_run(model, setup: TrainSetup, ctx) -> _Run:
     if restored is not None:
         path, progress, model_state, optim_state, rng_state = restored
         model.load_state_dict(model_state)
+        # the micro-batch the job trained with (halved after a CUDA OOM; runner.recipes'
+        # train_with_oom_retry): validation batches of a resumed job are the uninterrupted one's
+        setup = replace(setup, batch_size=progress.batch_size,
+                        grad_accumulation=progress.grad_accumulation)
     else:
         progress = new_progress(setup)
     use_dropout(model, progress.dropout)  # the job's own, whichever version started it
@@ -457,7 +508,7 @@ def _open_run(model, setup: TrainSetup, ctx) -> _Run:
     tracker = setup.open_tracker(progress.step if restored is not None else 0) \
         if setup.open_tracker is not None else None
 
-    sizes = {name: len(t.train) for name, t in setup.tasks.items()}
+    sizes = {name: len(setup.train_split(name)) for name in setup.sampled_tasks()}
     sampler = TaskSampler(sizes, setup.seed, str(cfg.sampling),
                           float(cfg.temperature or 1.0), cfg.examples_cap)
     if progress.sampler_state is not None:

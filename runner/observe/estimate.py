@@ -187,7 +187,8 @@ def throughput(kind: str, bench: Mapping[str, Any] | None = None) -> Throughput:
         if rows and same:
             # the slowest model's figure: small models reach lower MFU, so this is cautious
             flops = min(float(r["model_flops_per_s"]) for r in rows)
-            return Throughput(dev, flops, f"measured on {where} (benchmarks/train_throughput.py)")
+            return Throughput(dev, flops, f"measured on {where} "
+                              f"({bench.get('source', 'benchmarks/train_throughput.py')})")
         mfus = [r.get("mfu_datasheet") for r in rows if r.get("mfu_datasheet")]
         if mfus and not on_cpu and dev.peak:
             mfu = min(mfus)
@@ -345,6 +346,12 @@ def estimate_as_json(est: Estimate) -> dict:
 
 
 # ------------------------------------------------------------------- from a plan (lazy import)
+def text_control_ids(plan) -> set[str]:
+    """Job ids of the plan's text-matched control jobs (runner.study.design)."""
+    from runner.study.design import is_text_control
+    return {j.job_id for j in plan.jobs if is_text_control(j)}
+
+
 def job_sizes(plan, lengths=None) -> list[JobSize]:
     """JobSize per job of a ``Plan`` from the design check's token projections (the plan's
     data_dir/TOKEN_LENGTHS.json); jobs whose tasks have no token counts are left out."""
@@ -359,17 +366,22 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
         lengths = design.Lengths(hist)
     targets = {t.job_id: t for t in design.token_controlled(plan, lengths,
                                                             design.Results(None))}
-    out = []
+    out, ids = [], plan.by_id()
     for job in plan.jobs:
         if not all(lengths.has(t) for t in job.tasks):
             continue
         cfg = job.settings
-        if job.job_id in targets:
+        text = job.job_id in targets and targets[job.job_id].control == "text"
+        if text:
+            # a text control replays its multi-task job: every task's tokens through the
+            # encoder (the others' as masked-LM text), so it costs what that job costs
+            per_task = design.projected_tokens(ids[job.depends_on[0]], lengths)
+        elif job.job_id in targets:
             tc = targets[job.job_id]
             per_task = {tc.task: float(tc.target_tokens)}
         else:
             per_task = design.projected_tokens(job, lengths)
-        mean = {t: lengths.epoch(job, t)[1] for t in job.tasks}
+        mean = {t: lengths.epoch(job, t)[1] for t in per_task}
         examples = sum(per_task[t] / mean[t] for t in per_task if mean[t])
         steps = examples / int(cfg.batch_size) / int(cfg.grad_accumulation)
         cap = cfg.max_eval_examples
@@ -391,5 +403,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
         out.append(JobSize(job.job_id, name, train,
                            evals * val + tests * test,
                            train / examples if examples else 64.0,
-                           f"{job.experiment} {job.model} {'+'.join(job.tasks)} seed {job.seed}"))
+                           f"{job.experiment} {job.model} {'+'.join(job.tasks)} seed {job.seed}"
+                           + (" (text control: costs what its multi-task job does)"
+                              if text else "")))
     return out

@@ -7,6 +7,9 @@ The executor calls ``job_fn(job, ctx)`` for a claimed job.  The job function
 * raises :class:`JobInterrupted` after it saved a resumable checkpoint, when
   ``ctx.should_stop()`` turned true (time budget, SIGTERM, Ctrl-C); the job stays
   resumable and the command exits with code 3;
+* calls ``ctx.check_owner()`` before each write of its state (checkpoint, predictions):
+  it raises :class:`JobLost` once the ledger names another owner (or none), and the job
+  stops there without writing;
 * raises :class:`JobFailed` (or any other exception) when the job cannot succeed; the
   ledger marks it failed with a one-line reason and the other jobs go on.
 """
@@ -22,6 +25,11 @@ from typing import Any, Protocol
 
 class JobInterrupted(Exception):
     """The job checkpointed and stopped early on request; running again resumes it."""
+
+
+class JobLost(JobInterrupted):
+    """The ledger no longer names this worker as the job's owner (``ctx.check_owner()``
+    before a write): the job stops without writing and without touching the claim."""
 
 
 class JobFailed(Exception):
@@ -40,6 +48,9 @@ class JobContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("runner.job"))
     tracking: tuple[str, ...] = ()     # experiment-tracking backends (runner.observe.tracking)
     results_dir: Path | None = None    # the study's results folder (runs: <it>/tracking/)
+    # the fencing check (issue 25): call before writing the job's state (a checkpoint, the
+    # predictions); raises JobLost when the ledger no longer names this worker its owner
+    check_owner: Callable[[], None] = lambda: None
 
 
 class JobFunction(Protocol):

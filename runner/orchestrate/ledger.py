@@ -38,19 +38,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.errors import InputError
 from runner.fsutil import atomic_write_json, fsync_dir
+from stats.fileio import MAX_JSON_BYTES, FileTooLarge, read_bounded, sha256_bytes
 
 DEFAULT_LEASE_S = 120.0      # seconds without a heartbeat before a claim may be taken over
 DEFAULT_HEARTBEAT_S = 20.0   # seconds between heartbeats of a running job
 
 
 def _read_json(path: Path) -> Any:
-    """Parsed JSON, or None when the file is absent or unreadable."""
+    """Parsed JSON, or None when the file is absent or unreadable (bounded: a ledger file
+    linked to /dev/zero is not read forever)."""
     try:
-        with open(path, "rb") as fh:
-            return json.loads(fh.read())
-    except (OSError, ValueError):
+        return json.loads(read_bounded(path, MAX_JSON_BYTES))
+    except (OSError, ValueError, RecursionError):
         return None
+
+
+# predictions files of a result are at most this many bytes (stats' bound too)
+MAX_PREDICTIONS_BYTES = 1 << 30
+
+
+def result_problem(job_id: str, data: Any, job_dir: Path) -> str | None:
+    """Why a parsed result.json does not prove its job done, or None when it does: it must
+    be an object naming the job (``{}`` or another job's result is not), and every
+    predictions file it recorded a SHA256 for (``predictions_sha256``, issue 25) must still
+    have it -- a truncated or swapped parquet makes the job run again, not get scored."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if data.get("experiment_id") != job_id:
+        return f"experiment_id is {data.get('experiment_id')!r}, not the job's id"
+    per_task = data.get("per_task") or {}
+    entries = [] if not isinstance(per_task, dict) else [
+        e for task in per_task.values() if isinstance(task, dict)
+        for e in (task, task.get("best_weights")) if isinstance(e, dict)]
+    for entry in entries:
+        digest, rel = entry.get("predictions_sha256"), entry.get("predictions")
+        if digest is None:
+            continue   # a result written before digests (results/README.md)
+        if not isinstance(rel, str):
+            return "predictions_sha256 without predictions"
+        path = job_dir / rel
+        if not os.path.realpath(path).startswith(os.path.realpath(job_dir) + os.sep):
+            return f"predictions {rel!r} lies outside the job's folder"
+        try:
+            found = sha256_bytes(read_bounded(path, MAX_PREDICTIONS_BYTES))
+        except FileNotFoundError:
+            return f"{rel} is missing"
+        except FileTooLarge as exc:
+            return f"{rel}: {exc}"
+        except OSError as exc:
+            raise InputError(str(path), f"cannot read it ({exc.strerror or exc}); fix its "
+                             "permissions (a finished job is never trained again for that)"
+                             ) from None
+        if found != digest:
+            return f"{rel} is not the file its result recorded (sha256 differs)"
+    return None
 
 
 def _machine_key() -> str:
@@ -154,10 +197,30 @@ class Ledger:
     def result_path(self, job_id: str) -> Path:
         return self.root / job_id / "result.json"
 
+    def read_result(self, job_id: str) -> tuple[dict | None, str | None]:
+        """(the parsed result, None) when it proves the job done, else (None, why not; None
+        when there is no result.json).  A result.json that cannot be read (permissions, a
+        folder in its place) is bad input, never a reason to train a finished job again:
+        :class:`InputError` naming it."""
+        path = self.result_path(job_id)
+        try:
+            data = json.loads(read_bounded(path, MAX_JSON_BYTES))
+        except FileNotFoundError:
+            return None, None
+        except FileTooLarge as exc:
+            return None, str(exc)
+        except (ValueError, RecursionError) as exc:
+            return None, f"does not parse ({type(exc).__name__})"
+        except OSError as exc:
+            raise InputError(str(path), f"cannot read it ({exc.strerror or exc}); fix its "
+                             "permissions (a finished job is never trained again for that)"
+                             ) from None
+        problem = result_problem(job_id, data, self.job_dir(job_id))
+        return (None, problem) if problem else (data, None)
+
     def load_result(self, job_id: str) -> dict | None:
-        """The parsed result, or None when there is none or it does not parse."""
-        data = _read_json(self.result_path(job_id))
-        return data if isinstance(data, dict) else None
+        """The parsed result when it proves the job done (:meth:`read_result`), else None."""
+        return self.read_result(job_id)[0]
 
     def is_done(self, job_id: str) -> bool:
         return self.load_result(job_id) is not None
@@ -165,20 +228,37 @@ class Ledger:
     def write_result(self, job_id: str, result: dict) -> None:
         atomic_write_json(self.result_path(job_id), result)
 
-    def set_aside_corrupt_result(self, job_id: str) -> Path | None:
-        """Move a result.json that does not parse out of the way, so the job runs again."""
+    def set_aside_corrupt_result(self, job_id: str) -> tuple[Path, str] | None:
+        """Move a result.json that does not prove its job done (:meth:`read_result`) out of
+        the way, so the job runs again; return where it went and why.  A symbolic link in
+        its place is bad input (InputError): the runner writes no file through a link."""
         path = self.result_path(job_id)
-        if not path.exists() or self.is_done(job_id):
+        try:
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:   # its folder cannot be searched: not "no result"
+            raise _unreadable(path.parent, exc) from None
+        if path.is_symlink():
+            raise InputError(str(path), f"a symbolic link (to {os.path.realpath(path)}); a "
+                             "job's result.json must be its own file: remove the link")
+        data, problem = self.read_result(job_id)
+        if data is not None or problem is None:
             return None
         dest = path.with_name(f"result.corrupt-{int(time.time())}-{uuid.uuid4().hex[:6]}.json")
         try:
             os.replace(path, dest)
         except FileNotFoundError:
             return None
-        return dest
+        return dest, problem
 
     # -- snapshot ----------------------------------------------------------------
-    def snapshot(self, job_ids) -> Snapshot:
+    def snapshot(self, job_ids, verify: bool = False) -> Snapshot:
+        """One look at the ledger.  ``verify``: a job is done only when its result.json
+        proves it (:meth:`read_result`: parses, names the job, its predictions' digests
+        match) -- what ``status`` and ``plan`` report; without it a result.json that exists
+        is done (a run checks every result once when it starts: set_aside_corrupt_result).
+        A results, job or ledger folder that cannot be read is bad input (InputError)."""
         wanted = set(job_ids)
         now = time.time()
         started: set[str] = set()
@@ -189,10 +269,14 @@ class Ledger:
                         started.add(entry.name)
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            raise _unreadable(self.root, exc) from None
         # A result file is written atomically, so "exists" is "complete" here; the
         # executor parses every result once when it starts (set_aside_corrupt_result).
         root = os.fspath(self.root)   # plain strings: pathlib costs more than the stat
-        done = {j for j in started if os.path.exists(f"{root}/{j}/result.json")}
+        done = {j for j in started if _exists(f"{root}/{j}/result.json")}
+        if verify:
+            done = {j for j in done if self.read_result(j)[0] is not None}
         failed = {j for j in _names(self.failed, ".json") if j in wanted}
         gens: dict[str, int] = {}
         for name in _names(self.claims, ".claim"):
@@ -295,6 +379,15 @@ class Ledger:
         """True when another worker took the job over (a newer generation exists)."""
         return (self.claims / f"{claim.job_id}.{claim.gen + 1}.claim").exists()
 
+    def owns(self, claim: Claim) -> bool:
+        """The fencing check (issue 25): the ledger still names ``claim`` as the job's owner
+        -- its claim file is there with its token and no newer generation exists.  A
+        deleted claim file lets another worker claim the same generation with another
+        token; watching for a newer generation alone missed that."""
+        info = _read_json(self.claims / f"{claim.job_id}.{claim.gen}.claim")
+        return isinstance(info, dict) and info.get("token") == claim.token \
+            and not self.lost(claim)
+
     def heartbeat(self, claim: Claim, progress: dict, released: bool = False) -> None:
         atomic_write_json(self.beats / f"{claim.job_id}.{claim.gen}.json",
                           {"gen": claim.gen, "token": claim.token, "worker": claim.worker,
@@ -303,7 +396,7 @@ class Ledger:
 
     def release(self, claim: Claim, progress: dict | None = None) -> None:
         """Give the job back (interrupted or failed): anyone may take it over at once."""
-        if not self.lost(claim):
+        if self.owns(claim):   # never over another owner's heartbeat of the same generation
             self.heartbeat(claim, progress or {}, released=True)
 
     def finish(self, job_id: str) -> None:
@@ -357,13 +450,33 @@ def _owner_dead(info: dict) -> bool:
 
 
 def _names(folder: Path, suffix: str) -> list[str]:
-    """Names (without suffix) of the finished files in a folder; [] when it is absent."""
+    """Names (without suffix) of the finished files in a folder; [] when it is absent;
+    InputError when it cannot be read (a ledger folder without read permission)."""
     try:
         with os.scandir(folder) as it:
             return [e.name[: -len(suffix)] for e in it
                     if e.name.endswith(suffix) and not e.name.startswith(".")]
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise _unreadable(folder, exc) from None
+
+
+def _unreadable(path: str | Path, exc: OSError) -> InputError:
+    return InputError(str(path), f"cannot read it ({exc.strerror or exc}); fix its "
+                      "permissions")
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` exists; InputError when its folder cannot be searched (a finished
+    job's folder without permission must not look unfinished and be trained again)."""
+    try:
+        os.stat(path)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise _unreadable(os.path.dirname(path), exc) from None
 
 
 def _unlink(path: Path) -> None:

@@ -18,6 +18,7 @@ Job states (``status`` and ``plan`` print them):
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import InputError
-from runner.fsutil import remove_temp_files
+from runner.fsutil import remove_temp_files, sha256_file
 from runner.observe.progress import (
     JobProgress,
     RateMeter,
@@ -43,7 +44,7 @@ from runner.observe.progress import (
     study_eta,
     study_line,
 )
-from runner.orchestrate.jobapi import JobContext, JobFailed, JobInterrupted
+from runner.orchestrate.jobapi import JobContext, JobFailed, JobInterrupted, JobLost
 from runner.orchestrate.ledger import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_LEASE_S,
@@ -59,6 +60,7 @@ from runner.orchestrate.states import (
     is_runnable,
     stop_signals_to,
 )
+from runner.study.models import missing_libraries
 from runner.study.plan import Job, Plan
 from runner.study.strategies import STRATEGIES
 
@@ -72,6 +74,9 @@ _BUDGET_RE = re.compile(r"(\d+(?:\.\d+)?)([hms])")
 def parse_time_budget(text: str) -> float:
     """'11h30m', '45m', '90s', '1.5h' or plain seconds -> seconds."""
     s = str(text).strip().lower()
+    if s.startswith("-"):
+        raise InputError(None, f"expected a positive duration, got {text!r}",
+                         where="--time-budget")
     try:
         value = float(s)
     except ValueError:
@@ -364,8 +369,10 @@ class _Heartbeat(threading.Thread):
                 if self.done.is_set():   # stopped while this beat waited for the lock
                     return
                 try:
-                    if self.ledger.lost(self.claim):
-                        self.lost = True  # another worker took over: stop at the next check
+                    if not self.ledger.owns(self.claim):
+                        # taken over, or its claim file deleted or replaced (issue 25):
+                        # stop at the next check, and never beat over the new owner's
+                        self.lost = True
                         return
                     self.beat()
                 except OSError as exc:  # a shared folder hiccup: try again next beat
@@ -446,11 +453,14 @@ def _remove_stray_temp_files(ledger: Ledger, claim: Claim, job_dir: Path, logger
 
 
 def _default_job_fn() -> JobFn:
-    try:
-        from runner.recipes.train_job import run_job  # lazily: plan and status never import torch
-    except ImportError as exc:
-        raise InputError(None, f"cannot import the training engine: {exc}; install the "
-                         f"project (pip install -e .)", where="runner.recipes") from None
+    # a missing third-party library is a broken install (bad input); a missing project
+    # module is a bug and fails loudly
+    missing = missing_libraries(("torch", "transformers"))
+    if missing:
+        raise InputError(None, f"cannot import the training engine: {', '.join(missing)} "
+                         f"missing; install the project (pip install -e .)",
+                         where="runner.recipes")
+    from runner.recipes.train_job import run_job  # lazily: plan and status never import torch
     return run_job
 
 
@@ -462,12 +472,23 @@ def manifest_tracking(plan: Plan) -> tuple[str, ...]:
 
 def set_aside_corrupt_results(ledger: Ledger, ids: Sequence[str], say: Callable[[str], None],
                               then: str = "") -> None:
-    """Move each result.json that does not parse out of the way (the job is not done), and
-    warn; ``then`` ends the warning (what becomes of the job)."""
+    """Move each result.json that does not prove its job done (does not parse, names another
+    job, its predictions' digests differ) out of the way, and warn; ``then`` ends the
+    warning (what becomes of the job).  A job folder that is a symbolic link, or a
+    result.json that cannot be read, is bad input (InputError): nothing is written
+    outside the results folder, and a finished job is never trained again for a
+    permission."""
     for jid in ids:
+        job_dir = ledger.job_dir(jid)
+        if job_dir.is_symlink():
+            raise InputError(str(job_dir), f"a symbolic link (to {os.path.realpath(job_dir)}); "
+                             "the runner writes only inside the results folder: replace the "
+                             "link by the folder itself")
         moved = ledger.set_aside_corrupt_result(jid)
         if moved is not None:
-            say(f"warning: {jid}/result.json did not parse; moved to {moved.name}{then}")
+            dest, why = moved
+            say(f"warning: {jid}/result.json does not prove the job done ({why}); moved to "
+                f"{dest.name}{then}")
 
 
 def final_states(plan: Plan, ledger: Ledger) -> tuple[dict[str, str], Counter]:
@@ -605,7 +626,23 @@ def _run_one(job: Job, claim: Claim, state: str, run: _RunContext,
         return "done"
     if state == "failed":
         run.ledger.clear_failure(job.job_id)
-    attempt = _Attempt(job, claim, state, run, study_line)
+    job_dir = run.ledger.job_dir(job.job_id)
+    try:
+        link = _first_link(job_dir)
+        attempt = None if link else _Attempt(job, claim, state, run, study_line)
+    except OSError as exc:
+        link, attempt = None, None
+        reason = f"{job_dir}: cannot write the job's folder ({exc.strerror or exc})"
+    if attempt is None:
+        # a link inside the job's folder, or a folder that cannot be written (read-only,
+        # full): this job fails, its claim is given back, the run goes on with the others
+        if link:
+            reason = (f"{link}: a symbolic link (to {os.path.realpath(link)}); the runner "
+                      "writes only inside the results folder: remove the link")
+        run.ledger.record_failure(job.job_id, reason, claim.worker)
+        run.ledger.release(claim)
+        run.say(f"failed {job.job_id}: {reason}")
+        return "failed"
     try:
         attempt.compute()
     except JobInterrupted as exc:
@@ -636,7 +673,10 @@ class _Attempt:
         self.t0 = time.monotonic()
         self.beat = _Heartbeat(run.ledger, claim, run.heartbeat_s, self.t0)
         self.logger, self.handlers = _job_logger(job, self.job_dir)
-        self.verb = "resuming" if state in ("stale", "interrupted") else "starting"
+        # "resuming" only where a checkpoint is there to resume from: a job whose folder
+        # holds none (killed before its first one) trains from scratch
+        self.verb = "resuming" if state in ("stale", "interrupted") and _has_checkpoint(
+            self.job_dir) else "starting"
         self._announce(study_line)
         self.meter = RateMeter()   # adds elapsed_s, rate and eta_s to what the heartbeat file gets
         # a no-op unless on a terminal; made below the lines just printed
@@ -659,6 +699,16 @@ class _Attempt:
     def should_stop(self) -> bool:
         return self.beat.lost or self.run.should_stop()
 
+    def check_owner(self) -> None:
+        """The fencing check before every write of the job's state (each checkpoint, the
+        predictions, result.json): JobLost when the ledger no longer names this claim as
+        the job's owner -- its claim file deleted or replaced, or taken over."""
+        if not self.run.ledger.owns(self.claim):
+            self.beat.lost = True
+            raise JobLost(f"the ledger no longer names this worker ({self.claim.worker}, "
+                          f"claim generation {self.claim.gen}) as the owner of "
+                          f"{self.job.job_id}; stopped before writing")
+
     def heartbeat(self, progress: dict) -> None:
         progress = self.meter.annotate(progress)
         try:
@@ -680,10 +730,13 @@ class _Attempt:
                          dependency_results=_dependency_results(job, ledger),
                          should_stop=self.should_stop, deadline=self.run.deadline,
                          heartbeat=self.heartbeat, logger=logger,
-                         tracking=self.run.tracking, results_dir=ledger.root)
+                         tracking=self.run.tracking, results_dir=ledger.root,
+                         check_owner=self.check_owner)
         result = self.run.job_fn(job, ctx)
         if not isinstance(result, dict):
             raise JobFailed(f"job function returned {type(result).__name__}, expected a dict")
+        result = stamp_result(job.job_id, result, self.job_dir)
+        self.check_owner()   # fenced: only the job's owner writes its result
         try:
             ledger.write_result(job.job_id, result)
         except (TypeError, ValueError) as exc:
@@ -697,7 +750,9 @@ class _Attempt:
         """The job checkpointed and stopped: give the claim back ("lost" if it was taken over)."""
         self.beat.stop()
         if self.beat.lost:
-            self.run.say(f"lost {self.job.job_id}: another worker took it over")
+            self.logger.info("lost the job: %s", exc)
+            self.run.say(f"lost {self.job.job_id}: the ledger names another owner (or none); "
+                         "stopped before writing")
             return "lost"
         self.run.ledger.release(self.claim, self.beat.progress)
         self.logger.info("interrupted after %.1f s: %s", time.monotonic() - self.t0, exc)
@@ -709,6 +764,7 @@ class _Attempt:
         self.beat.stop()
         expected = isinstance(exc, (InputError, JobFailed))
         reason = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+        reason = _space_hint(exc, self.job_dir, reason)
         self.logger.error("failed: %s", reason, exc_info=not expected)
         self.run.ledger.record_failure(self.job.job_id, reason, self.claim.worker)
         self.run.ledger.release(self.claim)
@@ -733,6 +789,80 @@ class _Attempt:
         self.run.ledger.finish(self.job.job_id)
         self.run.say(f"done {self.job.job_id} in {_fmt_s(seconds)}")
         return "done"
+
+
+def stamp_result(job_id: str, result: dict, job_dir: Path) -> dict:
+    """result.json as the executor writes it: ``experiment_id`` is the job's id (a job
+    function's own must agree) and every predictions file a ``per_task`` entry (or its
+    ``best_weights``) names gets its ``predictions_sha256`` (issue 25): the done check
+    and ``stats`` verify the file is still the one scored.  A named file that is missing
+    fails the job."""
+    result = dict(result)
+    if result.setdefault("experiment_id", job_id) != job_id:
+        raise JobFailed(f"the job function's result names experiment_id "
+                        f"{result['experiment_id']!r}, not {job_id!r}")
+    per_task = result.get("per_task")
+    if isinstance(per_task, dict):
+        result["per_task"] = {task: _with_digest(entry, job_dir, f"per_task.{task}")
+                              for task, entry in per_task.items()}
+    return result
+
+
+def _with_digest(entry, job_dir: Path, where: str):
+    if not isinstance(entry, dict):
+        return entry
+    entry = dict(entry)
+    rel = entry.get("predictions")
+    if isinstance(rel, str):
+        try:
+            entry["predictions_sha256"] = sha256_file(job_dir / rel)
+        except FileNotFoundError:
+            raise JobFailed(f"{where}.predictions: {rel} was not written") from None
+    if isinstance(entry.get("best_weights"), dict):
+        entry["best_weights"] = _with_digest(entry["best_weights"], job_dir,
+                                             f"{where}.best_weights")
+    return entry
+
+
+def _first_link(job_dir: Path) -> str | None:
+    """The first symbolic link in the job's folder or one of its subfolders, where the job
+    writes (log.txt, checkpoints/, predictions/, heldout/, evaluation/); None if none.
+    Writing through one would write outside the results folder."""
+    for parent, dirs, files in os.walk(job_dir):
+        for name in sorted(dirs + files):
+            if os.path.islink(os.path.join(parent, name)):
+                return os.path.join(parent, name)
+    return None
+
+
+def _has_checkpoint(job_dir: Path) -> bool:
+    """Whether the job's folder holds a checkpoint to resume from (``checkpoints/
+    checkpoint-N``, runner.ml.checkpoint's names)."""
+    try:
+        with os.scandir(job_dir / "checkpoints") as it:
+            return any(e.name.startswith("checkpoint-") for e in it)
+    except OSError:
+        return False
+
+
+def _space_hint(exc: BaseException, job_dir: Path, reason: str) -> str:
+    """``reason``, saying so where a write failed for lack of space: an ENOSPC anywhere in
+    the exception's chain, or torch's "file write failed" (its C++ writer reports a full
+    disk as "enforce fail at inline_container.cc" without a word of space)."""
+    chain, e = [], exc
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    no_space = any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain) or \
+        any("file write failed" in str(e) or "inline_container" in str(e) for e in chain)
+    if not no_space:
+        return reason
+    try:
+        free = f"{shutil.disk_usage(job_dir).free / 1e6:.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    first = " ".join(reason.split())[:300]
+    return f"no space left to write in {job_dir} ({free} on its disk): {first}"
 
 
 def _dependency_results(job: Job, ledger: Ledger) -> dict[str, dict]:
@@ -765,7 +895,8 @@ def run_claimed(job: Job, claim: Claim, state: str, ledger: Ledger, data_dir: st
 
 def status(plan: Plan, results_dir: str | Path, as_json: bool = False) -> str:
     ledger = Ledger(results_dir)
-    snap = ledger.snapshot(j.job_id for j in plan.jobs)
+    # done = a result that proves it (parses, names the job, predictions' digests match)
+    snap = ledger.snapshot((j.job_id for j in plan.jobs), verify=True)
     states = job_states(plan.jobs, snap)
     if as_json:
         import json
@@ -775,5 +906,5 @@ def status(plan: Plan, results_dir: str | Path, as_json: bool = False) -> str:
 
 def plan_table(plan: Plan, results_dir: str | Path) -> str:
     ledger = Ledger(results_dir)
-    snap = ledger.snapshot(j.job_id for j in plan.jobs)
+    snap = ledger.snapshot((j.job_id for j in plan.jobs), verify=True)
     return format_plan(plan, job_states(plan.jobs, snap))

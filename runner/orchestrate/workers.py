@@ -68,6 +68,25 @@ def parse_workers(text: str) -> int | None:
                      where="--workers")
 
 
+def check_workers(requested: int | None, allow_more: bool = False,
+                  gpus: Sequence[str] | None = None, cores: int | None = None) -> None:
+    """``--workers N`` is at most what this machine has: one worker per usable CPU core (or
+    per visible GPU, if there are more); more only with ``--allow-more-workers``.  Each
+    worker is a process that loads a model, so an unbounded N (``--workers 100000``)
+    started processes until the machine gave out (issue 25)."""
+    if requested is None or allow_more:
+        return
+    cores = usable_cores() if cores is None else cores
+    if requested <= cores:
+        return   # (no GPU count needed: it may import torch)
+    gpus = visible_gpus() if gpus is None else gpus
+    limit = max(cores, len(gpus))
+    if requested > limit:
+        raise InputError(None, f"{requested} workers is more than this machine has ({cores} "
+                         f"usable CPU core(s), {len(gpus)} visible GPU(s): at most {limit}); "
+                         "pass --allow-more-workers to start them anyway", where="--workers")
+
+
 def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
     """The GPU ids this process may use, as CUDA_VISIBLE_DEVICES entries."""
     environ = os.environ if environ is None else environ
@@ -80,11 +99,9 @@ def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
                 break
             out.append(e)
         return out
-    try:
-        # lazily, torch-side: only `--workers auto|N` with no CUDA_VISIBLE_DEVICES needs it
-        from runner.ml.device import cuda_device_count
-    except ImportError:
-        return []
+    # lazily, torch-side: only `--workers auto|N` with no CUDA_VISIBLE_DEVICES needs it (a
+    # missing module here is a broken install and must fail loudly, never read as "no GPU")
+    from runner.ml.runtime import cuda_device_count
     return [str(i) for i in range(cuda_device_count())]
 
 
@@ -199,6 +216,10 @@ def run_workers(plan: Plan, results_dir: str | Path, child_args: Sequence[str], 
     try:
         with stop_signals_to(children.forward):
             for index, slot in enumerate(slots):
+                if children.signals:   # SIGTERM / Ctrl-C while starting: start no more
+                    say(f"stopped starting workers after {index} of {len(slots)} "
+                        f"({children.signals[0]})")
+                    break
                 args = [*base, *child_args, "--worker-id", slot.worker_id]
                 if time_budget_s is not None:
                     args += ["--time-budget", f"{max(children.budget_left(), 1.0):.3f}s"]

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
-import json
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from runner.outputs.evaluation import (
     skipped_evaluation,
     write_evaluation,
 )
+from stats.fileio import read_json_bounded
 
 DEFAULT_BATCH_SIZE = 32      # examples per inference batch
 CALIBRATION_KIND = {"classification": "multiclass", "multilabel": "multilabel", "ner": "token"}
@@ -123,6 +123,9 @@ def rebuild_model(job, specs: dict, state: dict):
     from runner.ml.model import build_model
 
     model = build_model(job.model_name, specs)
+    # a text-matched control's masked-LM head (runner.ml.mlm) trained the encoder; the task
+    # model evaluated here has none
+    state = {k: v for k, v in state.items() if not k.startswith("mlm_head.")}
     adapter = job.settings.adapter
     if any("lora_" in k for k in state):
         from runner.ml.lora import apply_lora
@@ -145,7 +148,7 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
     from runner.ml.batching import effective_max_length, encode_split, model_length_limit
 
     try:
-        result = json.loads((job_dir / "result.json").read_text(encoding="utf-8"))
+        result = read_json_bounded(job_dir / "result.json")
     except (OSError, ValueError) as exc:
         return f"result.json unreadable ({exc.__class__.__name__})"
     best = ckpt.load_best(ckpt.checkpoints_dir(job_dir))
@@ -352,7 +355,7 @@ def _keep_existing(path: Path, level: str, force: bool) -> bool:
     if force or not path.is_file():
         return False
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_json_bounded(path)
     except (OSError, ValueError):
         return False     # unreadable: write it again
     if not isinstance(doc, dict):

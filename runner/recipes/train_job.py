@@ -26,11 +26,18 @@ import runner
 from runner.data.splits import subsample
 from runner.fsutil import canonical_json
 from runner.ml import checkpoint as ckpt
-from runner.ml.batching import effective_max_length, encode_split, model_length_limit
+from runner.ml.batching import (
+    EncodedSplit,
+    effective_max_length,
+    encode_split,
+    model_length_limit,
+)
 from runner.ml.inference import score_and_write
+from runner.ml.mlm import MaskSpec, attach_mlm_head
 from runner.ml.model import apply_adapter, build_model, parameter_counts
 from runner.ml.runtime import (
     CudaOutOfMemory,
+    compile_module,
     configure_threads,
     device_name,
     empty_cuda_cache,
@@ -137,6 +144,17 @@ def parity_targets(job, ctx) -> dict[str, int | None]:
     return {"total": int(result["token_count"]), "best": None if best is None else int(best)}
 
 
+def reference_tokens_per_task(job, ctx, choice: str) -> dict[str, int]:
+    """The multi-task job's real tokens per task at the target ``choice`` ("total": its end,
+    "best": its best validation checkpoint): what a text control matches task by task."""
+    result = ctx.dependency_results[job.depends_on[0]]
+    per_task = result.get("tokens_per_task") or {}
+    if choice == "best":
+        per_task = (result.get("tokens_per_task_at_best")
+                    or _reference_best_entry(result).get("tokens_per_task") or {})
+    return {str(t): int(n) for t, n in per_task.items()}
+
+
 def token_target(job, ctx) -> tuple[int, str, dict[str, int | None]]:
     """(target, which one: config ``parity_target``, the candidates of :func:`parity_targets`)."""
     targets = parity_targets(job, ctx)
@@ -198,29 +216,45 @@ def load_weights(model, root: Path, step, log) -> None:
     model.load_state_dict(state)
 
 
-def parity_block(job, progress, target: int, choice: str, targets: dict, train_split) -> dict:
-    """The ``parity`` record of a token-controlled job: what it reached, and why it stopped."""
+def parity_block(job, progress, target: int, choice: str, targets: dict, train_split,
+                 reference_tokens: dict | None = None) -> dict:
+    """The ``parity`` record of a token-controlled job: what it reached, and why it stopped;
+    a text control (``reference_tokens``: its multi-task job's per task) has no epoch cap
+    and records the match task by task (``per_task``)."""
     achieved = progress.token_count
     reached = achieved >= target
-    return {"mode": job.parity or "total", "reference_job": job.depends_on[0],
-            "target": choice, "targets": targets, "target_tokens": target,
-            "achieved_tokens": achieved, "relative_gap": abs(achieved - target) / target,
-            "trimmed_examples": progress.trimmed_examples, "reached": reached,
-            # both in passes over the task's real training tokens, so they compare
-            "epochs_run": round(epochs_needed(achieved, train_split), 4),
-            "epochs_needed": round(epochs_needed(target, train_split), 4),
-            "epoch_cap": epoch_cap(TrainConfig.from_dict(job.config)),
-            "stopped_because": "target_reached" if reached else "epoch_cap"}
+    block = {"mode": job.parity or "total", "reference_job": job.depends_on[0],
+             "target": choice, "targets": targets, "target_tokens": target,
+             "achieved_tokens": achieved, "relative_gap": abs(achieved - target) / target,
+             "trimmed_examples": progress.trimmed_examples, "reached": reached,
+             # both in passes over the task's real training tokens, so they compare
+             "epochs_run": round(epochs_needed(achieved, train_split), 4),
+             "epochs_needed": round(epochs_needed(target, train_split), 4),
+             "epoch_cap": epoch_cap(TrainConfig.from_dict(job.config)),
+             "stopped_because": "target_reached" if reached else "epoch_cap"}
+    if reference_tokens is not None:
+        block["epoch_cap"] = None
+        block["per_task"] = {t: {"reference_tokens": n,
+                                 "achieved_tokens": int(progress.tokens_per_task.get(t, 0)),
+                                 "relative_gap": abs(progress.tokens_per_task.get(t, 0) - n)
+                                 / n if n else None}
+                             for t, n in reference_tokens.items()}
+    return block
 
 
 # ------------------------------------------------------------------------------------ run_job
 @dataclass
 class JobData:
     """A job's tasks, read and tokenised once: per task its frames (train, validation, test,
-    encoded_test, truncation), its training view, and the rows decontamination dropped."""
+    encoded_test, truncation), its training view, and the rows decontamination dropped; a
+    text-matched control also the other tasks' training text (``stream``)."""
     frames: dict[str, dict]
     tasks: dict[str, TrainTask]
     dropped: dict[str, int | None]
+    stream: dict[str, EncodedSplit] | None = None
+    mlm_head: dict | None = None       # result.json's control.mlm_head (text control)
+    mask: MaskSpec | None = None       # its masking (runner.ml.mlm)
+    reference_tokens: dict | None = None  # its multi-task job's tokens per task at the target
 
 
 class JobTracking:
@@ -296,10 +330,20 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     target, choice, targets = token_target(job, ctx) if token_controlled else (None, None, None)
 
     heldout_kinds = [get_task(t).kind for t in (cfg.heldout or {}).get("tasks", ())]
-    tokenizer = _load_tokenizer(job.model_name, any(s.kind == "ner" for s in specs.values())
-                                or "ner" in heldout_kinds)
+    stream_specs = {name: get_task(name) for name in stream_tasks(cfg, job)}
+    tokenizer = _load_tokenizer(job.model_name, any(
+        s.kind == "ner" for s in [*specs.values(), *stream_specs.values()])
+        or "ner" in heldout_kinds)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    data = load_job_data(ctx, cfg, specs, tokenizer, _length_limit(job.model_name, tokenizer))
+    limit = _length_limit(job.model_name, tokenizer)
+    data = load_job_data(ctx, cfg, specs, tokenizer, limit)
+    data.stream = load_stream(ctx, cfg, stream_specs, tokenizer, limit)
+    if data.stream:
+        try:
+            data.mask = MaskSpec.of(tokenizer, float(cfg.control["mask_probability"]))
+        except ValueError as exc:
+            raise JobFailed(f"text control: {exc}") from None
+        data.reference_tokens = reference_tokens_per_task(job, ctx, choice)
 
     ckpt_root = ckpt.checkpoints_dir(ctx.job_dir)
     model, progress, oom_retry = train_with_oom_retry(job, ctx, cfg, specs, data, device,
@@ -311,6 +355,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     model.to(device)
     dtype = autocast_dtype(str(cfg.precision), device)
     test_batch = eval_batch_size(progress.batch_size)
+    ctx.check_owner()   # fenced: the predictions are the job's owner's to write
     scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
                         ctx.job_dir)
     per_task = per_task_entries(specs, scored, progress, data.frames)
@@ -325,6 +370,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
                 seed_all=seed_all, provenance=provenance)
     if token_controlled:  # after RQ2, which evaluates the weights tested first
         load_weights(model, best_validation_root(ckpt_root), progress.best_step, log)
+        ctx.check_owner()
         scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
                             ctx.job_dir, "predictions/best_weights")
         _add_best_weights_scores(per_task, scored, progress, tracking)
@@ -390,6 +436,35 @@ def load_job_data(ctx, cfg: TrainConfig, specs: dict, tokenizer, limit: int | No
     return JobData(frames, tasks, dropped)
 
 
+def stream_tasks(cfg: TrainConfig, job) -> tuple[str, ...]:
+    """A text-matched control's masked-LM tasks: its multi-task job's others (else none)."""
+    control = cfg.control or {}
+    if control.get("kind") != "text":
+        return ()
+    tasks = list(control.get("tasks") or ())
+    if len(job.tasks) != 1 or job.tasks[0] not in tasks or len(tasks) < 2:
+        raise JobFailed(f"text control of {list(job.tasks)}: config.control.tasks {tasks} "
+                        "must hold its task and at least one other")
+    return tuple(t for t in tasks if t != job.tasks[0])
+
+
+def load_stream(ctx, cfg: TrainConfig, specs: dict, tokenizer, limit: int | None
+                ) -> dict[str, EncodedSplit] | None:
+    """A text control's stream tasks' training text: the subsets, cuts and decontamination
+    their multi-task job trained on (its settings are the job's), tokenised as it did."""
+    if not specs:
+        return None
+    out = {}
+    for name, spec in specs.items():
+        train_df, _ = decontaminate_train(ctx.data_dir, name,
+                                          load_split(ctx.data_dir, name, "train"),
+                                          cfg.decontaminate)
+        out[name] = encode_split(spec, subsample(train_df, (cfg.max_train_examples or {})
+                                                 .get(name)),
+                                 tokenizer, effective_max_length(name, cfg, limit))
+    return out
+
+
 def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData, device,
                          pad_id: int, ckpt_root: Path, target: int | None,
                          open_tracker=None):
@@ -406,19 +481,16 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
         except OSError as exc:
             raise JobFailed(f"model not found: {job.model_name} "
                             f"({str(exc).splitlines()[0][:160]})") from None
+        data.mlm_head = attach_stream_head(job, cfg, model, data)
         apply_adapter(model, cfg.adapter)
-        if cfg.compile and device.type == "cuda":
-            if hasattr(model.encoder, "compile"):
-                # in place: the state_dict keys (checkpoints, best/) stay the plain model's
-                model.encoder.compile()
-            else:
-                log.warning("compile: torch %s has no Module.compile (2.2+); running eagerly",
-                            torch_version())
+        if cfg.compile:   # where it cannot (CPU, old GPU or torch): eagerly, as said
+            compile_module(model.encoder, device, log)
         setup = TrainSetup(job.strategy, data.tasks, cfg, int(job.seed), device, pad_id,
                            ckpt_root, evaluate, batch_size, accumulation, target,
-                           open_tracker)
+                           open_tracker, data.stream,
+                           tuple((cfg.control or {}).get("tasks") or ()), data.mask)
         try:
-            return model, train(model, setup, ctx), oom_retry
+            progress = train(model, setup, ctx)
         except CudaOutOfMemory:
             if oom_retry is not None or batch_size < 2:
                 raise JobFailed(f"CUDA out of memory at batch size {batch_size}") from None
@@ -431,6 +503,25 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
             oom_retry = {"batch_size": batch_size, "grad_accumulation": accumulation}
             log.warning("CUDA out of memory: retrying with batch size %d x %d accumulation",
                         batch_size, accumulation)
+            continue
+        if progress.batch_size != int(cfg.batch_size):
+            # resumed from a checkpoint of the retry (the process that hit the OOM was
+            # stopped): the record is the checkpoint's micro-batch
+            oom_retry = {"batch_size": progress.batch_size,
+                         "grad_accumulation": progress.grad_accumulation}
+        return model, progress, oom_retry
+
+
+def attach_stream_head(job, cfg: TrainConfig, model, data: JobData) -> dict | None:
+    """A text control: the model's masked-LM head (runner.ml.mlm.attach_mlm_head); its
+    record (result.json ``control.mlm_head``), None for every other job."""
+    if not data.stream:
+        return None
+    try:
+        return attach_mlm_head(model, job.model_name)
+    except (OSError, ValueError) as exc:
+        raise JobFailed(f"text control: no masked-LM head for {job.model_name} "
+                        f"({str(exc).splitlines()[0][:160]})") from None
 
 
 def per_task_entries(specs: dict, scored: dict, progress, frames: dict) -> dict[str, dict]:
@@ -471,7 +562,8 @@ def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, o
     document is: one field a line, in the file's order, is easier to check than pieces."""
     target, choice = parity
     tasks = data.tasks
-    examples = sum(progress.examples_per_task.values())
+    # the job's own tasks' (a text control's masked-LM text is counted in its tokens only)
+    examples = sum(progress.examples_per_task.get(t, 0) for t in tasks)
     result_config = dict(job.config)   # the job's own config, as its id hashed it
     if target is not None:
         result_config["target_tokens"] = target
@@ -524,6 +616,23 @@ def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, o
     return result
 
 
+def control_block(job, cfg: TrainConfig, data: JobData, progress) -> dict:
+    """result.json's ``control`` of a token-controlled job: "repeat" (the methodology's), or
+    the text-matched control's stream: its tasks, tokens, masked tokens, head and loss."""
+    if not data.stream:
+        return {"kind": "repeat"}
+    stream = list(data.stream)
+    batches = sum(progress.batches_per_task.get(t, 0) for t in stream)
+    return {"kind": "text", "tasks": list(cfg.control["tasks"]), "stream_tasks": stream,
+            "mask_probability": float(cfg.control["mask_probability"]),
+            "stream_tokens_per_task": {t: int(progress.tokens_per_task.get(t, 0))
+                                       for t in stream},
+            "masked_tokens_per_task": {t: int(n) for t, n in progress.masked_per_task.items()},
+            "stream_batches": batches,
+            "mlm_loss_mean": progress.mlm_loss_sum / batches if batches else None,
+            "mlm_head": data.mlm_head}
+
+
 def add_sampling_and_parity(result: dict, job, cfg: TrainConfig, data: JobData, progress,
                             parity: tuple, log) -> None:
     """Multi-task jobs: the realised sampling shares; token-controlled: the parity block."""
@@ -540,7 +649,8 @@ def add_sampling_and_parity(result: dict, job, cfg: TrainConfig, data: JobData, 
                  result["sampling"]["token_share"])
     if target is not None:
         result["parity"] = parity_block(job, progress, target, choice, targets,
-                                        data.tasks[job.tasks[0]].train)
+                                        data.tasks[job.tasks[0]].train, data.reference_tokens)
+        result["control"] = control_block(job, cfg, data, progress)
         if not result["parity"]["reached"]:
             p = result["parity"]
             log.warning("parity not reached: %d of %d tokens (gap %.1f%%) after %s of %s "

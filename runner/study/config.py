@@ -52,6 +52,9 @@ class TrainConfig:
     heldout: Mapping | None = None        # [heldout] settings (RQ2)
     decontaminate: Mapping | None = None  # {"n", "against", "data_checksums"}
     parity_target: str = "total"          # token_controlled: "total" | "best"
+    # token_controlled, control = "text" only: {"kind", "mask_probability", "tasks": the
+    # multi-task job's task set} (runner.ml.mlm); None: the repeat control
+    control: Mapping | None = None
 
     def max_length_for(self, task: str) -> int:
         """``task``'s truncation length before the model's limit caps it."""

@@ -21,7 +21,7 @@ vocabularies split differently, so every token figure here is an estimate.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import os
 from collections import defaultdict
@@ -33,6 +33,7 @@ from runner.data import token_lengths
 from runner.study.manifest import HYPERPARAMETERS
 from runner.study.plan import Job, Plan
 from stats.core.power import mde_dz  # scipy.special only: plan stays fast
+from stats.fileio import read_json_bounded
 
 # Seed-to-seed standard deviation of a paired difference (two systems, same seed), in points
 # of the primary metric, assumed where no finished jobs measure it: BERT-base fine-tunes on the
@@ -71,8 +72,10 @@ class TokenControlled:
     target_source: str       # "projected" | "measured"
     tokens_per_epoch: int
     epochs_needed: float
-    epoch_cap: int
+    epoch_cap: int | None    # None: a text control (no cap: it replays its multi-task job)
     feasible: bool
+    control: str = "repeat"  # "repeat" (the methodology's) | "text" (runner.ml.mlm)
+    mlm_head: str | None = None   # text control: which masked-LM head (models.mlm_head_note)
 
 
 @dataclass
@@ -168,7 +171,11 @@ def _projected_tokens(job: Job, lengths: Lengths) -> dict[str, float]:
     else:
         micro = int(cfg.max_epochs) * sum(math.ceil(n / batch) for n in sizes.values())
     probs = _probabilities(job, sizes) if len(job.tasks) > 1 else {job.tasks[0]: 1.0}
-    return {t: micro * probs[t] * batch * mean for t, (_, mean) in per_task.items()}
+    # a task's batches hold its n examples in ceil(n / batch) batches per epoch: n / that
+    # many examples each on average, never more than the task has (batch 65,536 over 1,000
+    # examples is one batch of 1,000, not 65,536: issue 25's "needs 8,753 epochs")
+    per_batch = {t: n / max(1, math.ceil(n / batch)) for t, n in sizes.items()}
+    return {t: micro * probs[t] * per_batch[t] * mean for t, (_, mean) in per_task.items()}
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -194,8 +201,8 @@ class Results:
             return None
         if job_id not in self._docs:
             try:  # plain string paths: pathlib costs more than the read at 10,000 jobs
-                with open(f"{self.root}/{job_id}/result.json", encoding="utf-8") as fh:
-                    self._docs[job_id] = json.load(fh)
+                # bounded: a result.json linked to /dev/zero is not read forever
+                self._docs[job_id] = read_json_bounded(f"{self.root}/{job_id}/result.json")
             except (OSError, ValueError):
                 self._docs[job_id] = None
         return self._docs[job_id]
@@ -307,12 +314,32 @@ def token_controlled(plan: Plan, lengths: Lengths, results: Results
         target = per_task.get(task, 0) if job.parity == "per_task" else total
         n, mean = lengths.epoch(job, task)
         per_epoch = n * mean
+        if is_text_control(job):
+            # every task's tokens match by construction; its own task is seen as often as in
+            # the multi-task job, so there is no cap to reach
+            epochs = per_task.get(task, 0) / per_epoch if per_epoch else math.inf
+            out.append(TokenControlled(job.job_id, job.experiment, job.model, task, job.seed,
+                                       _label(ref), job.parity or "total", int(target), source,
+                                       int(per_epoch), round(epochs, 2), None, True, "text",
+                                       _mlm_head(job.model_name)))
+            continue
         cap = int(job.settings.token_controlled_max_epochs)
         epochs = target / per_epoch if per_epoch else math.inf
         out.append(TokenControlled(job.job_id, job.experiment, job.model, task, job.seed,
                                    _label(ref), job.parity or "total", int(target), source, int(per_epoch),
                                    round(epochs, 2), cap, epochs <= cap))
     return out
+
+
+def is_text_control(job: Job) -> bool:
+    """A token-controlled job with the text-matched control (config.control, issue 26)."""
+    return (job.config.get("control") or {}).get("kind") == "text"
+
+
+@functools.cache
+def _mlm_head(model_name: str) -> str:
+    from runner.study.models import mlm_head_note
+    return mlm_head_note(model_name)
 
 
 def truncation(plan: Plan, lengths: Lengths) -> list[Truncation]:
@@ -422,14 +449,24 @@ def render(c: DesignCheck) -> list[str]:
                      f"{list(seeds)}; {mde} -- {where}")
     if c.token_controlled:
         ok = sum(t.feasible for t in c.token_controlled)
+        text = sum(t.control == "text" for t in c.token_controlled)
         lines.append(f"  token-controlled jobs: {ok} of {len(c.token_controlled)} reach their "
-                     "target within the epoch cap (projected targets assume the multi-task job "
+                     "target within the epoch cap" + (f" ({text} text-matched: by construction)"
+                                                      if text else "") +
+                     " (projected targets assume the multi-task job "
                      "trains all its epochs; early stopping usually ends it sooner):")
         for (exp, model, task, parity, ref), group in _grouped(
                 c.token_controlled, lambda t: (t.experiment, t.model, t.task, t.parity,
                                                t.reference)):
             need = sorted({t.epochs_needed for t in group})
             span = f"{need[0]:g}" if len(need) == 1 else f"{need[0]:g}-{need[-1]:g}"
+            if group[0].control == "text":
+                lines.append(f"    {exp} {model}/{task} vs {ref}: TEXT-MATCHED control -- "
+                             f"replays the multi-task job ({task} {span} epochs, as there; the "
+                             f"other tasks as masked-LM text with {group[0].mlm_head}); "
+                             f"parity by construction, no epoch cap; costs what the "
+                             f"multi-task job costs ({group[0].target_source}): ok")
+                continue
             bad = sum(not t.feasible for t in group)
             mark = "ok" if not bad else f"INFEASIBLE ({bad} of {len(group)} jobs)"
             lines.append(f"    {exp} {model}/{task} vs {ref} parity {parity}: {span} epochs "

@@ -16,7 +16,10 @@ Schema (see ``manifests/demo.toml`` for a commented example)::
                           or task_sets = "pairs" + pair_tasks (every unordered pair)
         token_controlled  reference (a multi_task experiment), parity "total" | "per_task",
                           parity_target "total" | "best" (the reference's tokens at its end,
-                          the methodology's default, or at its best validation checkpoint)
+                          the methodology's default, or at its best validation checkpoint),
+                          control "repeat" | "text" (the methodology's control, default: its
+                          own data repeated to the target; or text-matched: the multi-task
+                          job replayed with the other tasks as unlabelled masked-LM text)
                           (one job per task of each referenced job; same models and seeds)
       + any hyperparameter, overriding [defaults] for this experiment only.
       + max_length_per_task = {task = n}: lowers max_length for those tasks (n <= max_length);
@@ -61,6 +64,11 @@ from runner.study.models import BUILTIN_MODELS, known_aliases
 from runner.study.sampling import SAMPLINGS
 from runner.study.strategies import STRATEGIES as STRATEGY_TABLE
 from runner.study.strategies import Strategy, experiment_type
+from stats.fileio import FileTooLarge, read_bounded
+
+# the text-matched control's masked-LM stream: share of real, non-special tokens selected
+# (BERT's 15%; of them 80% [MASK], 10% a random token, 10% unchanged)
+MASK_PROBABILITY = 0.15
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -249,6 +257,7 @@ class Experiment:
     adapter_match: str | None = None        # single_task: multi_task experiment to match
     heldout: bool = False                   # evaluate on the [heldout] tasks after the job
     parity_target: str | None = None        # token_controlled: "total" | "best"
+    control: str | None = None              # token_controlled: "repeat" | "text"
 
     @property
     def experiment_type(self) -> str:
@@ -310,6 +319,11 @@ class Manifest:
             cfg["token_controlled_max_epochs"] = given.get(
                 "token_controlled_max_epochs", HYPERPARAMETERS["token_controlled_max_epochs"][1])
             cfg["parity_target"] = exp.parity_target
+            if exp.control == "text":   # the default ("repeat") keeps the config and job id
+                # the rest of the block (the tasks, the multi-task job's settings) comes from
+                # the referenced job, in runner.study.plan
+                del cfg["token_controlled_max_epochs"]   # t is seen as in the multi-task job
+                cfg["control"] = {"kind": "text", "mask_probability": MASK_PROBABILITY}
         if given.get("decontaminate", False):   # off: the config (and job id) it had before
             from runner.data.contamination import DEFAULT_N
             cfg["decontaminate"] = {"n": DEFAULT_N, "against": list(self.evaluated_tasks())}
@@ -739,6 +753,10 @@ def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
         raise InputError(file, "empty manifest; expected [study] and [[experiments]] tables")
     try:
         doc = tomllib.loads(text)
+    except RecursionError:   # tomllib parses nested arrays / inline tables recursively
+        raise InputError(file, "TOML nested too deep (arrays or inline tables inside each "
+                         "other past Python's recursion limit); a manifest needs a few "
+                         "levels") from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = _TOML_POS_RE.search(msg)
@@ -748,14 +766,20 @@ def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
     return _Parser(file, text).manifest(doc)
 
 
+# a manifest is a few kilobytes; a file larger than this (bytes) is not one
+MAX_MANIFEST_BYTES = 16 << 20
+
+
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise InputError(str(path), "manifest file not found") from None
     except IsADirectoryError:
         raise InputError(str(path), "expected a manifest file, got a folder") from None
+    except FileTooLarge as exc:
+        raise InputError(str(path), f"not a manifest: {exc}") from None
     except OSError as exc:
         raise InputError(str(path), f"cannot read manifest: {exc.strerror}") from None
     try:

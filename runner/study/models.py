@@ -123,14 +123,23 @@ def whereabouts(name: str) -> Whereabouts:
                        "from the hub before any job starts")
 
 
+def missing_libraries(names) -> list[str]:
+    """Those of the third-party top-level packages ``names`` that are not installed (looked
+    up, not imported: this side of the project never imports torch)."""
+    from importlib.util import find_spec
+    return [n for n in names if find_spec(n) is None]
+
+
 def _load_config_and_tokenizer(name: str, **kwargs) -> None:
     """What a job loads before the weights; raises OSError / ValueError when it cannot.
     The loading itself is torch-side (runner.ml.model), imported only when a model is probed."""
-    try:
-        from runner.ml.model import load_config_and_tokenizer
-    except ImportError as exc:   # a broken install: as runner.orchestrate.local says for the engine
-        raise InputError(None, f"cannot import transformers: {exc}; install the project "
-                         f"(pip install -e .)", where="runner.recipes") from None
+    # a broken install (the third-party library missing) is bad input, as
+    # runner.orchestrate.local says for the engine; a missing project module is a bug and fails
+    missing = missing_libraries(("torch", "transformers"))
+    if missing:
+        raise InputError(None, f"cannot import {', '.join(missing)}; install the project "
+                         f"(pip install -e .)", where="runner.recipes")
+    from runner.ml.model import load_config_and_tokenizer
 
     load_config_and_tokenizer(name, **kwargs)
 
@@ -187,3 +196,35 @@ def how_to_get(alias: str, tried: str) -> str:
         return (f"set HF_HUB_OFFLINE=0 on a machine with network access (or fill the Hugging "
                 f"Face cache first), or {local}")
     return f"check the network and the hub id (or fill the Hugging Face cache), or {local}"
+
+
+# heads of masked-LM checkpoints as their weights name them: BERT-type ("cls.predictions."),
+# RoBERTa-type ("lm_head.")
+_MLM_HEAD_PREFIXES = ("cls.predictions.", "lm_head.")
+
+
+def mlm_head_note(name: str) -> str:
+    """What a text-matched control (runner.ml.mlm) will train its masked-LM stream with, read
+    from the local weights' safetensors header only (no torch, no weights): "pretrained" where
+    the checkpoint has a masked-LM head, "initialised as BERT's" where it has none (the
+    demo's MiniLM), else "the checkpoint's if it has one, else initialised as BERT's"."""
+    import json
+    import struct
+
+    folder = name if os.path.isdir(name) else None
+    if folder is None and _cached_config(name):
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "model.safetensors")
+        folder = os.path.dirname(found) if isinstance(found, str) else None
+    path = os.path.join(folder, "model.safetensors") if folder else None
+    try:
+        with open(path, "rb") as fh:   # type: ignore[arg-type]
+            (size,) = struct.unpack("<Q", fh.read(8))
+            keys = json.loads(fh.read(size)) if size < 100_000_000 else {}
+        has = any(k.startswith(_MLM_HEAD_PREFIXES) for k in keys)
+        head = ("the checkpoint's pretrained masked-LM head" if has else
+                "a masked-LM head initialised as BERT's (the checkpoint has none)")
+    except (OSError, TypeError, ValueError, struct.error):
+        head = "the checkpoint's masked-LM head if it has one, else one initialised as BERT's"
+    return head + ", decoder tied to the input embeddings"

@@ -127,6 +127,21 @@ def _copy(cfg: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(cfg)
 
 
+def text_control_config(cfg: dict[str, Any], reference: Job) -> dict[str, Any]:
+    """A text-matched control's config (control = "text"): its own (validation, checkpoints,
+    parity target) with the multi-task job's training settings (TEXT_CONTROL_COPIED: batch,
+    schedule, sampling, subsets, lengths, ...) and ``control.tasks``, that job's task set in
+    its order: the job replays that job's batches, its own task's supervised, the others' as
+    masked-LM text.  What it copies is part of its config, so of its id."""
+    from runner.study.strategies import TEXT_CONTROL_COPIED
+
+    out = {k: v for k, v in cfg.items() if k not in TEXT_CONTROL_COPIED}
+    out.update({k: copy.deepcopy(reference.config[k]) for k in TEXT_CONTROL_COPIED
+                if k in reference.config})
+    out["control"] = {**cfg["control"], "tasks": list(reference.tasks)}
+    return out
+
+
 def head_parameters(task: str, hidden: int) -> int:
     """Parameters of a task's head (runner.ml.model): ner: Linear(hidden, n);
     others: Linear(hidden, hidden) + Linear(hidden, n); n = 1 for regression."""
@@ -196,6 +211,9 @@ class _Builder:
         cfg, cfg_json, tasks_json = self.config(exp, tasks)
         if exp.adapter_match is not None:
             cfg = {**cfg, "adapter": self.matched_adapter(exp, alias, tasks[0], seed)}
+            cfg_json = canonical_json({k: v for k, v in cfg.items() if k not in NOT_IN_ID})
+        if "control" in cfg and reference is not None:
+            cfg = text_control_config(cfg, reference)
             cfg_json = canonical_json({k: v for k, v in cfg.items() if k not in NOT_IN_ID})
         data, data_json = self.checksums(tasks)
         parity = exp.parity if reference is not None else None

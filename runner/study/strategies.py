@@ -15,6 +15,19 @@ from typing import Any
 
 PARITIES = ("total", "per_task")         # token_controlled: one target, or one per task
 PARITY_TARGETS = ("total", "best")       # the reference's tokens at its end, or at its best
+# token_controlled: what the control is (runner.recipes.text_control for "text"):
+#   "repeat" -- the methodology's: the task's own data repeated to the token target (default)
+#   "text"   -- text-matched: the multi-task job's schedule replayed with the other tasks' text
+#               fed as unlabelled masked-LM batches (same tokens through the encoder, no
+#               cross-task labels; parity by construction)
+CONTROLS = ("repeat", "text")
+# the text control replays its multi-task job: these settings are that job's (copied at plan
+# time, runner.study.plan), so a token_controlled experiment with control = "text" may not set
+# them itself
+TEXT_CONTROL_COPIED = ("learning_rate", "warmup_steps", "weight_decay", "max_length",
+                       "max_length_per_task", "batch_size", "grad_accumulation", "max_epochs",
+                       "max_steps", "max_train_examples", "sampling", "temperature",
+                       "examples_cap", "precision", "adapter", "decontaminate")
 
 # ------------------------------------------------------------------ reading the manifest
 # Each ``read`` takes the manifest reader (runner.study.manifest._Parser: its string,
@@ -37,11 +50,23 @@ def _read_task_sets(r, raw: dict, path: tuple, models: tuple[str, ...]) -> dict:
 
 def _read_reference(r, raw: dict, path: tuple, models: tuple[str, ...]) -> dict:
     """token_controlled: ``reference`` (its models and task sets are copied from that
-    experiment once every experiment is read), ``parity`` and ``parity_target``."""
+    experiment once every experiment is read), ``parity``, ``parity_target`` and
+    ``control``."""
+    control = r.choice(raw.get("control", CONTROLS[0]), CONTROLS, path + ("control",))
+    parity = r.choice(raw.get("parity", PARITIES[0]), PARITIES, path + ("parity",))
+    if control == "text":
+        if parity != "total":
+            raise r.error(path + ("parity",), "control = \"text\" replays the whole multi-task "
+                          "job, so every task's tokens match it: parity = \"total\" only")
+        for key in TEXT_CONTROL_COPIED:
+            if key in raw:
+                raise r.error(path + (key,), "not allowed with control = \"text\": the "
+                              "text-matched control trains with its multi-task job's setting")
     return {"reference": r.string(raw["reference"], path + ("reference",)),
-            "parity": r.choice(raw.get("parity", PARITIES[0]), PARITIES, path + ("parity",)),
+            "parity": parity,
             "parity_target": r.choice(raw.get("parity_target", PARITY_TARGETS[0]),
-                                      PARITY_TARGETS, path + ("parity_target",))}
+                                      PARITY_TARGETS, path + ("parity_target",)),
+            "control": control}
 
 
 # ------------------------------------------------------------------------- expanding
@@ -97,7 +122,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              samples_tasks=True, batch_size=8),
     Strategy("token_controlled", "token_controlled_baseline",
              "one task per job, trained to the multi-task job's token count (parity)",
-             keys=("name", "strategy", "reference", "parity", "parity_target"),
+             keys=("name", "strategy", "reference", "parity", "parity_target", "control"),
              required=("name", "reference"),
              refuses_lists_because="token_controlled experiments take their models, tasks "
              "and seeds from the referenced multi_task experiment",

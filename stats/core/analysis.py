@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stats.core import tests
+from stats.core import controls, tests
 from stats.core.bootstrap import Block, observed, resample_blocks
 from stats.core.metrics import metric_names, point_metrics, sufficient_matrix
 from stats.read.results import (
@@ -60,6 +60,8 @@ class Study:
     skipped: list[Skipped]
     options: Options
     notes: list[str] = field(default_factory=list)
+    # results that must not be published (issue 25; see :meth:`verify`): one line each
+    refused: list[str] = field(default_factory=list)
     _predictions: dict[tuple[str, str], Any] = field(default_factory=dict)
     _frame: pd.DataFrame | None = None
     _task_resamples: dict[str, Any] = field(default_factory=dict)
@@ -124,7 +126,11 @@ class Study:
             self.notes.append(text)
 
     def predictions(self, job: JobResult, task: str):
-        """(kind, spec, frame) or a reason string; cached, checked against result.json."""
+        """(kind, spec, frame) or a reason string; cached.  The predictions are the source
+        of truth (issue 25): every stored metric they can recompute must agree with them,
+        and a file whose result.json recorded its SHA256 must still have it; otherwise the
+        job is refused (:attr:`refused`).  A result without a digest (written before them)
+        whose predictions cannot be read keeps its recorded metrics and is listed as skipped."""
         key = (job.job_id, task)
         if key not in self._predictions:
             tr = job.per_task[task]
@@ -132,20 +138,110 @@ class Study:
                 kind, spec, frame = read_predictions(tr)
             except PredictionsUnavailable as err:
                 reason = f"{task} predictions of job {job.job_id} unusable: {err}"
-                self.skipped.append(Skipped(str(tr.predictions_path or job.path),
-                                            f"predictions unusable: {err}"))
+                if tr.predictions_sha256 is not None:
+                    self.refused.append(f"{tr.predictions_path}: job {job.job_id}, task {task}: "
+                                        f"{err}")
+                else:
+                    self.skipped.append(Skipped(str(tr.predictions_path or job.path),
+                                                f"predictions unusable: {err}"))
                 self._predictions[key] = reason
                 return reason
-            names = metric_names(kind, spec)
-            if tr.primary_metric in names:
-                recomputed = point_metrics(kind, spec, frame)[tr.primary_metric]
-                if abs(recomputed - tr.metrics[tr.primary_metric]) > CONSISTENCY_TOL:
-                    self.note(f"{tr.predictions_path}: {tr.primary_metric} recomputed from the "
-                              f"predictions is {recomputed:.6f}, result.json says "
-                              f"{tr.metrics[tr.primary_metric]:.6f}; the bootstrap uses the "
-                              "predictions")
+            self._check_metrics(job, task, tr.metrics, kind, spec, frame, "metrics")
             self._predictions[key] = (kind, spec, frame)
         return self._predictions[key]
+
+    def _check_metrics(self, job: JobResult, task: str, stored: dict[str, float], kind: str,
+                       spec: dict[str, Any], frame: pd.DataFrame, where: str) -> None:
+        """Refuse the job when a stored metric differs from its predictions' (the first such
+        metric, in the recomputable metrics' order, is named)."""
+        recomputed = point_metrics(kind, spec, frame)
+        for name in metric_names(kind, spec):
+            if name not in stored or not math.isfinite(recomputed[name]):
+                continue
+            if abs(recomputed[name] - stored[name]) > CONSISTENCY_TOL:
+                self.refused.append(
+                    f"{job.path}: job {job.job_id}: per_task.{task}.{where}.{name} = "
+                    f"{stored[name]:.6f} but its predictions give {recomputed[name]:.6f} "
+                    "(a metric edited after the job, or predictions of another run)")
+                return
+
+    def verify(self) -> list[str]:
+        """Read every job's predictions (final and best-validation weights) and check them
+        against its result, and check that every system is one configuration; return the
+        refusals (also in :attr:`refused`)."""
+        for job in sorted(self.jobs, key=lambda j: j.job_id):
+            for task in job.tasks:
+                self.predictions(job, task)
+                tr = job.per_task[task]
+                if tr.best_weights is None or tr.best_predictions_path is None:
+                    continue
+                try:
+                    kind, spec, frame = read_predictions(tr, best_weights=True)
+                except PredictionsUnavailable as err:
+                    if tr.best_predictions_sha256 is not None:
+                        self.refused.append(f"{tr.best_predictions_path}: job {job.job_id}, "
+                                            f"task {task} (best weights): {err}")
+                    continue
+                self._check_metrics(job, task, tr.best_weights, kind, spec, frame,
+                                    "best_weights.metrics")
+        self.refused.extend(configuration_conflicts(self.jobs, self.system))
+        return self.refused
+
+
+# config entries that differ between the seeds of one configuration: a token-controlled
+# job's target is its own reference's tokens, a parameter-matched adapter names its own
+# matched multi-task job and that job's trainable count
+PER_SEED_SETTINGS = ("config.target_tokens", "config.adapter.matched_to.job_id",
+                     "config.adapter.matched_to.target_trainable",
+                     "config.adapter.matched_to.trainable",
+                     "config.adapter.matched_to.relative_gap")
+
+
+def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for k in sorted(value, key=str):
+            _flat(f"{prefix}.{k}", value[k], out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def job_settings(job: JobResult) -> dict[str, Any]:
+    """Everything that makes a job's configuration, as ``{dotted key: value}``: its
+    config (less :data:`PER_SEED_SETTINGS`), model, tokenizer and the data it read."""
+    out = _flat("config", job.config, {})
+    for key in PER_SEED_SETTINGS:
+        out.pop(key, None)
+    out["model_name"] = job.model_name
+    out["tokenizer"] = job.tokenizer
+    return _flat("provenance.data_checksums", job.data_checksums, out)
+
+
+def configuration_conflicts(jobs: list[JobResult], system) -> list[str]:
+    """One line per system (model, strategy, ``system(job)``, task set) whose jobs differ
+    in anything but the seed: two configurations would be pooled as seeds of one system
+    (two studies in one folder, a manifest's defaults edited between runs).  Names both
+    job ids and the first differing setting."""
+    first: dict[tuple, tuple[JobResult, dict[str, Any]]] = {}
+    out = []
+    for job in sorted(jobs, key=lambda j: (j.seed, j.job_id)):
+        key = (job.model, job.strategy, system(job), job.tasks)
+        settings = job_settings(job)
+        if key not in first:
+            first[key] = (job, settings)
+            continue
+        other, theirs = first[key]
+        differing = sorted(k for k in set(settings) | set(theirs)
+                           if settings.get(k, "<absent>") != theirs.get(k, "<absent>"))
+        if differing:
+            k = differing[0]
+            out.append(f"{job.path}: jobs {other.job_id} (seed {other.seed}) and {job.job_id} "
+                       f"(seed {job.seed}) are both {job.model}/{system(job)} "
+                       f"[{'+'.join(job.tasks)}] but differ in {k} ({theirs.get(k, '<absent>')!r}"
+                       f" vs {settings.get(k, '<absent>')!r}): two configurations under one "
+                       "system name; give their results folders separately or rename one "
+                       "experiment")
+    return out
 
 
 def _values(runs: dict[int, JobResult], task: str) -> list[float]:
@@ -579,13 +675,18 @@ def _rq5_family(study: Study, model: str, e_m: str, e_t: str | None, matched: Pa
     compared = [r for r in rows if "parity_summary" in r]
     apply_holm(rows, opt.alpha)  # MT − TC
     apply_holm([r["mt_minus_st"] for r in compared if r["mt_minus_st"]], opt.alpha)
+    # the control this token-controlled system ran (issue 26: one per comparison, never pooled)
+    control = _one({controls.control_of(tc.config) for key, pairs in matched.items()
+                    if key[:3] == (model, e_m, e_t) for _, tc in pairs.values()})
     for row in compared:
         ps, st = row["parity_summary"], row["mt_minus_st"] or {}
         row["verdict"], row["verdict_reason"] = tests.rq5_verdict(
             ps["holds"], ps["detail"], row["mean_diff"], row["p_holm"],
             st.get("mean_diff"), st.get("p_holm"), opt.alpha)
+        row["verdict"] = controls.verdict_words(row["verdict"], control)
     pairs = [p for r in compared for p in r["parity"]]
     return {"model": model, "multi_task_experiment": e_m, "token_controlled_experiment": e_t,
+            "control": control,
             "parity_mode": _one({p["mode"] for p in pairs}),
             "parity_target": _one({p["target"] for p in pairs} - {None}),
             "rows": rows}
@@ -754,17 +855,18 @@ def _best_weights_alternative(study: Study, fam: dict[str, Any]) -> dict[str, di
         e["verdict"], e["verdict_reason"] = tests.rq5_verdict(
             row["parity_summary"]["holds"], row["parity_summary"]["detail"], e["mean_diff"],
             e["p_holm"], st.get("mean_diff"), st.get("p_holm"), study.options.alpha)
+        e["verdict"] = controls.verdict_words(e["verdict"], fam.get("control"))
     return out
 
 
 def _other_targets(fam: dict[str, Any], families: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Token-controlled systems on the same multi-task system, model and parity mode that
-    aimed at the other target ("total" vs "best")."""
+    """Token-controlled systems on the same multi-task system, model, parity mode and control
+    that aimed at the other target ("total" vs "best")."""
     if fam["parity_target"] not in TARGETS:
         return []
     return [o for o in families if o is not fam and o["model"] == fam["model"]
             and o["multi_task_experiment"] == fam["multi_task_experiment"]
-            and o["parity_mode"] == fam["parity_mode"]
+            and o["parity_mode"] == fam["parity_mode"] and o.get("control") == fam.get("control")
             and o["parity_target"] in TARGETS and o["parity_target"] != fam["parity_target"]]
 
 

@@ -19,6 +19,7 @@ from collections import Counter
 from statistics import median
 from typing import Any
 
+from stats.core import controls
 from stats.core.power import mde_dz, seeds_needed
 from stats.core.tests import GENUINE
 from stats.questions.context import SummaryBlock
@@ -341,7 +342,11 @@ def wrap(line: str, width: int = WIDTH) -> list[str]:
 def answers(statistics: dict[str, Any], tasks: list[str], alpha: float) -> tuple[SummaryBlock, dict[str, Any]]:
     """The Answers block and statistics.json's ``answers`` entry, from the sections'
     statistics (a section that did not run is simply absent)."""
-    rq5, rq1 = statistics.get("rq5") or [], statistics.get("rq1") or []
+    every5, rq1 = statistics.get("rq5") or [], statistics.get("rq1") or []
+    # the verdicts are the repeat control's; the text-matched control (issue 26) is counted
+    # on a line of its own, never pooled with them
+    rq5 = [f for f in every5 if f.get("control") != controls.TEXT]
+    text5 = [f for f in every5 if f.get("control") == controls.TEXT]
     labels = [f.get(k) for f in rq5 + rq1 for k in
               ("multi_task_experiment", "token_controlled_experiment")]
     names = Names(labels, tasks)
@@ -363,8 +368,14 @@ def answers(statistics: dict[str, Any], tasks: list[str], alpha: float) -> tuple
         lines.extend(_criterion_line(c) for c in ans["criteria"])
 
     if "rq5" in statistics:
+        ans5 = rq5_answer(rq5, names, alpha)
+        text_rows = [r for _, r in _compared_rq5(text5)]
+        if text_rows:
+            ans5["text_control_verdicts"] = dict(Counter(str(r.get("verdict")) for r in text_rows))
+            ans5["lines"].append(f"  Text-matched control ({len(text_rows)} comparisons): "
+                                 f"{_verdict_counts(text_rows)}")
         question("rq5", "RQ5 (primary): is a multi-task gain still there at equal training tokens?",
-                 rq5_answer(rq5, names, alpha))
+                 ans5)
     if "rq1" in statistics:
         question("rq1", "RQ1: does multi-task fine-tuning beat single-task?",
                  rq1_answer(rq1, names, alpha))

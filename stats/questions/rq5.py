@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from stats.core import controls
 from stats.core.tests import verdict_rule
 from stats.questions.context import Context, SectionOutput, SummaryBlock
 from stats.read.results import TC
@@ -20,9 +21,11 @@ def _rq5_family_line(f: dict[str, Any]) -> str:
         return "token-controlled jobs without a usable multi-task reference:"
     if f.get("token_controlled_experiment") is None:
         return f"{f['model']}, {f['multi_task_experiment']}: no token-controlled system"
+    control = (" text-matched control (masked-LM on the other tasks' text)"
+               if f.get("control") == controls.TEXT else "")
     return (f"{f['model']}, {f['multi_task_experiment']} vs {f['token_controlled_experiment']} "
-            f"(parity {f['parity_mode']}, target {f['parity_target'] or 'not recorded'}; TC "
-            "tested at its final weights):")
+            f"({control.strip() + ', ' if control else ''}parity {f['parity_mode']}, target "
+            f"{f['parity_target'] or 'not recorded'}; TC tested at its final weights):")
 
 
 def _alternative_text(what: str, verdict: str | None, main: str, detail: str) -> str:
@@ -93,22 +96,58 @@ def _clean_rq5_line(r: dict[str, Any]) -> str:
             f"{c['verdict'].upper()} ({change})")
 
 
-def section(ctx: Context) -> SectionOutput:
+def _control_lines(ctx: Context, families: list[dict[str, Any]], control: str) -> list[str]:
+    """One control's SUMMARY lines: its rule, verdict counts and comparisons."""
     opt = ctx.options
-    lines = [f"rule: {verdict_rule(opt.alpha, opt.parity_threshold)}"]
-    if not any(j.strategy == TC for j in ctx.study.jobs):
-        lines.append("not applicable: no token-controlled job among the results")
-    verdicts = Counter(r.get("verdict") for f in ctx.analysis.rq5 for r in f["rows"])
+    lines = [f"question: {controls.QUESTION[control]}",
+             f"rule: {controls.rule_text(control, verdict_rule(opt.alpha, opt.parity_threshold))}"]
+    verdicts = Counter(r.get("verdict") for f in families for r in f["rows"])
     if verdicts:
         lines.append("verdicts: " + ", ".join(f"{k}: {v}" for k, v in sorted(
             verdicts.items(), key=lambda kv: str(kv[0]))))
-    for f in ctx.analysis.rq5:
+    for f in families:
         lines.append(_rq5_family_line(f))
         for r in f["rows"]:
             lines += _rq5_lines(r, f)
-    return SectionOutput(
-        tables={"table_rq5_token_controlled.tex": tables.rq5_table(
-            ctx.env, ctx.analysis.rq5, opt.alpha, opt.parity_threshold, ctx.source)},
-        statistics={"rq5": ctx.analysis.rq5, "rq5_verdict_rule": verdict_rule(
-            opt.alpha, opt.parity_threshold)},
-        summary=[SummaryBlock("RQ5: token-controlled transfer analysis", lines)])
+    return lines
+
+
+def by_control(families: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The RQ5 families per control (issue 26), never pooled: the text-matched control's
+    comparisons apart; the repeat control's with everything else (multi-task systems without
+    a token-controlled one, orphans), as before the text control existed."""
+    out: dict[str, list[dict[str, Any]]] = {controls.REPEAT: [], controls.TEXT: []}
+    for f in families:
+        out[controls.TEXT if f.get("control") == controls.TEXT else controls.REPEAT].append(f)
+    return out
+
+
+def section(ctx: Context) -> SectionOutput:
+    opt = ctx.options
+    split = by_control(ctx.analysis.rq5)
+    lines = _control_lines(ctx, split[controls.REPEAT], controls.REPEAT)
+    if not any(j.strategy == TC for j in ctx.study.jobs):
+        lines.insert(2, "not applicable: no token-controlled job among the results")
+    elif not any(f.get("token_controlled_experiment") for f in split[controls.REPEAT]):
+        lines.insert(2, "no repeat-control token-controlled system among the results (the "
+                     "text-matched control's comparisons follow in their own block)")
+    tables_out = {"table_rq5_token_controlled.tex": tables.rq5_table(
+        ctx.env, split[controls.REPEAT], opt.alpha, opt.parity_threshold, ctx.source)}
+    blocks = [SummaryBlock("RQ5: token-controlled transfer analysis", lines)]
+    statistics = {"rq5": ctx.analysis.rq5, "rq5_verdict_rule": verdict_rule(
+        opt.alpha, opt.parity_threshold)}
+    if split[controls.TEXT]:
+        text_lines = _control_lines(ctx, split[controls.TEXT], controls.TEXT)
+        both = controls.reconciliations(ctx.analysis.rq5)
+        text_lines += [f"  both controls, {c['model']} {c['task']} ({c['multi_task_experiment']}"
+                       f" vs {c['repeat']['experiment']} and {c['text']['experiment']}): "
+                       f"{c['sentence']}" for c in both]
+        blocks.append(SummaryBlock("RQ5 (text-matched control): cross-task supervision vs "
+                                   "text exposure", text_lines))
+        tables_out["table_rq5_text_controlled.tex"] = tables.rq5_table(
+            ctx.env, split[controls.TEXT], opt.alpha, opt.parity_threshold, ctx.source,
+            control=controls.TEXT)
+        statistics["rq5_reconciled"] = both
+        statistics["rq5_text_verdict_rule"] = controls.rule_text(
+            controls.TEXT, verdict_rule(opt.alpha, opt.parity_threshold))
+    return SectionOutput(tables=tables_out, statistics=statistics, summary=blocks)

@@ -8,7 +8,9 @@ normalised text) and ``ngram`` (a shared run of n words).  ``stats`` imports no 
 the reader and its checks live here and mirror ``runner.contamination.load_contamination``:
 
 * the schema and the shape of every entry stats reads;
-* where ``SHA256SUMS`` beside the file lists it, the file's own SHA256;
+* where ``SHA256SUMS`` beside the file lists it, the file's own SHA256; a ``SHA256SUMS``
+  there that does not list it refuses it (issue 25: its line removed, the file edited);
+* a training task counted in ``train_units_overlapping_evaluated`` appears in an overlap list;
 * every data file in its header (``data_checksums``) that lies beside it has that SHA256;
   one that is not there is compared with its ``SHA256SUMS`` line, if any;
 * every job's ``provenance.data_checksums`` agrees with the header on the files both list:
@@ -22,12 +24,11 @@ paper is still built, from the full test sets only, and SUMMARY.txt says why.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stats.fileio import StatsInputError
+from stats.fileio import StatsInputError, read_json_bounded
 from stats.read.results import JobResult
 
 SCHEMA = "contamination/1"
@@ -123,7 +124,7 @@ def load_contamination(path: str | Path | None, jobs: list[JobResult]) -> Contam
 def read_document(path: Path) -> dict[str, Any]:
     """The parsed file after checking the schema and every entry stats reads."""
     try:
-        doc = json.loads(path.read_bytes())
+        doc = read_json_bounded(path)
     except FileNotFoundError:
         raise StatsInputError(path, "contamination file missing") from None
     except (OSError, ValueError) as err:
@@ -162,18 +163,46 @@ def _check_shape(path: Path, doc: dict[str, Any]) -> None:
                     bad(f"overlap.{b}.{SPLIT}.{a}.{key}", "expected a list of unit ids")
 
 
+def _check_counts(path: Path, doc: dict[str, Any]) -> None:
+    """A training task whose units overlap evaluated ones (``train_units_overlapping_evaluated``
+    > 0) must appear in some overlap list: lists emptied by hand are refused."""
+    counts = doc.get("train_units_overlapping_evaluated")
+    if not isinstance(counts, dict):
+        return
+    for a in doc["tasks"]:
+        n = counts.get(a)
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+            continue
+        listed = any((entry.get(a) or {}).get(key)
+                     for b in doc["tasks"] for entry in (doc["overlap"].get(b) or {}).values()
+                     if isinstance(entry, dict) for key in ("exact", "ngram"))
+        if not listed:
+            raise StatsInputError(path, f"{n} training unit(s) of {a} overlap evaluated units, "
+                                  f"but no overlap list names a unit for {a}: the lists were "
+                                  "emptied or cut; run `python -m runner contamination` again",
+                                  where=f"train_units_overlapping_evaluated.{a}")
+
+
 def verify(path: Path, doc: dict[str, Any], jobs: list[JobResult]) -> list[str]:
     """What the file was checked against (StatsInputError naming it when a check fails)."""
     data_dir = path.parent
     sums = read_checksums(data_dir / CHECKSUMS)
     checked = []
     own = sums.get(path.name)
+    if own is None and sums:
+        # the runner lists the file in the SHA256SUMS of the data folder it writes it into;
+        # a SHA256SUMS without its line cannot tell an edited file (issue 25: the line
+        # removed and the overlap lists emptied read as "used, 0 overlap")
+        raise StatsInputError(path, f"not listed in {data_dir / CHECKSUMS} beside it, so it "
+                              "cannot be checked for edits; run `python -m runner "
+                              "contamination` again")
     if own is not None:
         if own != sha256_file(path):
             raise StatsInputError(path, f"its sha256 differs from its line in "
                                   f"{data_dir / CHECKSUMS}: the file was edited; run `python "
                                   "-m runner contamination` again")
         checked.append(f"its line in {data_dir / CHECKSUMS}")
+    _check_counts(path, doc)
     hashed = listed = 0
     for rel, digest in sorted(doc["data_checksums"].items()):
         data_file = data_dir / rel

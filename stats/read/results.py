@@ -8,8 +8,11 @@ built from them (one row per job and task). The layout is ``results/README.md``.
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stats.fileio import StatsInputError
+from stats.fileio import (
+    MAX_JSON_BYTES,
+    FileTooLarge,
+    StatsInputError,
+    read_bounded,
+    read_json_bounded,
+    sha256_bytes,
+)
 
 # the strategies, in the study's words (manifests, job configs, tables)
 ST, MT, TC = "single_task", "multi_task", "token_controlled"
@@ -33,6 +43,10 @@ PREDICTION_COLUMNS = {
     "classes": ("gold_id", "pred_id"),
     "pairs": ("gold_value", "pred_value"),
 }
+# a predictions parquet larger than this (bytes) is not one of ours (the largest test set's
+# is a few megabytes); bounded so a link to a device cannot be read forever
+MAX_PREDICTIONS_BYTES = 1 << 30
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,12 @@ class TaskResult:
     # token-controlled jobs (issue 12): the metrics of the best-validation weights beside
     # the final weights' ``metrics``; None when not recorded
     best_weights: dict[str, float] | None = None
+    # issue 25: the SHA256 result.json records of the predictions file (None: a result
+    # written before digests; its predictions are read unverified), and the best-validation
+    # weights' predictions with their digest
+    predictions_sha256: str | None = None
+    best_predictions_path: Path | None = None
+    best_predictions_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,10 +111,31 @@ class JobResult:
 class Loaded:
     jobs: list[JobResult] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    # results that must not be published (issue 25): one line each, FILE: what is wrong;
+    # any makes ``python -m stats`` exit 2 with nothing written
+    refused: list[str] = field(default_factory=list)
+
+
+class RefusedResults(StatsInputError):
+    """Results that would publish wrong numbers (a stored metric its predictions disagree
+    with, a predictions file that is not the one its result recorded, a result in another
+    job's folder, two results for one job, two configurations under one system name, a
+    file that cannot be read); ``lines`` holds one line each, ``str()`` the first."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = list(lines)
+        more = f" (and {len(lines) - 1} more refused result(s), listed above)" \
+            if len(lines) > 1 else ""
+        super().__init__(None, self.lines[0] + more)
 
 
 class _Bad(Exception):
     """A field of one result.json is missing or has the wrong type (message names the key)."""
+
+
+class _Refused(Exception):
+    """One result.json must not be used (issue 25): it is in the wrong place or points
+    outside its folder (message says which)."""
 
 
 def _get(obj: dict, key: str, types: type | tuple[type, ...], where: str, optional=False):
@@ -192,12 +233,45 @@ def _task_result(task: str, entry: dict, path: Path) -> TaskResult:
     pred_rel = _get(entry, "predictions", str, where, optional=True)
     tokens = _get(entry, "tokens", int, where, optional=True)
     n_test = _get(entry, "n_test", int, where, optional=True)
-    best = entry.get("best_weights")
-    best = _numbers(best.get("metrics")) if isinstance(best, dict) else None
+    best_raw = entry.get("best_weights")
+    best = _numbers(best_raw.get("metrics")) if isinstance(best_raw, dict) else None
+    best_rel = best_raw.get("predictions") if isinstance(best_raw, dict) else None
     return TaskResult(
         task=task, primary_metric=primary, metrics=metrics, tokens=tokens, n_test=n_test,
-        stat_spec=spec, predictions_path=None if pred_rel is None else path.parent / pred_rel,
-        best_weights=best if best and primary in best else None)
+        stat_spec=spec, predictions_path=_inside(path, pred_rel, f"{where}predictions"),
+        best_weights=best if best and primary in best else None,
+        predictions_sha256=_digest(entry, where),
+        best_predictions_path=_inside(path, best_rel if isinstance(best_rel, str) else None,
+                                      f"{where}best_weights.predictions"),
+        best_predictions_sha256=_digest(best_raw, f"{where}best_weights.")
+        if isinstance(best_raw, dict) else None)
+
+
+def _inside(result_path: Path, rel: str | None, where: str) -> Path | None:
+    """``rel`` (a result's predictions path) below the job's folder; ``_Refused`` when it
+    is absolute or leaves the folder ("../", a symbolic link out of it)."""
+    if rel is None:
+        return None
+    job_dir = result_path.parent
+    target = job_dir / rel
+    try:
+        inside = not Path(rel).is_absolute() and os.path.realpath(target).startswith(
+            os.path.realpath(job_dir) + os.sep)
+    except (OSError, ValueError):
+        inside = False
+    if not inside:
+        raise _Refused(f"{where}: {rel!r} resolves outside the job's folder")
+    return target
+
+
+def _digest(entry: dict, where: str) -> str | None:
+    """``predictions_sha256`` (64 lower-case hex) or None when the result predates it."""
+    value = entry.get("predictions_sha256")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SHA256_RE.match(value):
+        raise _Bad(f"{where}predictions_sha256: expected 64 hex digits, got {value!r}")
+    return value
 
 
 def _checksums(provenance: Any) -> dict[str, str]:
@@ -209,41 +283,95 @@ def _checksums(provenance: Any) -> dict[str, str]:
     return {str(k): v for k, v in raw.items() if isinstance(v, str)}
 
 
-def result_files(root: Path):
-    """Every job's ``result.json`` below ``root``, lazily (a checkpoint's copy is not a job)."""
-    for path in root.rglob("result.json"):
-        if "checkpoints" not in path.relative_to(root).parts:
+def result_files(root: Path, problems: list[str] | None = None):
+    """Every job's ``result.json`` below ``root``, lazily (a checkpoint's copy is not a job).
+
+    Symbolic links are not followed (a results folder holds its own files, issue 25): a
+    linked folder or result.json, and a folder that cannot be read, are added to
+    ``problems`` (one line each) when it is given, and never read."""
+    def unreadable(err: OSError) -> None:
+        if problems is not None:
+            problems.append(f"{err.filename}: cannot read this folder "
+                            f"({err.strerror or err}): its jobs would be left out")
+
+    for parent, dirs, files in os.walk(root, onerror=unreadable):
+        rel = Path(parent).relative_to(root).parts
+        if "checkpoints" in rel:
+            dirs[:] = []
+            continue
+        for name in sorted(dirs):
+            if os.path.islink(os.path.join(parent, name)) and problems is not None:
+                problems.append(f"{os.path.join(parent, name)}: a symbolic link (to "
+                                f"{os.path.realpath(os.path.join(parent, name))}); a results "
+                                "folder must hold its jobs' own folders, not links")
+        if "result.json" in files:
+            path = Path(parent) / "result.json"
+            if path.is_symlink():
+                if problems is not None:
+                    problems.append(f"{path}: a symbolic link (to {os.path.realpath(path)}); "
+                                    "a job's result.json must be its own file")
+                continue
             yield path
 
 
-def load_results(dirs: list[str | Path]) -> Loaded:
-    """Every ``result.json`` below ``dirs``; unreadable ones go to ``Loaded.skipped``.
+def _read_result(path: Path) -> Any:
+    """result.json parsed; ``_Refused`` when it cannot be read at all (permissions, not a
+    regular file, larger than any result), ValueError when it is not JSON."""
+    try:
+        raw = read_bounded(path, MAX_JSON_BYTES)
+    except FileTooLarge as err:
+        raise _Refused(f"{err}: not a result.json") from None
+    except OSError as err:
+        raise _Refused(f"cannot read it ({err.strerror or err})") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
 
-    A job seen twice (the same folder copied into two places) is used once. Raises
-    :class:`StatsInputError` only when a folder to scan does not exist.
+
+def load_results(dirs: list[str | Path]) -> Loaded:
+    """Every ``result.json`` below ``dirs``; malformed ones go to ``Loaded.skipped``, those
+    that must not be used (issue 25) to ``Loaded.refused``: a result whose
+    ``experiment_id`` is not its folder's name (a copied or misplaced job), two results
+    for one job id, a symbolic link, a file or folder that cannot be read, predictions
+    named outside the job's folder.
+
+    Raises :class:`StatsInputError` only when a folder to scan does not exist.
     """
     loaded = Loaded()
     seen: dict[str, Path] = {}
+    twice: set[str] = set()   # job ids with two results: neither is used
     for d in dirs:
         root = Path(d)
         if not root.is_dir():
             raise StatsInputError(root, "results folder does not exist (give --results DIR)")
-        for path in sorted(result_files(root)):
+        for path in sorted(result_files(root, loaded.refused)):
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                job = parse_result(data, path)
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                job = parse_result(_read_result(path), path)
+            except _Refused as err:
+                loaded.refused.append(f"{path}: {err}")
+                continue
+            except (UnicodeDecodeError, ValueError) as err:
                 loaded.skipped.append(Skipped(str(path), f"unreadable JSON: {err}"))
                 continue
             except _Bad as err:
                 loaded.skipped.append(Skipped(str(path), f"malformed result: {err}"))
                 continue
+            if path.parent.name != job.job_id:
+                loaded.refused.append(
+                    f"{path}: experiment_id {job.job_id!r} is not its folder's name "
+                    f"{path.parent.name!r} (a copied or misplaced job folder)")
+                continue
             if job.job_id in seen:
-                loaded.skipped.append(Skipped(
-                    str(path), f"duplicate of job {job.job_id} already read from {seen[job.job_id]}"))
+                if os.path.samefile(seen[job.job_id], path):
+                    continue   # the same folder given twice (--results a --results a/b)
+                loaded.refused.append(f"{path}: a second result for job {job.job_id} (the "
+                                      f"first is {seen[job.job_id]}); keep one of them")
+                twice.add(job.job_id)
                 continue
             seen[job.job_id] = path
             loaded.jobs.append(job)
+    loaded.jobs = [j for j in loaded.jobs if j.job_id not in twice]
     return loaded
 
 
@@ -252,14 +380,19 @@ class PredictionsUnavailable(Exception):
     why, without the path (callers know it)."""
 
 
-def read_predictions(task_result: TaskResult) -> tuple[str, dict[str, Any], pd.DataFrame]:
-    """Return ``(kind, stat_spec, frame)`` for one job's task, the frame indexed by unit_id.
+def read_predictions(task_result: TaskResult, best_weights: bool = False
+                     ) -> tuple[str, dict[str, Any], pd.DataFrame]:
+    """Return ``(kind, stat_spec, frame)`` for one job's task, the frame indexed by unit_id
+    (``best_weights``: the best-validation weights' predictions of a token-controlled job).
 
-    Checks what the resampling needs: the stat_spec kind, its columns, no missing values,
-    unique unit ids, and for ``classes`` ids inside ``labels``.
+    Checks what the resampling needs: the file's SHA256 against the one result.json
+    recorded (where it did), the stat_spec kind, its columns, no missing values, unique
+    unit ids, and for ``classes`` ids inside ``labels``.
     """
     spec = task_result.stat_spec
-    path = task_result.predictions_path
+    path, digest = ((task_result.best_predictions_path, task_result.best_predictions_sha256)
+                    if best_weights else
+                    (task_result.predictions_path, task_result.predictions_sha256))
     if spec is None or path is None:
         raise PredictionsUnavailable("result.json names no stat_spec/predictions for this task")
     kind = spec.get("kind")
@@ -268,7 +401,16 @@ def read_predictions(task_result: TaskResult) -> tuple[str, dict[str, Any], pd.D
     if not Path(path).is_file():
         raise PredictionsUnavailable("file missing")
     try:
-        frame = pd.read_parquet(path)
+        raw = read_bounded(path, MAX_PREDICTIONS_BYTES)
+    except (OSError, FileTooLarge) as err:
+        raise PredictionsUnavailable(f"cannot read it ({getattr(err, 'strerror', None) or err})"
+                                     ) from None
+    if digest is not None and sha256_bytes(raw) != digest:
+        raise PredictionsUnavailable(
+            f"its sha256 {sha256_bytes(raw)[:12]}... is not the {digest[:12]}... result.json "
+            "recorded (truncated, replaced or edited since the job finished)")
+    try:
+        frame = pd.read_parquet(io.BytesIO(raw))
     except Exception as err:  # pyarrow raises many types for truncated files
         # the error's text repeats the path; the caller records the path beside the reason
         raise PredictionsUnavailable(
@@ -370,7 +512,7 @@ def raw_result(job: JobResult) -> dict:
     key = str(job.path)
     if key not in _RAW_CACHE:
         try:
-            _RAW_CACHE[key] = json.loads(Path(job.path).read_text(encoding="utf-8"))
+            _RAW_CACHE[key] = read_json_bounded(job.path)
         except (OSError, ValueError):
             _RAW_CACHE[key] = {}
     return _RAW_CACHE[key]

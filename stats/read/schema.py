@@ -4,11 +4,11 @@ job whose folder holds the file)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from stats.fileio import read_json_bounded
 from stats.read.results import JobResult, Skipped
 
 T = TypeVar("T")
@@ -50,7 +50,7 @@ def load_job_files(jobs: Sequence[JobResult], subdir: str, pattern: str,
             continue
         for path in sorted(root.glob(pattern)):
             try:
-                parsed.append(parse(json.loads(path.read_text(encoding="utf-8")), path, job))
+                parsed.append(parse(read_json_bounded(path), path, job))
             except (OSError, UnicodeDecodeError, ValueError) as err:
                 skipped.append(Skipped(str(path), f"malformed {what}: {err}"))
     return parsed, skipped

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from stats.fileio import StatsInputError
+from stats.fileio import StatsInputError, read_json_bounded
 from stats.read.results import JobResult
 
 SIMILARITY_FILE = "task_similarity.json"
@@ -20,7 +19,7 @@ def load_similarity(path: str | Path) -> dict:
     """Read and check a ``task_similarity.json`` (schema ``task_similarity/1``)."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_json_bounded(path)
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise StatsInputError(path, f"unreadable JSON: {err}") from err
     if not isinstance(doc, dict) or doc.get("schema") != SIMILARITY_SCHEMA:

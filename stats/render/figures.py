@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import numpy as np
 from matplotlib.figure import Figure
 
+from stats.core import controls
 from stats.core.analysis import Analysis, Study
 from stats.read.results import MT, ST, TC
 from stats.render.names import Names
@@ -248,7 +249,7 @@ def rq5_bars(analysis: Analysis) -> Figure:
     panels: dict[tuple[str, str], dict[str, Any]] = {}
     for fam in analysis.rq5:
         rows = [r for r in fam["rows"] if "parity_summary" in r]
-        if fam["model"] is None or not rows:
+        if fam["model"] is None or not rows or fam.get("control") == controls.TEXT:
             continue
         key = (fam["model"], str(fam.get("parity_mode")))
         if key not in panels or len(fam["rows"]) > len(panels[key]["rows"]):

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from stats.core import controls
 from stats.core.analysis import seed_list
 from stats.core.tests import effect_band, verdict_rule
 from stats.read.results import ST
@@ -292,22 +293,42 @@ def _rq5_floats(families: list[dict[str, Any]]) -> list[tuple[str, str | None, l
     return [(mode, model, _by_size(keyed[(mode, model)])) for mode, model in order]
 
 
+# the paper's note on the text-matched control (issue 26): one paragraph a reviewer can check
+TEXT_CONTROL_NOTE = (
+    r"Text-matched control: TC fine-tunes on the task alone, but replays its MT job's batches "
+    r"(same sampler, seed, batch plans, learning-rate schedule and subsets): the task's own "
+    r"batches train its head, every other task's batch is fed to the same encoder as "
+    r"unlabelled text with BERT's masked-LM objective (15\% of real tokens; the checkpoint's "
+    r"MLM head, else one initialised as BERT's, decoder tied to the input embeddings). It sees "
+    r"each task's real tokens exactly as often as MT (parity by construction), without the "
+    r"other tasks' labels: MT above it is cross-task supervision, MT not above it is text "
+    r"exposure.")
+
+
 def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: float,
-              threshold: float, source: str = "results") -> str:
+              threshold: float, source: str = "results", control: str = "repeat") -> str:
     """Table 3: per comparison (MT system vs one token-controlled system) and task: ST / MT /
     TC over the seeds all three ran, parity gap, MT − TC with CI, Holm p, Cohen's d, verdict;
     one float per parity mode and model, one block per multi-task set (the all-8 set first).
-    Training tokens, d_z and each row's seeds are in SUMMARY.txt and statistics.json."""
+    Training tokens, d_z and each row's seeds are in SUMMARY.txt and statistics.json.
+    ``control`` "text": the text-matched control's own table (issue 26; the two controls are
+    never pooled)."""
     names = _names(families)
     floats = []
     split = _rq5_floats(families)
+    text = control == controls.TEXT
+    base = "tab:rq5_text_controlled" if text else "tab:rq5_token_controlled"
+    title = ("Text-matched control (RQ5): cross-task supervision vs text exposure" if text
+             else "Token-controlled transfer analysis (RQ5)")
+    rule = (controls.rule_text(control, verdict_rule(alpha, threshold)) if text
+            else verdict_rule(alpha, threshold))
     for i, (mode, model, fams) in enumerate(split or [("", None, [])]):
         fn = Footnotes()
         groups = []
         for fam in fams:
             seeds = _family_seeds(fam)
-            title = latex_escape(_rq5_family_title(fam, names))
-            rows = [[rf"\multicolumn{{{RQ5_COLUMNS}}}{{l}}{{\textit{{{title}}}}}"]]
+            heading = latex_escape(_rq5_family_title(fam, names))
+            rows = [[rf"\multicolumn{{{RQ5_COLUMNS}}}{{l}}{{\textit{{{heading}}}}}"]]
             for r in fam["rows"]:
                 st = (pts(r["st_mean"]) if ok(r.get("st_mean"))
                       else fn.na((r.get("mt_minus_st") or {}).get("reason")
@@ -326,14 +347,15 @@ def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: fl
              r"Holm-adjusted across the tasks of one comparison; $d$: Cohen's $d$ (pooled SD, "
              r"the methodology's; success criterion $d>0.3$). Training tokens, the paired "
              r"$d_z$ and the minimum detectable effect: SUMMARY.txt and statistics.json."),
-            latex_escape(verdict_rule(alpha, threshold))] if i == 0 else []
+            latex_escape(rule)] if i == 0 else []
+        if text and i == 0:
+            notes.insert(0, TEXT_CONTROL_NOTE)
         notes += [*_key_note(names), *fn.notes()]
         where = ", ".join(x for x in (model and latex_escape(model),
                                       mode and f"parity {latex_escape(mode)}") if x)
-        caption = "Token-controlled transfer analysis (RQ5)" + (f": {where}." if where else ".")
-        ctx = table_context(caption, _label("tab:rq5_token_controlled", i),
-                            "l" + "c" * 7 + "l", [], groups, notes, RQ5_COLUMNS,
-                            "no multi-task results")
+        caption = title + (f": {where}." if where else ".")
+        ctx = table_context(caption, _label(base, i), "l" + "c" * 7 + "l", [], groups, notes,
+                            RQ5_COLUMNS, "no multi-task results")
         floats.append(render(env, "table_rq5_token_controlled.tex.j2", placement="t",
                              size=r"\scriptsize", source=source, **ctx))
     return "\n".join(floats)

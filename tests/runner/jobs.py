@@ -5,6 +5,7 @@ points runner.recipes.train_job's data seams at them."""
 from __future__ import annotations
 
 import random
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -140,3 +141,54 @@ def kill_after_first_checkpoint(victim, checkpoints: Path, timeout_s: float,
     time.sleep(random.uniform(*jitter_s))
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
+
+
+def python_child(function: str, args: list[str]) -> subprocess.Popen:
+    """A ``python -c`` process calling ``function`` ("tests.module:name") with ``args``, from
+    the repository root with one torch thread (the kill -9 tests' jobs)."""
+    import os
+    import sys
+
+    module, name = function.split(":")
+    code = f"import sys; from {module} import {name}; {name}(*sys.argv[1:])"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=repo, env=env)
+
+
+def kill_and_resume(function: str, model_path: Path, data_dir: Path, tmp_path: Path,
+                    timeout_s: float, jitter_s: tuple[float, float], at_kill=None):
+    """One job (``function`` of :func:`python_child`, called with model, data, job folder and
+    result file) run to its end in one child (``tmp_path/ref``) and, at the same time, in
+    another (``tmp_path/victim``) SIGKILLed after its first checkpoint (``at_kill(victim
+    folder)`` is called then) and run again; (uninterrupted result, resumed result)."""
+    import json
+
+    ref_out, out = tmp_path / "ref.json", tmp_path / "resumed.json"
+    ref = python_child(function, [str(model_path), str(data_dir), str(tmp_path / "ref"),
+                                  str(ref_out)])
+    victim_dir = tmp_path / "victim"
+    args = [str(model_path), str(data_dir), str(victim_dir), str(out)]
+    kill_after_first_checkpoint(python_child(function, args), victim_dir / "checkpoints",
+                                timeout_s, jitter_s)
+    assert not out.exists(), "the job finished before the kill; make it longer"
+    if at_kill is not None:
+        at_kill(victim_dir)
+    resumed = python_child(function, args)
+    assert resumed.wait(timeout=300) == 0 and ref.wait(timeout=300) == 0
+    return json.loads(ref_out.read_text()), json.loads(out.read_text())
+
+
+def stop_after(n: int):
+    """A ``should_stop`` that says yes on its ``n``-th call (the loop asks once per step)."""
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] == n
+    return should_stop
+
+
+def child_job(module: str, args: list[str]) -> subprocess.Popen:
+    """``module.child_main(*args)`` in a subprocess of one thread (the kill -9 tests)."""
+    return python_child(f"{module}:child_main", args)

@@ -43,6 +43,13 @@ BAD_CASES = {
     "non-multi reference": (SMALL.read_text().replace('reference = "multi"',
                                                       'reference = "single"'), []),
     "bad budget": (SMALL.read_text(), ["--time-budget", "soon"]),
+    # issue 25: each was a traceback or a usage block, or ran away
+    "negative budget": (SMALL.read_text(), ["--time-budget", "-5s"]),
+    "too many workers": (SMALL.read_text(), ["--workers", "100000"]),
+    "nested 5000 deep": ("x = " + "[" * 5000 + "]" * 5000 + "\n", []),
+    "5 MB value": (SMALL.read_text().replace('name = "small"', f'name = "{"x" * 5_000_000}"'),
+                   []),
+    "empty results dir": (SMALL.read_text(), ["--results-dir", ""]),
 }
 
 
@@ -66,7 +73,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, command, tmp_path
     err = capsys.readouterr().err
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
-    assert "Traceback" not in err
+    assert "Traceback" not in err and len(err) < 1200   # a 5 MB value is cut
     assert snapshot_tree(tmp_path) == before
 
 
@@ -347,3 +354,70 @@ def test_a_command_loads_only_its_own_module():
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["_study", "[]"]
+
+
+def _one_line(argv: list[str], capsys, cwd: Path) -> str:
+    """Run ``python -m runner ARGV`` in ``cwd``; it must end with exit 2 and one line."""
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        rc = main(argv)
+    finally:
+        os.chdir(before)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_hostile_flags_and_manifests_get_their_own_one_line(tmp_path, capsys):
+    """Issue 25's tracebacks and usage blocks, each now one line saying what is wrong."""
+    m = tmp_path / "m.toml"
+    m.write_text(SMALL.read_text())
+    res = ["--results-dir", str(tmp_path / "res"), "--data-dir", str(DATA)]
+    assert _one_line([str(m), *res, "--time-budget", "-5s"], capsys, tmp_path) == (
+        "error: --time-budget: expected a positive duration, got '-5s'")
+    assert _one_line([str(m), *res, "--workers", "100000"], capsys, tmp_path).startswith(
+        "error: --workers: 100000 workers is more than this machine has (")
+    assert _one_line([str(m), "--results-dir", "", "--data-dir", str(DATA)], capsys,
+                     tmp_path) == ("error: --results-dir: empty path (leave --results-dir out "
+                                   "for the manifest's [study] results)")
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert _one_line(["plan", str(deep)], capsys, tmp_path).startswith(
+        f"error: {deep}: TOML nested too deep")
+    big = tmp_path / "big.toml"
+    big.write_text(SMALL.read_text().replace('name = "small"', f'name = "{"x" * 5_000_000}"'))
+    line = _one_line(["plan", str(big), *res], capsys, tmp_path)
+    assert line.startswith(f"error: {big}:") and len(line) < 1100
+    assert line.endswith(" characters)") and "... (cut: 5,00" in line
+    # the two branches of the workers bound
+    from runner.orchestrate.workers import check_workers
+    check_workers(4, gpus=[], cores=4)
+    check_workers(100000, allow_more=True, gpus=[], cores=4)
+    with pytest.raises(Exception, match="5 workers is more than this machine has"):
+        check_workers(5, gpus=[], cores=4)
+    check_workers(5, gpus=["0", "1", "2", "3", "4"], cores=4)   # one per GPU is fine
+
+
+def test_a_results_folder_that_is_the_data_or_leads_nowhere_is_refused(tmp_path, capsys):
+    m = tmp_path / "m.toml"
+    m.write_text(SMALL.read_text().replace('name = "small"', 'name = "small"\nresults = "data"'))
+    (tmp_path / "data").symlink_to(DATA)
+    for command in ("run", "plan", "status"):
+        assert _one_line([command, str(m)], capsys, tmp_path) == (
+            f"error: {m}:5: study.results: data: is the data folder (data); give the study "
+            "its own results folder")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for command in ("run", "plan", "status"):
+        assert _one_line([command, str(SMALL), "--results-dir", str(tmp_path / "loop"),
+                          "--data-dir", str(DATA)], capsys, tmp_path) == (
+            f"error: {tmp_path / 'loop'}: --results-dir: a symbolic link loop (too many levels "
+            "of symbolic links)")
+        assert _one_line([command, str(SMALL), "--results-dir", str(tmp_path / "dangling"),
+                          "--data-dir", str(DATA)], capsys, tmp_path) == (
+            f"error: {tmp_path / 'dangling'}: --results-dir: a symbolic link to "
+            f"{tmp_path / 'nowhere'}, which does not exist")
+    # the other branch: a results folder of its own plans
+    assert main(["plan", str(SMALL), "--results-dir", str(tmp_path / "res"),
+                 "--data-dir", str(DATA)]) == 0

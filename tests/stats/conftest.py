@@ -47,6 +47,11 @@ def full_paper(tmp_path_factory):
                       and json.loads(p.read_text())["tasks"] == ["biosses"])
     pq = st_biosses.parent / "predictions" / "biosses.parquet"
     pq.write_bytes(pq.read_bytes()[:50])
+    # a result written before predictions digests (issue 25): its unreadable predictions
+    # are skipped, not refused
+    data = json.loads(st_biosses.read_text())
+    del data["per_task"]["biosses"]["predictions_sha256"]
+    st_biosses.write_text(json.dumps(data))
     bad = root / "broken"
     bad.mkdir()
     (bad / "result.json").write_text('{"experiment_id": "abc", "seed": ')

@@ -50,6 +50,7 @@ class TCVariant:
     # task -> (epochs_run, epochs_needed) for jobs that stopped at the epoch cap
     short: dict[str, tuple[float, float]] = field(default_factory=dict)
     epoch_cap: int = 20
+    control: str = "repeat"  # config.control.kind (issue 26): "repeat" (absent) | "text"
 
 
 @dataclass
@@ -81,6 +82,9 @@ class Design:
     leaked: dict[str, int] = field(default_factory=dict)
     # provenance.data_checksums of every job (its tasks' files); None: not recorded
     data_checksums: dict[str, str] | None = None
+    # per_task.<task>.predictions_sha256 as the runner records it (issue 25); False: results
+    # written before digests
+    digests: bool = True
     # the multi-task task sets, all in one experiment "mt" (systems "mt[a+b]"); None: one
     # experiment "mt_all" on ``tasks``
     task_sets: tuple[tuple[str, ...], ...] | None = None
@@ -396,11 +400,17 @@ def _tc_job(design: Design, variant: TCVariant, model: str, seed: int, task: str
         best = {task: rest[0]}
     parity = tc_parity(variant, task, mt_id, tpt, design.tc_token_scale.get(task, 1.0))
     jid = job_id("tc", model, seed, task, variant.name, tasks or design.tasks)
-    return (_result(design, etype="token_controlled_baseline", experiment=variant.name,
-                    model=model, seed=seed, tasks=(task,), per_task_metrics={task: m},
-                    tokens_per_task={task: parity["achieved_tokens"]},
-                    tokenizer=design.tc_tokenizer.get(task, design.tokenizer), jid=jid,
-                    parity=parity, best_metrics=best), frames)
+    data = _result(design, etype="token_controlled_baseline", experiment=variant.name,
+                   model=model, seed=seed, tasks=(task,), per_task_metrics={task: m},
+                   tokens_per_task={task: parity["achieved_tokens"]},
+                   tokenizer=design.tc_tokenizer.get(task, design.tokenizer), jid=jid,
+                   parity=parity, best_metrics=best)
+    if variant.control == "text":   # results/README.md: config.control and control
+        stream = tasks or design.tasks
+        data["config"]["control"] = {"kind": "text", "mask_probability": 0.15,
+                                     "tasks": list(stream)}
+        data["control"] = {"kind": "text", "stream_tasks": [t for t in stream if t != task]}
+    return data, frames
 
 
 def write_study(root: Path, design: Design) -> list[str]:
@@ -414,6 +424,11 @@ def write_study(root: Path, design: Design) -> list[str]:
                 path = job_dir / "predictions" / f"{name}.parquet"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 frame.to_parquet(path, index=False)
+                if design.digests:
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                    best, _, task = name.rpartition("/")
+                    entry = data["per_task"][task]
+                    (entry["best_weights"] if best else entry)["predictions_sha256"] = digest
         (job_dir / "result.json").write_text(json.dumps(data, indent=1))
         ids.append(data["experiment_id"])
     return ids

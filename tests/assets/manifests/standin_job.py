@@ -1,8 +1,9 @@
 """A stand-in job function for the runner's tests: sleeps in steps, checkpoints, resumes,
 and returns a result that depends only on the job (so reruns give identical results).
 
-Side file (STANDIN_LOG, appended with O_APPEND): "start <job_id> <step>" when a run of the
-job begins and "finish <job_id>" when it returns its result -- the tests count these.
+Side file (STANDIN_LOG, appended with O_APPEND): "start <job_id> <step>" and "gpu <job_id>
+<its CUDA_VISIBLE_DEVICES>" when a run of the job begins and "finish <job_id>" when it returns
+its result -- the tests count these.
 
 Run as a script it is a worker: ``python standin_job.py MANIFEST RESULTS DATA [options]``.
 Environment: STANDIN_STEPS (5), STANDIN_SLEEP_S (seconds per step, 0.05),
@@ -43,6 +44,7 @@ def standin_job(job, ctx) -> dict:
     ckpt = ctx.job_dir / "checkpoint.json"
     step = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0
     _append(f"start {job.job_id} {step}")
+    _append(f"gpu {job.job_id} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}")
     if fail & set(job.tasks):
         raise JobFailed(f"injected failure for {'+'.join(job.tasks)}\nsecond line")
     target = None

@@ -24,7 +24,7 @@ from runner.orchestrate.ledger import Ledger, Worker
 from runner.orchestrate.local import run_claimed
 from runner.recipes import train_job as engine_job
 from tests.runner import jobs
-from tests.runner.jobs import make_job
+from tests.runner.jobs import make_job, stop_after
 
 # the engine tests' fixtures: a tiny BERT and synthetic tasks behind runner.recipes.train_job's seams
 tiny_model, env = jobs.tiny_model, jobs.env
@@ -72,15 +72,6 @@ def tiny_training_objects():
 
 def progress_at(step: int, tasks=("t",)) -> ckpt.TrainingProgress:
     return ckpt.TrainingProgress("single_task", list(tasks), 4, 1, 100, step=step)
-
-
-def stop_after(n: int):
-    calls = {"n": 0}
-
-    def should_stop() -> bool:
-        calls["n"] += 1
-        return calls["n"] == n
-    return should_stop
 
 
 def interrupted_at_7(model_path: Path, ctx, name: str):

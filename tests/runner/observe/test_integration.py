@@ -69,7 +69,8 @@ def test_status_shows_running_jobs_with_eta_and_the_study_eta(tmp_path, capsys):
     ledger.ensure()
     first, second, third = plan.jobs[:3]
     ledger.record_duration(first.job_id, first.experiment, 30.0)
-    ledger.write_result(first.job_id, {"ok": 1})
+    # a result proves its job done when it names the job (issue 25)
+    ledger.write_result(first.job_id, {"experiment_id": first.job_id})
     ledger.finish(first.job_id)
     for job, worker in ((second, "w1"), (third, "w2")):
         claim = ledger.try_claim(job.job_id, Worker(worker), None)

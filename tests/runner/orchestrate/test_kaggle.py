@@ -18,7 +18,6 @@ from tests.runner.orchestrate.test_workers import (
     DATA,
     ROOT,
     assert_same_engine_results,
-    engine_available,
     results,
     tiny_reference,
 )
@@ -80,8 +79,6 @@ def test_bad_manifest_is_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not engine_available(), reason="the training engine (runner.recipes) is "
-                    "not importable")
 def test_three_short_sessions_equal_one_uninterrupted_run(tmp_path, tmp_path_factory):
     from runner.ml.checkpoint import list_checkpoints
 

@@ -144,8 +144,9 @@ def test_stray_temporary_files_and_corrupt_results_are_tolerated(tmp_path):
     (tmp_path / JOB).mkdir()
     (tmp_path / JOB / "result.json").write_text('{"truncated": ')
     assert not ledger.is_done(JOB)
-    moved = ledger.set_aside_corrupt_result(JOB)
-    assert moved is not None and moved.exists() and not ledger.result_path(JOB).exists()
+    moved, why = ledger.set_aside_corrupt_result(JOB)
+    assert moved.exists() and not ledger.result_path(JOB).exists()
+    assert why == "does not parse (JSONDecodeError)"
 
 
 def test_a_slow_old_owners_last_heartbeat_does_not_hide_its_successors(tmp_path):

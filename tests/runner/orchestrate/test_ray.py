@@ -22,7 +22,6 @@ from tests.runner.orchestrate.test_workers import (
     SMALL,
     WIDE,
     assert_same_engine_results,
-    engine_available,
     events,
     results,
     tiny_reference,
@@ -172,8 +171,6 @@ def test_a_dead_nodes_claim_expires_and_the_job_resumes_from_its_checkpoint(log,
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not engine_available(), reason="the training engine (runner.recipes) is "
-                    "not importable")
 def test_real_engine_through_ray_equals_one_worker(cluster, tmp_path, tmp_path_factory):
     ref = tiny_reference(tmp_path_factory)
     plan = build_plan(load_manifest(ref["manifest"]), DATA)

@@ -22,9 +22,16 @@ import pytest
 
 from runner.errors import InputError
 from runner.orchestrate.local import run_plan
-from runner.orchestrate.workers import parse_workers, plan_workers, run_workers, visible_gpus
+from runner.orchestrate.workers import (
+    parse_workers,
+    plan_workers,
+    run_workers,
+    usable_cores,
+    visible_gpus,
+)
 from runner.study.manifest import load_manifest
 from runner.study.plan import build_plan
+from tests.fake_gpu import fake_cuda
 from tests.helpers import build_tiny_bert as tiny_bert
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -150,14 +157,6 @@ def tiny_reference(tmp_path_factory) -> dict:
     return dict(_TINY)
 
 
-def engine_available() -> bool:
-    try:
-        import runner.recipes  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def cli_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
@@ -219,6 +218,45 @@ def test_worker_slots_follow_gpus_and_split_cpu_threads():
     for bad in ("0", "-1", "two", "", "1.5"):
         with pytest.raises(InputError, match="--workers"):
             parse_workers(bad)
+
+
+@pytest.mark.parametrize("n_gpus", [1, 2, 4])
+def test_auto_gives_each_reported_gpu_its_own_worker_without_cuda_visible_devices(
+        monkeypatch, n_gpus):
+    """CUDA_VISIBLE_DEVICES unset (a Kaggle 2xT4 box, a lab node): the GPUs are the ones
+    torch reports, one worker each, CUDA_VISIBLE_DEVICES set per child."""
+    fake_cuda(monkeypatch, "t4", count=n_gpus)
+    gpus = visible_gpus({})
+    assert gpus == [str(i) for i in range(n_gpus)]
+    slots = plan_workers(None, gpus, cores=8, prefix="k")
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == gpus
+    assert {s.env["OMP_NUM_THREADS"] for s in slots} == {str(max(1, 8 // n_gpus))}
+    # the variable, when set, wins over what torch reports (even set empty: no GPU)
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "1"}) == ["1"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    fake_cuda(monkeypatch, None)
+    assert visible_gpus({}) == [] and len(plan_workers(None, [], 8, "k")) == 1
+
+
+def test_two_reported_gpus_start_two_workers_each_on_its_own_gpu(env, monkeypatch):
+    """``--workers auto`` end to end (stand-in workers) with CUDA_VISIBLE_DEVICES unset and
+    torch reporting two GPUs: two children, GPU 0 and GPU 1, and every job done once."""
+    fake_cuda(monkeypatch, "t4", count=2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    out = env["tmp"] / "r"
+    plan = build_plan(load_manifest(WIDE), env["data"])
+    rc, lines = run_standin_workers(WIDE, out, env, None)
+    assert rc == 0, "\n".join(lines)
+    assert [ln for ln in lines if ln.startswith("worker t-w")][:2] == [
+        f"worker t-w{i}: OMP_NUM_THREADS={max(1, usable_cores() // 2)}, "
+        f"CUDA_VISIBLE_DEVICES={i}; log {out / 'ledger/workers' / f't-w{i}.log'}"
+        for i in (0, 1)]
+    gpu_of = {}   # job -> the CUDA_VISIBLE_DEVICES of the child that ran it
+    for ln in env["log"].read_text().splitlines():
+        if ln.startswith("gpu "):
+            gpu_of[ln.split()[1]] = ln.split()[2]
+    assert set(gpu_of) == {j.job_id for j in plan.jobs}
+    assert set(gpu_of.values()) == {"0", "1"}
 
 
 # ------------------------------------------------------------------ stand-in jobs
@@ -384,8 +422,6 @@ def test_bad_worker_flags_exit_2_and_write_nothing(extra, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not engine_available(), reason="the training engine (runner.recipes) is "
-                    "not importable")
 def test_real_engine_two_workers_equal_one_worker(tmp_path, tmp_path_factory):
     ref = tiny_reference(tmp_path_factory)
     manifest, one, two = ref["manifest"], ref["results"], tmp_path / "two"

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +27,7 @@ from tests.runner.jobs import (
     NER,
     SPECS,
     base_config,
-    kill_after_first_checkpoint,
+    kill_and_resume,
     make_job,
     patch_data_side,
 )
@@ -232,6 +229,7 @@ def test_token_controlled_reaches_target_past_max_epochs(env, parity):
     assert p["achieved_tokens"] == result["token_count"]
     assert result["train_results"]["epochs_trained"] > 2  # went on past max_epochs = 1
     assert result["experiment_type"] == "token_controlled_baseline"
+    assert result["control"] == {"kind": "repeat"}   # issue 26: the methodology's control
 
 
 def test_token_controlled_stops_at_its_epoch_cap_and_records_the_shortfall(env):
@@ -474,24 +472,11 @@ def child_main(model_path: str, data_dir: str, job_dir: str, out: str) -> None:
     Path(out).write_text(json.dumps(result))
 
 
-def _child(args: list[str]) -> subprocess.Popen:
-    code = ("import sys; from tests.runner.recipes.test_train_job import child_main; "
-            "child_main(*sys.argv[1:])")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env)
-
-
 def test_kill_minus_9_and_resume_equals_uninterrupted(env, tmp_path):
     model_path, data_dir, _ = env
-    ref_out, out = tmp_path / "ref.json", tmp_path / "resumed.json"
-    ref = _child([str(model_path), str(data_dir), str(tmp_path / "ref"), str(ref_out)])
+    a, b = kill_and_resume("tests.runner.recipes.test_train_job:child_main", model_path,
+                           data_dir, tmp_path, 120, (0.0, 0.6))
     victim_dir = tmp_path / "victim"
-    victim = _child([str(model_path), str(data_dir), str(victim_dir), str(out)])
-    kill_after_first_checkpoint(victim, victim_dir / "checkpoints", 120, (0.0, 0.6))
-    assert not out.exists(), "the job finished before the kill; make it longer"
-    resumed = _child([str(model_path), str(data_dir), str(victim_dir), str(out)])
-    assert resumed.wait(timeout=300) == 0 and ref.wait(timeout=300) == 0
-    a, b = json.loads(ref_out.read_text()), json.loads(out.read_text())
     assert b["test_results"] == a["test_results"]
     assert b["token_count"] == a["token_count"] and b["tokens_per_task"] == a["tokens_per_task"]
     assert b["validation_history"] == a["validation_history"]

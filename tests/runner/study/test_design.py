@@ -111,6 +111,21 @@ def test_token_controlled_projection_flags_the_infeasible_job(tmp_path):
     assert "INFEASIBLE (1 of 1 jobs)" in text and 'parity = "per_task"' in text
 
 
+def test_epochs_needed_counts_a_batch_as_at_most_the_task_s_examples(tmp_path):
+    """Issue 25: batch 65,536 over 100 / 10 examples is one batch of 100 / 10 a epoch, not
+    65,536 examples (it projected 2.4 million tokens: 2,383 epochs)."""
+    text = STUDY.format(seeds="[1]", parity="total", max_length=512).replace(
+        "batch_size = 10", "batch_size = 65536")
+    check = design.check(build_plan(parse_manifest(text, "d.toml"), data_dir(tmp_path)))
+    tc = {t.task: t for t in check.token_controlled}
+    # 2 epochs x (1 + 1) batches, drawn from bc2gm / gad with p = 100/110, 10/110, each
+    # a whole epoch of its task (1,000 / 100 tokens): 4 x (909.1 + 9.1) = 3,672 tokens (gad: 36.7
+    # epochs of its 100)
+    assert tc["bc2gm"].target_tokens == 3672
+    assert tc["bc2gm"].epochs_needed == pytest.approx(3.67)
+    assert tc["gad"].epochs_needed == pytest.approx(36.73)
+
+
 def test_per_task_parity_is_feasible_where_total_is_not(tmp_path):
     check = design.check(plan_of(tmp_path, seeds="[1]", parity="per_task"))
     tc = {t.task: t for t in check.token_controlled}

@@ -184,6 +184,43 @@ def test_file_is_checked_against_the_data_beside_it(tmp_path):
         f"{alone}: overlap.bc2gm.test.chemprot.exact: expected a list of unit ids")
 
 
+def test_an_edited_file_without_its_sha256sums_line_is_refused(tmp_path):
+    """Issue 25: the file's SHA256SUMS line removed and its overlap lists emptied read as
+    "used, 0 overlap"; now the missing line refuses it, and so do emptied lists wherever
+    the file counts overlapping training units.  Both branches of each check run."""
+    design = Design(tasks=("bc2gm", "chemprot"))
+    data = tmp_path / "data"
+    files = {f"{t}/{s}.parquet": f"{t} {s} rows".encode() for t in design.tasks
+             for s in ("train", "validation", "test")}
+    for rel, content in files.items():
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(content)
+    doc = contamination_doc(design, OVERLAPS, {rel: sha(c) for rel, c in files.items()})
+    doc["train_units_overlapping_evaluated"]["chemprot"] = 7
+    path = write_doc(data / "CONTAMINATION.json", doc)
+    data_lines = "".join(f"{sha(c)}  {r}\n" for r, c in sorted(files.items()))
+    (data / "SHA256SUMS").write_text(data_lines + f"{sha(path.read_bytes())}  {path.name}\n")
+    assert load_contamination(path, []).status == USED
+    for pairs in doc["overlap"].values():
+        for entry in pairs.values():
+            for lists in entry.values():
+                lists["exact"], lists["ngram"] = [], []
+    write_doc(path, doc)
+    (data / "SHA256SUMS").write_text(data_lines)   # its line removed
+    refused = load_contamination(path, [])
+    assert refused.status == "refused" and refused.reason == (
+        f"{path}: not listed in {data / 'SHA256SUMS'} beside it, so it cannot be checked "
+        "for edits; run `python -m runner contamination` again")
+    (data / "SHA256SUMS").unlink()   # no SHA256SUMS at all: the data files still verify it
+    assert load_contamination(path, []).reason == (
+        f"{path}: train_units_overlapping_evaluated.chemprot: 7 training unit(s) of chemprot "
+        "overlap evaluated units, but no overlap list names a unit for chemprot: the lists "
+        "were emptied or cut; run `python -m runner contamination` again")
+    doc["train_units_overlapping_evaluated"]["chemprot"] = 0   # truly no overlap
+    write_doc(path, doc)
+    assert load_contamination(path, []).status == USED
+
+
 def test_default_file_in_the_working_folder_absent_and_missing(tmp_path):
     design = Design(tasks=("bc2gm", "chemprot"), seeds=(1, 2), n_units=SMALL,
                     data_checksums=DATA_CHECKSUMS)
@@ -230,7 +267,8 @@ def test_rq2_rows_on_clean_units(tmp_path):
                             {"bc2gm/test.parquet": "a" * 64})
     data = tmp_path / "data"
     path = write_doc(data / "CONTAMINATION.json", doc)
-    (data / "SHA256SUMS").write_text(f"{'a' * 64}  bc2gm/test.parquet\n")  # data not here
+    (data / "SHA256SUMS").write_text(f"{'a' * 64}  bc2gm/test.parquet\n"  # data not here
+                                     f"{sha(path.read_bytes())}  {path.name}\n")
 
     from stats.read.results import load_results
     jobs = load_results([root]).jobs

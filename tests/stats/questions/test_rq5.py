@@ -208,3 +208,68 @@ def test_results_without_the_issue_12_fields_still_read(tmp_path):
     r = row(family(an, "tc"), "bc2gm")
     assert r["parity_summary"]["holds"] is True and family(an, "tc")["parity_target"] is None
     assert "not recorded" in r["sensitivity"]["best_weights"]["reason"]
+
+
+# ------------------------------------------------------------------ issue 26: two controls
+def two_controls(tmp_path, rng_seed=0):
+    """MT gains 3 points on both tasks; the repeat control gains nothing (MT beats it on
+    both); the text-matched control gains as much as MT on chemprot (text exposure explains
+    that gain) and nothing on bc2gm (the labels do)."""
+    design = Design(tasks=("bc2gm", "chemprot"), mt_gain={"bc2gm": 0.03, "chemprot": 0.03},
+                    n_units=SMALL, rng_seed=rng_seed,
+                    tc_variants=(TCVariant("tc_repeat"),
+                                 TCVariant("tc_text", gain={"chemprot": 0.03}, control="text")))
+    write_study(tmp_path, design)
+    return analysed(tmp_path)
+
+
+def test_the_text_control_is_its_own_labelled_comparison_never_pooled(tmp_path):
+    from stats.core.controls import SUPERVISION, TEXT_EXPOSURE
+    _, an = two_controls(tmp_path / "r")
+    repeat, text = family(an, "tc_repeat"), family(an, "tc_text")
+    assert (repeat["control"], text["control"]) == ("repeat", "text")
+    assert row(repeat, "bc2gm")["verdict"] == row(repeat, "chemprot")["verdict"] == GENUINE
+    assert row(text, "bc2gm")["verdict"] == SUPERVISION
+    assert row(text, "chemprot")["verdict"] == TEXT_EXPOSURE
+    # the sensitivity line compares like with like: no "changes" from the other control
+    assert not row(text, "bc2gm")["sensitivity"]["other_targets"]
+    build_paper(tmp_path / "p", [tmp_path / "r"], Options(resamples=50))
+    t3 = (tmp_path / "p" / "table_rq5_token_controlled.tex").read_text()
+    t_text = (tmp_path / "p" / "table_rq5_text_controlled.tex").read_text()
+    assert "tc\\_repeat" in t3 and "tc\\_text" not in t3
+    assert "tc\\_text" in t_text and "tc\\_repeat" not in t_text
+    assert "text exposure" in t_text and "Text-matched control: TC fine-tunes" in t_text
+    summary = (tmp_path / "p" / "SUMMARY.txt").read_text()
+    repeat_block, text_block = summary.split("RQ5 (text-matched control)")[:2]
+    assert "verdicts: genuine transfer: 2" in repeat_block
+    assert "cross-task supervision: 1, text exposure: 1" in text_block
+    assert "tc_text" not in repeat_block.split("RQ5: token-controlled")[1]
+    assert ("both controls, tiny chemprot (mt_all vs tc_repeat and tc_text): MT beats its own "
+            "data repeated but not the other tasks' text without labels") in text_block
+    assert "both controls, tiny bc2gm (mt_all vs tc_repeat and tc_text): both controls agree" \
+        in text_block
+    stats = json.loads((tmp_path / "p" / "statistics.json").read_text())
+    assert {c["task"]: c["text"]["verdict"] for c in stats["rq5_reconciled"]} == {
+        "bc2gm": SUPERVISION, "chemprot": TEXT_EXPOSURE}
+    from tests.stats.render.test_latex import compile_tables
+    (tmp_path / "tex").mkdir()
+    compile_tables(tmp_path / "p", tmp_path / "tex", ["table_rq5_text_controlled.tex"])
+
+
+def test_a_study_with_only_the_text_control_says_so_in_the_repeat_block(tmp_path):
+    write_study(tmp_path / "r", Design(tasks=("bc2gm",), mt_gain={"bc2gm": 0.03},
+                                       n_units=SMALL, tc_variants=(TCVariant(
+                                           "tc_text", control="text"),)))
+    build_paper(tmp_path / "p", [tmp_path / "r"], Options(resamples=50))
+    summary = (tmp_path / "p" / "SUMMARY.txt").read_text()
+    repeat_block = summary.split("RQ5: token-controlled")[1].split("RQ5 (text-matched")[0]
+    assert "no repeat-control token-controlled system among the results" in repeat_block
+    assert "tc_text" not in repeat_block
+
+
+def test_a_study_without_the_text_control_writes_what_it_wrote(tmp_path):
+    write_study(tmp_path / "r", Design(tasks=("bc2gm",), mt_gain={"bc2gm": 0.03},
+                                       n_units=SMALL))
+    build_paper(tmp_path / "p", [tmp_path / "r"], Options(resamples=50))
+    assert not (tmp_path / "p" / "table_rq5_text_controlled.tex").exists()
+    assert "text-matched" not in (tmp_path / "p" / "SUMMARY.txt").read_text()

@@ -49,9 +49,11 @@ def test_malformed_results_are_listed_and_skipped(study):
     assert "per_task: missing" in reasons[str(root / ids[1] / "result.json")]
     assert "seed: expected int" in reasons[str(root / ids[2] / "result.json")]
     assert "parity: missing" in reasons[str(root / tc / "result.json")]
-    dup = [r for p, r in reasons.items() if "duplicate" in r]
-    assert len(dup) == 1
-    assert len(loaded.jobs) == len(ids) + 1 - 4
+    # a copied job folder is refused (issue 25), the original still read
+    (copied,) = loaded.refused
+    assert copied.startswith(f"{root / 'copy' / 'result.json'}: experiment_id '{ids[3]}' is "
+                             "not its folder's name 'copy'")
+    assert len(loaded.jobs) == len(ids) - 3  # three malformed; the TC one is not in ids
 
 
 def test_missing_results_folder_is_bad_input(tmp_path):
