@@ -21,8 +21,10 @@ def parser() -> argparse.ArgumentParser:
         description="Read every result.json (+ predictions/<task>.parquet) below the results "
                     "folders and write all_results.csv, statistics.json, the LaTeX tables "
                     "(table_single_task, table_multitask_comparison, table_rq5_token_controlled, "
-                    "table_dataset_statistics, table_contamination, table_clean_units, the "
-                    "RQ2-RQ4 tables), figures (PDF and PNG) and SUMMARY.txt into OUT. "
+                    "table_dataset_statistics, table_contamination, table_clean_units, table_blurb, "
+                    "the RQ2-RQ4 tables), figures (PDF and PNG) and SUMMARY.txt (opening with "
+                    "the Answers: each research question's key numbers and the methodology's "
+                    "success criteria marked) into OUT. "
                     "Malformed or partial results are listed and skipped.",
         epilog="Exit codes: 0 done; 2 bad input (a results folder that does not exist or holds "
                "no result.json, an OUT that cannot be a folder, a --contamination FILE that does "

@@ -21,6 +21,7 @@ from stats.core.tests import NOT_TESTABLE
 from stats.core.clean_units import attach_clean
 from stats.fileio import StatsInputError, atomic_savefig, atomic_write_json, atomic_write_text
 from stats.questions import contamination, rq1, rq2, rq3, rq4, rq5, study
+from stats.questions.answers import answers
 from stats.questions.context import Context, Section, SectionOutput, SummaryBlock
 from stats.read.contamination import Contamination, load_contamination, untied_tasks
 from stats.read.results import RefusedResults, load_results
@@ -40,6 +41,7 @@ SECTIONS: list[Section] = [
     Section("rq4", ("RQ4",), rq4.section),
     # after rq2: it reads the RQ2 rows' clean-unit results from ctx.shared
     Section("contamination", (), contamination.section),
+    Section("blurb", (), study.blurb_section),
     Section("figures", (), study.figures_section),
 ]
 RESEARCH_QUESTIONS = ("RQ1", "RQ2", "RQ3", "RQ4", "RQ5")
@@ -103,11 +105,14 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
     for o in outputs:
         statistics.update(o.statistics)
         written += _write_section(out, o)
+    blocks = [b for o in outputs for b in o.summary] + _uncovered(sections)
+    # the Answers block opens SUMMARY.txt: read from the sections' statistics (issue 27)
+    first, statistics["answers"] = answers(
+        statistics, sorted({t for j in the_study.jobs for t in j.tasks}), options.alpha)
+    text = summary_text(ctx.env, "Multi-task transfer study: summary",
+                        _preamble(results, the_study, options, cont), blocks, first=[first])
     atomic_write_json(out / "statistics.json", jsonable(statistics))
     written.append(out / "statistics.json")
-    blocks = [b for o in outputs for b in o.summary] + _uncovered(sections)
-    text = summary_text(ctx.env, "Multi-task transfer study: summary",
-                        _preamble(results, the_study, options, cont), blocks)
     atomic_write_text(out / "SUMMARY.txt", text)
     written.append(out / "SUMMARY.txt")
     return {"written": [str(p) for p in written], "jobs": len(the_study.jobs),

@@ -56,3 +56,27 @@ def mde_dz(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
         if hi - lo < 1e-12:
             break
     return (lo + hi) / 2.0
+
+
+def seeds_needed(effect: float, sd_diff: float, alpha: float = 0.05, power: float = 0.8,
+                 most: int = 100_000) -> int | None:
+    """The fewest matched seeds n with which a paired t-test detects a difference of
+    ``effect`` (metric units) at ``power``, when the differences' sd is ``sd_diff``: the
+    smallest n >= 2 with mde_dz(n) * sd_diff <= effect. None when sd_diff is not positive
+    or more than ``most`` seeds would be needed."""
+    if not (sd_diff > 0 and effect > 0):
+        return None
+    target = effect / sd_diff
+
+    def enough(n: int) -> bool:
+        return mde_dz(n, alpha, power) <= target
+
+    if not enough(most):
+        return None
+    lo, hi = 1, 2
+    while not enough(hi):
+        lo, hi = hi, min(2 * hi, most)
+    while hi - lo > 1:  # enough(hi), not enough(lo) (lo = 1: no test at all)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi

@@ -10,12 +10,13 @@ import numpy as np
 from stats.questions.contamination import finding
 from stats.questions.context import Context, SectionOutput, SummaryBlock
 from stats.render import tables
-from stats.render.numbers import interval, num, p_value, points
+from stats.render.numbers import interval, p_value, points
 from stats.render.summary import (
     clean_units_text,
     effect_text,
     finding_change,
     level_text,
+    mde_text,
     pooled_text,
     seeds_text,
     t_text,
@@ -26,7 +27,7 @@ from stats.render.summary import (
 def _comparison_line(r: dict[str, Any], b: str) -> str:
     if not r.get("n"):
         return f"  {r['task']}: n/a ({r['reason']})"
-    t, w, dz, mde = r["paired_t"], r["wilcoxon"], r["d_z"], r["mde"]
+    t, w, dz = r["paired_t"], r["wilcoxon"], r["d_z"]
     boot, ci = r.get("paired_bootstrap") or {}, r.get("diff_interval") or {}
     return (f"  {r['task']} ({r['primary_metric']}), n={r['n']} matched seeds "
             f"({seeds_text(r)}): "
@@ -39,7 +40,7 @@ def _comparison_line(r: dict[str, Any], b: str) -> str:
             f"{p_value(boot.get('p_bk'))}; Wilcoxon p {p_value(w['p'])}{why(w)}; "
             f"effect {effect_text(dz)}"
             f"{why(dz)}, {pooled_text(r['pooled_d'])}; minimum detectable effect at 80% power: "
-            f"d_z {num(mde['d_z'], '.2f')} = {points(mde['raw'], False)} points{why(mde)}")
+            f"{mde_text(r)}")
 
 
 def _methodology_pooled_line(m: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ from stats.read.results import (
     read_predictions,
     trainable_params,
 )
-from stats.render.latex import latex_escape, simple_table, unit_cell
+from stats.render.latex import PlainFootnotes, latex_escape, simple_table, unit_cell
 from stats.render.numbers import NA, fmt, millions
 from stats.render.summary import clean_units_text
 
@@ -285,14 +285,15 @@ def table(rows: Sequence[dict], alpha: float = 0.05) -> str:
               "ST", f"Δ [{level}% CI]", "p / p (Holm)", "Units: [CI], p",
               "Params MT / ST (gap)"]
     body = []
+    fn = PlainFootnotes()  # long reasons go to the notes: the table keeps the page width
     for r in rows:
         if r.get("task") is None:
-            body.append([latex_escape(f"{r['model']}: n/a: {r['reason']}")])
+            body.append([latex_escape(f"{r['model']}: ") + fn.na(str(r["reason"]))])
             continue
         t = r.get("paired_t") or {}
         mark = r"$^{*}$" if r.get("significant") else ""
         if r.get("mean_diff") is None:
-            diff, p = latex_escape(f"n/a: {r.get('reason')}"), NA
+            diff, p = fn.na(str(r.get("reason"))), NA
         else:
             di = r.get("diff_interval") or {}
             ci = _ci(di) if di.get("low") is not None else latex_escape(f"[n/a: {di.get('reason')}]")
@@ -310,9 +311,9 @@ def table(rows: Sequence[dict], alpha: float = 0.05) -> str:
                      latex_escape(f"{r['st_experiment']}: {r['st_tasks']}"),
                      f"{len(r.get('source_seeds') or [])} ({r['n']})",
                      fmt(r.get("mt_mean"), 1, 100), fmt(r.get("st_mean"), 1, 100), diff, p,
-                     unit_cell(r.get("bootstrap")), params])
+                     unit_cell(r.get("bootstrap"), fn), params])
     return simple_table(
-        header, body, align="llllrrrllll", label="tab:rq2_heldout",
+        header, body, align="llllrrrllll", label="tab:rq2_heldout", size=r"\scriptsize",
         caption="RQ2: shared-adapter multi-task vs parameter-matched single-task encoders on "
                 f"held-out tasks (primary metric, points). Δ = MT − ST over source seeds (each "
                 f"side averaged over its held-out head seeds) with its {level}% paired "
@@ -329,7 +330,7 @@ def table(rows: Sequence[dict], alpha: float = 0.05) -> str:
            if any(r.get("param_basis") == "with heads" for r in rows) else [])
         + ([("† The fresh heads of the two sides trained on different numbers of examples "
             "(results from before [heldout] batch_size): not a like-for-like comparison.")]
-           if any(r.get("budget_note") for r in rows) else []))
+           if any(r.get("budget_note") for r in rows) else []) + fn.notes())
 
 
 def _seed_text(r: dict) -> str:

@@ -50,7 +50,7 @@ from stats.read.similarity import (
     similarity_value,
 )
 from stats.render.figures import pyplot
-from stats.render.latex import latex_escape, simple_table, unit_cell
+from stats.render.latex import PlainFootnotes, latex_escape, simple_table, unit_cell
 from stats.render.numbers import NA, coefficient, fmt
 
 MEASURE_LABELS = {"label_jaccard": "label-schema Jaccard", "word_jaccard": "word Jaccard",
@@ -223,12 +223,13 @@ def similarity_vs_gain(rows: Sequence[dict], doc: dict | None, resamples: int = 
 
 def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
     measures = list(doc["measures"]) if doc else []
-    header = ["Model", "Experiment", "Target", "Partner", "n", "Gain [CI]", "p / p (Holm)",
-              "Transfer", "Units: [95% CI], p"] + [MEASURE_LABELS.get(m, m) for m in measures]
+    header = ["Model", "Exp.", "Target", "Partner", "n", "Gain [CI]", "p / p (Holm)",
+              "Transfer", "Units [95% CI], p"] + [MEASURE_LABELS.get(m, m) for m in measures]
     body = []
+    fn = PlainFootnotes()  # "n/a" cells carry a letter; the notes give the reasons
     for r in rows:
         if r.get("mean_gain") is None:
-            gain = latex_escape(f"n/a: {r['reason']}")
+            gain = fn.na(str(r["reason"]))
         else:
             si = r.get("seed_interval") or {}
             ci = (f" [{fmt(si['low'], 1, 100, True)}, {fmt(si['high'], 1, 100, True)}]"
@@ -236,11 +237,12 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
             gain = fmt(r["mean_gain"], 1, 100, True) + ci
         verdict = ("negative" if r.get("negative_transfer") else
                    "positive" if r.get("positive_transfer") else
-                   "not significant" if r.get("significant") is False else NA)
+                   "n.s." if r.get("significant") is False else NA)
         sims = [fmt(similarity_value(doc, m, r["target"], r["partner"]), 2) for m in measures]
-        body.append([latex_escape(r["model"]), latex_escape(r["mt_experiment"]),
+        # the experiment without its task set: Target and Partner name the set
+        body.append([latex_escape(r["model"]), latex_escape(r["mt_experiment"].split("[")[0]),
                      latex_escape(r["target"]), latex_escape(r["partner"]), str(r["n"]), gain,
-                     _p_pair(r), verdict, unit_cell(r.get("unit_bootstrap"))]
+                     _p_pair(r), verdict, unit_cell(r.get("unit_bootstrap"), fn)]
                     + sims)
     return simple_table(
         header, body, align="llllrlrll" + "r" * len(measures), label="tab:rq4_gains",
@@ -248,11 +250,13 @@ def gain_table(rows: Sequence[dict], doc: dict | None) -> str:
                 "(multi-task minus single-task primary metric, points, mean over seeds with "
                 "its paired t-interval at 1 − alpha, which excludes 0 exactly when the "
                 "unadjusted p is below alpha); paired t-test over seeds, unadjusted / Holm "
-                "across ordered pairs; negative "
-                "transfer = significantly below zero.  Units: paired bootstrap over the "
+                "across ordered pairs; negative transfer = significantly below zero (n.s.: not "
+                "significant).  Units: paired bootstrap over the "
                 "target's test units (test-set uncertainty only; not used for the verdict).",
         notes=[("Similarity columns from task_similarity.json; unigram JSD is a divergence "
-                "(0 = identical unigram distributions).")])
+                "(0 = identical unigram distributions).")]
+        + fn.notes(),
+        size=r"\scriptsize")
 
 
 def _p_pair(r: dict) -> str:
@@ -306,7 +310,7 @@ def plot_gain_matrix(rows: Sequence[dict]) -> dict:
         vmax = float(np.nanmax(np.abs(mat))) if np.isfinite(mat).any() else 1.0
         vmax = vmax or 1.0
         size = 1.2 + 0.7 * len(tasks)
-        fig, ax = plt.subplots(figsize=(size + 1.2, size))
+        fig, ax = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
         im = ax.imshow(mat, cmap="RdBu", vmin=-vmax, vmax=vmax)
         for r in fam:
             if r.get("mean_gain") is None:
@@ -319,7 +323,7 @@ def plot_gain_matrix(rows: Sequence[dict]) -> dict:
         ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
         ax.set_xlabel("partner task")
         ax.set_ylabel("target task")
-        ax.set_title(f"{model} / {exp}: gain (points); * Holm p<0.05", fontsize=9)
+        ax.set_title(f"{model} / {exp}\ngain (points); * Holm p<0.05", fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
         figs[f"fig_rq4_gain_matrix_{_slug(model)}_{_slug(exp)}"] = fig
     return figs
@@ -330,7 +334,7 @@ def plot_similarity(doc: dict) -> dict:
     measures = list(doc["measures"])
     tasks = doc["tasks"]
     fig, axes = plt.subplots(1, len(measures), figsize=(3.6 * len(measures), 3.6),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax, m in zip(axes[0], measures):
         mat = np.array([[np.nan if v is None else v for v in row]
                         for row in doc["measures"][m]], dtype=float)

@@ -17,6 +17,7 @@ from stats.render.summary import (
     clean_units_text,
     effect_text,
     level_text,
+    mde_text,
     pooled_text,
     seeds_text,
 )
@@ -83,7 +84,7 @@ def _rq5_lines(r: dict[str, Any], family: dict[str, Any]) -> list[str]:
         f"{interval(boot.get('low'), boot.get('high'))}; effect {effect_text(r['d_z'])}, "
         f"{pooled_text(r['pooled_d'])}; token efficiency MT {num(r['mt_efficiency'], '.4f')}, "
         f"TC {num(r['tc_efficiency'], '.4f')} per million tokens; MDE (80% power) "
-        f"{points(r['mde']['raw'], False)} points")
+        f"{mde_text(r)}")
     out = [head, numbers, _sensitivity_line(r)]
     return out + ([_clean_rq5_line(r)] if "clean" in r else [])
 

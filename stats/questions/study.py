@@ -8,6 +8,7 @@ from typing import Any
 
 from stats.core.analysis import Study, seed_list
 from stats.questions.context import Context, SectionOutput, SummaryBlock
+from stats.read.results import MT, ST
 from stats.render import figures, tables
 from stats.render.numbers import interval, num, points, tokens
 from stats.render.summary import why
@@ -87,4 +88,51 @@ def figures_section(ctx: Context) -> SectionOutput:
         "fig_strategy_bars": figures.strategy_bars(ctx.analysis),
         "fig_validation_curves": figures.validation_curves(ctx.study),
         "fig_transfer_heatmap": figures.transfer_heatmap(ctx.analysis),
+        "fig_rq5_transfer": figures.rq5_bars(ctx.analysis),
     })
+
+
+# ---------------------------------------------------------------- BLURB-comparable (issue 27)
+def blurb_metric(primary: str | None, recorded: set[str]) -> str | None:
+    """The metric BLURB-era papers report for a task of this primary metric: NER's lenient
+    (seqeval default) F1, relation extraction's micro-F1 over the positive classes, else the
+    primary metric itself (GAD F1, HoC micro-F1, PubMedQA accuracy, BIOSSES Pearson)."""
+    if primary == "f1" and "f1_lenient" in recorded:
+        return "f1_lenient"
+    if primary == "macro_f1" and "micro_f1" in recorded:
+        return "micro_f1"
+    return primary
+
+
+def blurb_rows(study: Study) -> list[dict[str, Any]]:
+    """Per model, its single-task system and its multi-task system over the most tasks: per
+    task the BLURB-comparable metric's mean over seeds (every seed must record it)."""
+    out = []
+    for model in study.models():
+        systems = [(ST, e) for e in study.experiments(model, ST)]
+        mts = study.experiments(model, MT)
+        if mts:
+            systems.append((MT, max(mts, key=lambda e: (len(study.tasks_of(model, MT, e)), e))))
+        for strategy, exp in systems:
+            for task in study.tasks_of(model, strategy, exp):
+                runs = study.runs(model, strategy, exp, task)
+                results = [runs[s].per_task[task] for s in sorted(runs)]
+                primary = results[0].primary_metric if results else None
+                recorded = set.intersection(*(set(r.metrics) for r in results)) if results \
+                    else set()
+                metric = blurb_metric(primary, recorded)
+                values = [r.metrics.get(metric) for r in results]
+                ok_ = bool(values) and all(isinstance(v, (int, float)) for v in values)
+                out.append({"model": model, "strategy": strategy, "experiment": exp,
+                            "task": task, "metric": metric, "primary_metric": primary,
+                            "seeds": sorted(runs),
+                            "mean": sum(values) / len(values) if ok_ else None,
+                            "reason": None if ok_ else f"{metric} not recorded by every seed"})
+    return out
+
+
+def blurb_section(ctx: Context) -> SectionOutput:
+    rows = blurb_rows(ctx.study)
+    return SectionOutput(
+        tables={"table_blurb.tex": tables.blurb_table(ctx.env, rows, ctx.source)},
+        statistics={"blurb": rows})

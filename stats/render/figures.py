@@ -21,8 +21,10 @@ matplotlib.use("Agg")
 import numpy as np
 from matplotlib.figure import Figure
 
+from stats.core import controls
 from stats.core.analysis import Analysis, Study
 from stats.read.results import MT, ST, TC
+from stats.render.names import Names
 
 STRATEGY_COLOURS = {ST: "#4c72b0", MT: "#dd8452", TC: "#55a868"}
 HATCHES = ("", "//", "..", "xx", "\\\\")
@@ -64,13 +66,28 @@ def _interval(system: dict[str, Any]) -> tuple[float, float, float] | None:
     return None
 
 
+def _names(analysis: Analysis) -> Names:
+    """Short names for the systems' labels (the set of every task -> "[all N]")."""
+    return Names([s["experiment"] for s in analysis.systems],
+                 {s["task"] for s in analysis.systems})
+
+
+def _key_text(names: Names) -> str:
+    """The shortened names a figure used, spelled out, one per line."""
+    return "\n".join(f"{a} = {b}" for a, b in names.key(used_only=True))
+
+
 def strategy_bars(analysis: Analysis) -> Figure:
-    """Bars of the primary test metric (× 100) per task and system, one panel per model."""
+    """Bars of the primary test metric (× 100) per task and system, one panel per model; one
+    legend for the figure below the panels, long system names shortened with a key."""
     systems = [s for s in analysis.systems if s["mean"] is not None]
     if not systems:
         return _empty("no results")
+    names = _names(analysis)
     models = sorted({s["model"] for s in systems})
-    fig = Figure(figsize=(max(6.0, 1.6 * len({s['task'] for s in systems}) + 2), 3.2 * len(models)))
+    fig = Figure(figsize=(max(6.0, 1.6 * len({s['task'] for s in systems}) + 2),
+                          3.2 * len(models) + 1.5), layout="constrained")
+    legend: dict[str, Any] = {}
     for mi, model in enumerate(models):
         ax = fig.add_subplot(len(models), 1, mi + 1)
         mine = [s for s in systems if s["model"] == model]
@@ -93,15 +110,17 @@ def strategy_bars(analysis: Analysis) -> Figure:
                 err_hi.append(100 * max(ci[2] - centre, 0) if ci else 0.0)
             # several experiments of one strategy share its colour, told apart by hatching
             nth = [k for k in labels if k[0] == strategy].index((strategy, exp))
-            ax.bar(xs, ys, width, yerr=[err_lo, err_hi], capsize=2,
-                   color=STRATEGY_COLOURS[strategy], alpha=0.9, hatch=HATCHES[nth % len(HATCHES)],
-                   edgecolor="white", label=f"{STRATEGY_SHORT[strategy]} ({exp})")
+            bars = ax.bar(xs, ys, width, yerr=[err_lo, err_hi], capsize=2,
+                          color=STRATEGY_COLOURS[strategy], alpha=0.9,
+                          hatch=HATCHES[nth % len(HATCHES)], edgecolor="white")
+            legend.setdefault(f"{STRATEGY_SHORT[strategy]} ({names(exp)})", bars)
         ax.set_xticks(range(len(tasks)), tasks)
         ax.set_ylabel("primary metric × 100")
         ax.set_title(f"{model}: mean over seeds, 95% bootstrap CI over test examples")
-        ax.legend(fontsize=7, ncols=min(len(labels), 4))
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    key = _key_text(names)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", fontsize=7,
+               ncols=min(len(legend), 4), title=key or None, title_fontsize=7)
     return fig
 
 
@@ -163,7 +182,8 @@ def transfer_heatmap(analysis: Analysis) -> Figure:
     if data.mask.all():
         return _empty("no task has a matched single-task and multi-task seed")
     lim = float(np.nanmax(np.abs(data.filled(np.nan)))) or 1.0
-    fig = Figure(figsize=(1.1 * len(tasks) + 3, 0.6 * len(rows) + 2))
+    names = _names(analysis)
+    fig = Figure(figsize=(1.1 * len(tasks) + 4, 0.6 * len(rows) + 2.4), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(data, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(len(rows)):
@@ -171,10 +191,12 @@ def transfer_heatmap(analysis: Analysis) -> Figure:
             if not data.mask[i, j]:
                 ax.text(j, i, f"{data[i, j]:+.1f}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
-    ax.set_yticks(range(len(rows)), [f"{m}: {e}" for m, e, _ in rows])
+    ax.set_yticks(range(len(rows)), [f"{m}: {names(e)}" for m, e, _ in rows])
     fig.colorbar(im, ax=ax, label="MT − ST (points)")
-    ax.set_title("Transfer over task combinations (mean over matched seeds)")
-    fig.tight_layout()
+    ax.set_title("Transfer over task combinations\n(mean MT − ST over matched seeds)")
+    key = _key_text(names)
+    if key:
+        ax.set_xlabel(key, fontsize=7)
     return fig
 
 
@@ -214,4 +236,62 @@ def contamination_heatmap(rows: list[dict[str, Any]], n: int | None,
     ax.set_title(f"Test units overlapping training units\n(exact or {n}-gram; count in cell)",
                  fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def rq5_bars(analysis: Analysis) -> Figure:
+    """The RQ5 figure: per task, ST, MT and TC (primary metric × 100, mean over the seeds all
+    three ran) with seed-level 95% t-intervals; one panel per model and parity mode, each
+    on the model's largest multi-task set (the all-8 set where there is one); * over a task
+    whose verdict is genuine transfer."""
+    from stats.core.tests import GENUINE, seed_interval
+
+    panels: dict[tuple[str, str], dict[str, Any]] = {}
+    for fam in analysis.rq5:
+        rows = [r for r in fam["rows"] if "parity_summary" in r]
+        if fam["model"] is None or not rows or fam.get("control") == controls.TEXT:
+            continue
+        key = (fam["model"], str(fam.get("parity_mode")))
+        if key not in panels or len(fam["rows"]) > len(panels[key]["rows"]):
+            panels[key] = fam
+    if not panels:
+        return _empty("no task has multi-task and token-controlled runs sharing a seed")
+    names = _names(analysis)
+    models = sorted({k[0] for k in panels})
+    modes = sorted({k[1] for k in panels})
+    tasks_max = max(len(f["rows"]) for f in panels.values())
+    fig = Figure(figsize=(max(4.5, 0.9 * tasks_max + 1.5) * len(modes), 2.8 * len(models) + 1.0),
+                 layout="constrained")
+    handles = {}
+    for (model, mode), fam in sorted(panels.items()):
+        ax = fig.add_subplot(len(models), len(modes),
+                             models.index(model) * len(modes) + modes.index(mode) + 1)
+        rows = [r for r in fam["rows"] if "parity_summary" in r]
+        for ti, r in enumerate(rows):
+            st = (r.get("mt_minus_st") or {}).get("values_b") or []
+            for k, (name, values) in enumerate((("ST", st), ("MT", r["values_a"]),
+                                                ("TC", r["values_b"]))):
+                if not values:
+                    continue
+                iv = seed_interval(values)
+                mean = 100 * iv["mean"]
+                err = ([[mean - 100 * iv["low"]], [100 * iv["high"] - mean]]
+                       if iv.get("low") is not None else None)
+                colour = STRATEGY_COLOURS[{"ST": ST, "MT": MT, "TC": TC}[name]]
+                bar = ax.bar(ti + (k - 1) * 0.27, mean, 0.27, yerr=err, capsize=2, color=colour)
+                handles.setdefault(name, bar)
+            if r.get("verdict") == GENUINE:
+                ax.annotate("*", (ti, 1.0), xycoords=("data", "axes fraction"), ha="center",
+                            va="top", fontsize=12)
+        ax.set_xticks(range(len(rows)), [r["task"] for r in rows], rotation=30, ha="right",
+                      fontsize=8)
+        ax.set_ylabel("primary metric × 100", fontsize=8)
+        ax.set_title(f"{model}, parity {mode}\n{names(fam['multi_task_experiment'])} vs "
+                     f"{str(fam['token_controlled_experiment']).split('[')[0]}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    key = _key_text(names)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+               ncols=3, fontsize=8, title=("* genuine transfer; bars: mean over seeds, 95% "
+                                           "seed-level t-interval" + (f"\n{key}" if key else "")),
+               title_fontsize=7)
     return fig

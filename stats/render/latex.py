@@ -77,6 +77,29 @@ class Footnotes:
         return [f"$^{{{_letter(i)}}}$\\,{latex_escape(r)}" for i, r in enumerate(self.reasons)]
 
 
+HEADER_WRAP = 12  # a header cell longer than this is set on two lines (at a middle space)
+
+
+def _header_cell(text: str) -> str:
+    """A header cell, escaped; a long one of several words on two lines, so the header does
+    not set the width of a table of short numbers."""
+    words = str(text).split(" ")
+    if len(str(text)) <= HEADER_WRAP or len(words) < 2:
+        return latex_escape(text)
+    cut = min(range(1, len(words)),
+              key=lambda i: abs(len(" ".join(words[:i])) - len(" ".join(words[i:]))))
+    top, bottom = (latex_escape(" ".join(w)) for w in (words[:cut], words[cut:]))
+    return rf"\begin{{tabular}}[b]{{@{{}}c@{{}}}}{top}\\{{}}{bottom}\end{{tabular}}"  # {} ends \\'s [length]
+
+
+class PlainFootnotes(Footnotes):
+    """:class:`Footnotes` for :func:`simple_table`, whose notes are plain text (escaped
+    there): "a: reason"."""
+
+    def notes(self) -> list[str]:
+        return [f"{_letter(i)}: {r}" for i, r in enumerate(self.reasons)]
+
+
 def _letter(i: int) -> str:
     letters = "abcdefghijklmnopqrstuvwxyz"
     return letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26]
@@ -94,10 +117,11 @@ def table_context(caption: str, label: str, colspec: str, header: list[str],
 
 
 def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, caption: str,
-                 label: str, align: str | None = None, notes: Sequence[str] = ()) -> str:
+                 label: str, align: str | None = None, notes: Sequence[str] = (),
+                 size: str = r"\small") -> str:
     """The RQ2-RQ4 tables (templates/table_simple.tex.j2): ``header``, ``caption`` and
     ``notes`` are plain text, escaped here; row cells are already LaTeX. A row of one cell
-    spans the whole width (an "n/a: reason" line)."""
+    spans the whole width (an "n/a: reason" line). ``size``: the font size command."""
     ncol = len(header)
     lines = []
     for row in rows:
@@ -111,16 +135,19 @@ def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, captio
         lines.append([rf"\multicolumn{{{ncol}}}{{l}}{{n/a: no rows}}"])
     return render(environment(), "table_simple.tex.j2", caption=latex_escape(caption),
                   label=label, align=align or "l" * ncol,
-                  header=[latex_escape(h) for h in header], rows=lines,
-                  notes=[latex_escape(n) for n in notes])
+                  header=[_header_cell(h) for h in header], rows=lines,
+                  notes=[latex_escape(n) for n in notes], size=size)
 
 
-def unit_cell(boot: dict[str, Any] | None) -> str:
+def unit_cell(boot: dict[str, Any] | None, fn: "PlainFootnotes | None" = None) -> str:
     """A test-unit bootstrap in one cell: "[lo, hi], p" in points, or n/a with its reason
-    (the RQ2 and RQ4 tables' secondary column)."""
+    (in ``fn``'s notes where given: the table keeps the page width; the RQ2 and RQ4 tables'
+    secondary column)."""
     if not boot:
         return NA
     if boot.get("low") is None:
+        if fn is not None:
+            return fn.na(str(boot.get("reason")))
         return latex_escape(f"n/a: {boot.get('reason')}")
     return (f"[{fmt(boot['low'], 1, 100, True)}, {fmt(boot['high'], 1, 100, True)}], "
             f"{fmt(boot.get('p_boot'), 3)}")

@@ -9,8 +9,29 @@ from typing import Any
 import jinja2
 
 from stats.core.analysis import seed_list
+from stats.core.power import seeds_needed
 from stats.core.tests import effect_band
-from stats.render.numbers import coefficient, num, p_value
+from stats.render.numbers import coefficient, num, p_value, points
+
+
+def metric_range(metric: str | None) -> float:
+    """A metric's range in points: correlations run from -100 to 100, the rest 0 to 100."""
+    return 200.0 if metric in ("pearson", "spearman") else 100.0
+
+
+def mde_text(row: dict[str, Any], alpha: float = 0.05) -> str:
+    """The row's minimum detectable effect at 80% power, "d_z 1.68 = 2.35 points"; one larger
+    than the metric's whole range is no number at all: "not detectable with 2 seeds; >= 31
+    seeds needed for 2 points" (issue 27)."""
+    mde = row["mde"]
+    raw = mde.get("raw")
+    if raw is not None and 100 * raw > metric_range(row.get("primary_metric")):
+        sd = (row.get("paired_t") or {}).get("sd_diff")
+        need = seeds_needed(0.02, sd, mde.get("alpha", alpha)) if sd else None
+        return (f"not detectable with {mde['n']} seeds; " + (
+            f">= {need} seeds needed for 2 points" if need else "no feasible number of seeds "
+            "reaches 2 points"))
+    return f"d_z {num(mde['d_z'], '.2f')} = {points(raw, False)} points{why(mde)}"
 
 
 def level_text(d: dict[str, Any]) -> str:
@@ -78,9 +99,45 @@ def finding_change(full: str | None, now: str | None) -> str:
             f"{'' if now == full else '; CHANGES'})")
 
 
+DETAIL_WIDTH = 160  # characters per SUMMARY.txt line below the Answers block
+
+
+def fold(line: str, width: int = DETAIL_WIDTH) -> list[str]:
+    """A long line split after its "; " clauses (a clause longer than a line at spaces) into
+    lines of at most ``width``; continuation lines are indented four spaces more."""
+    if len(line) <= width:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip()) + 4)
+    room = width - 1  # a line that ends a clause gets its ";" back
+    out: list[str] = []
+    current = ""
+    for clause in line.split("; "):
+        piece = clause if not current else f"{current}; {clause}"
+        if len(piece) <= room:
+            current = piece
+            continue
+        if current:
+            out.append(current + ";")
+            clause = indent + clause.lstrip()
+        current = clause
+        while len(current) > room:
+            cut = current.rfind(" ", len(indent) + 1, room + 1)
+            cut = cut if cut > len(indent) else room
+            out.append(current[:cut])
+            current = indent + current[cut:].lstrip()
+    out.append(current)
+    return out
+
+
 def summary_text(env: jinja2.Environment, title: str, preamble: list[str],
-                 blocks: list[Any]) -> str:
-    """SUMMARY.txt: the title, the preamble lines, then each block's title and lines."""
-    text = env.get_template("SUMMARY.txt.j2").render(title=title, preamble=preamble,
+                 blocks: list[Any], first: list[Any] | None = None) -> str:
+    """SUMMARY.txt: the title, the ``first`` blocks (the Answers), the preamble lines, then
+    each block's title and lines; a line longer than :data:`DETAIL_WIDTH` is folded."""
+    def folded(lines: list[str]) -> list[str]:
+        return [part for line in lines for part in fold(line)]
+
+    blocks = [type(b)(b.title, folded(b.lines)) for b in blocks]
+    text = env.get_template("SUMMARY.txt.j2").render(title=title, first=first or [],
+                                                     preamble=folded(preamble),
                                                      sections=blocks)
     return text if text.endswith("\n") else text + "\n"

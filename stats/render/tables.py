@@ -10,6 +10,7 @@ and share one layout (:func:`stats.render.latex.simple_table`).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import jinja2
@@ -25,7 +26,8 @@ from stats.core.tests import (
 )
 from stats.read.results import ST
 from stats.render.latex import Footnotes, latex_escape, render, table_context
-from stats.render.numbers import coefficient, count, millions, ok, p_cell, pts, share, stars
+from stats.render.names import Names
+from stats.render.numbers import coefficient, count, ok, p_cell, pts, share, stars
 
 
 def _metric_label(name: str | None) -> str:
@@ -34,50 +36,51 @@ def _metric_label(name: str | None) -> str:
 
 def single_task_table(env: jinja2.Environment, systems: list[dict[str, Any]],
                       source: str = "results") -> str:
-    """Table 1: models × tasks, single-task mean ± sd over seeds (× 100), best mean in bold."""
+    """Table 1: tasks (rows) × models (columns), single-task mean ± sd over seeds (× 100), best
+    mean per task in bold; a last row gives each column's seeds. Tasks run down the page so
+    the methodology's eight tasks and four encoders fit its width."""
     fn = Footnotes()
     st = [s for s in systems if s["strategy"] == ST]
     tasks = sorted({s["task"] for s in st})
     models = sorted({s["model"] for s in st})
-    # several single-task experiments of one model: one row each
-    rows_keys = sorted({(s["model"], s["experiment"]) for s in st})
-    multi_exp = len(rows_keys) > len(models)
+    # several single-task experiments of one model: one column each
+    cols = sorted({(s["model"], s["experiment"]) for s in st})
+    multi_exp = len(cols) > len(models)
     cell = {(s["model"], s["experiment"], s["task"]): s for s in st}
-    best = {}
+    metric = {t: next(s["primary_metric"] for s in st if s["task"] == t) for t in tasks}
+    col_seeds = {c: sorted({x for t in tasks for x in (cell.get((*c, t)) or {}).get("seeds", [])})
+                 for c in cols}
+    header = ["Task & Metric & " + " & ".join(
+        latex_escape(f"{m} ({e})" if multi_exp else m) for m, e in cols)]
+    rows = []
     for task in tasks:
         means = [s["mean"] for s in st if s["task"] == task and ok(s["mean"])]
-        best[task] = max(means) if means else None
-    metric = {t: next(s["primary_metric"] for s in st if s["task"] == t) for t in tasks}
-    header = ["Model & " + " & ".join(f"{latex_escape(t)} ({_metric_label(metric[t])})"
-                                      for t in tasks) + " & Seeds"]
-    rows = []
-    for model, exp in rows_keys:
-        label = latex_escape(f"{model} ({exp})" if multi_exp else model)
-        cells = [label]
-        row_seeds = sorted({x for t in tasks for x in (cell.get((model, exp, t)) or {})
-                            .get("seeds", [])})
-        for task in tasks:
-            s = cell.get((model, exp, task))
+        best = max(means) if means else None
+        cells = [latex_escape(task), _metric_label(metric[task])]
+        for c in cols:
+            s = cell.get((*c, task))
             if s is None or not ok(s["mean"]):
                 cells.append(fn.na("not run for this model"))
                 continue
             text = pts(s["mean"])
-            if best[task] is not None and abs(s["mean"] - best[task]) < 1e-12:
+            if best is not None and abs(s["mean"] - best) < 1e-12:
                 text = rf"\textbf{{{text}}}"
             if ok(s["sd"]):
                 text += rf" $\pm$ {pts(s['sd'])}"
             else:
                 text += fn.mark(f"{len(s['seeds'])} seed: no standard deviation")
-            if s["seeds"] != row_seeds:
+            if s["seeds"] != col_seeds[c]:
                 text += fn.mark(f"over seeds {seed_list(s['seeds'])} only")
             cells.append(text)
-        rows.append(cells + [latex_escape(seed_list(row_seeds))])
+        rows.append(cells)
+    seeds_row = [["Seeds", ""] + [latex_escape(seed_list(col_seeds[c])) for c in cols]] \
+        if rows else []
     notes = [(r"Mean $\pm$ standard deviation over seeds of the primary test metric "
-              r"($\times 100$); best mean per task in bold; Seeds: the seeds of the row."),
+              r"($\times 100$); best mean per task in bold; Seeds: the seeds of the column."),
              *fn.notes()]
     ctx = table_context(
-        r"Single-task baselines: test performance per model and task.", "tab:single_task",
-        "l" + "c" * max(len(tasks), 1) + "l", header, [rows], notes, len(tasks) + 2,
+        r"Single-task baselines: test performance per task and model.", "tab:single_task",
+        "ll" + "c" * max(len(cols), 1), header, [rows, seeds_row], notes, len(cols) + 2,
         "no single-task results")
     return render(env, "table_single_task.tex.j2", placement="t", size=r"\small",
                   source=source, **ctx)
@@ -119,11 +122,12 @@ def _d_cell(row: dict[str, Any], fn: Footnotes) -> str:
     return fn.na(eff.get("reason") or row.get("reason") or "no effect size")
 
 
-def _pooled_cell(row: dict[str, Any], fn: Footnotes) -> str:
-    """Cohen's d with the pooled SD, uncorrected (the methodology's, criterion d > 0.3)."""
+def _pooled_cell(row: dict[str, Any], fn: Footnotes, band: bool = True) -> str:
+    """Cohen's d with the pooled SD, uncorrected (the methodology's, criterion d > 0.3),
+    with its band unless ``band`` is false."""
     eff = row.get("pooled_d") or {}
     if ok(eff.get("d")):
-        return f"{coefficient(eff['d'])} ({effect_band(eff['d'])})"
+        return coefficient(eff["d"]) + (f" ({effect_band(eff['d'])})" if band else "")
     return fn.na(eff.get("reason") or row.get("reason") or "no effect size")
 
 
@@ -144,57 +148,102 @@ def _mean_cell(values: list[float] | None, fn: Footnotes, reason: str) -> str:
     return pts(sum(values) / len(values))
 
 
+def _names(families: list[dict[str, Any]]) -> Names:
+    """Short names for the families' system labels (the set of every task -> "[all N]")."""
+    labels = [f.get(k) for f in families for k in ("multi_task_experiment",
+                                                    "token_controlled_experiment")]
+    return Names(labels, {r["task"] for f in families for r in f["rows"]})
+
+
+def _key_note(names: Names) -> list[str]:
+    """A table note spelling out the shortened system names it used."""
+    key = names.key(used_only=True)
+    text = latex_escape("Names: " + "; ".join(f"{a} = {b}" for a, b in key) + ".")
+    return [text.replace("+", r"+\allowbreak{}")] if key else []  # a set breaks at its "+"
+
+
+def _label(base: str, i: int) -> str:
+    """The i-th float of a table split into several: base, base-2, base-3, ..."""
+    return base if i == 0 else f"{base}-{i + 1}"
+
+
+def _by_size(families: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Families with the largest multi-task set first (the all-8 set), then by name."""
+    return sorted(families, key=lambda f: (f.get("multi_task_experiment") is None,
+                                           -len(f["rows"]), str(f.get("multi_task_experiment")),
+                                           str(f.get("token_controlled_experiment"))))
+
+
 def multitask_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: float,
                     source: str = "results") -> str:
-    """Table 2: per task, ST vs MT means over matched seeds, Δ with CI, Holm p, d_z, n."""
-    fn = Footnotes()
-    groups = []
-    for fam in families:
-        rows = []
-        for r in fam["rows"]:
+    """Table 2: per task, ST vs MT means over matched seeds, Δ with CI, Holm p, d_z, n; one
+    float per model, one block per multi-task set (named once, in its heading; the largest
+    set first)."""
+    names = _names(families)
+    models = sorted({f["model"] for f in families})
+    floats = []
+    for i, model in enumerate(models or [None]):
+        fn = Footnotes()
+        groups = []
+        for fam in _by_size([f for f in families if f["model"] == model]):
             exp = fam["multi_task_experiment"]
-            metric = r.get("primary_metric")
-            st, mt = (r["values_b"], r["values_a"]) if r.get("n") else (None, None)
-            rows.append([
-                latex_escape(r["model"]), latex_escape(exp) if exp else "--",
-                latex_escape(r["task"]), _metric_label(metric),
-                _mean_cell(st, fn, r["reason"] or "no single-task run"),
-                _mean_cell(mt, fn, r["reason"] or "no multi-task run"),
-                _delta_ci(r, fn), _p_cell(r, fn, alpha), _pooled_cell(r, fn), _d_cell(r, fn),
-                _seeds_cell(r, fn),
-            ])
-        groups.append(rows)
-    notes = [
-        (r"ST, MT: mean primary test metric ($\times 100$) over the $n$ seeds run by both; "
-         rf"$\Delta$: mean paired difference MT$-$ST with its {100 * (1 - alpha):g}\% paired $t$-interval over "
-         rf"seeds (it excludes 0 exactly when the unadjusted $p<{alpha:g}$; the test-set resampling "
-         r"interval is in SUMMARY.txt); $p$ / $p_\mathrm{Holm}$: two-sided paired $t$-test over "
-         r"seeds, unadjusted / Holm-adjusted across the tasks of a model and multi-task "
-         r"experiment ($^{***}$"
-         r"$p<0.001$, $^{**}$$p<0.01$, $^{*}$"
-         rf"$p<{alpha:g}$); $d$: Cohen's $d$ with the pooled standard deviation of the two "
-         r"systems' seed scores (the methodology's effect size, uncorrected); $d_z$: paired "
-         r"mean difference over the standard deviation of the differences, Hedges-corrected "
-         r"($g_z$) for $n<20$; bands $|d|<0.5$ small, $<0.8$ medium, else large. Seeds: the "
-         r"seeds both systems ran ($n$)."),
-        *fn.notes()]
-    ctx = table_context("Single-task versus multi-task fine-tuning per task (RQ1).",
-                        "tab:multitask_comparison", "lllccccccll", [], groups, notes, 11,
-                        "no single-task or multi-task results")
-    return render(env, "table_multitask_comparison.tex.j2", placement="t", size=r"\scriptsize",
-                  source=source, level=f"{100 * (1 - alpha):g}", **ctx)
+            title = (f"{names(exp)} vs {fam['single_task_experiment'] or 'no single-task run'}"
+                     if exp else "tasks without a multi-task run")
+            rows = [[rf"\multicolumn{{9}}{{l}}{{\textit{{{latex_escape(title)}}}}}"]]
+            for r in fam["rows"]:
+                st, mt = (r["values_b"], r["values_a"]) if r.get("n") else (None, None)
+                rows.append([
+                    latex_escape(r["task"]), _metric_label(r.get("primary_metric")),
+                    _mean_cell(st, fn, r["reason"] or "no single-task run"),
+                    _mean_cell(mt, fn, r["reason"] or "no multi-task run"),
+                    _delta_ci(r, fn), _p_cell(r, fn, alpha), _pooled_cell(r, fn),
+                    _d_cell(r, fn), _seeds_cell(r, fn),
+                ])
+            groups.append(rows)
+        notes = [
+            (r"ST, MT: mean primary test metric ($\times 100$) over the $n$ seeds run by both; "
+             rf"$\Delta$: mean paired difference MT$-$ST with its {100 * (1 - alpha):g}\% "
+             r"paired $t$-interval over seeds (it excludes 0 exactly when the unadjusted "
+             rf"$p<{alpha:g}$; the test-set resampling interval is in SUMMARY.txt); $p$ / "
+             r"$p_\mathrm{Holm}$: two-sided paired $t$-test over seeds, unadjusted / "
+             r"Holm-adjusted across the tasks of a model and multi-task experiment ($^{***}$"
+             r"$p<0.001$, $^{**}$$p<0.01$, $^{*}$"
+             rf"$p<{alpha:g}$); $d$: Cohen's $d$ with the pooled standard deviation of the two "
+             r"systems' seed scores (the methodology's effect size, uncorrected); $d_z$: paired "
+             r"mean difference over the standard deviation of the differences, Hedges-corrected "
+             r"($g_z$) for $n<20$; bands $|d|<0.5$ small, $<0.8$ medium, else large. Seeds: the "
+             r"seeds both systems ran ($n$)."),
+            *_key_note(names), *fn.notes()] if i == 0 else [*_key_note(names), *fn.notes()]
+        caption = "Single-task versus multi-task fine-tuning per task (RQ1)" + (
+            f": {latex_escape(model)}." if model and len(models) > 1 else ".")
+        ctx = table_context(caption, _label("tab:multitask_comparison", i), "llccccccl", [],
+                            groups, notes, 9, "no single-task or multi-task results")
+        floats.append(render(env, "table_multitask_comparison.tex.j2", placement="t",
+                             size=r"\scriptsize", source=source,
+                             level=f"{100 * (1 - alpha):g}", **ctx))
+    return "\n".join(floats)
 
 
-def _rq5_family_title(fam: dict[str, Any]) -> str:
-    """One comparison: model, multi-task system vs token-controlled system, parity."""
+def _rq5_family_title(fam: dict[str, Any], names: Names | None = None) -> str:
+    """One comparison: multi-task system vs token-controlled system, parity target, seeds
+    (the model and the parity mode are the float's)."""
+    names = names or Names([], [])
     if fam["model"] is None:
         return "token-controlled jobs without a usable multi-task reference"
     e_t = fam.get("token_controlled_experiment")
     if e_t is None:
-        return f"{fam['model']}: {fam['multi_task_experiment']} (no token-controlled system)"
+        return f"{names(fam['multi_task_experiment'])} (no token-controlled system)"
     target = fam.get("parity_target") or "not recorded"
-    return (f"{fam['model']}: {fam['multi_task_experiment']} vs {e_t} (parity "
-            f"{fam.get('parity_mode')}, target {target}; TC at final weights)")
+    seeds = _family_seeds(fam)
+    # the token-controlled system trains the multi-task system's set: its experiment says it
+    return (f"{names(fam['multi_task_experiment'])} vs {e_t.split('[')[0]}: target {target}, TC at "
+            "final weights" + (f", seeds {seed_list(seeds)}" if seeds else ""))
+
+
+def _family_seeds(fam: dict[str, Any]) -> list[int]:
+    """The seeds most of the family's compared rows use (shown once, in its heading)."""
+    counts = Counter(tuple(r.get("seeds") or []) for r in fam["rows"] if "parity_summary" in r)
+    return list(counts.most_common(1)[0][0]) if counts else []
 
 
 def _gap_cell(ps: dict[str, Any], fn: Footnotes, threshold: float) -> str:
@@ -210,14 +259,24 @@ def _gap_cell(ps: dict[str, Any], fn: Footnotes, threshold: float) -> str:
     return fn.na(ps["reason"])
 
 
+def _seeds_mark(r: dict[str, Any], seeds: list[int], fn: Footnotes) -> str:
+    """A mark on a Table 3 row whose seeds differ from its heading's, or that leaves out
+    seeds some system ran (the note names them)."""
+    mine = r.get("seeds") or []
+    text = "" if not mine or mine == seeds else fn.mark(
+        f"over seeds {seed_list(mine)} ({len(mine)}) only")
+    dropped = r.get("seeds_dropped") or {}
+    if dropped:
+        text += fn.mark("only the seeds every system of the row ran; left out: " + "; ".join(
+            f"{name} seeds {seed_list(s)}" for name, s in sorted(dropped.items())))
+    return text
+
+
 def _rq5_na_cells(r: dict[str, Any], st: str, fn: Footnotes) -> list[str]:
     reason = r["reason"]
     mt = pts(r["mt_mean"]) if ok(r.get("mt_mean")) else fn.na(reason)
-    mt_sys = r.get("multi_task") or {}
-    mt_tokens = (millions(mt_sys["token_count_mean"])
-                 if ok(mt_sys.get("token_count_mean")) else "--")
-    return [st, mt, fn.na(reason), mt_tokens, "--", "--", "--", "--", "--", "--",
-            _seeds_cell(r, fn), latex_escape(r.get("verdict") or NOT_TESTABLE)]
+    return [st, mt, fn.na(reason), "--", "--", "--", "--",
+            latex_escape(r.get("verdict") or NOT_TESTABLE)]
 
 
 def _rq5_cells(r: dict[str, Any], st: str, fn: Footnotes, alpha: float,
@@ -234,10 +293,24 @@ def _rq5_cells(r: dict[str, Any], st: str, fn: Footnotes, alpha: float,
         verdict += fn.mark("the verdict changes with the token-controlled side at its best-"
                            "validation weights or under the other parity target (SUMMARY.txt, "
                            "sensitivity line)")
-    return [st, pts(r["mt_mean"]), pts(r["tc_mean"]), millions(r["mt_tokens_mean"]),
-            millions(r["tc_tokens_mean"]), _gap_cell(r["parity_summary"], fn, threshold),
-            _delta_ci(r, fn), _p_cell(r, fn, alpha), _pooled_cell(r, fn), _d_cell(r, fn),
-            _seeds_cell(r, fn), verdict]
+    return [st, pts(r["mt_mean"]), pts(r["tc_mean"]),
+            _gap_cell(r["parity_summary"], fn, threshold), _delta_ci(r, fn),
+            _p_cell(r, fn, alpha), _pooled_cell(r, fn, band=False), verdict]
+
+
+RQ5_COLUMNS = 9
+
+
+def _rq5_floats(families: list[dict[str, Any]]) -> list[tuple[str, str | None, list]]:
+    """Table 3's floats: one per parity mode and model, (mode, model, families) with the
+    largest multi-task set first; multi-task systems without a token-controlled partner and
+    orphaned token-controlled jobs after them."""
+    keyed: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for fam in families:
+        mode = fam.get("parity_mode") if fam.get("token_controlled_experiment") else None
+        keyed.setdefault((mode or "", fam["model"]), []).append(fam)
+    order = sorted(keyed, key=lambda k: (k[0] == "", k[1] is None, k[0], str(k[1])))
+    return [(mode, model, _by_size(keyed[(mode, model)])) for mode, model in order]
 
 
 # what each parity mode's table is about (Table 3 is total parity; per-task parity has its
@@ -283,49 +356,63 @@ TEXT_CONTROL_NOTE = (
 def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: float,
               threshold: float, source: str = "results", margin: float = EQUIVALENCE_MARGIN,
               mode: str = "total", control: str = "repeat") -> str:
-    """Table 3 (``mode`` "total") or the per-task parity table: per comparison (MT system vs
-    one token-controlled system) and task: ST / MT / TC over the seeds all three ran, tokens,
-    parity gap, MT − TC with its seed-level CI, p and Holm p, effect sizes, seeds, verdict.
-    ``control`` "text": the text-matched control's own table (issue 26; the two controls
-    are never pooled)."""
-    caption, label, mt_tokens_label, lead = RQ5_TABLES[mode]
-    fn = Footnotes()
-    groups = []
-    for fam in families:
-        rows = [[rf"\multicolumn{{15}}{{l}}{{\textit{{{latex_escape(_rq5_family_title(fam))}}}}}"]]
-        for r in fam["rows"]:
-            st = (pts(r["st_mean"]) if ok(r.get("st_mean"))
-                  else fn.na((r.get("mt_minus_st") or {}).get("reason")
-                             or "no single-task run of this task sharing a seed"))
-            head = [latex_escape(r["model"] or "?"),
-                    latex_escape(r.get("multi_task_experiment") or "--"), latex_escape(r["task"])]
-            cells = (_rq5_cells(r, st, fn, alpha, threshold) if "parity_summary" in r
-                     else _rq5_na_cells(r, st, fn))
-            rows.append(head + cells)
-        groups.append(rows)
-    notes = [
-        (lead + r"gap $=|\mathrm{MT}-\mathrm{TC}|/\mathrm{MT}$ in training tokens "
-         rf"(largest over seeds; parity when below {100 * threshold:g}\%, same tokenizer only). "
-         r"ST, MT, TC: mean over the seeds all three systems ran. "
-         rf"$\Delta$: mean paired MT$-$TC ($\times 100$) with its {100 * (1 - alpha):g}\% paired $t$-interval "
-         r"over seeds; $p$ / $p_\mathrm{Holm}$: paired $t$-test over seeds, unadjusted / "
-         r"Holm-adjusted across the tasks of one comparison; $d$: Cohen's $d$ (pooled SD, the "
-         r"methodology's; success criterion $d>0.3$); $d_z$: paired, Hedges-corrected for "
-         r"$n<20$."),
-        latex_escape(verdict_rule(alpha, threshold, margin)),
-        *fn.notes()]
-    if control == controls.TEXT:
-        notes[1] = latex_escape(controls.rule_text(control, verdict_rule(alpha, threshold,
-                                                                         margin)))
-        notes.insert(0, TEXT_CONTROL_NOTE)
-        caption = ("Text-matched control (RQ5): cross-task supervision vs text exposure.")
-        label = "tab:rq5_text_controlled"
-    ctx = table_context(caption, label, "lll" + "c" * 11 + "l", [], groups, notes, 15,
-                        "no multi-task results" if mode == "total"
-                        else "no token-controlled system with per-task parity")
-    return render(env, "table_rq5_token_controlled.tex.j2", placement="t",
-                  size=r"\scriptsize", source=source, mt_tokens_label=mt_tokens_label,
-                  level=f"{100 * (1 - alpha):g}", **ctx)
+    """Table 3 (``mode`` "total") or the per-task parity table (issue 24: its own caption and
+    label, never pooled with total parity): per comparison (MT system vs one token-controlled
+    system) and task: ST / MT / TC over the seeds all three ran, parity gap, MT − TC with its
+    seed-level CI, p and Holm p, Cohen's d, verdict; one float per model, one block per
+    multi-task set (the all-8 set first). Training tokens, d_z and each row's seeds are in
+    SUMMARY.txt and statistics.json. ``control`` "text": the text-matched control's own
+    table (issue 26; the two controls are never pooled)."""
+    names = _names(families)
+    floats = []
+    split = _rq5_floats(families)
+    text = control == controls.TEXT
+    title, base, _, lead = RQ5_TABLES[mode]
+    if text:
+        title = "Text-matched control (RQ5): cross-task supervision vs text exposure."
+        base = "tab:rq5_text_controlled"
+    rule = verdict_rule(alpha, threshold, margin)
+    if text:
+        rule = controls.rule_text(control, rule)
+    level = f"{100 * (1 - alpha):g}"
+    for i, (fmode, model, fams) in enumerate(split or [("", None, [])]):
+        fn = Footnotes()
+        groups = []
+        for fam in fams:
+            seeds = _family_seeds(fam)
+            heading = latex_escape(_rq5_family_title(fam, names))
+            rows = [[rf"\multicolumn{{{RQ5_COLUMNS}}}{{l}}{{\textit{{{heading}}}}}"]]
+            for r in fam["rows"]:
+                st = (pts(r["st_mean"]) if ok(r.get("st_mean"))
+                      else fn.na((r.get("mt_minus_st") or {}).get("reason")
+                                 or "no single-task run of this task sharing a seed"))
+                cells = (_rq5_cells(r, st, fn, alpha, threshold) if "parity_summary" in r
+                         else _rq5_na_cells(r, st, fn))
+                rows.append([latex_escape(r["task"]) + _seeds_mark(r, seeds, fn)] + cells)
+            groups.append(rows)
+        notes = [
+            (lead + r"gap $=|\mathrm{MT}-\mathrm{TC}|/\mathrm{MT}$ in training tokens "
+             rf"(largest over seeds; parity when below {100 * threshold:g}\%, same tokenizer "
+             r"only). ST, MT, TC: mean over the seeds all three systems ran (the block's "
+             rf"heading). $\Delta$: mean paired MT$-$TC ($\times 100$) with its {level}\% "
+             r"paired $t$-interval over seeds; $p$ / $p_\mathrm{Holm}$: paired $t$-test over "
+             r"seeds, unadjusted / Holm-adjusted across the tasks of one comparison; $d$: "
+             r"Cohen's $d$ (pooled SD, the methodology's; success criterion $d>0.3$). Training "
+             r"tokens, the paired $d_z$ and the minimum detectable effect: SUMMARY.txt and "
+             r"statistics.json."),
+            latex_escape(rule)] if i == 0 else []
+        if text and i == 0:
+            notes.insert(0, TEXT_CONTROL_NOTE)
+        notes += [*_key_note(names), *fn.notes()]
+        where = ", ".join(x for x in (model and latex_escape(model),
+                                      fmode and f"parity {latex_escape(fmode)}") if x)
+        caption = title.rstrip(".") + (f": {where}." if where else ".")
+        ctx = table_context(caption, _label(base, i), "l" + "c" * 7 + "l", [], groups, notes,
+                            RQ5_COLUMNS, "no multi-task results" if mode == "total"
+                            else "no token-controlled system with per-task parity")
+        floats.append(render(env, "table_rq5_token_controlled.tex.j2", placement="t",
+                             size=r"\scriptsize", source=source, level=level, **ctx))
+    return "\n".join(floats)
 
 
 def dataset_table(env: jinja2.Environment, datasets: list[dict[str, Any]],
@@ -426,3 +513,47 @@ def clean_units_table(env: jinja2.Environment, entries: list[dict[str, Any]], al
                         empty_reason)
     return render(env, "table_clean_units.tex.j2", placement="t", size=r"\scriptsize",
                   source=source, level=f"{100 * (1 - alpha):g}", **ctx)
+
+
+def blurb_table(env: jinja2.Environment, rows: list[dict[str, Any]],
+                source: str = "results") -> str:
+    """The BLURB-comparable metrics (stats.questions.study.blurb_rows): tasks down the page,
+    per model its single-task and its largest multi-task system, mean over seeds (× 100)."""
+    fn = Footnotes()
+    cols = list(dict.fromkeys((r["model"], r["strategy"], r["experiment"]) for r in rows))
+    tasks = sorted({r["task"] for r in rows})
+    cell = {(r["model"], r["strategy"], r["experiment"], r["task"]): r for r in rows}
+    models = list(dict.fromkeys(c[0] for c in cols))
+    names = Names([c[2] for c in cols], tasks)
+    spans = " & ".join(rf"\multicolumn{{{sum(c[0] == m for c in cols)}}}{{c}}{{{latex_escape(m)}}}"
+                       for m in models)
+    header = [f"& & {spans}",
+              "Task & Metric & " + " & ".join("ST" if s == ST else "MT" for _, s, _ in cols)]
+    systems = "; ".join(f"{'ST' if s == ST else 'MT'} = {', '.join(sorted({names(c[2]) for c in cols if c[1] == s}))}"
+                        for s in dict.fromkeys(c[1] for c in cols))
+    body = []
+    for task in tasks:
+        metric = next(r["metric"] for r in rows if r["task"] == task)
+        cells = [latex_escape(task), _metric_label(metric)]
+        for c in cols:
+            r = cell.get((*c, task))
+            if r is None:
+                cells.append("--")
+            elif r["mean"] is None:
+                cells.append(fn.na(r["reason"]))
+            else:
+                cells.append(pts(r["mean"]) + (fn.mark(f"{metric}: not every column's metric")
+                                               if r["metric"] != metric else ""))
+        body.append(cells)
+    notes = [(r"Mean over seeds ($\times 100$) of the metric BLURB-era papers report: NER "
+              r"lenient F1 (seqeval's default, conlleval chunking), relation extraction "
+              r"micro-F1 over the positive classes, otherwise the primary metric; ST: the "
+              r"single-task system, MT: the model's multi-task system over the most tasks. "
+              r"For comparison with published numbers only; the tests use the primary metric. "
+              + latex_escape(f"Systems: {systems}.")),
+             *_key_note(names), *fn.notes()]
+    ctx = table_context("BLURB-comparable test metrics.", "tab:blurb",
+                        "ll" + "c" * max(len(cols), 1), header, [body], notes,
+                        len(cols) + 2, "no results")
+    return render(env, "table_single_task.tex.j2", placement="t", size=r"\scriptsize",
+                  source=source, **ctx)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,3 +93,42 @@ def degenerate_paper(tmp_path_factory):
     degenerate_study(root / "results")
     build_paper(root / "paper", [root / "results"], Options(resamples=100))
     return root / "paper"
+
+
+@pytest.fixture(scope="session")
+def full_scale_paper(tmp_path_factory):
+    """The methodology's full design (4 encoders x 8 tasks x 4 multi-task sets x 2
+    token-controlled experiments, 3 seeds; tests/stats/synthetic.full_study_design) turned
+    into paper/ in-process, with few resamples: the layout at full scale (issue 27)."""
+    import stats.report
+    from stats.core.analysis import Options
+    from stats.report import build_paper
+    from tests.stats.figtext import texts_outside
+    from tests.stats.synthetic import full_study_design
+
+    root = tmp_path_factory.mktemp("full_scale")
+    write_study(root / "results", full_study_design())
+    save = stats.report.atomic_savefig
+
+    def checked(fig, path, **kwargs):
+        """Each figure the report writes, checked before it is saved (as the PNG)."""
+        if Path(path).suffix == ".png":
+            FIGURE_TEXTS_OUTSIDE[Path(path).stem] = texts_outside(fig)
+        save(fig, path, **kwargs)
+
+    stats.report.atomic_savefig = checked
+    try:
+        build_paper(root / "paper", [root / "results"], Options(resamples=50))
+    finally:
+        stats.report.atomic_savefig = save
+    return root / "paper"
+
+
+# figure stem -> texts that leave the image, for the figures full_scale_paper wrote
+FIGURE_TEXTS_OUTSIDE: dict[str, list[str]] = {}
+
+
+def flat(summary: str) -> str:
+    """SUMMARY.txt with every indented line joined to the one before it: a line folded at
+    160 characters (stats.render.summary.fold) reads as written, for substring checks."""
+    return re.sub(r"\n +", " ", summary)

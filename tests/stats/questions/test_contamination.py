@@ -13,7 +13,7 @@ from stats.questions import rq2
 from stats.read.contamination import USED, Contamination, load_contamination
 from stats.read.heldout import load_heldout
 from stats.report import build_paper
-from tests.stats.conftest import run_cli
+from tests.stats.conftest import flat, run_cli
 from tests.stats.render.test_latex import compile_tables
 from tests.stats.synthetic import (
     DATA_CHECKSUMS,
@@ -51,7 +51,7 @@ def leak(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     return {"root": root, "out": root / "paper", "proc": proc, "cont": cont,
             "stats": strict_json(root / "paper" / "statistics.json"),
-            "summary": (root / "paper" / "SUMMARY.txt").read_text()}
+            "summary": flat((root / "paper" / "SUMMARY.txt").read_text())}
 
 
 def rows(stats, rq, task):
@@ -133,7 +133,7 @@ def test_stale_file_is_refused_in_one_line_and_the_paper_still_builds(tmp_path):
     (line,) = [x for x in proc.stderr.splitlines() if "contamination" in x]
     assert f"{cont}: data_checksums.bc2gm/test.parquet: computed from other data than the " \
            "results: job " in line
-    summary = (tmp_path / "paper" / "SUMMARY.txt").read_text()
+    summary = flat((tmp_path / "paper" / "SUMMARY.txt").read_text())
     assert f"contamination file refused, full-test results only: {cont}: " in summary
     assert "clean-unit results: not computed" in summary
     stats = strict_json(tmp_path / "paper" / "statistics.json")

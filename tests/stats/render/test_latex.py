@@ -38,11 +38,18 @@ def require_pdflatex() -> None:
     pytest.skip("pdflatex not installed (in CI this is a failure)")
 
 
-def compile_latex(body: str, tmp_path) -> str:
-    """``body`` in a minimal landscape article with booktabs must compile; pdflatex's log."""
+# a standard article at the text width of an ACL paper (16 cm, 455 pt; the methodology's
+# venue) on A4: every table must fit it (issue 27)
+PAGE = "\\usepackage[a4paper,textwidth=16cm,textheight=24cm]{geometry}\n"
+LANDSCAPE = "\\usepackage[margin=1cm,landscape]{geometry}\n"
+
+
+def compile_latex(body: str, tmp_path, page: str = LANDSCAPE) -> str:
+    """``body`` in a minimal article (``page``: its geometry; default landscape) with
+    booktabs must compile; pdflatex's log."""
     require_pdflatex()
     doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage[margin=1cm,landscape]{geometry}\n"
+    doc.write_text("\\documentclass{article}\n" + page +
                    "\\usepackage{booktabs}\n\\begin{document}\n" + body + "\n\\end{document}\n")
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
@@ -58,6 +65,56 @@ def compile_tables(folder, tmp_path, expected) -> None:
     missing = set(expected) - {t.name for t in tables}
     assert not missing, f"stats did not write {sorted(missing)}"
     compile_latex("\n".join(rf"\input{{{t}}}" for t in tables), tmp_path)
+
+
+def check_tables_fit(folder, tmp_path) -> dict[str, int]:
+    """Every ``table_*.tex`` of ``folder`` compiles alone in :data:`PAGE` with no box wider
+    than \\textwidth (no "Overfull \\hbox") and no float taller than the page; returns
+    each table's number of floats."""
+    floats = {}
+    for table in sorted(folder.glob("table_*.tex")):
+        work = tmp_path / table.stem
+        work.mkdir(parents=True)
+        log = compile_latex(rf"\input{{{table}}}", work, PAGE)
+        assert "Overfull \\hbox" not in log, f"{table.name} is wider than \\textwidth:\n{log[-2000:]}"
+        assert "Float too large" not in log, f"{table.name} is taller than the page"
+        floats[table.name] = table.read_text().count("\\begin{table}")
+    return floats
+
+
+def test_full_scale_tables_fit_the_page(full_scale_paper, tmp_path):
+    """4 encoders x 8 tasks x 4 multi-task sets x 2 parity modes: Table 3 is one float per
+    parity mode and model, Table 2 one per model, the all-8 set first and named once."""
+    floats = check_tables_fit(full_scale_paper, tmp_path)
+    assert floats["table_rq5_token_controlled.tex"] == 2 * 4
+    assert floats["table_multitask_comparison.tex"] == 4
+    t2 = (full_scale_paper / "table_multitask_comparison.tex").read_text()
+    first = t2.split("\\begin{table}")[1]
+    headings = [line for line in first.splitlines() if line.startswith("\\multicolumn{9}")]
+    assert len(headings) == 4 and "mt[all 8] vs st" in headings[0]
+    assert "Names: mt[all 8] = mt[bc2gm+" in first
+    t3 = (full_scale_paper / "table_rq5_token_controlled.tex").read_text()
+    assert t3.count("parity per\\_task.}") == 4 and t3.count("parity total.}") == 4
+    # BLURB's metrics: NER lenient F1 (the synthetic jobs record strict + 2 points), relation
+    # micro-F1, the others' primary; ST and the all-8 system per model
+    stats = json.loads((full_scale_paper / "statistics.json").read_text())
+    blurb = {(r["model"], r["strategy"], r["task"]): r for r in stats["blurb"]}
+    systems = {(s["model"], s["strategy"], s["task"]): s for s in stats["systems"]
+               if s["experiment"] == "st"}
+    for model in ("biobert", "scibert"):
+        row = blurb[(model, "single_task", "bc2gm")]
+        assert row["metric"] == "f1_lenient"
+        assert row["mean"] == pytest.approx(systems[(model, "single_task", "bc2gm")]["mean"] + 0.02)
+        assert blurb[(model, "single_task", "chemprot")]["metric"] == "micro_f1"
+        assert blurb[(model, "multi_task", "biosses")]["metric"] == "pearson"
+        assert blurb[(model, "multi_task", "gad")]["experiment"].startswith("mt[bc2gm+jnlpba")
+    t = (full_scale_paper / "table_blurb.tex").read_text()
+    assert r"bc2gm & f1\_lenient &" in t and "MT = mt[all 8]" in t
+
+
+def test_small_study_tables_fit_the_page(full_paper, degenerate_paper, tmp_path):
+    check_tables_fit(full_paper["out"], tmp_path / "full")
+    check_tables_fit(degenerate_paper, tmp_path / "degenerate")
 
 
 def test_latex_escape_covers_every_special():
@@ -76,7 +133,8 @@ def test_latex_escape_writes_the_unicode_signs_pdflatex_lacks():
 def test_simple_table_layout():
     tex = simple_table(["a_b", "c"], [["1", "2"], ["n/a: none"]], caption="x & y",
                        label="tab:t", align="lr", notes=["50%"])
-    assert tex == ("\\begin{table}[t]\n\\centering\n\\small\n\\caption{x \\& y}\n"
+    assert tex == ("\\begin{table}[t]\n\\centering\n\\small\n\\setlength{\\tabcolsep}{3pt}\n"
+                   "\\caption{x \\& y}\n"
                    "\\label{tab:t}\n\\begin{tabular}{lr}\n\\toprule\na\\_b & c \\\\\n"
                    "\\midrule\n1 & 2 \\\\\n\\multicolumn{2}{l}{n/a: none} \\\\\n"
                    "\\bottomrule\n\\end{tabular}\n\\par\\footnotesize 50\\%\n"
@@ -131,6 +189,7 @@ def test_rq2_to_rq4_tables_compile_as_the_cli_writes_them(tmp_path):
     work = tmp_path / "tex"
     work.mkdir()
     compile_tables(out, work, TABLES + RQ2_TO_RQ4_TABLES)
+    check_tables_fit(out, tmp_path / "fit")
     # the long message wraps within the page instead of running off it
     alone = tmp_path / "rq3"
     alone.mkdir()
