@@ -46,7 +46,7 @@ from stats.read.results import (
     read_predictions,
     trainable_params,
 )
-from stats.render.latex import PlainFootnotes, latex_escape, simple_table, unit_cell
+from stats.render.latex import PlainFootnotes, latex_escape, simple_table
 from stats.render.numbers import NA, fmt, millions
 from stats.render.summary import clean_units_text
 
@@ -279,10 +279,11 @@ def _ci(ci: dict) -> str:
 
 def table(rows: Sequence[dict], alpha: float = 0.05) -> str:
     """LaTeX: Δ = MT − ST in points with its seed-level CI, p and Holm p over source seeds,
-    the test-unit bootstrap beside it (secondary), parameter gap."""
+    parameter gap (the test-unit bootstrap, secondary, is in SUMMARY.txt and statistics.json:
+    the table keeps the page width)."""
     level = f"{100 * (1 - alpha):g}"
     header = ["Model", "Held-out task", "MT (exp.)", "ST (exp.: tasks)", "Seeds (runs)", "MT",
-              "ST", f"Δ [{level}% CI]", "p / p (Holm)", "Units: [CI], p",
+              "ST", f"Δ [{level}% CI]", "p / p (Holm)",
               "Params MT / ST (gap)"]
     body = []
     fn = PlainFootnotes()  # long reasons go to the notes: the table keeps the page width
@@ -311,16 +312,16 @@ def table(rows: Sequence[dict], alpha: float = 0.05) -> str:
                      latex_escape(f"{r['st_experiment']}: {r['st_tasks']}"),
                      f"{len(r.get('source_seeds') or [])} ({r['n']})",
                      fmt(r.get("mt_mean"), 1, 100), fmt(r.get("st_mean"), 1, 100), diff, p,
-                     unit_cell(r.get("bootstrap"), fn), params])
+                     params])
     return simple_table(
-        header, body, align="llllrrrllll", label="tab:rq2_heldout", size=r"\scriptsize",
+        header, body, align="lllp{1.5cm}rrrllp{1.6cm}", label="tab:rq2_heldout", size=r"\scriptsize",
         caption="RQ2: shared-adapter multi-task vs parameter-matched single-task encoders on "
                 f"held-out tasks (primary metric, points). Δ = MT − ST over source seeds (each "
                 f"side averaged over its held-out head seeds) with its {level}% paired "
                 "t-interval; p: paired t-test over source seeds, unadjusted / Holm-adjusted "
-                f"across every RQ2 comparison in this table; * Holm p < {alpha:g}. Units: "
-                "paired bootstrap over the held-out test units (test-set uncertainty only, "
-                "secondary, not used for the verdict).",
+                f"across every RQ2 comparison in this table; * Holm p < {alpha:g}. The paired "
+                "bootstrap over the held-out test units (test-set uncertainty only, secondary, "
+                "not used for the verdict) is in SUMMARY.txt and statistics.json.",
         notes=[("Seeds (runs): source seeds tested (matched source x held-out seed runs). "
                "Params: mean trainable parameters of the source jobs' encoders (the LoRA "
                "that reaches the held-out task; the single-task ranks are matched on these) "

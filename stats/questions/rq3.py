@@ -147,7 +147,7 @@ def table(rows: Sequence[dict], skipped: Sequence[dict] = ()) -> str:
         # a library's message is long: wrapped within the text width, not beyond the page
         body.append([rf"\parbox[t]{{0.9\linewidth}}{{\raggedright {text}}}"])
     return simple_table(
-        header, body, align="llllrrrrrrl", label="tab:rq3_frontier",
+        header, body, align="llllrrrrrrp{1.9cm}", label="tab:rq3_frontier",
         caption="RQ3: primary metric (points, bold on a frontier) against size on disk and "
                 "latency per example, per precision level; ECE (15 bins) before and after "
                 "temperature scaling fitted on validation.",

@@ -196,7 +196,7 @@ def multitask_table(env: jinja2.Environment, families: list[dict[str, Any]], alp
                     latex_escape(r["task"]), _metric_label(r.get("primary_metric")),
                     _mean_cell(st, fn, r["reason"] or "no single-task run"),
                     _mean_cell(mt, fn, r["reason"] or "no multi-task run"),
-                    _delta_ci(r, fn), _p_cell(r, fn, alpha), _pooled_cell(r, fn),
+                    _delta_ci(r, fn), _p_cell(r, fn, alpha), _pooled_cell(r, fn, band=False),
                     _d_cell(r, fn), _seeds_cell(r, fn),
                 ])
             groups.append(rows)
@@ -211,8 +211,8 @@ def multitask_table(env: jinja2.Environment, families: list[dict[str, Any]], alp
              rf"$p<{alpha:g}$); $d$: Cohen's $d$ with the pooled standard deviation of the two "
              r"systems' seed scores (the methodology's effect size, uncorrected); $d_z$: paired "
              r"mean difference over the standard deviation of the differences, Hedges-corrected "
-             r"($g_z$) for $n<20$; bands $|d|<0.5$ small, $<0.8$ medium, else large. Seeds: the "
-             r"seeds both systems ran ($n$)."),
+             r"($g_z$) for $n<20$, with its band ($|d|<0.5$ small, $<0.8$ medium, else large). "
+             r"Seeds: the seeds both systems ran ($n$)."),
             *_key_note(names), *fn.notes()] if i == 0 else [*_key_note(names), *fn.notes()]
         caption = "Single-task versus multi-task fine-tuning per task (RQ1)" + (
             f": {latex_escape(model)}." if model and len(models) > 1 else ".")
@@ -407,8 +407,10 @@ def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: fl
         where = ", ".join(x for x in (model and latex_escape(model),
                                       fmode and f"parity {latex_escape(fmode)}") if x)
         caption = title.rstrip(".") + (f": {where}." if where else ".")
-        ctx = table_context(caption, _label(base, i), "l" + "c" * 7 + "l", [], groups, notes,
-                            RQ5_COLUMNS, "no multi-task results" if mode == "total"
+        # the verdict wraps: per-task and text-control words run long ("gain beyond
+        # same-task exposure")
+        ctx = table_context(caption, _label(base, i), "l" + "c" * 7 + "p{2.1cm}", [], groups,
+                            notes, RQ5_COLUMNS, "no multi-task results" if mode == "total"
                             else "no token-controlled system with per-task parity")
         floats.append(render(env, "table_rq5_token_controlled.tex.j2", placement="t",
                              size=r"\scriptsize", source=source, level=level, **ctx))

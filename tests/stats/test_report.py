@@ -71,7 +71,7 @@ def test_tables_and_summary_report_the_known_truth(full_paper):
                      r"\((small|medium|large)\); d > 0\.3: (yes|no)", summary)
     assert re.search(r"single_task \(st\) chemprot macro_f1: .*; accuracy [\d.]+$", summary,
                      re.MULTILINE)
-    assert r"$d$ (pooled) & $d_z$ & Seeds ($n$)" in t2 and "1--5 (5)" in t2
+    assert r"$d$ & $d_z$ & Seeds ($n$)" in t2 and "1--5 (5)" in t2
     assert str(full_paper["malformed"]) in summary
     # the truncated ST biosses predictions: its system CI is n/a with the reason
     assert "predictions unusable: cannot read parquet" in summary
