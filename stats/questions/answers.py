@@ -89,7 +89,9 @@ def rq5_answer(rq5: list[dict[str, Any]], names: Names, alpha: float) -> dict[st
                            "by_model": {}, "strongest": None, "criteria": [], "lines": []}
     lines = out["lines"]
     if not pairs:
-        why = ("no token-controlled job among the results" if not any(
+        # the text-matched control is counted on its own line (never pooled): say which
+        why = ("no token-controlled job with the methodology's (repeat) control among the "
+               "results" if not any(
             f.get("token_controlled_experiment") for f in rq5)
             else "no task has a multi-task and a token-controlled run sharing a seed")
         lines.append(f"  No comparison: {why}.")

@@ -335,3 +335,26 @@ def test_results_not_tied_to_the_contamination_file_say_so_in_one_line(tmp_path)
                    "--resamples", "50", "--contamination", str(good), cwd=tmp_path)
     assert proc.returncode == 0 and "not tied" not in proc.stderr
     assert "not tied" not in (tmp_path / "paper2" / "SUMMARY.txt").read_text()
+
+
+@pytest.mark.parametrize("capped", [True, False], ids=["max_eval_examples", "no cap"])
+def test_a_capped_test_subset_is_tied_to_the_file_it_was_drawn_from(capped, tmp_path):
+    """A study that scored max_eval_examples of each test set (the demo) scored fewer units
+    than the file counts by design: still tied to it (its clean units are the subset's).
+    The same count without the cap in the jobs' config is another test set: not tied."""
+    design = Design(tasks=("bc2gm", "chemprot"), n_units={"bc2gm": 300, "chemprot": 200},
+                    data_checksums=DATA_CHECKSUMS, write_predictions=True)
+    write_study(tmp_path / "results", design)
+    if capped:
+        for result in (tmp_path / "results").rglob("result.json"):
+            doc = json.loads(result.read_text())
+            doc["config"]["max_eval_examples"] = 300
+            result.write_text(json.dumps(doc))
+    doc = contamination_doc(design, {("bc2gm", "chemprot"): []})
+    doc["units"]["bc2gm"]["test"] = 5038  # the whole test set; the jobs scored 300 of it
+    cont = write_doc(tmp_path / "data" / "CONTAMINATION.json", doc)
+    proc = run_cli(str(tmp_path / "paper"), "--results", str(tmp_path / "results"),
+                   "--resamples", "20", "--contamination", str(cont), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    untied = "results not tied to the contamination file" in proc.stderr
+    assert untied is not capped
