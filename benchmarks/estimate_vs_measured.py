@@ -46,7 +46,7 @@ import torch  # noqa: E402
 
 import train_throughput as tt  # noqa: E402
 
-from runner.fsutil import atomic_write_json  # noqa: E402
+from mtl_contract.files import atomic_write_json  # noqa: E402
 from runner.observe import estimate as est  # noqa: E402
 from runner.orchestrate.local import run_plan  # noqa: E402
 from runner.study.manifest import load_manifest  # noqa: E402

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runner.fsutil import atomic_write_json
+from mtl_contract.files import atomic_write_json
 from runner.orchestrate.ledger import Ledger, Worker
 from runner.orchestrate.local import format_plan, job_states, status
 from runner.study import design

@@ -79,10 +79,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # hides CUDA: imported before runner
 import train_throughput as tt
 
+from mtl_contract.files import atomic_write_json
+from mtl_contract.schema import EXIT_BAD_INPUT
 from runner.data.splits import subsample
 from runner.data.tasks import get_task
-from runner.errors import EXIT_BAD_INPUT, InputError
-from runner.fsutil import atomic_write_json
+from runner.errors import InputError
 from runner.ml import batching as engine_batching
 from runner.ml import model as engine_model
 from runner.ml import train as engine_train

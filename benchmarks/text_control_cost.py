@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
-from runner.orchestrate.jobapi import JobContext
+from runner.jobapi import JobContext
 from runner.recipes import train_job as engine_job
 from runner.study.manifest import parse_manifest
 from runner.study.plan import build_plan

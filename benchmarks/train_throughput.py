@@ -69,13 +69,13 @@ if "--device" in sys.argv[:-1] and sys.argv[sys.argv.index("--device") + 1] == "
 
 from runner.data.splits import load_split, subsample
 from runner.data.tasks import get_task
+from runner.jobapi import JobContext, JobInterrupted
 from runner.ml import batching
 from runner.ml.batching import encode_split
 from runner.ml.metrics import evaluate
 from runner.ml.runtime import matmul_peak_flops
 from runner.ml.runtime import synchronize as sync
 from runner.ml.train import autocast_dtype
-from runner.orchestrate.jobapi import JobContext, JobInterrupted
 from runner.recipes import train_job as engine_job
 from runner.study.config import TrainConfig
 from runner.study.models import resolve_model

@@ -54,11 +54,11 @@ import train_throughput as tt  # noqa: E402
 
 from runner.data.splits import subsample, validation_subset_positions  # noqa: E402
 from runner.data.tasks import get_task  # noqa: E402
-from runner.fsutil import atomic_write_json  # noqa: E402
+from mtl_contract.files import atomic_write_json  # noqa: E402
 from runner.ml import train as engine_train  # noqa: E402
 from runner.ml.inference import predict  # noqa: E402
 from runner.ml.metrics import evaluate  # noqa: E402
-from runner.orchestrate.jobapi import JobInterrupted  # noqa: E402
+from runner.jobapi import JobInterrupted  # noqa: E402
 from runner.recipes import train_job as engine_job  # noqa: E402
 
 

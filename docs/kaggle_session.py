@@ -113,7 +113,8 @@ def session(manifest: str | Path, *, time_budget: str = "11h30m", workers: str =
 
     ``in_process`` runs the runner in this Python process instead of a child process
     (the tests do, to share the imports between sessions)."""
-    from runner.errors import EXIT_BAD_INPUT, InputError
+    from mtl_contract.schema import EXIT_BAD_INPUT
+    from runner.errors import InputError
     try:
         study = study_name(manifest)
     except InputError as err:

@@ -33,8 +33,8 @@ import json
 import os
 import sys
 
-from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIME_BUDGET, InputError
-from runner.outputs.evaluation import LEVELS
+from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIME_BUDGET, LEVELS
+from runner.errors import InputError
 
 COMMANDS = ("run", "plan", "status", "prepare", "evaluate", "similarity", "contamination",
             "selfcheck")
@@ -372,7 +372,7 @@ def _results_dir(args: argparse.Namespace, manifest):
     named where it was given: --results-dir or the manifest's `results` line."""
     from pathlib import Path
 
-    from stats.fileio import folder_problem  # the one output-folder check
+    from mtl_contract.files import folder_problem  # the one output-folder check (stats' too)
 
     if args.results_dir is not None and not args.results_dir.strip():
         raise InputError(None, "empty path (leave --results-dir out for the manifest's "
@@ -575,7 +575,9 @@ def _study(args: argparse.Namespace) -> int:
         return 0
     tracking = _tracking(args)
     # every executor: a model that cannot be had stops the run now, not job by job
-    check_models(manifest, _models_left(plan, results_dir, args.retry_failed))
+    from runner.ml.pretrained import load_config_and_tokenizer  # no torch: transformers lazily
+    check_models(manifest, _models_left(plan, results_dir, args.retry_failed),
+                 load_config_and_tokenizer)
     _design_summary(plan, results_dir)
     if args.executor == "ray":
         from runner.orchestrate.ray import run_ray

@@ -1,15 +1,12 @@
 """The one error type for bad input: a file, a place in it, and what was expected.
 
 Every command catches :class:`InputError` at its entry point, prints ``str(err)`` as one
-line on stderr and exits with code 2.  Nothing below the parsers sees raw, unchecked input.
+line on stderr and exits with code 2 (``EXIT_BAD_INPUT``: the exit codes are
+``mtl_contract.schema``'s, shared with ``python -m stats``).  Nothing below the parsers sees raw, unchecked input.
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # some job failed; the others went on
-EXIT_BAD_INPUT = 2
-EXIT_TIME_BUDGET = 3  # time budget reached or interrupted: run the same command again to resume
 # the longest error line printed (characters): a message quoting a 5 MB manifest value is
 # cut here, with how long it was
 MAX_LINE = 1000

@@ -7,7 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from stats.fileio import EXIT_BAD_INPUT, EXIT_OK, StatsInputError, folder_problem
+from mtl_contract.files import folder_problem
+from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_OK
+from stats.fileio import StatsInputError
 
 # the most bootstrap resamples accepted: each interval keeps one float64 per resample and
 # metric and draws resamples x test units indices (in chunks); 100x the default of 10,000

@@ -10,16 +10,14 @@ run, and then each file is written atomically. A new analysis is one more entry 
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from mtl_contract.files import atomic_write_json, atomic_write_text, json_safe
 from stats.core.analysis import Options, Study, analyse
-from stats.core.tests import NOT_TESTABLE
 from stats.core.clean_units import attach_clean
-from stats.fileio import StatsInputError, atomic_savefig, atomic_write_json, atomic_write_text
+from stats.core.tests import NOT_TESTABLE
+from stats.fileio import StatsInputError, atomic_savefig
 from stats.questions import contamination, rq1, rq2, rq3, rq4, rq5, study
 from stats.questions.answers import answers
 from stats.questions.context import Context, Section, SectionOutput, SummaryBlock
@@ -45,23 +43,6 @@ SECTIONS: list[Section] = [
     Section("figures", (), study.figures_section),
 ]
 RESEARCH_QUESTIONS = ("RQ1", "RQ2", "RQ3", "RQ4", "RQ5")
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON types; NaN/inf become None (statistics.json has null, never NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def build_paper(out: str | Path, results: list[str | Path], options: Options | None = None,
@@ -111,7 +92,7 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
         statistics, sorted({t for j in the_study.jobs for t in j.tasks}), options.alpha)
     text = summary_text(ctx.env, "Multi-task transfer study: summary",
                         _preamble(results, the_study, options, cont), blocks, first=[first])
-    atomic_write_json(out / "statistics.json", jsonable(statistics))
+    atomic_write_json(out / "statistics.json", json_safe(statistics, str_keys=True))
     written.append(out / "statistics.json")
     atomic_write_text(out / "SUMMARY.txt", text)
     written.append(out / "SUMMARY.txt")

@@ -18,10 +18,10 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from mtl_contract.schema import CHECKSUMS_FILE
 from runner.data.tasks import SPLITS
 from runner.errors import InputError
 
-CHECKSUMS = "SHA256SUMS"
 PREPARE_HINT = "run `python -m runner prepare --source DIR --out DATA_DIR`"
 
 _LINE_RE = re.compile(r"([0-9a-fA-F]{64}) [ *](\S.*)")
@@ -37,14 +37,14 @@ def data_folder(data_dir: str | os.PathLike) -> Path:
     path = Path(data_dir)
     if not path.is_dir():
         what = "is not a folder" if path.exists() else "no such folder"
-        raise InputError(str(path), f"{what}; expected the prepared data with its {CHECKSUMS} "
+        raise InputError(str(path), f"{what}; expected the prepared data with its {CHECKSUMS_FILE} "
                          f"({PREPARE_HINT})", where="--data-dir")
     return path
 
 
 def read_checksums(data_dir: str | os.PathLike) -> dict[str, str]:
     """``<data_dir>/SHA256SUMS`` as {relative path: lower-case sha256}."""
-    path = Path(data_dir) / CHECKSUMS
+    path = Path(data_dir) / CHECKSUMS_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -80,7 +80,7 @@ def job_checksums(sums: dict[str, str], tasks: Iterable[str],
     for task in tasks:
         for rel in task_files(task):
             if rel not in sums:
-                raise InputError(str(Path(data_dir) / CHECKSUMS), f"no line for {rel}: the "
+                raise InputError(str(Path(data_dir) / CHECKSUMS_FILE), f"no line for {rel}: the "
                                  f"data of task {task} cannot be checked; {PREPARE_HINT}")
             out[rel] = sums[rel]
     return out
@@ -89,8 +89,8 @@ def job_checksums(sums: dict[str, str], tasks: Iterable[str],
 def record_checksum(data_dir: Path, path: Path) -> None:
     """Add (or replace) the line of ``path`` (a file directly in ``data_dir``, derived from the
     prepared splits) in ``<data_dir>/SHA256SUMS``, the file kept sorted."""
-    from runner.fsutil import atomic_write_text, sha256_file
+    from mtl_contract.files import atomic_write_text, sha256_file
 
     sums = read_checksums(data_dir)
     sums[path.name] = sha256_file(path)
-    atomic_write_text(Path(data_dir) / CHECKSUMS, checksums_text(sums))
+    atomic_write_text(Path(data_dir) / CHECKSUMS_FILE, checksums_text(sums))

@@ -55,12 +55,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mtl_contract.files import atomic_write_bytes, atomic_write_text
+from mtl_contract.schema import CONTAMINATION_FILE as FILE_NAME
+from mtl_contract.schema import CONTAMINATION_SCHEMA as SCHEMA
+from mtl_contract.schema import EXIT_BAD_INPUT
 from runner.data.checksums import record_checksum
-from runner.errors import EXIT_BAD_INPUT, InputError
-from runner.fsutil import atomic_write_bytes, atomic_write_text
+from runner.errors import InputError
 
-SCHEMA = "contamination/1"
-FILE_NAME = "CONTAMINATION.json"
 DEFAULT_N = 13
 EVALUATED_SPLITS = ("validation", "test")
 WORD_RE = re.compile(r"@[a-z][a-z-]*\$|[^\W_]+")   # applied to lower-cased text
@@ -427,7 +428,8 @@ def load_contamination(path: str | Path, data_dir: str | Path) -> dict:
     """The document at ``path``, after checking it is current: its schema, and every data file
     it was computed from has the SHA256 its header records (and, where ``SHA256SUMS`` lists
     the file itself, the file has that SHA256).  InputError naming ``path`` otherwise."""
-    from runner.data.checksums import CHECKSUMS, read_checksums
+    from mtl_contract.schema import CHECKSUMS_FILE as CHECKSUMS
+    from runner.data.checksums import read_checksums
     from runner.data.splits import file_sha256
 
     path, data_dir = Path(path), Path(data_dir)

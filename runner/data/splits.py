@@ -14,12 +14,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runner.data.checksums import CHECKSUMS, job_checksums, read_checksums
+from mtl_contract.files import sha256_file
+from mtl_contract.schema import CHECKSUMS_FILE
+from runner.data.checksums import job_checksums, read_checksums
 from runner.data.tasks import SPLITS, get_task
 from runner.errors import InputError
-from runner.fsutil import sha256_file
 
-__all__ = ["CHECKSUMS", "file_sha256", "load_split", "read_checksums",
+__all__ = ["CHECKSUMS_FILE", "file_sha256", "load_split", "read_checksums",
            "split_path", "verify_checksums"]
 
 # (absolute path, size in bytes, mtime in ns) -> sha256: hashing 30 MB twice per process is waste.
@@ -84,11 +85,11 @@ def verify_checksums(data_dir: str | os.PathLike, tasks) -> dict[str, str]:
     for rel, want in listed.items():
         path = data_dir / rel
         if not path.is_file():
-            raise InputError(str(path), f"listed in {CHECKSUMS} but missing")
+            raise InputError(str(path), f"listed in {CHECKSUMS_FILE} but missing")
         got = file_sha256(path)
         if got != want:
             raise InputError(str(path), f"sha256 {got[:12]}... != {want[:12]}... in "
-                             f"{CHECKSUMS}: the file was modified or truncated; prepare it "
+                             f"{CHECKSUMS_FILE}: the file was modified or truncated; prepare it "
                              f"again")
         out[rel] = got
     return out

@@ -21,8 +21,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_OK
 from runner.data.tasks import SPLITS, TASKS, TaskSpec
-from runner.errors import EXIT_BAD_INPUT, EXIT_OK, InputError
+from runner.errors import InputError
 
 FILENAME = "TOKEN_LENGTHS.json"
 SCHEMA = "token_lengths/1"
@@ -86,8 +87,8 @@ def read(data_dir: str | Path) -> dict | None:
 
 def write(data_dir: Path, tokenizer) -> Path:
     """Write the file for every task prepared in ``data_dir`` and list it in SHA256SUMS."""
+    from mtl_contract.files import atomic_write_text
     from runner.data.checksums import record_checksum
-    from runner.fsutil import atomic_write_text
 
     path = data_dir / FILENAME
     atomic_write_text(path, render(build(data_dir, tokenizer)))

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runner.fsutil import atomic_write_json, fsync_dir, sha256_file
+from mtl_contract.files import atomic_write_json, fsync_dir, sha256_file
 from runner.ml.batching import BATCH_ORDERS, LEGACY_BATCH_ORDER
 from runner.ml.model import DROPOUTS, LEGACY_DROPOUT
 

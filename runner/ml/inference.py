@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runner.fsutil import atomic_write_bytes
+from mtl_contract.files import atomic_write_bytes
 from runner.ml.batching import EncodedSplit, collate, eval_batches, word_predictions
 from runner.ml.runtime import autocast, to_device
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from runner.study.heads import head_outputs, token_level
+
 HEAD_DROPOUT = 0.1
 
 # how a Dropout draws its mask (a checkpoint records it: a resumed job keeps its own)
@@ -98,10 +100,6 @@ class TokenHead(nn.Module):
         return self.out(self.dropout(hidden_states))
 
 
-def head_outputs(spec) -> int:
-    return 1 if spec.kind == "regression" else len(spec.labels)
-
-
 class MultiTaskModel(nn.Module):
     """``forward(task, input_ids, attention_mask, token_type_ids=None, labels=None)`` ->
     (loss or None, logits)."""
@@ -112,7 +110,7 @@ class MultiTaskModel(nn.Module):
         hidden = int(encoder.config.hidden_size)
         self.kinds = {name: spec.kind for name, spec in specs.items()}
         self.heads = nn.ModuleDict({
-            name: (TokenHead if spec.kind == "ner" else SequenceHead)(hidden, head_outputs(spec))
+            name: (TokenHead if token_level(spec) else SequenceHead)(hidden, head_outputs(spec))
             for name, spec in specs.items()})
         std = float(getattr(encoder.config, "initializer_range", 0.02))
         for module in self.heads.modules():
@@ -211,16 +209,6 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
         out["encoder_trainable"] = int(sum(p.numel() for p in encoder.parameters()
                                            if p.requires_grad))
     return out
-
-
-def load_config_and_tokenizer(name: str, **kwargs) -> None:
-    """What a job loads before the weights (the plan's model check, runner.study.models);
-    raises OSError / ValueError when it cannot."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    AutoConfig.from_pretrained(name, **kwargs)
-    if not AutoTokenizer.from_pretrained(name, **kwargs).is_fast:
-        raise ValueError("no fast tokenizer (jobs need one to align words and word pieces)")
 
 
 def save_random_encoder(path, dims: dict, corpus, tokenizer_vocab: int = 4000,

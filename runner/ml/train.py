@@ -41,13 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from runner.jobapi import JobFailed, JobInterrupted
 from runner.ml import checkpoint as ckpt
 from runner.ml.batching import BATCH_ORDER, IGNORE_INDEX, EncodedSplit, collate, epoch_plan
 from runner.ml.inference import predict
 from runner.ml.mlm import mask_tokens, mlm_loss
 from runner.ml.model import DROPOUT, use_dropout
 from runner.ml.runtime import autocast, cuda_native_bf16, to_device
-from runner.orchestrate.jobapi import JobFailed, JobInterrupted
 from runner.study.config import TrainConfig
 from runner.study.sampling import TaskSampler
 

@@ -38,9 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtl_contract.files import (
+    FileTooLarge,
+    atomic_write_json,
+    fsync_dir,
+    read_bounded,
+    sha256_bytes,
+)
+from mtl_contract.schema import MAX_JSON_BYTES, MAX_PREDICTIONS_BYTES, RESULT_FILE
 from runner.errors import InputError
-from runner.fsutil import atomic_write_json, fsync_dir
-from stats.fileio import MAX_JSON_BYTES, FileTooLarge, read_bounded, sha256_bytes
 
 DEFAULT_LEASE_S = 120.0      # seconds without a heartbeat before a claim may be taken over
 DEFAULT_HEARTBEAT_S = 20.0   # seconds between heartbeats of a running job
@@ -53,10 +59,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(read_bounded(path, MAX_JSON_BYTES))
     except (OSError, ValueError, RecursionError):
         return None
-
-
-# predictions files of a result are at most this many bytes (stats' bound too)
-MAX_PREDICTIONS_BYTES = 1 << 30
 
 
 def result_problem(job_id: str, data: Any, job_dir: Path) -> str | None:
@@ -195,7 +197,7 @@ class Ledger:
         return self.root / job_id
 
     def result_path(self, job_id: str) -> Path:
-        return self.root / job_id / "result.json"
+        return self.root / job_id / RESULT_FILE
 
     def read_result(self, job_id: str) -> tuple[dict | None, str | None]:
         """(the parsed result, None) when it proves the job done, else (None, why not; None

@@ -33,8 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtl_contract.files import remove_temp_files, sha256_file
 from runner.errors import InputError
-from runner.fsutil import remove_temp_files, sha256_file
+from runner.jobapi import JobContext, JobFailed, JobInterrupted, JobLost
 from runner.observe.progress import (
     JobProgress,
     RateMeter,
@@ -44,7 +45,6 @@ from runner.observe.progress import (
     study_eta,
     study_line,
 )
-from runner.orchestrate.jobapi import JobContext, JobFailed, JobInterrupted, JobLost
 from runner.orchestrate.ledger import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_LEASE_S,

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from runner.errors import EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET
+from mtl_contract.schema import EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET
 
 STATES = ("pending", "ready", "blocked", "running", "stale", "interrupted", "done", "failed")
 RUNNABLE = ("ready", "stale", "interrupted")   # a claim starts or resumes these

@@ -40,7 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET, InputError
+from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET
+from runner.errors import InputError
 from runner.orchestrate.ledger import Ledger
 from runner.orchestrate.local import _counts_line, final_states
 from runner.orchestrate.states import RESUME_HINT, STATES, any_unfinished, stop_signals_to

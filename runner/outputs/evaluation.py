@@ -1,6 +1,6 @@
 """The RQ3 evaluation file (results/README.md, "RQ3 evaluation"):
-``<job_dir>/evaluation/<level>.json``, one per precision level; stats reads it.  No numpy:
-the CLI's parser takes LEVELS from here.
+``<job_dir>/evaluation/<level>.json``, one per precision level; stats reads it.  No numpy.
+The schema, the folder and the levels are the contract's (mtl_contract.schema).
 """
 
 from __future__ import annotations
@@ -8,16 +8,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from runner.fsutil import atomic_write_json
-
-EVALUATION_SCHEMA = "evaluation/1"
-LEVELS = ("fp32", "fp16", "bf16", "int8", "nf4")
+from mtl_contract.files import atomic_write_json
+from mtl_contract.schema import EVALUATION_DIR, EVALUATION_SCHEMA, LEVELS
 
 
 def evaluation_path(job_dir, level: str):
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-    return Path(job_dir) / "evaluation" / f"{level}.json"
+    return Path(job_dir) / EVALUATION_DIR / f"{level}.json"
 
 
 def skipped_evaluation(job_id: str, level: str, reason: str, device: str | None = None,

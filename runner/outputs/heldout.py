@@ -6,17 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.fsutil import atomic_write_json
+from mtl_contract.files import atomic_write_json
+from mtl_contract.schema import HELDOUT_DIR, HELDOUT_FILE, HELDOUT_SCHEMA
 from runner.study.adapter import LoraSettings
 
-HELDOUT_SCHEMA = "heldout/1"
-HELDOUT_FILE = "heldout.json"
 TRAIN_MODES = ("head", "head_and_adapter")
 
 
 def heldout_dir(job_dir, task: str, seed: int):
     """``<job_dir>/heldout/<task>/seed<k>/``: heldout.json and predictions/<task>.parquet."""
-    return Path(job_dir) / "heldout" / task / f"seed{int(seed)}"
+    return Path(job_dir) / HELDOUT_DIR / task / f"seed{int(seed)}"
 
 
 def heldout_document(*, source_job_id: str, task: str, seed: int, train_mode: str,

@@ -20,14 +20,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 
+from mtl_contract.files import json_safe
+from mtl_contract.schema import HELDOUT_FILE
+from runner.jobapi import JobFailed, JobInterrupted
 from runner.ml.batching import effective_max_length, encode_split, model_length_limit
 from runner.ml.inference import score_and_write
 from runner.ml.model import MultiTaskModel, adapter_settings, parameter_counts
 from runner.ml.runtime import Device
 from runner.ml.train import TrainSetup, TrainTask, autocast_dtype, eval_batch_size, train
-from runner.orchestrate.jobapi import JobFailed, JobInterrupted
-from runner.outputs.document import json_safe
-from runner.outputs.heldout import HELDOUT_FILE, heldout_dir, heldout_document, write_heldout
+from runner.outputs.heldout import heldout_dir, heldout_document, write_heldout
 from runner.study.config import TrainConfig
 
 

@@ -51,16 +51,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl_contract.files import read_json_bounded
+from mtl_contract.schema import LEVELS
 from runner.errors import InputError
 from runner.ml.calibration import calibration_report, flatten_token_logits
 from runner.outputs.evaluation import (
-    LEVELS,
     evaluation_document,
     evaluation_path,
     skipped_evaluation,
     write_evaluation,
 )
-from stats.fileio import read_json_bounded
 
 DEFAULT_BATCH_SIZE = 32      # examples per inference batch
 CALIBRATION_KIND = {"classification": "multiclass", "multilabel": "multilabel", "ner": "token"}
@@ -160,7 +160,7 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
     specs = {name: get_task(name) for name in job.tasks}
     # the engine's own loader (imported here: it imports torch), so evaluation
     # tokenizes exactly as training did
-    from runner.orchestrate.jobapi import JobFailed
+    from runner.jobapi import JobFailed
     from runner.recipes.train_job import _load_tokenizer as load_tokenizer
 
     try:

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from runner.errors import InputError
+from runner.jobapi import JobContext
 from runner.ml.model import save_random_encoder
 from runner.ml.runtime import (
     compile_problem,
@@ -54,7 +55,6 @@ from runner.ml.runtime import (
 )
 from runner.ml.train import autocast_dtype, loss_scaling
 from runner.observe import estimate as est
-from runner.orchestrate.jobapi import JobContext
 from runner.orchestrate.workers import visible_gpus
 from runner.recipes.train_job import run_job
 from runner.study.manifest import load_manifest

@@ -33,10 +33,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import EXIT_BAD_INPUT, EXIT_OK, InputError
-from runner.fsutil import atomic_write_json, sha256_file
+from mtl_contract.files import atomic_write_json, sha256_file
+from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_OK
+from mtl_contract.schema import SIMILARITY_SCHEMA as SCHEMA
+from runner.errors import InputError
 
-SCHEMA = "task_similarity/1"
 MEASURES = ("label_jaccard", "word_jaccard", "wordpiece_jaccard", "unigram_jsd")
 WORD_RE = re.compile(r"\w+")
 _SEPARATORS = re.compile(r"[-_:/.\s]+")

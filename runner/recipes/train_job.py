@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 import runner
+from mtl_contract.files import canonical_json, json_safe
 from runner.data.splits import subsample, validation_subset
-from runner.fsutil import canonical_json
+from runner.jobapi import JobFailed, JobInterrupted
 from runner.ml import checkpoint as ckpt
 from runner.ml.batching import (
     EncodedSplit,
@@ -57,8 +58,6 @@ from runner.ml.train import (
     tokens_at_best,
     train,
 )
-from runner.orchestrate.jobapi import JobFailed, JobInterrupted
-from runner.outputs.document import json_safe
 from runner.outputs.provenance import git_commit, now
 from runner.recipes.heldout import run_heldout
 from runner.study.config import TrainConfig, peak_lr_factor
@@ -345,7 +344,7 @@ class JobTracking:
 
 
 def run_job(job, ctx) -> dict:
-    """The executors' default job function (runner.orchestrate.jobapi): the job, its
+    """The executors' default job function (runner.jobapi): the job, its
     experiment-tracking run closed with how it ended (finished, interrupted, failed)."""
     tracking = JobTracking(job, ctx)
     try:

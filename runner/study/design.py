@@ -36,11 +36,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtl_contract.files import read_json_bounded
 from runner.data import token_lengths
 from runner.study.manifest import HYPERPARAMETERS
 from runner.study.plan import Job, Plan, planned_steps
 from stats.core.power import mde_dz  # scipy.special only: plan stays fast
-from stats.fileio import read_json_bounded
 
 # Seed-to-seed standard deviation of a paired difference (two systems, same seed), in points
 # of the primary metric, assumed where no finished jobs measure it: sqrt(2) x the pooled

@@ -64,14 +64,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from mtl_contract.files import FileTooLarge, read_bounded
+from mtl_contract.schema import MAX_MANIFEST_BYTES, stats_problem
 from runner.data.tasks import HELD_OUT_TASKS, TASKS
+from runner.data.tasks.spec import METHODOLOGY_MAX_LENGTH
 from runner.errors import InputError
 from runner.study.models import BUILTIN_MODELS, known_aliases
 from runner.study.sampling import SAMPLINGS
 from runner.study.strategies import STRATEGIES as STRATEGY_TABLE
 from runner.study.strategies import Strategy, experiment_type
-from stats.fileio import FileTooLarge, read_bounded
-from stats.read.manifest import stats_problem
 
 # the text-matched control's masked-LM stream: share of real, non-special tokens selected
 # (BERT's 15%; of them 80% [MASK], 10% a random token, 10% unchanged)
@@ -189,7 +190,7 @@ HYPERPARAMETERS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # the alternative: this share of the job's planned optimizer steps (one of the two keys)
     "warmup_ratio": (_float(0.0, 1.0, False), None),
     "weight_decay": (_float(0.0, 1.0, False), 0.01),
-    "max_length": (_int(8, 8192), 512),             # tokens per example (model's limit caps)
+    "max_length": (_int(8, 8192), METHODOLOGY_MAX_LENGTH),  # tokens per example, model caps
     "max_length_per_task": (_max_length_per_task, MappingProxyType({})),  # lowers max_length
     "batch_size": (_int(1, 65536), None),           # examples per optimizer micro-batch
     "grad_accumulation": (_int(1, 4096), 1),
@@ -823,7 +824,6 @@ def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
 
 
 # a manifest is a few kilobytes; a file larger than this (bytes) is not one
-MAX_MANIFEST_BYTES = 16 << 20
 
 
 def load_manifest(path: str | Path) -> Manifest:

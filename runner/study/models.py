@@ -11,13 +11,14 @@ resolved name.  Two names exist per model on purpose:
 
 Whether a resolved name can be had on this machine: ``whereabouts`` (files only, for
 ``runner plan``) and ``model_problem`` (loads config and tokenizer, never weights; for
-``runner run``, once per model before any job is claimed: ``runner.study.plan.check_models``).
+``runner run``, once per model before any job is claimed: ``runner.study.plan.check_models``,
+with the loader ``runner run`` hands it).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,18 +131,21 @@ def missing_libraries(names) -> list[str]:
     return [n for n in names if find_spec(n) is None]
 
 
-def _load_config_and_tokenizer(name: str, **kwargs) -> None:
-    """What a job loads before the weights; raises OSError / ValueError when it cannot.
-    The loading itself is torch-side (runner.ml.model), imported only when a model is probed."""
+# ``load(name, **kwargs)``: loads a model's config and tokenizer, no weights; OSError /
+# ValueError when it cannot (runner.ml.pretrained.load_config_and_tokenizer, handed down by
+# ``runner run``: the loading is the ML side's, above this layer)
+Loader = Callable[..., None]
+
+
+def _load_config_and_tokenizer(load: Loader, name: str, **kwargs) -> None:
+    """``load(name, **kwargs)`` once the libraries it needs are installed."""
     # a broken install (the third-party library missing) is bad input, as
     # runner.orchestrate.local says for the engine; a missing project module is a bug and fails
     missing = missing_libraries(("torch", "transformers"))
     if missing:
         raise InputError(None, f"cannot import {', '.join(missing)}; install the project "
                          f"(pip install -e .)", where="runner.recipes")
-    from runner.ml.model import load_config_and_tokenizer
-
-    load_config_and_tokenizer(name, **kwargs)
+    load(name, **kwargs)
 
 
 def _probe_hub(repo_id: str) -> str | None:
@@ -160,16 +164,16 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
-def model_problem(name: str) -> tuple[str, str | None]:
-    """(what was tried, None when the config and fast tokenizer of ``name`` load here -- no
-    weights -- else why not).  A hub id not cached is fetched (small files) after one short
+def model_problem(name: str, load: Loader) -> tuple[str, str | None]:
+    """(what was tried, None when the config and fast tokenizer of ``name`` load here with
+    ``load`` -- no weights -- else why not).  A hub id not cached is fetched (small files) after one short
     probe of the hub, so that a dead network fails in seconds."""
     found = whereabouts(name)
     if found.state == "missing":
         return found.tried, found.note
     if found.state == "here":
         try:
-            _load_config_and_tokenizer(name, local_files_only=True)
+            _load_config_and_tokenizer(load, name, local_files_only=True)
             return found.tried, None
         except (OSError, ValueError) as exc:
             if found.tried.startswith("local folder"):
@@ -181,7 +185,7 @@ def model_problem(name: str) -> tuple[str, str | None]:
     if problem is not None:
         return found.tried, problem
     try:
-        _load_config_and_tokenizer(name)
+        _load_config_and_tokenizer(load, name)
     except (OSError, ValueError) as exc:
         return found.tried, f"does not load ({_first_line(exc)})"
     return found.tried, None

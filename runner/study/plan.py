@@ -50,12 +50,21 @@ from typing import Any
 from pyarrow import ArrowException
 from pyarrow.parquet import read_metadata
 
-from runner.data.checksums import CHECKSUMS, data_folder, job_checksums, read_checksums
+from mtl_contract.files import canonical_json
+from mtl_contract.schema import CHECKSUMS_FILE
+from runner.data.checksums import data_folder, job_checksums, read_checksums
 from runner.errors import InputError
-from runner.fsutil import canonical_json
 from runner.study.config import TrainConfig
+from runner.study.heads import head_parameters
 from runner.study.manifest import Manifest, _Lines  # _Lines: the parser's key path -> line map
-from runner.study.models import how_to_get, model_key, model_problem, resolve_model, whereabouts
+from runner.study.models import (
+    Loader,
+    how_to_get,
+    model_key,
+    model_problem,
+    resolve_model,
+    whereabouts,
+)
 from runner.study.strategies import STRATEGIES
 
 # Saved-state cadence (seconds), torch.compile and whether the best weights are kept: how often,
@@ -102,7 +111,7 @@ def plan_checksums(data_dir: str | Path, require_data: bool) -> dict[str, str] |
     without data: ``require_data`` false and no SHA256SUMS there (see build_plan)."""
     if require_data:
         data_folder(data_dir)
-    elif not (Path(data_dir) / CHECKSUMS).exists():
+    elif not (Path(data_dir) / CHECKSUMS_FILE).exists():
         return None
     return read_checksums(data_dir)
 
@@ -175,17 +184,6 @@ def planned_steps(cfg: TrainConfig, token_target: bool, tasks, rows,
         n = min(n, int(caps[task])) if caps.get(task) else n
         micro += math.ceil(n / batch)
     return max(1, math.ceil(int(cfg.max_epochs) * micro / int(cfg.grad_accumulation)))
-
-
-def head_parameters(task: str, hidden: int) -> int:
-    """Parameters of a task's head (runner.ml.model): ner: Linear(hidden, n);
-    others: Linear(hidden, hidden) + Linear(hidden, n); n = 1 for regression."""
-    from runner.data.tasks import get_task
-
-    spec = get_task(task)
-    n = 1 if spec.kind == "regression" else len(spec.labels)
-    out = hidden * n + n
-    return out if spec.kind == "ner" else out + hidden * hidden + hidden
 
 
 def build_plan(manifest: Manifest, data_dir: str | Path = "data", *,
@@ -374,13 +372,14 @@ def model_place(manifest: Manifest, alias: str) -> tuple[int | None, str]:
     return _Lines(text.removeprefix("\ufeff")).line(path), where
 
 
-def check_models(manifest: Manifest, aliases) -> None:
-    """Load the config and tokenizer (no weights) of every distinct model in ``aliases`` once;
+def check_models(manifest: Manifest, aliases, load: Loader) -> None:
+    """Load the config and tokenizer (no weights) of every distinct model in ``aliases`` once
+    with ``load`` (runner.ml.pretrained.load_config_and_tokenizer, from ``runner run``);
     an InputError naming the manifest line of the first that cannot be had, what was tried
     and what to do -- before any job is claimed, instead of each job failing slowly."""
     problems = []
     for alias in dict.fromkeys(aliases):
-        tried, why = model_problem(resolve_model(alias, manifest.models))
+        tried, why = model_problem(resolve_model(alias, manifest.models), load)
         if why is not None:
             problems.append((alias, tried, why))
     if not problems:

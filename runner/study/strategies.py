@@ -1,5 +1,6 @@
 """The training strategies, one entry each: what an experiment's ``strategy`` names, the
-``experiment_type`` a job's result.json records for it (stats groups by it), the keys its
+``experiment_type`` a job's result.json records for it (stats groups by it; both names are
+``mtl_contract.schema``'s, so stats reads them from the same table), the keys its
 ``[[experiments]]`` table takes and how they are read (``read``, called by
 runner.study.manifest), its training defaults, and how an experiment of it expands into jobs
 (``expand``, called by runner.study.plan.build_plan per seed and model).  The one place a
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from mtl_contract.schema import EXPERIMENT_TYPE, MT, ST, TC
 
 PARITIES = ("total", "per_task")         # token_controlled: one target, or one per task
 PARITY_TARGETS = ("total", "best")       # the reference's tokens at its end, or at its best
@@ -117,18 +120,18 @@ class Strategy:
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("single_task", "single_task_baseline", "one task per job",
+    Strategy(ST, EXPERIMENT_TYPE[ST], "one task per job",
              keys=("name", "strategy", "models", "tasks", "adapter_match"),
              required=("name", "models", "tasks"),
              refuses_lists_because="single_task experiments list 'tasks' (one job each)",
              read=_read_tasks, expand=_a_job_per_task_set),
-    Strategy("multi_task", "multi_task", "one shared encoder, a head per task, tasks sampled",
+    Strategy(MT, EXPERIMENT_TYPE[MT], "one shared encoder, a head per task, tasks sampled",
              keys=("name", "strategy", "models", "task_sets", "pair_tasks"),
              required=("name", "models", "task_sets"),
              refuses_lists_because="multi_task experiments list 'task_sets'",
              read=_read_task_sets, expand=_a_job_per_task_set,
              samples_tasks=True, batch_size=8),
-    Strategy("token_controlled", "token_controlled_baseline",
+    Strategy(TC, EXPERIMENT_TYPE[TC],
              "one task per job, trained to the multi-task job's token count (parity)",
              keys=("name", "strategy", "reference", "parity", "parity_target", "control",
                    "unreachable_parity"),

@@ -23,13 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mtl_contract.schema import MT, ST, TC
 from stats.core import controls, tests
 from stats.core.bootstrap import Block, observed, resample_blocks
 from stats.core.metrics import metric_names, point_metrics, sufficient_matrix
 from stats.read.results import (
-    MT,
-    ST,
-    TC,
     JobResult,
     NotRun,
     PredictionsUnavailable,

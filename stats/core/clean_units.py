@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mtl_contract.schema import MT, ST, TC
 from stats.core.analysis import (
     Analysis,
     Study,
@@ -22,7 +23,7 @@ from stats.core.analysis import (
 )
 from stats.core.metrics import metric_names, point_metrics
 from stats.read.contamination import SPLIT, Contamination
-from stats.read.results import MT, ST, TC, JobResult
+from stats.read.results import JobResult
 
 
 @dataclass

@@ -31,14 +31,13 @@ from dataclasses import asdict
 
 import numpy as np
 
+from mtl_contract.schema import MT, ST
 from stats.core import tests
 from stats.core.metrics import metric_names, point_metrics
 from stats.core.unit_bootstrap import paired_unit_bootstrap
 from stats.questions.context import Context, SectionOutput, output
 from stats.read.heldout import HeldoutRun, load_heldout
 from stats.read.results import (
-    MT,
-    ST,
     JobResult,
     PredictionsUnavailable,
     TaskResult,

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from mtl_contract.schema import LEVELS
 from stats.questions.context import Context, SectionOutput, output
-from stats.read.evaluation import LEVELS, Evaluation, load_evaluations
+from stats.read.evaluation import Evaluation, load_evaluations
 from stats.render.figures import pyplot
 from stats.render.latex import latex_escape, simple_table
 from stats.render.numbers import NA, fmt

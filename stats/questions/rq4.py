@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from mtl_contract.schema import MT, SIMILARITY_FILE, ST
 from stats.core import tests
 from stats.core.unit_bootstrap import paired_unit_bootstrap
 from stats.questions.context import Context, SectionOutput, output
-from stats.read.results import MT, ST, JobResult
+from stats.read.results import JobResult
 from stats.read.similarity import (
-    SIMILARITY_FILE,
     find_similarity_for_jobs,
     load_similarity,
     similarity_value,

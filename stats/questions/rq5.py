@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from mtl_contract.schema import TC
 from stats.core import controls
 from stats.core.tests import verdict_rule
 from stats.questions.context import Context, SectionOutput, SummaryBlock
-from stats.read.results import TC
 from stats.render import tables
 from stats.render.numbers import interval, num, p_value, points, tokens
 from stats.render.summary import (

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from mtl_contract.schema import MT, ST
 from stats.core.analysis import Study, seed_list
 from stats.questions.context import Context, SectionOutput, SummaryBlock
-from stats.read.results import MT, ST
 from stats.render import figures, tables
 from stats.render.numbers import interval, num, points, tokens
 from stats.render.summary import why

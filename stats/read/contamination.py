@@ -5,7 +5,7 @@ The file (schema ``contamination/1``, ``data/CONTAMINATION.json``, written by ``
 runner contamination``; format in results/README.md) lists, per evaluated task B, split and
 training task A, the ``unit_id``s of B that overlap A's training units: ``exact`` (the same
 normalised text) and ``ngram`` (a shared run of n words).  ``stats`` imports no runner, so
-the reader and its checks live here and mirror ``runner.contamination.load_contamination``:
+the reader and its checks live here and check what ``runner.data.contamination.load_contamination`` checks:
 
 * the schema and the shape of every entry stats reads;
 * where ``SHA256SUMS`` beside the file lists it, the file's own SHA256; a ``SHA256SUMS``
@@ -23,22 +23,17 @@ paper is still built, from the full test sets only, and SUMMARY.txt says why.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stats.fileio import StatsInputError, read_json_bounded
+from mtl_contract.files import read_json_bounded, sha256_file
+from mtl_contract.schema import CHECKSUMS_FILE, CONTAMINATION_FILE, CONTAMINATION_SCHEMA
+from stats.fileio import StatsInputError
 from stats.read.results import JobResult
 
-SCHEMA = "contamination/1"
-
-FILE_NAME = "CONTAMINATION.json"
-
-DEFAULT_PATH = Path("data") / FILE_NAME  # relative to the working folder
-
-CHECKSUMS = "SHA256SUMS"
+DEFAULT_PATH = Path("data") / CONTAMINATION_FILE  # relative to the working folder
 
 SPLIT = "test"
 
@@ -93,14 +88,6 @@ class Contamination:
                          for u in pairs[a][key])
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_checksums(path: Path) -> dict[str, str]:
     """``SHA256SUMS`` lines ``<sha256>  <relative path>``; {} when there is no such file."""
     if not path.is_file():
@@ -142,9 +129,9 @@ def read_document(path: Path) -> dict[str, Any]:
         raise StatsInputError(path, "contamination file missing") from None
     except (OSError, ValueError) as err:
         raise StatsInputError(path, f"not a readable JSON file ({err})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") != CONTAMINATION_SCHEMA:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise StatsInputError(path, f"expected {SCHEMA!r}, got {got!r}", where="schema")
+        raise StatsInputError(path, f"expected {CONTAMINATION_SCHEMA!r}, got {got!r}", where="schema")
     _check_shape(path, doc)
     return doc
 
@@ -199,22 +186,22 @@ def _check_counts(path: Path, doc: dict[str, Any]) -> None:
 def verify(path: Path, doc: dict[str, Any], jobs: list[JobResult]) -> list[str]:
     """What the file was checked against (StatsInputError naming it when a check fails)."""
     data_dir = path.parent
-    sums = read_checksums(data_dir / CHECKSUMS)
+    sums = read_checksums(data_dir / CHECKSUMS_FILE)
     checked = []
     own = sums.get(path.name)
     if own is None and sums:
         # the runner lists the file in the SHA256SUMS of the data folder it writes it into;
         # a SHA256SUMS without its line cannot tell an edited file (issue 25: the line
         # removed and the overlap lists emptied read as "used, 0 overlap")
-        raise StatsInputError(path, f"not listed in {data_dir / CHECKSUMS} beside it, so it "
+        raise StatsInputError(path, f"not listed in {data_dir / CHECKSUMS_FILE} beside it, so it "
                               "cannot be checked for edits; run `python -m runner "
                               "contamination` again")
     if own is not None:
         if own != sha256_file(path):
             raise StatsInputError(path, f"its sha256 differs from its line in "
-                                  f"{data_dir / CHECKSUMS}: the file was edited; run `python "
+                                  f"{data_dir / CHECKSUMS_FILE}: the file was edited; run `python "
                                   "-m runner contamination` again")
-        checked.append(f"its line in {data_dir / CHECKSUMS}")
+        checked.append(f"its line in {data_dir / CHECKSUMS_FILE}")
     _check_counts(path, doc)
     hashed = listed = 0
     for rel, digest in sorted(doc["data_checksums"].items()):
@@ -227,19 +214,19 @@ def verify(path: Path, doc: dict[str, Any], jobs: list[JobResult]) -> list[str]:
             hashed += 1
         elif rel in sums:
             if sums[rel] != digest:
-                raise StatsInputError(path, f"stale: {data_dir / CHECKSUMS} lists another "
+                raise StatsInputError(path, f"stale: {data_dir / CHECKSUMS_FILE} lists another "
                                       f"sha256 for {rel}", where=f"data_checksums.{rel}")
             listed += 1
     if hashed:
         checked.append(f"the {hashed} data file(s) beside it")
     if listed:
-        checked.append(f"{listed} {CHECKSUMS} line(s)")
+        checked.append(f"{listed} {CHECKSUMS_FILE} line(s)")
     agreeing = _check_jobs(path, doc, jobs)
     if agreeing:
         checked.append(f"provenance.data_checksums of {agreeing} job(s)")
     if not checked:
         raise StatsInputError(path, "cannot be verified: no data file of its data_checksums "
-                              f"is beside it or listed in a {CHECKSUMS} there, and no result "
+                              f"is beside it or listed in a {CHECKSUMS_FILE} there, and no result "
                               "records provenance.data_checksums for them")
     return checked
 

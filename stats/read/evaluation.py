@@ -10,12 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtl_contract.schema import EVALUATION_DIR, EVALUATION_SCHEMA, LEVELS
 from stats.read.results import JobResult, Skipped
 from stats.read.schema import Malformed, check_header, load_job_files
-
-EVALUATION_SCHEMA = "evaluation/1"
-
-LEVELS = ("fp32", "fp16", "bf16", "int8", "nf4")  # display order
 
 STATUSES = ("ok", "skipped")
 
@@ -93,4 +90,4 @@ def parse_evaluation(data: Any, path: Path, job: JobResult) -> Evaluation:
 
 def load_evaluations(jobs: Sequence[JobResult]) -> tuple[list[Evaluation], list[Skipped]]:
     """Every ``<job_dir>/evaluation/<level>.json`` of the jobs; malformed ones skipped."""
-    return load_job_files(jobs, "evaluation", "*.json", parse_evaluation, "evaluation")
+    return load_job_files(jobs, EVALUATION_DIR, "*.json", parse_evaluation, "evaluation")

@@ -9,12 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtl_contract.schema import HELDOUT_DIR, HELDOUT_FILE, HELDOUT_SCHEMA
 from stats.read.results import JobResult, Skipped, TaskResult
 from stats.read.schema import Malformed, check_header, load_job_files, need
-
-HELDOUT_FILE = "heldout.json"
-
-HELDOUT_SCHEMA = "heldout/1"
 
 TRAIN_MODES = ("head", "head_and_adapter")
 
@@ -75,5 +72,5 @@ def parse_heldout(data: Any, path: Path, source: JobResult) -> HeldoutRun:
 
 def load_heldout(jobs: Sequence[JobResult]) -> tuple[list[HeldoutRun], list[Skipped]]:
     """Every ``<job_dir>/heldout/*/seed*/heldout.json`` of the given jobs; bad ones skipped."""
-    return load_job_files(jobs, "heldout", f"*/seed*/{HELDOUT_FILE}", parse_heldout,
+    return load_job_files(jobs, HELDOUT_DIR, f"*/seed*/{HELDOUT_FILE}", parse_heldout,
                           "held-out result")

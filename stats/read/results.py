@@ -20,32 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stats.fileio import (
+from mtl_contract.files import FileTooLarge, read_bounded, read_json_bounded, sha256_bytes
+from mtl_contract.schema import (
     MAX_JSON_BYTES,
-    FileTooLarge,
-    StatsInputError,
-    read_bounded,
-    read_json_bounded,
-    sha256_bytes,
+    MAX_PREDICTIONS_BYTES,
+    PREDICTION_COLUMNS,
+    RESULT_FILE,
+    STAT_KINDS,
+    STRATEGY_OF_TYPE,
 )
+from stats.fileio import StatsInputError
 
-# the strategies, in the study's words (manifests, job configs, tables)
-ST, MT, TC = "single_task", "multi_task", "token_controlled"
-STRATEGY_OF_TYPE = {  # result.json's experiment_type -> strategy
-    "single_task_baseline": ST,
-    "multi_task": MT,
-    "token_controlled_baseline": TC,
-}
-STAT_KINDS = ("counts", "classes", "pairs")
-# columns each stat_spec.kind must carry in predictions/<task>.parquet (results/README.md)
-PREDICTION_COLUMNS = {
-    "counts": ("tp", "fp", "fn"),
-    "classes": ("gold_id", "pred_id"),
-    "pairs": ("gold_value", "pred_value"),
-}
-# a predictions parquet larger than this (bytes) is not one of ours (the largest test set's
-# is a few megabytes); bounded so a link to a device cannot be read forever
-MAX_PREDICTIONS_BYTES = 1 << 30
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -345,8 +330,8 @@ def result_files(root: Path, problems: list[str] | None = None):
                 problems.append(f"{os.path.join(parent, name)}: a symbolic link (to "
                                 f"{os.path.realpath(os.path.join(parent, name))}); a results "
                                 "folder must hold its jobs' own folders, not links")
-        if "result.json" in files:
-            path = Path(parent) / "result.json"
+        if RESULT_FILE in files:
+            path = Path(parent) / RESULT_FILE
             if path.is_symlink():
                 if problems is not None:
                     problems.append(f"{path}: a symbolic link (to {os.path.realpath(path)}); "

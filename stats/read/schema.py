@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from stats.fileio import read_json_bounded
+from mtl_contract.files import read_json_bounded
 from stats.read.results import JobResult, Skipped
 
 T = TypeVar("T")

@@ -7,12 +7,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from stats.fileio import StatsInputError, read_json_bounded
+from mtl_contract.files import read_json_bounded
+from mtl_contract.schema import SIMILARITY_FILE, SIMILARITY_SCHEMA
+from stats.fileio import StatsInputError
 from stats.read.results import JobResult
-
-SIMILARITY_FILE = "task_similarity.json"
-
-SIMILARITY_SCHEMA = "task_similarity/1"
 
 
 def load_similarity(path: str | Path) -> dict:

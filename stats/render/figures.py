@@ -21,9 +21,9 @@ matplotlib.use("Agg")
 import numpy as np
 from matplotlib.figure import Figure
 
+from mtl_contract.schema import MT, ST, TC
 from stats.core import controls
 from stats.core.analysis import Analysis, Study
-from stats.read.results import MT, ST, TC
 from stats.render.names import Names
 
 STRATEGY_COLOURS = {ST: "#4c72b0", MT: "#dd8452", TC: "#55a868"}

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from mtl_contract.schema import ST
 from stats.core import controls
 from stats.core.analysis import seed_list
 from stats.core.tests import (
@@ -24,7 +25,6 @@ from stats.core.tests import (
     effect_band,
     verdict_rule,
 )
-from stats.read.results import ST
 from stats.render.latex import Footnotes, latex_escape, render, table_context
 from stats.render.names import Names
 from stats.render.numbers import coefficient, count, ok, p_cell, pts, share, stars

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from runner.data.tasks.spec import TaskSpec
-from runner.orchestrate.jobapi import JobContext
+from runner.jobapi import JobContext
 from runner.recipes import train_job as engine_job
 from runner.study.plan import Job
 from runner.study.strategies import experiment_type

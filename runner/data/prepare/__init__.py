@@ -29,11 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mtl_contract.files import atomic_write_text, folder_problem, fsync_dir, sha256_file
+from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_OK, EXIT_TIME_BUDGET
 from runner.data.prepare import readers, writers
 from runner.data.tasks import SPLITS, TASKS, Source, TaskSpec
-from runner.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TIME_BUDGET, InputError
-from runner.fsutil import atomic_write_text, fsync_dir, sha256_file
-from stats.fileio import folder_problem  # the one output-folder check (stats owns it)
+from runner.errors import InputError
 
 FORMATS = ("biobert-ner", "bigbio", "seed-pickle")
 

@@ -15,12 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runner.data.checksums import checksums_text
-from runner.data.tasks.spec import TaskSpec
-from runner.study.manifest import HYPERPARAMETERS
+from runner.data.tasks.spec import METHODOLOGY_MAX_LENGTH, TaskSpec
 
 # The card counts tokens as a job at the methodology's max_length cuts them (a manifest may
 # lower it per task; runner plan reports truncation at a study's own lengths).
-CARD_MAX_LENGTH = HYPERPARAMETERS["max_length"][1]
+CARD_MAX_LENGTH = METHODOLOGY_MAX_LENGTH
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 9, "row_group_size": 65536,
                    "use_dictionary": True, "write_statistics": False, "version": "2.6"}

@@ -39,6 +39,11 @@ class Source:
     def split_map(self) -> dict[str, str]:
         return dict(self.splits)
 
+# tokens per example a job cuts its texts at unless the manifest says otherwise (the
+# methodology's 512, the manifest's max_length default), and the length the data card counts
+# each task's tokens at; here, below both the manifest and preparation, so each reads it
+METHODOLOGY_MAX_LENGTH = 512
+
 
 @dataclass(frozen=True)
 class TaskSpec:

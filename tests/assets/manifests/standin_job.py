@@ -18,8 +18,8 @@ import os
 import sys
 import time
 
-from runner.fsutil import atomic_write_json
-from runner.orchestrate.jobapi import JobFailed, JobInterrupted
+from mtl_contract.files import atomic_write_json
+from runner.jobapi import JobFailed, JobInterrupted
 
 
 def _append(line: str) -> None:

@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtl_contract.files import sha256_file
+from mtl_contract.schema import CHECKSUMS_FILE
 from runner.data import contamination as cont
-from runner.data.checksums import CHECKSUMS, checksums_text
+from runner.data.checksums import checksums_text
 from runner.data.contamination import decontaminate_train
 from runner.data.prepare.writers import parquet_bytes
 from runner.data.splits import load_split
 from runner.data.tasks import SPLITS, get_task
 from runner.data.tasks import TASKS as TASKS_ALL
 from runner.errors import InputError
-from runner.fsutil import sha256_file
 from runner.study.manifest import parse_manifest
 from runner.study.plan import build_plan
 
@@ -61,7 +62,7 @@ def write_data(data_dir: Path, rows: dict[tuple[str, str], list[dict]]) -> None:
         path.write_bytes(parquet_bytes(get_task(task), task_rows))
         sums[f"{task}/{split}.parquet"] = sha256_file(path)
         (data_dir / task / "README.md").write_text(f"# {task}\n\nA card.\n")
-    (data_dir / CHECKSUMS).write_text(checksums_text(sums))
+    (data_dir / CHECKSUMS_FILE).write_text(checksums_text(sums))
 
 
 def synthetic_rows(seed: int = 0) -> dict[tuple[str, str], list[dict]]:
@@ -122,7 +123,7 @@ def test_the_command_writes_the_same_bytes_twice_lists_them_and_fills_the_cards(
     first, second = run("1"), run("2")
     assert first == second and first.endswith(b"\n")
     assert json.loads(first) == cont.compute(data, TASKS)
-    sums = (data / CHECKSUMS).read_text().splitlines()
+    sums = (data / CHECKSUMS_FILE).read_text().splitlines()
     assert f"{sha256_file(data / cont.FILE_NAME)}  {cont.FILE_NAME}" in sums
     assert sums == sorted(sums, key=lambda line: line.split("  ")[1])
     card = (data / "bc2gm" / "README.md").read_text()
@@ -167,7 +168,7 @@ def test_a_stale_or_edited_file_is_refused_in_one_line(data):
 
 def test_bad_input_exits_2_and_writes_nothing(data, capsys):
     out = data / "c.json"
-    before = (data / CHECKSUMS).read_bytes()
+    before = (data / CHECKSUMS_FILE).read_bytes()
     assert cont.main(["--data-dir", str(data), "--tasks", "bc2gm,nope", "--out", str(out)]) == 2
     assert "error: --tasks: unknown task 'nope'" in capsys.readouterr().err
     (data / "gad" / "test.parquet").write_bytes(b"not the listed file")
@@ -175,7 +176,7 @@ def test_bad_input_exits_2_and_writes_nothing(data, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "gad/test.parquet" in err
     assert cont.main(["--data-dir", str(data), "--n", "0", "--out", str(out)]) == 2
-    assert not out.exists() and (data / CHECKSUMS).read_bytes() == before
+    assert not out.exists() and (data / CHECKSUMS_FILE).read_bytes() == before
 
 
 # ----------------------------------------------------------------------------- the rules
@@ -336,7 +337,7 @@ def test_a_decontaminated_job_trains_without_the_units_and_records_how_many(data
                                                                             tiny_model):
     import torch
 
-    from runner.orchestrate.jobapi import JobContext
+    from runner.jobapi import JobContext
     from runner.recipes.train_job import run_job
 
     torch.set_num_threads(1)

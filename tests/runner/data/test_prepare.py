@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import ipc
 
+from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_TIME_BUDGET
 from runner.data.prepare import main, readers
-from runner.errors import EXIT_BAD_INPUT, EXIT_TIME_BUDGET, InputError
+from runner.errors import InputError
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "assets" / "prepare" / "source"

@@ -25,7 +25,7 @@ def test_committed_data_matches_its_checksums():
     splits = [rel for rel in listed if rel.endswith(".parquet")]
     assert sorted(listed) == listed and sorted(splits) == sorted(sums)   # sorted, one a file
     # besides the splits, files computed from them (CONTAMINATION.json): current too
-    from runner.fsutil import sha256_file
+    from mtl_contract.files import sha256_file
     assert all(sha256_file(DATA / rel) == digest for digest, rel in lines)
 
 

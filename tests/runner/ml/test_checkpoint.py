@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import runner.orchestrate.local
-from runner.fsutil import sha256_file
+from mtl_contract.files import sha256_file
+from runner.jobapi import JobInterrupted
 from runner.ml import checkpoint as ckpt
-from runner.orchestrate.jobapi import JobInterrupted
 from runner.orchestrate.ledger import Ledger, Worker
 from runner.orchestrate.local import run_claimed
 from runner.recipes import train_job as engine_job

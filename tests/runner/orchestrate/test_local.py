@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from mtl_contract.files import sha256_file
 from runner.errors import InputError
-from runner.fsutil import sha256_file
-from runner.orchestrate.jobapi import JobInterrupted
+from runner.jobapi import JobInterrupted
 from runner.orchestrate.ledger import Ledger, Worker
 from runner.orchestrate.local import (
     job_states,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from runner.jobapi import JobContext, JobFailed, JobInterrupted
 from runner.ml import checkpoint as ckpt
 from runner.ml import train as engine_train
-from runner.orchestrate.jobapi import JobContext, JobFailed, JobInterrupted
 from runner.recipes import heldout as engine_heldout
 from runner.recipes import train_job as engine_job
 from tests.runner import jobs

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+from runner.jobapi import JobContext, JobInterrupted
 from runner.ml.batching import IGNORE_INDEX
 from runner.ml.mlm import MaskSpec, mask_tokens
-from runner.orchestrate.jobapi import JobContext, JobInterrupted
 from runner.recipes import train_job as engine_job
 from tests.runner import jobs
 from tests.runner.jobs import kill_after_first_checkpoint, make_job, patch_data_side

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
+from runner.jobapi import JobContext, JobFailed, JobInterrupted
 from runner.ml import batching
 from runner.ml import checkpoint as ckpt
 from runner.ml import train as engine_train
-from runner.orchestrate.jobapi import JobContext, JobFailed, JobInterrupted
 from runner.recipes import train_job as engine_job
 from runner.study.config import TrainConfig
 from tests.runner import jobs
@@ -430,7 +430,7 @@ def test_a_checkpoint_without_per_task_tokens_restarts_the_job(env, caplog):
     """A checkpoint of the runner before tokens_per_task_at_best (validation entries without
     tokens_per_task) is refused: the job starts over and computes what an uninterrupted one
     does, tokens at its best checkpoint included."""
-    from runner.fsutil import atomic_write_json, sha256_file
+    from mtl_contract.files import atomic_write_json, sha256_file
 
     model_path, _data_dir, ctx = env
     job = make_job(model_path, max_epochs=2, eval_every=4, patience=100)

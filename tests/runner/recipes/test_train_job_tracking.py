@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runner.orchestrate.jobapi import JobContext
+from runner.jobapi import JobContext
 from runner.recipes import train_job as engine_job
 from tests.runner.jobs import (  # noqa: F401
     env,

@@ -253,22 +253,26 @@ def hub(monkeypatch, tmp_path):
     import huggingface_hub
     from huggingface_hub import constants
 
-    import runner.study.models as registry
-
-    calls: dict[str, list] = {"probe": [], "load": []}
+    calls = Calls(probe=[], load=[])
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata",
                         lambda url, **kw: calls["probe"].append((url, kw)))
-    monkeypatch.setattr(registry, "_load_config_and_tokenizer",
-                        lambda name, **kw: calls["load"].append((name, kw)))
+    # the loader `runner run` hands the model check, recording instead of loading
+    calls.loader = lambda name, **kw: calls["load"].append((name, kw))
     return calls
+
+
+class Calls(dict):
+    """What the ``hub`` fixture recorded, and its ``loader``."""
+
+    loader = None
 
 
 def test_a_hub_model_offline_and_not_cached_is_refused_without_the_network(hub, monkeypatch):
     import runner.study.models as registry
 
     monkeypatch.setattr(registry, "hub_offline", lambda: True)
-    tried, why = registry.model_problem("nobody/no-such-model")
+    tried, why = registry.model_problem("nobody/no-such-model", hub.loader)
     assert tried == "hub id nobody/no-such-model" and "HF_HUB_OFFLINE=1" in why
     assert hub == {"probe": [], "load": []}
 
@@ -281,7 +285,7 @@ def test_online_one_short_probe_of_the_hub_decides(hub, monkeypatch):
     import runner.study.models as registry
 
     monkeypatch.setattr(registry, "hub_offline", lambda: False)
-    assert registry.model_problem("org/model") == ("hub id org/model", None)
+    assert registry.model_problem("org/model", hub.loader) == ("hub id org/model", None)
     ((url, kw),) = hub["probe"]
     assert "org/model" in url and "config.json" in url and kw["timeout"] <= 10
     assert hub["load"] == [("org/model", {})]
@@ -291,7 +295,7 @@ def test_online_one_short_probe_of_the_hub_decides(hub, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", unreachable)
     hub["load"].clear()
-    assert registry.model_problem("org/model") == (
+    assert registry.model_problem("org/model", hub.loader) == (
         "hub id org/model",
         "the hub did not serve it (ConnectionError: [Errno -2] Name or service not known)")
     assert hub["load"] == []
@@ -307,25 +311,26 @@ def test_a_cached_hub_model_loads_from_the_cache_only(hub, monkeypatch, tmp_path
     (tmp_path / "hf-cache/models--org--cached/refs/main").write_text("abc123")
     monkeypatch.setattr(registry, "hub_offline", lambda: True)
     assert registry.whereabouts("org/cached").state == "here"
-    assert registry.model_problem("org/cached") == ("hub id org/cached", None)
+    assert registry.model_problem("org/cached", hub.loader) == ("hub id org/cached", None)
     assert hub == {"probe": [], "load": [("org/cached", {"local_files_only": True})]}
 
     def no_tokenizer(name, **kw):
         raise OSError("tokenizer.json not in the cache")
 
-    monkeypatch.setattr(registry, "_load_config_and_tokenizer", no_tokenizer)
-    assert "only partly in the Hugging Face cache" in registry.model_problem("org/cached")[1]
+    assert "only partly in the Hugging Face cache" in registry.model_problem("org/cached",
+                                                                             no_tokenizer)[1]
 
 
 def test_local_folders_load_config_and_tokenizer_without_weights(tmp_path):
+    from runner.ml.pretrained import load_config_and_tokenizer as load
     from runner.study.models import model_problem, resolve_model
 
     minilm = resolve_model("minilm")   # the demo's packaged folder
-    assert model_problem(minilm) == (f"local folder {minilm}", None)
-    assert model_problem(str(tmp_path / "nowhere" / "model"))[1] == "no such folder"
-    assert model_problem(str(tmp_path))[1] == "no config.json in it"
+    assert model_problem(minilm, load) == (f"local folder {minilm}", None)
+    assert model_problem(str(tmp_path / "nowhere" / "model"), load)[1] == "no such folder"
+    assert model_problem(str(tmp_path), load)[1] == "no config.json in it"
     (tmp_path / "config.json").write_text("{}")
-    assert model_problem(str(tmp_path))[1].startswith("does not load (ValueError: ")
+    assert model_problem(str(tmp_path), load)[1].startswith("does not load (ValueError: ")
 
 
 def test_check_models_names_the_alias_its_manifest_line_and_what_to_do(hub, monkeypatch):
@@ -339,7 +344,7 @@ def test_check_models_names_the_alias_its_manifest_line_and_what_to_do(hub, monk
                 if t.startswith("models = "))
     with pytest.raises(InputError) as info:
         check_models(manifest, ["bert-base-uncased", "biobert", "bert-base-uncased",
-                                "pubmedbert"])
+                                "pubmedbert"], hub.loader)
     assert str(info.value) == (
         f"{path}:{line}: experiments[0].models: model 'bert-base-uncased' cannot be had "
         f"here: tried hub id bert-base-uncased: not in the Hugging Face cache, and "

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mtl_contract.files import FileTooLarge, read_bounded
 from stats.core.analysis import Options, Study
-from stats.fileio import FileTooLarge, read_bounded
 from stats.read.results import RefusedResults, load_results
 from stats.report import build_paper
 from tests.helpers import shared_tmp, unprivileged
