@@ -1,8 +1,9 @@
 """The one error type for bad input: a file, a place in it, and what was expected.
 
 Every command catches :class:`InputError` at its entry point, prints ``str(err)`` as one
-line on stderr and exits with code 2 (``EXIT_BAD_INPUT``: the exit codes are
-``mtl_contract.schema``'s, shared with ``python -m stats``).  Nothing below the parsers sees raw, unchecked input.
+line on stderr and exits with code 2 (``EXIT_BAD_INPUT``; the exit codes are
+``mtl_contract.schema``'s, shared with ``python -m stats``).  Nothing below the parsers sees
+raw, unchecked input.
 """
 
 from __future__ import annotations

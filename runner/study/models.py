@@ -166,8 +166,8 @@ def _first_line(exc: BaseException) -> str:
 
 def model_problem(name: str, load: Loader) -> tuple[str, str | None]:
     """(what was tried, None when the config and fast tokenizer of ``name`` load here with
-    ``load`` -- no weights -- else why not).  A hub id not cached is fetched (small files) after one short
-    probe of the hub, so that a dead network fails in seconds."""
+    ``load`` -- no weights -- else why not).  A hub id not cached is fetched (small files)
+    after one short probe of the hub, so that a dead network fails in seconds."""
     found = whereabouts(name)
     if found.state == "missing":
         return found.tried, found.note

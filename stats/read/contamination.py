@@ -5,7 +5,8 @@ The file (schema ``contamination/1``, ``data/CONTAMINATION.json``, written by ``
 runner contamination``; format in results/README.md) lists, per evaluated task B, split and
 training task A, the ``unit_id``s of B that overlap A's training units: ``exact`` (the same
 normalised text) and ``ngram`` (a shared run of n words).  ``stats`` imports no runner, so
-the reader and its checks live here and check what ``runner.data.contamination.load_contamination`` checks:
+the reader and its checks live here; they check what
+``runner.data.contamination.load_contamination`` checks, and more:
 
 * the schema and the shape of every entry stats reads;
 * where ``SHA256SUMS`` beside the file lists it, the file's own SHA256; a ``SHA256SUMS``
@@ -131,7 +132,8 @@ def read_document(path: Path) -> dict[str, Any]:
         raise StatsInputError(path, f"not a readable JSON file ({err})") from None
     if not isinstance(doc, dict) or doc.get("schema") != CONTAMINATION_SCHEMA:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise StatsInputError(path, f"expected {CONTAMINATION_SCHEMA!r}, got {got!r}", where="schema")
+        raise StatsInputError(path, f"expected {CONTAMINATION_SCHEMA!r}, got {got!r}",
+                              where="schema")
     _check_shape(path, doc)
     return doc
 

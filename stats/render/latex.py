@@ -139,7 +139,7 @@ def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, captio
                   notes=[latex_escape(n) for n in notes], size=size)
 
 
-def unit_cell(boot: dict[str, Any] | None, fn: PlainFootnotes | None = None) -> str:
+def unit_cell(boot: dict[str, Any] | None, fn: "PlainFootnotes | None" = None) -> str:
     """A test-unit bootstrap in one cell: "[lo, hi], p" in points, or n/a with its reason
     (in ``fn``'s notes where given: the table keeps the page width; the RQ2 and RQ4 tables'
     secondary column)."""
