@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parents[2] / "results" / "README.md"
 def jsonc_block(heading: str) -> str:
     """The first ```jsonc block after the line of results/README.md starting with ``heading``."""
     text = README.read_text(encoding="utf-8")
-    start = next(m.end() for m in re.finditer(r"^.*$", text, re.M)
+    start = next(m.end() for m in re.finditer(r"^.*$", text, re.MULTILINE)
                  if m.group(0).startswith(heading))
     body = text[start:]
     opening = body.index("```jsonc\n") + len("```jsonc\n")
@@ -66,6 +66,6 @@ def children(keys: set[tuple[str, ...]], *path: str) -> set[str]:
 def prediction_columns() -> dict[str, dict[str, str]]:
     """README's ``stat_spec.kind`` table: kind -> {column: dtype}."""
     text = README.read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `(\w+)` \| ((?:`\w+`(?:, )?)+) \((\w+)[,)]", text, re.M)
+    rows = re.findall(r"^\| `(\w+)` \| ((?:`\w+`(?:, )?)+) \((\w+)[,)]", text, re.MULTILINE)
     return {kind: {c: dtype for c in re.findall(r"`(\w+)`", columns)}
             for kind, columns, dtype in rows}

@@ -5,53 +5,27 @@ sides name the same test units as contaminated."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 from mtl_contract.files import sha256_file
 from mtl_contract.schema import CHECKSUMS_FILE, CONTAMINATION_FILE, CONTAMINATION_SCHEMA
-from runner.data import contamination as runner_side   # compute, write, contaminated_units
-from runner.data.checksums import checksums_text
-from runner.data.prepare.writers import parquet_bytes
-from runner.data.tasks import SPLITS, get_task
+from runner.data import contamination as runner_side  # compute, write, contaminated_units
+from runner.data.tasks import SPLITS
 from tests.contracts.readme_schema import children, documented_keys, jsonc_block
+from tests.runner.data.test_contamination import SIZES, synthetic_rows, write_data
 
 TASKS = ("bc2gm", "gad", "biosses")
-SIZES = {"train": 20, "validation": 6, "test": 8}
-
-
-def made_up(rng: random.Random, n: int = 16) -> list[str]:
-    """Words from a million made-up ones: two units share no 13 words by chance."""
-    return [f"w{rng.randrange(10**6)}" for _ in range(n)]
-
-
-def rows_for(task: str, split: str, rng: random.Random) -> list[dict]:
-    kind, n = get_task(task).kind, SIZES[split]
-    if kind == "ner":
-        return [{"id": f"{i:05d}", "tokens": (w := made_up(rng)), "tags": ["O"] * len(w)}
-                for i in range(n)]
-    if kind == "regression":
-        return [{"id": str(i), "text_1": " ".join(made_up(rng)),
-                 "text_2": " ".join(made_up(rng)), "label": 1.0} for i in range(n)]
-    return [{"id": f"{split}{i}", "document_id": f"{split}{i}",
-             "text": " ".join(made_up(rng)), "label": "0"} for i in range(n)]
 
 
 def prepared(data: Path) -> dict[str, str]:
-    """A prepared data folder with SHA256SUMS and cards, one planted overlap: bc2gm test
-    sentence 00003 is gad training example 5 (re-cased and re-punctuated)."""
-    rng = random.Random(0)
-    rows = {(t, s): rows_for(t, s, rng) for t in TASKS for s in SPLITS}
+    """A prepared data folder (runner's own test builder: made-up words, SHA256SUMS, cards)
+    with one planted overlap: bc2gm test sentence 00003 is gad training example 5, re-cased
+    and re-punctuated; returns the data files' SHA256."""
+    rows = {key: r for key, r in synthetic_rows().items() if key[0] in TASKS}
     rows["gad", "train"][5]["text"] = ", ".join(rows["bc2gm", "test"][3]["tokens"]).upper()
-    sums = {}
-    for (task, split), task_rows in rows.items():
-        path = data / task / f"{split}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(parquet_bytes(get_task(task), task_rows))
-        sums[f"{task}/{split}.parquet"] = sha256_file(path)
-        (data / task / "README.md").write_text(f"# {task}\n\nA card.\n")
-    (data / CHECKSUMS_FILE).write_text(checksums_text(sums))
-    return sums
+    write_data(data, rows)
+    return {f"{t}/{s}.parquet": sha256_file(data / t / f"{s}.parquet")
+            for t in TASKS for s in SPLITS}
 
 
 def a_job(results: Path, data_checksums: dict[str, str]):

@@ -10,7 +10,7 @@ from pathlib import Path
 from mtl_contract.schema import SIMILARITY_FILE, SIMILARITY_SCHEMA
 from runner.data.prepare.writers import parquet_bytes
 from runner.data.tasks import get_task
-from runner.recipes.similarity import compute, write   # the writer of the file
+from runner.recipes.similarity import compute, write  # the writer of the file
 from tests.contracts.readme_schema import children, documented_keys, jsonc_block
 
 TASKS = ("bc2gm", "jnlpba", "gad", "biosses")
