@@ -48,8 +48,9 @@ class JobContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("runner.job"))
     tracking: tuple[str, ...] = ()     # experiment-tracking backends (runner.observe.tracking)
     results_dir: Path | None = None    # the study's results folder (runs: <it>/tracking/)
-    # the fencing check (issue 25): call before writing the job's state (a checkpoint, the
-    # predictions); raises JobLost when the ledger no longer names this worker its owner
+    # the fencing check: call before writing the job's state (a checkpoint, the predictions);
+    # raises JobLost when the ledger no longer names this worker its owner, so a worker whose
+    # lease was taken over never overwrites what the new owner writes
     check_owner: Callable[[], None] = lambda: None
 
 

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_contract.files import read_json_bounded
-from mtl_contract.schema import LEVELS
+from mtl_contract.schema import LEVELS, RESULT_FILE
 from runner.errors import InputError
 from runner.ml.calibration import calibration_report, flatten_token_logits
 from runner.outputs.evaluation import (
@@ -148,7 +148,7 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
     from runner.ml.batching import effective_max_length, encode_split, model_length_limit
 
     try:
-        result = read_json_bounded(job_dir / "result.json")
+        result = read_json_bounded(job_dir / RESULT_FILE)
     except (OSError, ValueError) as exc:
         return f"result.json unreadable ({exc.__class__.__name__})"
     best = ckpt.load_best(ckpt.checkpoints_dir(job_dir))
@@ -393,7 +393,7 @@ def evaluate_manifest(manifest_path, *, results_dir=None, data_dir="data",
     provenance = _provenance()
     for job in jobs:
         job_dir = results_dir / job.job_id
-        if not (job_dir / "result.json").is_file():
+        if not (job_dir / RESULT_FILE).is_file():
             summary.unfinished += 1
             continue
         runnable = _levels_to_run(job.job_id, job_dir, levels, force, summary, say)

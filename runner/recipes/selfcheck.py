@@ -41,6 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mtl_contract.schema import RESULT_FILE
 from runner.errors import InputError
 from runner.jobapi import JobContext
 from runner.ml.model import save_random_encoder
@@ -306,7 +307,7 @@ def _tail(log: Path, n: int = 15) -> str:
 def _results(folder: Path, plan) -> dict[str, dict]:
     out = {}
     for job in plan.jobs:
-        path = folder / job.job_id / "result.json"
+        path = folder / job.job_id / RESULT_FILE
         if path.exists():
             out[job.job_id] = json.loads(path.read_text())
     return out
@@ -360,7 +361,7 @@ def _kill_and_resume(sc: SelfCheck, manifest: Path, plan, reference: dict) -> No
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     killed = sorted(p.parent.parent.name for p in folder.glob("*/checkpoints/checkpoint-*")
-                    if not (p.parent.parent / "result.json").exists())
+                    if not (p.parent.parent / RESULT_FILE).exists())
     code = _finish(_start(_runner(sc, manifest, "resumed"), log, env))
     resumed = _results(folder, plan)
     problems = []

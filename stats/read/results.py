@@ -22,12 +22,14 @@ import pandas as pd
 
 from mtl_contract.files import FileTooLarge, read_bounded, read_json_bounded, sha256_bytes
 from mtl_contract.schema import (
+    EXPERIMENT_TYPE,
     MAX_JSON_BYTES,
     MAX_PREDICTIONS_BYTES,
     PREDICTION_COLUMNS,
     RESULT_FILE,
     STAT_KINDS,
     STRATEGY_OF_TYPE,
+    TC,
 )
 from stats.fileio import StatsInputError
 
@@ -197,7 +199,7 @@ def parse_result(data: Any, path: Path) -> JobResult:
     tokens_per_task = {str(k): int(v) for k, v in tokens_per_task.items()
                        if isinstance(v, int) and not isinstance(v, bool)}
     parity = _get(data, "parity", dict, "", optional=True)
-    if etype == "token_controlled_baseline":
+    if etype == EXPERIMENT_TYPE[TC]:
         if parity is None:
             raise _Bad("parity: missing (token-controlled jobs must name their reference_job)")
         _get(parity, "reference_job", str, "parity.")
@@ -225,7 +227,7 @@ def parse_not_run(data: dict, path: Path) -> NotRun:
     """A result.json with a ``skipped`` block; ``_Bad`` names the wrong key."""
     block = _get(data, "skipped", dict, "")
     etype = _get(data, "experiment_type", str, "")
-    if etype != "token_controlled_baseline":
+    if etype != EXPERIMENT_TYPE[TC]:
         raise _Bad(f"skipped: only token-controlled jobs are recorded as not run, not {etype!r}")
     tasks = _get(data, "tasks", list, "")
     if len(tasks) != 1 or not isinstance(tasks[0], str):
