@@ -56,16 +56,16 @@ RULES: dict[str, tuple[str, str]] = {
                           "runner.study.resolve"),
     "warmup_steps_alone": ("job ids from before warmup_ratio and the default's cap",
                            "runner.study.resolve, runner.study.plan"),
-    "neutral_sampling": ("single-task and token-controlled job ids when [defaults] sampling "
-                         "changes", "runner.study.resolve"),
+    "neutral_sampling": (("single-task and token-controlled job ids when [defaults] "
+                          "sampling changes"), "runner.study.resolve"),
     "only_when_set": ("job ids from before each key in ONLY_WHEN_SET", "runner.study.resolve"),
     "adapter_null": ("job ids of full fine-tuning jobs", "runner.study.resolve"),
     "legacy_batch_order": ("checkpoints from before the batch order was recorded",
                            "runner.ml.checkpoint"),
     "legacy_dropout": ("checkpoints from before the dropout kind was recorded",
                        "runner.ml.checkpoint"),
-    "per_task_history": ("checkpoints from before validation recorded tokens per task "
-                         "(restarted, never resumed wrongly)", "runner.ml.train"),
+    "per_task_history": (("checkpoints from before validation recorded tokens per task "
+                          "(restarted, never resumed wrongly)"), "runner.ml.train"),
     "best_entry_tokens": ("reference results from before tokens_at_best",
                           "runner.recipes.train_job"),
 }

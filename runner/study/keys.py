@@ -13,8 +13,8 @@ from typing import Any
 
 from runner.data.tasks import HELD_OUT_TASKS
 from runner.study.config import (
-    DEFAULT_WARMUP_CAP,   # noqa: F401  (re-exported: the manifest's names for them)
-    DEFAULT_WARMUP_STEPS,   # noqa: F401
+    DEFAULT_WARMUP_CAP,  # noqa: F401  (re-exported: the manifest's names for them)
+    DEFAULT_WARMUP_STEPS,  # noqa: F401
     HeldoutConfig,
     TrainConfig,
 )
