@@ -84,16 +84,18 @@ def _as_ints(value, where):
     return tuple(int(v) for v in value)
 
 
-# a field's annotation (without "| None") -> its coercion
-_COERCIONS = {"int": _as_int, "float": _as_float, "str": _as_str, "bool": _as_bool,
-              "Mapping": _as_mapping, "tuple[str, ...]": _as_names,
-              "tuple[int, ...]": _as_ints}
+# a field's annotation (without "| None") -> (the type a value already has when it needs no
+# coercion, its coercion)
+_COERCIONS = {"int": (int, _as_int), "float": (float, _as_float), "str": (str, _as_str),
+              "bool": (bool, _as_bool), "Mapping": (None, _as_mapping),
+              "tuple[str, ...]": (None, _as_names), "tuple[int, ...]": (None, _as_ints)}
 
 
 @functools.cache
-def _coercions(cls) -> tuple:
-    """Per field of ``cls``: (name, optional, coercion or a nested frozen config class), once
-    per class: the plan freezes every job's config (10,000 jobs in a large study)."""
+def _coercions(cls, prefix: str) -> tuple:
+    """Per field of ``cls``: (name, its key path, optional, the type that needs nothing,
+    coercion or a nested frozen config class), once per class: the plan freezes every job's
+    config (10,000 jobs in a large study), so the common case is one type test a field."""
     out = []
     for f in fields(cls):
         kind = str(f.type)
@@ -101,16 +103,19 @@ def _coercions(cls) -> tuple:
         nested = getattr(cls, "NESTED", {}).get(f.name)
         if nested is None and base not in _COERCIONS:
             raise TypeError(f"{cls.__name__}.{f.name}: no coercion for {kind!r}")
-        out.append((f.name, kind != base, nested or _COERCIONS[base]))
+        exact, coerce = (None, nested) if nested is not None else _COERCIONS[base]
+        out.append((f.name, f"{prefix}.{f.name}", kind != base, exact, coerce))
     return tuple(out)
 
 
 def _coerce_fields(obj: Any, prefix: str) -> None:
     """Every field of the frozen dataclass ``obj`` as its annotation says, in place; a wrong
     type is an InputError naming ``<prefix>.<field>``."""
-    for name, optional, coerce in _coercions(type(obj)):
-        value = getattr(obj, name)
-        where = f"{prefix}.{name}"
+    values = obj.__dict__
+    for name, where, optional, exact, coerce in _coercions(type(obj), prefix):
+        value = values[name]
+        if type(value) is exact:    # already right (bool is not int: type(), not isinstance)
+            continue
         if value is None:
             if not optional:
                 raise _bad(where, "a value", value)
