@@ -93,7 +93,7 @@ from runner.study.models import BUILTIN_MODELS
 from runner.study.parser import STRATEGY_NAMES as STRATEGIES
 from runner.study.parser import Parser
 from runner.study.strategies import STRATEGIES as STRATEGY_TABLE
-from runner.study.toml_lines import Lines
+from runner.study.toml_lines import TomlLines
 from runner.study.values import known_tasks
 from stats.fileio import FileTooLarge, read_bounded
 
@@ -102,7 +102,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-_Lines = Lines   # the name runner.study.plan imports
+_Lines = TomlLines   # the name runner.study.plan imports
 
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column \d+\)")
 
@@ -171,9 +171,9 @@ __all__ = [
     "WARMUP_KEYS",
     "Experiment",
     "HeldoutConfig",
-    "Lines",
     "Manifest",
     "Study",
+    "TomlLines",
     "has_pair_experiment",
     "known_tasks",
     "load_manifest",

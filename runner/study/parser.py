@@ -34,7 +34,7 @@ from runner.study.keys import (
 from runner.study.manifest_types import Experiment, Manifest, Study
 from runner.study.models import known_aliases
 from runner.study.strategies import STRATEGIES, Strategy
-from runner.study.toml_lines import Lines, path_text
+from runner.study.toml_lines import TomlLines, path_text
 from runner.study.values import Bad, choice, did_you_mean, is_int, known_tasks
 from stats.read.manifest import stats_problem
 
@@ -45,7 +45,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class Parser:
     def __init__(self, file: str, text: str):
         self.file = file
-        self.lines = Lines(text)
+        self.lines = TomlLines(text)
         self.tasks = known_tasks()
 
     def error(self, path: tuple, message: str) -> InputError:

@@ -6,9 +6,12 @@ the job id and what result.json records; TrainConfig freezes it for the code bel
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from runner.study import compat
+from runner.study.adapter import LoraSettings
+from runner.study.config import HeldoutConfig
 from runner.study.keys import (
     DEFAULT_WARMUP_CAP,
     DEFAULT_WARMUP_STEPS,
@@ -20,8 +23,24 @@ from runner.study.keys import (
 )
 from runner.study.strategies import STRATEGIES
 
-if TYPE_CHECKING:
-    from runner.study.manifest_types import Experiment, Manifest
+
+class Manifest(Protocol):
+    """What resolution reads of a parsed manifest (runner.study.manifest_types.Manifest)."""
+    defaults: Mapping[str, Any]
+    heldout: HeldoutConfig | None
+
+    def evaluated_tasks(self) -> tuple[str, ...]: ...
+
+
+class Experiment(Protocol):
+    """What resolution reads of one experiment (runner.study.manifest_types.Experiment)."""
+    strategy: str
+    overrides: Mapping[str, Any]
+    adapter: LoraSettings | None
+    heldout: bool
+    parity_target: str | None
+    unreachable_parity: str | None
+    control: str | None
 
 
 def resolved_config(manifest: Manifest, exp: Experiment, tasks: tuple[str, ...]
@@ -55,7 +74,7 @@ def resolved_config(manifest: Manifest, exp: Experiment, tasks: tuple[str, ...]
     if vcaps:   # none: the config (and job id) it had before
         cfg["max_validation_examples"] = vcaps
     lengths = compat.lengths_per_task(
-        int(cfg["max_length"]), cfg.pop("max_length_per_task"),
+        cfg["max_length"], cfg.pop("max_length_per_task"),
         tasks + tuple(cfg.get("heldout", {}).get("tasks", ())))
     if lengths is not None:
         cfg["max_length_per_task"] = lengths

@@ -12,11 +12,9 @@ training branch in runner.recipes.train_job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from runner.errors import InputError
-    from runner.study.manifest_types import Experiment
+from runner.errors import InputError
 
 KeyPath = tuple  # a manifest key path: ("experiments", 2, "tasks")
 
@@ -59,6 +57,13 @@ class ReadExperiment(Protocol):
     Experiment fields the strategy sets (the parser fills in the rest)."""
     def __call__(self, r: ManifestReader, raw: dict, path: KeyPath,
                  models: tuple[str, ...]) -> dict[str, Any]: ...
+
+
+class Experiment(Protocol):
+    """What an ``expand`` reads of an experiment (runner.study.manifest_types.Experiment)."""
+    name: str
+    task_sets: tuple[tuple[str, ...], ...]
+    reference: str | None
 
 
 class JobBuilder(Protocol):

@@ -1,6 +1,6 @@
 """Where a key path sits in a manifest's TOML source, so that every error names its line.
 
-``tomllib`` gives values without positions; :class:`Lines` scans the text once for table
+``tomllib`` gives values without positions; :class:`TomlLines` scans the text once for table
 headers and plain keys (best effort: enough for manifests, which use no exotic syntax).
 A key path is a tuple of table names, array indices and keys: ``("experiments", 2, "tasks")``.
 """
@@ -17,7 +17,7 @@ def _split_dotted(text: str) -> tuple[str, ...]:
     return tuple(p.strip().strip("\"'") for p in text.split("."))
 
 
-class Lines:
+class TomlLines:
     """Where a key path sits in the TOML source (best effort: plain keys and headers)."""
 
     def __init__(self, text: str):
