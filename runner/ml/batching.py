@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from runner.study.compat import LEGACY_BATCH_ORDER  # noqa: F401  (checkpoints' default)
 from runner.study.config import TrainConfig
 
 IGNORE_INDEX = -100  # label of sub-tokens that are not a word's first one, and of special tokens
@@ -190,7 +191,7 @@ def collate(split: EncodedSplit, indices, pad_id: int) -> Batch:
 
 BATCH_ORDERS = ("hf-groups", "groups-of-50")
 BATCH_ORDER = "hf-groups"      # new jobs
-LEGACY_BATCH_ORDER = "groups-of-50"   # checkpoints written before the order was recorded
+# LEGACY_BATCH_ORDER (runner.study.compat): what checkpoints that record no order used
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -199,7 +200,7 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
 
     ``order`` (:data:`BATCH_ORDERS`): ``"hf-groups"``, mega-batches of Hugging Face's size and
     the longest batch first; ``"groups-of-50"``, mega-batches of ``MEGABATCH_FACTOR`` batches
-    and no batch moved (the order of checkpoints written before issue 14)."""
+    and no batch moved (the order of checkpoints written before the order was recorded)."""
     if order not in BATCH_ORDERS:
         raise ValueError(f"unknown batch order {order!r} (known: {', '.join(BATCH_ORDERS)})")
     n = len(lengths)

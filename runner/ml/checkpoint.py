@@ -45,8 +45,9 @@ import numpy as np
 import torch
 
 from mtl_contract.files import atomic_write_json, fsync_dir, sha256_file
-from runner.ml.batching import BATCH_ORDERS, LEGACY_BATCH_ORDER
-from runner.ml.model import DROPOUTS, LEGACY_DROPOUT
+from runner.ml.batching import BATCH_ORDERS
+from runner.ml.model import DROPOUTS
+from runner.study.compat import LEGACY_BATCH_ORDER, LEGACY_DROPOUT
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 FILES = ("model.pt", "optimizer.pt", "rng.pt", "progress.json")

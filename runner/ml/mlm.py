@@ -1,4 +1,4 @@
-"""The text-matched control's masked-language-modelling stream (issue 26).
+"""The text-matched control's masked-language-modelling stream.
 
 A token-controlled job with ``config.control.kind == "text"`` replays its multi-task job's
 batches: its own task's batches train its head as usual; every other task's batch is fed to the

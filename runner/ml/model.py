@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from runner.study.compat import LEGACY_DROPOUT  # noqa: F401  (checkpoints' default)
 from runner.study.heads import head_outputs, token_level
 
 HEAD_DROPOUT = 0.1
@@ -24,7 +25,7 @@ HEAD_DROPOUT = 0.1
 # how a Dropout draws its mask (a checkpoint records it: a resumed job keeps its own)
 DROPOUTS = ("uniform-mask", "torch")
 DROPOUT = "uniform-mask"        # what new jobs use
-LEGACY_DROPOUT = "torch"        # what checkpoints that record none used
+# LEGACY_DROPOUT (runner.study.compat): what checkpoints that record none used
 
 
 class Dropout(nn.Dropout):

@@ -48,8 +48,10 @@ from runner.ml.inference import predict
 from runner.ml.mlm import mask_tokens, mlm_loss
 from runner.ml.model import DROPOUT, use_dropout
 from runner.ml.runtime import autocast, cuda_native_bf16, to_device
+from runner.study.compat import predates_per_task_history
 from runner.study.config import TrainConfig
 from runner.study.sampling import TaskSampler
+from runner.study.strategies import STRATEGIES, Strategy
 
 MAX_GRAD_NORM = 1.0                      # gradient clipping, as Hugging Face's Trainer default
 # token_controlled: the best validation weights, under checkpoints/ (best/ holds the final ones,
@@ -65,9 +67,11 @@ class TrainTask:
     validation_df: Any  # pandas.DataFrame: the split evaluate() scores
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainSetup:
-    strategy: str                      # "single_task" | "multi_task" | "token_controlled"
+    """What one run of the loop trains: built by keyword (runner.recipes.train_job, the
+    held-out heads of runner.recipes.heldout)."""
+    strategy: str                      # a name of runner.study.strategies.STRATEGIES
     tasks: dict[str, TrainTask]
     config: TrainConfig
     seed: int
@@ -86,6 +90,12 @@ class TrainSetup:
     stream: dict[str, EncodedSplit] | None = None
     stream_order: tuple[str, ...] = ()
     mask: Any = None
+
+    @property
+    def flags(self) -> Strategy:
+        """The strategy's entry (runner.study.strategies): the loop asks its flags
+        (token_target, early_stopping, test_weights), never its name."""
+        return STRATEGIES[self.strategy]
 
     def train_split(self, task: str) -> EncodedSplit:
         """``task``'s training split: the job's own task, or a masked-LM stream task."""
@@ -171,7 +181,7 @@ def batches_per_epoch(split: EncodedSplit, batch_size: int) -> int:
 
 def epoch_cap(config: TrainConfig) -> int:
     """Passes over its task after which a token-controlled job stops short of its target."""
-    return int(config.token_controlled_max_epochs)
+    return config.token_controlled_max_epochs
 
 
 def epochs_needed(target_tokens: int, split: EncodedSplit) -> float:
@@ -188,14 +198,14 @@ def plan_total_steps(setup: TrainSetup, batch_size: int, accumulation: int) -> i
     """Optimizer steps the linear schedule decays over (token_controlled: to its target, or to
     its epoch cap where the target lies beyond it; a text control: as its multi-task job)."""
     cfg = setup.config
-    if setup.strategy == "token_controlled" and not setup.stream:
+    if setup.flags.token_target and not setup.stream:
         (t,) = setup.tasks.values()
         epochs = min(epochs_needed(setup.target_tokens, t.train), epoch_cap(cfg))
         micro = math.ceil(epochs * batches_per_epoch(t.train, batch_size))
     elif cfg.max_steps:
-        return int(cfg.max_steps)
+        return cfg.max_steps
     else:   # a text control: its multi-task job's schedule (the same learning rate a step)
-        micro = int(cfg.max_epochs) * sum(batches_per_epoch(setup.train_split(t), batch_size)
+        micro = cfg.max_epochs * sum(batches_per_epoch(setup.train_split(t), batch_size)
                                           for t in setup.sampled_tasks())
     return max(1, math.ceil(micro / accumulation))
 
@@ -230,13 +240,13 @@ def make_optimizer(model, cfg: TrainConfig, device: torch.device, total_steps: i
             continue
         # biases and LayerNorm weights are not decayed (as in BERT and the HF Trainer)
         (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": float(cfg.weight_decay)},
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     try:
         # fused: one kernel for all parameters (CUDA; CPU since torch 2.4: ~6x faster there)
-        optimizer = torch.optim.AdamW(groups, lr=float(cfg.learning_rate), fused=True)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
     except (RuntimeError, TypeError):
-        optimizer = torch.optim.AdamW(groups, lr=float(cfg.learning_rate))
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     warmup, _ = cfg.warmup_for(total_steps)   # the rule's steps for this job's plan
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
         linear_warmup_decay, warmup=warmup, total=total_steps))
@@ -279,15 +289,16 @@ class _Run:
     tracker: Any                         # runner.observe.tracking.Tracker, or None
     best_root: Path                      # where the best validation weights go
     total_examples: int                  # of all tasks' training splits
-    cap_examples: int                    # token_controlled: epoch_cap passes over its task
+    cap_examples: int                    # a token target: epoch_cap passes over its task
     segment_start: float                 # time.monotonic() that train_seconds counts from
     last_save: float                     # time.monotonic() that checkpoint_every_s counts from
     last_eval_step: int | None
     plans: dict[tuple[str, int], list] = field(default_factory=dict)  # (task, epoch) -> batches
 
     @property
-    def token_controlled(self) -> bool:
-        return self.setup.strategy == "token_controlled"
+    def token_target(self) -> bool:
+        """Trains to a token target: the schedule, the last batch and the end follow it."""
+        return self.setup.flags.token_target
 
     def next_indices(self, task: str) -> np.ndarray:
         """The examples of ``task``'s next batch: the next entry of its epoch plan."""
@@ -312,7 +323,7 @@ class _Run:
         progress = self.progress
         if progress.finished or progress.stopped_early:
             return True
-        if self.token_controlled:
+        if self.token_target:
             # a text control replays its multi-task job: no epoch cap, it reaches the target
             return progress.token_count >= progress.target_tokens or (
                 not self.setup.stream
@@ -328,7 +339,7 @@ class _Run:
             task = self.sampler.next_task()
             indices = self.next_indices(task)
             split = setup.train_split(task)
-            if self.token_controlled:
+            if self.token_target:
                 kept = trim_to_target(indices, split.lengths,
                                       progress.target_tokens - progress.token_count)
                 progress.trimmed_examples += len(indices) - len(kept)
@@ -346,7 +357,7 @@ class _Run:
             progress.batches_per_task[task] += 1
             progress.micro_steps += 1
             progress.train_loss_sum += loss_value
-            if self.token_controlled and self.training_done():
+            if self.token_target and self.training_done():
                 break
 
     def forward(self, task: str, batch) -> torch.Tensor:
@@ -397,12 +408,12 @@ class _Run:
         """Every ``eval_every`` steps: validate and checkpoint; also checkpoint every
         ``checkpoint_every_s`` seconds.  True when a checkpoint was written."""
         progress, cfg = self.progress, self.setup.config
-        eval_every = int(cfg.eval_every)
+        eval_every = cfg.eval_every
         if progress.step % eval_every == 0:
             self.run_validation()
             self.last_eval_step = progress.step
         due = progress.step % eval_every == 0 or \
-            time.monotonic() - self.last_save >= float(cfg.checkpoint_every_s)
+            time.monotonic() - self.last_save >= cfg.checkpoint_every_s
         if due and not self.training_done():  # a finished loop saves once, in finish()
             self.save()
             self.last_save = time.monotonic()
@@ -429,16 +440,16 @@ class _Run:
             self.tracker.log_scalars(progress.step, {"val": metrics, "val/score": score})
         best = -math.inf if progress.best_score is None else progress.best_score
         loss = _mean_loss(metrics)
-        improved = _score(score) > best + float(cfg.min_delta) or _ties_with_lower_loss(
+        improved = _score(score) > best + cfg.min_delta or _ties_with_lower_loss(
             _score(score), loss, progress)
         if improved:
             progress.best_score, progress.best_step = _score(score), progress.step
             progress.evals_without_improvement = 0
             self.ctx.check_owner()   # fenced: only the job's owner writes its state
             ckpt.save_best(self.best_root, self.model, {"step": progress.step, "score": score})
-        elif not self.token_controlled:  # early stopping (token_controlled runs to its target)
+        elif self.setup.flags.early_stopping:   # (a token target: runs to its target)
             progress.evals_without_improvement += 1
-            if progress.evals_without_improvement >= int(cfg.patience):
+            if progress.evals_without_improvement >= cfg.patience:
                 progress.stopped_early = True
         self.ctx.logger.info(
             "step %d epoch %.2f tokens %d: validation score %.4f%s%s", progress.step,
@@ -454,7 +465,7 @@ class _Run:
             # every step logged so far reaches the trackers' files before the checkpoint a
             # resumed job starts after exists: the resumed job logs only later steps
             self.tracker.flush()
-        self.ctx.check_owner()   # fenced (issue 25): JobLost once another worker owns the job
+        self.ctx.check_owner()   # fenced: JobLost once another worker owns the job
         ckpt.save_checkpoint(self.setup.ckpt_root, self.progress, self.model, self.optimizer,
                              self.scheduler, self.scaler)
 
@@ -470,7 +481,7 @@ class _Run:
         if progress.best_step is None:  # no finite validation score: the final weights
             ckpt.save_best(self.best_root, model, {"step": progress.step, "score": None})
             progress.best_step = progress.step
-        if self.token_controlled:  # tested first: the methodology's rule (no early stopping)
+        if setup.flags.test_weights == "final":   # tested first (token_controlled's rule)
             ckpt.save_best(setup.ckpt_root, model, {"step": progress.step, "score": None})
         progress.finished = True
         self.save()
@@ -480,11 +491,12 @@ def _open_run(model, setup: TrainSetup, ctx) -> _Run:
     """Restore the newest intact checkpoint into ``model`` (or start from step 0) and build
     the loop's state: optimizer, scheduler, grad scaler, RNG, tracker, task sampler."""
     cfg, log, device = setup.config, ctx.logger, setup.device
-    dtype = autocast_dtype(str(cfg.precision), device)
+    dtype = autocast_dtype(cfg.precision, device)
     scaler = make_grad_scaler(device, enabled=loss_scaling(dtype))
-    token_controlled = setup.strategy == "token_controlled"
-    # where the best validation weights go: best/ (tested), or apart for token_controlled
-    best_root = best_validation_root(setup.ckpt_root) if token_controlled else setup.ckpt_root
+    # where the best validation weights go: best/ (tested first), or apart where the final
+    # weights are tested first
+    best_root = best_validation_root(setup.ckpt_root) \
+        if setup.flags.test_weights == "final" else setup.ckpt_root
     restored = _load_resumable(setup, log)
     if restored is not None:
         path, progress, model_state, optim_state, rng_state = restored
@@ -510,14 +522,14 @@ def _open_run(model, setup: TrainSetup, ctx) -> _Run:
         if setup.open_tracker is not None else None
 
     sizes = {name: len(setup.train_split(name)) for name in setup.sampled_tasks()}
-    sampler = TaskSampler(sizes, setup.seed, str(cfg.sampling),
-                          float(cfg.temperature or 1.0), cfg.examples_cap)
+    sampler = TaskSampler(sizes, setup.seed, cfg.sampling, cfg.temperature or 1.0,
+                          cfg.examples_cap)
     if progress.sampler_state is not None:
         sampler.load_state_dict(progress.sampler_state)
     total_examples = sum(sizes.values())
     return _Run(model, setup, ctx, dtype, scaler, optimizer, scheduler, progress, sampler,
                 tracker, best_root, total_examples,
-                cap_examples=epoch_cap(cfg) * total_examples,  # token_controlled: its one task
+                cap_examples=epoch_cap(cfg) * total_examples,  # a token target: its one task
                 segment_start=time.monotonic(), last_save=time.monotonic(),
                 last_eval_step=(progress.validation_history[-1]["step"]
                                 if progress.validation_history else None))
@@ -530,18 +542,13 @@ def _load_resumable(setup: TrainSetup, log):
     # another job's checkpoint is corrupt here: skipped for an older one, or a fresh start
     restored = ckpt.load_latest_checkpoint(setup.ckpt_root, log, strategy=setup.strategy,
                                            tasks=list(setup.tasks))
-    if restored is not None and _predates_per_task_history(restored[1]):
+    if restored is not None and predates_per_task_history(restored[1].validation_history):
         log.warning("checkpoint %s was written before validation recorded tokens per task "
                     "(needed for tokens_per_task_at_best); restarting the job from scratch",
                     restored[0])
         shutil.rmtree(setup.ckpt_root, ignore_errors=True)
         return None
     return restored
-
-
-def _predates_per_task_history(progress: ckpt.TrainingProgress) -> bool:
-    """A checkpoint of a runner whose validation history lacks tokens per task."""
-    return any("tokens_per_task" not in h for h in progress.validation_history)
 
 
 def tokens_at_best(progress: ckpt.TrainingProgress) -> tuple[int, dict[str, int]]:

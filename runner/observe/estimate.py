@@ -217,7 +217,7 @@ class JobSize:
     label: str = ""          # e.g. "experiment model task seed"
     validation_tokens: float = 0.0  # the part of eval_tokens that is validation
     group: str = ""          # the cost driver it counts under: "experiment tasks"
-    skipped: str | None = None      # why it will not run (token_controlled, issue 28)
+    skipped: str | None = None      # why it will not run (token_controlled, parity unreachable)
 
 
 @dataclass
@@ -495,7 +495,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
             per_task = design.projected_tokens(job, lengths)
         mean = {t: lengths.epoch(job, t)[1] for t in per_task}
         examples = sum(per_task[t] / mean[t] for t in per_task if mean[t])
-        steps = examples / int(cfg.batch_size) / int(cfg.grad_accumulation)
+        steps = examples / cfg.batch_size / cfg.grad_accumulation
         cap = cfg.max_eval_examples
         vcaps = cfg.max_validation_examples or {}
         val = test = 0.0
@@ -504,7 +504,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
             for split in ("validation", "test"):
                 n, toks, _ = lengths.stats(t, split, length) if split in lengths.hist[t] \
                     else (0, 0, 0)
-                used_n = min(n, int(cap)) if cap else n
+                used_n = min(n, cap) if cap else n
                 if split == "validation" and vcaps.get(t):
                     used_n = min(used_n, int(vcaps[t]))
                 used = toks * (used_n / n if n else 1.0)
@@ -512,7 +512,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
                     val += used
                 else:
                     test += used
-        evals = max(1, math.ceil(steps / int(cfg.eval_every)))
+        evals = max(1, math.ceil(steps / cfg.eval_every))
         tests = 2 if STRATEGIES[job.strategy].token_target else 1   # final and best weights
         train = sum(per_task.values())
         name = job.model if job.model in MODEL_SHAPES else (job.model_name or job.model)

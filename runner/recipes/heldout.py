@@ -29,15 +29,15 @@ from runner.ml.model import MultiTaskModel, adapter_settings, parameter_counts
 from runner.ml.runtime import Device
 from runner.ml.train import TrainSetup, TrainTask, autocast_dtype, eval_batch_size, train
 from runner.outputs.heldout import heldout_dir, heldout_document, write_heldout
-from runner.study.config import TrainConfig
+from runner.study.config import HeldoutConfig, TrainConfig
 
 
-def heldout_config(job_cfg: TrainConfig, heldout: dict) -> TrainConfig:
+def heldout_config(job_cfg: TrainConfig, heldout: HeldoutConfig) -> TrainConfig:
     """The training config of one fresh head: the job's, with the held-out budget."""
-    steps = int(heldout["max_steps"])
-    return replace(job_cfg, learning_rate=float(heldout["learning_rate"]), max_steps=steps,
+    steps = heldout.max_steps
+    return replace(job_cfg, learning_rate=heldout.learning_rate, max_steps=steps,
                    # the table's batch size, not the job's: the same budget for every source
-                   batch_size=int(heldout["batch_size"]), grad_accumulation=1,
+                   batch_size=heldout.batch_size, grad_accumulation=1,
                    # one validation, at the end of the budget: the final weights are tested
                    eval_every=steps, patience=1,
                    # the job's warm-up rule for this budget, at most 10% of it
@@ -47,11 +47,11 @@ def heldout_config(job_cfg: TrainConfig, heldout: dict) -> TrainConfig:
                    examples_cap=None)
 
 
-def heldout_pending(job_dir, heldout: dict | None) -> list[tuple[str, int]]:
+def heldout_pending(job_dir, heldout: HeldoutConfig | None) -> list[tuple[str, int]]:
     """(task, seed) pairs still to do, in the manifest's order."""
-    if not heldout:
+    if heldout is None:
         return []
-    return [(t, int(s)) for t in heldout["tasks"] for s in heldout["seeds"]
+    return [(t, s) for t in heldout.tasks for s in heldout.seeds
             if not (heldout_dir(job_dir, t, s) / HELDOUT_FILE).is_file()]
 
 
@@ -64,24 +64,25 @@ def freeze_for(model: MultiTaskModel, train_mode: str) -> None:
 def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: Device, *,
                 get_task: Callable, load_split: Callable, evaluate: Callable,
                 subsample: Callable, seed_all: Callable, provenance: Callable) -> int:
-    """Every pending (task, seed) of ``job.config["heldout"]``; returns how many were run.
+    """Every pending (task, seed) of the job's ``heldout`` settings; returns how many were
+    run.
 
     ``trained_model`` holds the job's best weights and is not modified.  Between two
     (task, seed) evaluations ``ctx.should_stop()`` -> JobInterrupted (run again to resume).
 
     Long (about 60 lines) because each (task, seed) run is one sequence read top to bottom:
     data (loaded once per task), fresh head, train, test, document."""
-    cfg = TrainConfig.from_dict(job.config)
+    cfg = job.settings
     heldout = cfg.heldout
     pending = heldout_pending(ctx.job_dir, heldout)
     if not pending:
         return 0
-    train_mode = heldout["train_mode"]
+    train_mode = heldout.train_mode
     settings = adapter_settings(cfg.adapter)
     if train_mode == "head_and_adapter" and settings is None:
         raise JobFailed("heldout train_mode head_and_adapter needs an adapter job")
     ho_cfg = heldout_config(cfg, heldout)
-    dtype = autocast_dtype(str(cfg.precision), device)
+    dtype = autocast_dtype(cfg.precision, device)
     data: dict[str, tuple] = {}
     for done, (task, seed) in enumerate(pending):
         if done and ctx.should_stop():
@@ -90,10 +91,10 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: Device,
         spec = get_task(task)
         if task not in data:
             frames = {"train": subsample(load_split(ctx.data_dir, task, "train"),
-                                         heldout["max_train_examples"])}
+                                         heldout.max_train_examples)}
             for split in ("validation", "test"):
                 frames[split] = subsample(load_split(ctx.data_dir, task, split),
-                                          heldout["max_eval_examples"])
+                                          heldout.max_eval_examples)
             length = effective_max_length(task, cfg, model_length_limit(
                 tokenizer, getattr(trained_model.encoder, "config", None)))
             data[task] = (frames, {k: encode_split(spec, df, tokenizer, length)
@@ -107,10 +108,12 @@ def run_heldout(job, ctx, trained_model, tokenizer, pad_id: int, device: Device,
         freeze_for(model, train_mode)
         counts = parameter_counts(model)   # heldout.json: total and trainable (contract)
         params = {k: counts[k] for k in ("total", "trainable")}
-        setup = TrainSetup("single_task", {task: TrainTask(spec, enc["train"], enc["validation"],
-                                                           frames["validation"])},
-                           ho_cfg, int(seed), device, pad_id, out_dir / "checkpoints", evaluate,
-                           int(ho_cfg.batch_size), 1, None)
+        setup = TrainSetup(
+            strategy="single_task",   # a fresh head: trained and tested like one task's job
+            tasks={task: TrainTask(spec, enc["train"], enc["validation"], frames["validation"])},
+            config=ho_cfg, seed=seed, device=device, pad_id=pad_id,
+            ckpt_root=out_dir / "checkpoints", metrics_fn=evaluate,
+            batch_size=ho_cfg.batch_size, grad_accumulation=1)
         progress = train(model, setup, ctx)
         metrics, n_test = score_and_write(
             model, spec, frames["test"], enc["test"], evaluate,
@@ -134,11 +137,11 @@ def _entry(spec, task: str, metrics: dict, n_test: int, progress) -> dict:
             "stat_spec": spec.stat_spec(), "predictions": f"predictions/{task}.parquet"}
 
 
-def _budget(heldout: dict, progress) -> dict:
+def _budget(heldout: HeldoutConfig, progress) -> dict:
     """What the fresh head was allowed ([heldout]) and what it used."""
-    return {"max_steps": int(heldout["max_steps"]),
+    return {"max_steps": heldout.max_steps,
             "batch_size": int(progress.batch_size),
-            "max_train_examples": int(heldout["max_train_examples"]),
+            "max_train_examples": heldout.max_train_examples,
             "steps": int(progress.step),
             "examples": int(sum(progress.examples_per_task.values())),
             "tokens": int(progress.token_count)}

@@ -14,16 +14,13 @@ and the task heads train (multi-task jobs: one adapter shared by every task head
 from __future__ import annotations
 
 import gc
-import hashlib
 import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import runner
-from mtl_contract.files import canonical_json, json_safe
+from mtl_contract.files import json_safe
 from runner.data.splits import subsample, validation_subset
 from runner.jobapi import JobFailed, JobInterrupted
 from runner.ml import checkpoint as ckpt
@@ -59,12 +56,20 @@ from runner.ml.train import (
     train,
 )
 from runner.outputs.provenance import git_commit, now
+from runner.outputs.result import (
+    add_sampling_and_parity,
+    per_task_entries,
+    result_document,
+    skipped_document,
+    truncation_entry,
+)
 from runner.recipes.heldout import run_heldout
-from runner.study.config import TrainConfig, peak_lr_factor
-from runner.study.strategies import STRATEGIES, experiment_type
+from runner.study.compat import reference_best_entry
+from runner.study.config import TrainConfig
+from runner.study.strategies import STRATEGIES
 
 
-# Seams to the data side (issue 3), looked up at call time so tests can substitute them.
+# Seams to the data side, looked up at call time so tests can substitute them.
 def get_task(name: str):
     from runner.data.tasks import get_task as _get_task
     return _get_task(name)
@@ -86,12 +91,6 @@ def evaluate(spec, split_df, preds):
 
 
 # ------------------------------------------------------------------------------------ helpers
-def tokenizer_fingerprint(tokenizer) -> str:
-    """sha256 of the vocabulary (token -> id), 12 hex: parity is per tokenizer."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha256(canonical_json(vocab).encode("utf-8")).hexdigest()[:12]
-
-
 def _load_tokenizer(model_name: str, needs_words: bool):
     from transformers import AutoTokenizer
 
@@ -109,14 +108,6 @@ def _load_tokenizer(model_name: str, needs_words: bool):
     return tok
 
 
-def _reference_best_entry(result: dict) -> dict:
-    """The reference's validation entry at its best step (results written before
-    ``tokens_at_best`` existed still record it there)."""
-    best = (result.get("train_results") or {}).get("best_step")
-    return next((h for h in result.get("validation_history") or [] if h.get("step") == best),
-                {})
-
-
 def parity_targets(job, ctx) -> dict[str, int | None]:
     """Both candidate token targets from the referenced multi-task job's result: its tokens
     at the end ("total") and at its best validation checkpoint ("best"; None where its
@@ -127,7 +118,7 @@ def parity_targets(job, ctx) -> dict[str, int | None]:
     result = ctx.dependency_results.get(ref)
     if result is None:
         raise JobFailed(f"result of multi-task job {ref} is not available")
-    entry = _reference_best_entry(result)
+    entry = reference_best_entry(result)
     if job.parity == "per_task":
         (task,) = job.tasks
         try:
@@ -150,14 +141,14 @@ def reference_tokens_per_task(job, ctx, choice: str) -> dict[str, int]:
     per_task = result.get("tokens_per_task") or {}
     if choice == "best":
         per_task = (result.get("tokens_per_task_at_best")
-                    or _reference_best_entry(result).get("tokens_per_task") or {})
+                    or reference_best_entry(result).get("tokens_per_task") or {})
     return {str(t): int(n) for t, n in per_task.items()}
 
 
 def token_target(job, ctx) -> tuple[int, str, dict[str, int | None]]:
     """(target, which one: config ``parity_target``, the candidates of :func:`parity_targets`)."""
     targets = parity_targets(job, ctx)
-    choice = str(TrainConfig.from_dict(job.config).parity_target)
+    choice = job.settings.parity_target
     if choice not in targets:
         raise JobFailed(f"unknown parity_target {choice!r}")
     if targets[choice] is None:
@@ -180,13 +171,6 @@ def _length_limit(model_name: str, tokenizer) -> int | None:
     except (OSError, ValueError) as exc:
         raise JobFailed(f"model not found: {model_name} ({str(exc).splitlines()[0][:160]})")
     return model_length_limit(tokenizer, config)
-
-
-def truncation_entry(enc: dict) -> dict:
-    """``per_task[task]["truncation"]``: the length and how many examples it cut."""
-    return {"max_length": enc["train"].max_length,
-            "train_truncated": enc["train"].truncated, "train_examples": len(enc["train"]),
-            "test_truncated": enc["test"].truncated, "test_examples": len(enc["test"])}
 
 
 def score_test(model, specs, frames, pad_id, device, dtype, batch_size: int, job_dir,
@@ -215,82 +199,23 @@ def load_weights(model, root: Path, step, log) -> None:
     model.load_state_dict(state)
 
 
-def parity_block(job, progress, target: int, choice: str, targets: dict, train_split,
-                 reference_tokens: dict | None = None) -> dict:
-    """The ``parity`` record of a token-controlled job: what it reached, and why it stopped;
-    a text control (``reference_tokens``: its multi-task job's per task) has no epoch cap
-    and records the match task by task (``per_task``)."""
-    achieved = progress.token_count
-    reached = achieved >= target
-    block = {"mode": job.parity or "total", "reference_job": job.depends_on[0],
-             "target": choice, "targets": targets, "target_tokens": target,
-             "achieved_tokens": achieved, "relative_gap": abs(achieved - target) / target,
-             "trimmed_examples": progress.trimmed_examples, "reached": reached,
-             # both in passes over the task's real training tokens, so they compare
-             "epochs_run": round(epochs_needed(achieved, train_split), 4),
-             "epochs_needed": round(epochs_needed(target, train_split), 4),
-             "epoch_cap": epoch_cap(TrainConfig.from_dict(job.config)),
-             "stopped_because": "target_reached" if reached else "epoch_cap"}
-    if reference_tokens is not None:
-        block["epoch_cap"] = None
-        block["per_task"] = {t: {"reference_tokens": n,
-                                 "achieved_tokens": int(progress.tokens_per_task.get(t, 0)),
-                                 "relative_gap": abs(progress.tokens_per_task.get(t, 0) - n)
-                                 / n if n else None}
-                             for t, n in reference_tokens.items()}
-    return block
-
-
-def document_header(job, tokenizer, config: dict) -> dict:
-    """result.json's first fields (results/README.md): who the job is, and its config."""
-    return {
-        "experiment_id": job.job_id,
-        "experiment_type": experiment_type(job.strategy),
-        "experiment": job.experiment,
-        "study": job.study,
-        "model": job.model,
-        "model_name": job.model_name,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "seed": int(job.seed),
-        "tasks": list(job.tasks),
-        "config": config,
-    }
+def tokens_per_epoch(split: EncodedSplit) -> int:
+    """Real training tokens of one pass over ``split``."""
+    return int(split.lengths.sum())
 
 
 def unreachable_document(job, cfg: TrainConfig, tokenizer, data, parity: tuple,
                          provenance) -> dict | None:
-    """token_controlled with ``unreachable_parity = "skip"`` (issue 28): the result.json of a
-    job NOT run because its target, from the reference's measured tokens, needs more passes
-    over its task than its epoch cap -- its row could only read "parity not reached" -- or
-    None when the target is within reach (the job runs).  results/README.md: ``skipped``."""
-    target, choice, targets = parity
-    (task,) = job.tasks
-    train_split = data.tasks[task].train
-    needed = epochs_needed(target, train_split)
-    cap = epoch_cap(cfg)
-    if needed <= cap:
+    """token_controlled with ``unreachable_parity = "skip"``: the result.json of a job NOT
+    run because its target needs more passes over its task than its epoch cap
+    (runner.outputs.result.skipped_document), or None when the target is within reach (the
+    job runs)."""
+    train_split = data.tasks[job.tasks[0]].train
+    needed = epochs_needed(parity[0], train_split)
+    if needed <= epoch_cap(cfg):
         return None
-    per_epoch = int(train_split.lengths.sum())
-    detail = (f"parity unreachable: the target {target:,} tokens from {job.depends_on[0]} "
-              f"needs {needed:.2f} epochs of {task} ({per_epoch:,} tokens each), above the "
-              f"cap of {cap} (token_controlled_max_epochs)")
-    config = {**job.config, "target_tokens": target, "parity_target": choice,
-              "token_controlled_max_epochs": cap}
-    return {
-        **document_header(job, tokenizer, config),
-        "skipped": {"reason": "parity_unreachable", "detail": detail,
-                    "epochs_needed": round(needed, 4), "epoch_cap": cap,
-                    "target_tokens": int(target), "tokens_per_epoch": per_epoch},
-        "parity": {"mode": job.parity or "total", "reference_job": job.depends_on[0],
-                   "target": choice, "targets": targets, "target_tokens": int(target),
-                   "achieved_tokens": 0, "reached": False,
-                   "epochs_run": 0.0, "epochs_needed": round(needed, 4), "epoch_cap": cap,
-                   "stopped_because": "parity_unreachable"},
-        "token_count": 0,
-        "tokens_per_task": {task: 0},
-        "per_task": {},
-        "provenance": provenance(None),
-    }
+    return skipped_document(job, cfg, tokenizer, parity, needed, tokens_per_epoch(train_split),
+                            provenance(None))
 
 
 # ------------------------------------------------------------------------------------ run_job
@@ -366,7 +291,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     About a screen: the order of the calls is the job's order of events (RQ2 before the
     token-controlled re-test), so it stays in one place."""
     started_at = now()
-    cfg = TrainConfig.from_dict(job.config)
+    cfg = job.settings
     log = ctx.logger
     if job.strategy not in STRATEGIES:
         raise JobFailed(f"unknown strategy {job.strategy!r}")
@@ -377,10 +302,10 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     if device.type == "cpu":
         configure_threads()
     specs = {name: get_task(name) for name in job.tasks}
-    token_controlled = strategy.token_target
-    target, choice, targets = token_target(job, ctx) if token_controlled else (None, None, None)
+    to_target = strategy.token_target
+    target, choice, targets = token_target(job, ctx) if to_target else (None, None, None)
 
-    heldout_kinds = [get_task(t).kind for t in (cfg.heldout or {}).get("tasks", ())]
+    heldout_kinds = [get_task(t).kind for t in (cfg.heldout.tasks if cfg.heldout else ())]
     stream_specs = {name: get_task(name) for name in stream_tasks(cfg, job)}
     tokenizer = _load_tokenizer(job.model_name, any(
         s.kind == "ner" for s in [*specs.values(), *stream_specs.values()])
@@ -391,11 +316,11 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     data.stream = load_stream(ctx, cfg, stream_specs, tokenizer, limit)
     if data.stream:
         try:
-            data.mask = MaskSpec.of(tokenizer, float(cfg.control["mask_probability"]))
+            data.mask = MaskSpec.of(tokenizer, cfg.control["mask_probability"])
         except ValueError as exc:
             raise JobFailed(f"text control: {exc}") from None
         data.reference_tokens = reference_tokens_per_task(job, ctx, choice)
-    if token_controlled and not data.stream and cfg.unreachable_parity == "skip":
+    if to_target and not data.stream and cfg.unreachable_parity == "skip":
         # the text control has no epoch cap: it replays its multi-task job, always in reach
         skipped = unreachable_document(job, cfg, tokenizer, data, (target, choice, targets),
                                        provenance_of(job, device, started_at))
@@ -406,12 +331,13 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     ckpt_root = ckpt.checkpoints_dir(ctx.job_dir)
     model, progress, oom_retry = train_with_oom_retry(job, ctx, cfg, specs, data, device,
                                                       pad_id, ckpt_root, target, tracking.open)
-    # the test evaluation uses best/: the best validation weights (token_controlled: the final
-    # ones, the methodology's rule; its best validation weights are tested below)
-    tested_step = progress.step if token_controlled else progress.best_step
+    # the test evaluation uses best/: the best validation weights (test_weights "final", the
+    # methodology's rule for token_controlled: the final ones; the best are tested below)
+    final_first = strategy.test_weights == "final"
+    tested_step = progress.step if final_first else progress.best_step
     load_weights(model, ckpt_root, tested_step, log)
     model.to(device)
-    dtype = autocast_dtype(str(cfg.precision), device)
+    dtype = autocast_dtype(cfg.precision, device)
     test_batch = eval_batch_size(progress.batch_size)
     ctx.check_owner()   # fenced: the predictions are the job's owner's to write
     scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
@@ -426,7 +352,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
     run_heldout(job, ctx, model, tokenizer, pad_id, device, get_task=get_task,
                 load_split=load_split, evaluate=evaluate, subsample=subsample,
                 seed_all=seed_all, provenance=provenance)
-    if token_controlled:  # after RQ2, which evaluates the weights tested first
+    if final_first:  # after RQ2, which evaluates the weights tested first
         load_weights(model, best_validation_root(ckpt_root), progress.best_step, log)
         ctx.check_owner()
         scored = score_test(model, specs, data.frames, pad_id, device, dtype, test_batch,
@@ -434,8 +360,10 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
         _add_best_weights_scores(per_task, scored, progress, tracking)
 
     result = result_document(job, cfg, tokenizer, data, progress, oom_retry, per_task,
-                             model_params, (target, choice), provenance(dtype))
-    add_sampling_and_parity(result, job, cfg, data, progress, (target, choice, targets), log)
+                             model_params, (target, choice), tokens_at_best(progress),
+                             provenance(dtype))
+    add_sampling_and_parity(result, job, cfg, data, progress, (target, choice, targets),
+                            tokens_per_epoch(data.tasks[job.tasks[0]].train), log)
     # checkpoints/ stays whole: the executor prunes it only once result.json is on disk, so
     # a kill before that resumes from the finished checkpoint instead of retraining
     return json_safe(result)
@@ -532,7 +460,7 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
     out-of-memory error retries once from scratch at half the batch and twice the
     accumulation (the same effective batch), recorded as ``oom_retry``."""
     log = ctx.logger
-    batch_size, accumulation = int(cfg.batch_size), int(cfg.grad_accumulation)
+    batch_size, accumulation = cfg.batch_size, cfg.grad_accumulation
     oom_retry = None
     while True:
         seed_all(job.seed)
@@ -545,10 +473,12 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
         apply_adapter(model, cfg.adapter)
         if cfg.compile:   # where it cannot (CPU, old GPU or torch): eagerly, as said
             compile_module(model.encoder, device, log)
-        setup = TrainSetup(job.strategy, data.tasks, cfg, int(job.seed), device, pad_id,
-                           ckpt_root, evaluate, batch_size, accumulation, target,
-                           open_tracker, data.stream,
-                           tuple((cfg.control or {}).get("tasks") or ()), data.mask)
+        setup = TrainSetup(
+            strategy=job.strategy, tasks=data.tasks, config=cfg, seed=int(job.seed),
+            device=device, pad_id=pad_id, ckpt_root=ckpt_root, metrics_fn=evaluate,
+            batch_size=batch_size, grad_accumulation=accumulation, target_tokens=target,
+            open_tracker=open_tracker, stream=data.stream,
+            stream_order=tuple((cfg.control or {}).get("tasks") or ()), mask=data.mask)
         try:
             progress = train(model, setup, ctx)
         except CudaOutOfMemory:
@@ -564,7 +494,7 @@ def train_with_oom_retry(job, ctx, cfg: TrainConfig, specs: dict, data: JobData,
             log.warning("CUDA out of memory: retrying with batch size %d x %d accumulation",
                         batch_size, accumulation)
             continue
-        if progress.batch_size != int(cfg.batch_size):
+        if progress.batch_size != cfg.batch_size:
             # resumed from a checkpoint of the retry (the process that hit the OOM was
             # stopped): the record is the checkpoint's micro-batch
             oom_retry = {"batch_size": progress.batch_size,
@@ -582,142 +512,3 @@ def attach_stream_head(job, cfg: TrainConfig, model, data: JobData) -> dict | No
     except (OSError, ValueError) as exc:
         raise JobFailed(f"text control: no masked-LM head for {job.model_name} "
                         f"({str(exc).splitlines()[0][:160]})") from None
-
-
-def per_task_entries(specs: dict, scored: dict, progress, frames: dict) -> dict[str, dict]:
-    """result.json's ``per_task``: each task's test metrics, tokens, predictions, truncation."""
-    per_task = {}
-    for name, spec in specs.items():
-        metrics, rel, n_test = scored[name]
-        per_task[name] = {"primary_metric": spec.primary_metric, "metrics": metrics,
-                          "tokens": int(progress.tokens_per_task[name]),
-                          "n_test": n_test, "stat_spec": spec.stat_spec(),
-                          "predictions": rel,
-                          "max_length": frames[name]["truncation"]["max_length"],
-                          "truncation": frames[name]["truncation"]}
-    return per_task
-
-
-def eval_results(per_task: dict[str, dict]) -> dict:
-    """result.json's ``test_results``: ``eval_<metric>`` for one task; for several,
-    ``eval_<task>_<metric>`` plus the mean loss and the mean primary metric."""
-    if len(per_task) == 1:
-        (only,) = per_task.values()
-        return {f"eval_{k}": v for k, v in only["metrics"].items()}
-    test_results = {}
-    for name, pt in per_task.items():
-        test_results.update({f"eval_{name}_{k}": v for k, v in pt["metrics"].items()})
-    test_results["eval_loss"] = float(np.mean([pt["metrics"]["loss"]
-                                               for pt in per_task.values()]))
-    test_results["eval_primary_mean"] = float(np.mean(
-        [pt["metrics"][pt["primary_metric"]] for pt in per_task.values()]))
-    return test_results
-
-
-
-
-def result_document(job, cfg: TrainConfig, tokenizer, data: JobData, progress, oom_retry,
-                    per_task: dict, model_params: dict, parity: tuple, provenance: dict) -> dict:
-    """result.json (results/README.md) of a trained and tested job.  Long because the
-    document is: one field a line, in the file's order, is easier to check than pieces."""
-    target, choice = parity
-    tasks = data.tasks
-    # the job's own tasks' (a text control's masked-LM text is counted in its tokens only)
-    examples = sum(progress.examples_per_task.get(t, 0) for t in tasks)
-    result_config = dict(job.config)   # the job's own config, as its id hashed it
-    if target is not None:
-        result_config["target_tokens"] = target
-        result_config["parity_target"] = choice
-        result_config["token_controlled_max_epochs"] = epoch_cap(cfg)
-    at_best, per_task_at_best = tokens_at_best(progress)
-    result = {
-        **document_header(job, tokenizer, result_config),
-        "dataset_stats": {
-            name: {"train_samples": len(t.train), "val_samples": len(t.validation),
-                   "test_samples": len(data.frames[name]["encoded_test"]),
-                   "num_labels": 1 if t.spec.kind == "regression" else len(t.spec.labels)}
-            for name, t in tasks.items()},
-        "model_params": model_params,
-        "train_results": {
-            "train_loss": progress.train_loss_sum / max(1, progress.micro_steps),
-            "train_runtime": round(progress.train_seconds, 3),
-            "epochs_trained": round(examples / sum(len(t.train) for t in tasks.values()), 4),
-            "train_samples_per_second": round(examples / max(progress.train_seconds, 1e-9), 3),
-            "steps": progress.step,
-            "best_step": progress.best_step,
-            "stopped_early": progress.stopped_early,
-            "batch_size": progress.batch_size,
-            "grad_accumulation": progress.grad_accumulation,
-            **schedule_fields(cfg, progress),
-            "batch_order": progress.batch_order,
-            "dropout": progress.dropout,
-            "oom_retry": oom_retry},
-        "test_results": eval_results(per_task),
-        "token_count": progress.token_count,
-        "tokens_per_task": {k: int(v) for k, v in progress.tokens_per_task.items()},
-        "tokens_at_best": at_best,
-        "tokens_per_task_at_best": per_task_at_best,
-        "test_weights": "final" if job.strategy == "token_controlled" else "best",
-        "per_task": per_task,
-        "validation_history": progress.validation_history,
-        "provenance": provenance,
-    }
-    for name, n in data.dropped.items():
-        if n is not None:   # decontaminate = true only: other results keep their fields
-            result["dataset_stats"][name]["decontaminated_dropped"] = n
-    return result
-
-
-def control_block(job, cfg: TrainConfig, data: JobData, progress) -> dict:
-    """result.json's ``control`` of a token-controlled job: "repeat" (the methodology's), or
-    the text-matched control's stream: its tasks, tokens, masked tokens, head and loss."""
-    if not data.stream:
-        return {"kind": "repeat"}
-    stream = list(data.stream)
-    batches = sum(progress.batches_per_task.get(t, 0) for t in stream)
-    return {"kind": "text", "tasks": list(cfg.control["tasks"]), "stream_tasks": stream,
-            "mask_probability": float(cfg.control["mask_probability"]),
-            "stream_tokens_per_task": {t: int(progress.tokens_per_task.get(t, 0))
-                                       for t in stream},
-            "masked_tokens_per_task": {t: int(n) for t, n in progress.masked_per_task.items()},
-            "stream_batches": batches,
-            "mlm_loss_mean": progress.mlm_loss_sum / batches if batches else None,
-            "mlm_head": data.mlm_head}
-
-
-def schedule_fields(cfg: TrainConfig, progress) -> dict:
-    """train_results' record of the optimizer schedule the job ran: its planned steps, the
-    warm-up they gave (and the rule that set it), the peak learning rate the schedule reaches
-    within them, and the examples each optimizer step takes."""
-    warmup, rule = cfg.warmup_for(progress.total_steps)
-    return {"planned_steps": progress.total_steps,
-            "examples_per_step": progress.batch_size * progress.grad_accumulation,
-            "warmup_steps": warmup, "warmup_rule": rule,
-            "peak_learning_rate": float(cfg.learning_rate)
-            * peak_lr_factor(warmup, progress.total_steps)}
-
-
-def add_sampling_and_parity(result: dict, job, cfg: TrainConfig, data: JobData, progress,
-                            parity: tuple, log) -> None:
-    """Multi-task jobs: the realised sampling shares; token-controlled: the parity block."""
-    target, choice, targets = parity
-    if job.strategy == "multi_task":
-        total_batches = max(1, sum(progress.batches_per_task.values()))
-        total_tokens = max(1, progress.token_count)
-        result["sampling"] = {
-            "strategy": cfg.sampling,   # the file's name for the sampling rule
-            "batches": dict(progress.batches_per_task),
-            "batch_share": {t: n / total_batches for t, n in progress.batches_per_task.items()},
-            "token_share": {t: n / total_tokens for t, n in progress.tokens_per_task.items()}}
-        log.info("realised share of batches %s, of tokens %s", result["sampling"]["batch_share"],
-                 result["sampling"]["token_share"])
-    if target is not None:
-        result["parity"] = parity_block(job, progress, target, choice, targets,
-                                        data.tasks[job.tasks[0]].train, data.reference_tokens)
-        result["control"] = control_block(job, cfg, data, progress)
-        if not result["parity"]["reached"]:
-            p = result["parity"]
-            log.warning("parity not reached: %d of %d tokens (gap %.1f%%) after %s of %s "
-                        "epochs needed (cap %d)", p["achieved_tokens"], target,
-                        100 * p["relative_gap"], p["epochs_run"], p["epochs_needed"],
-                        p["epoch_cap"])

@@ -32,14 +32,29 @@ import functools
 import math
 import os
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mtl_contract.files import read_json_bounded
 from runner.data import token_lengths
-from runner.study.manifest import HYPERPARAMETERS
+from runner.study.design_report import (  # noqa: F401  (the check's types, re-exported)
+    ALPHA,
+    EXPECTED_EFFECTS,
+    MAX_SEEDS,
+    POWER,
+    Comparison,
+    Confound,
+    DesignCheck,
+    Family,
+    TokenControlled,
+    Truncation,
+    Warmup,
+    grouped,
+    render,
+    warnings_of,
+)
+from runner.study.keys import HYPERPARAMETERS
 from runner.study.plan import Job, Plan, planned_steps
+from runner.study.strategies import STRATEGIES
 from stats.core.power import mde_dz  # scipy.special only: plan stays fast
 
 # Seed-to-seed standard deviation of a paired difference (two systems, same seed), in points
@@ -53,117 +68,9 @@ SEED_SPREAD_FILES = ("benchmarks/seed_spread_issue14_bc2gm_uniform_mask.json",
 DEFAULT_SD_POINTS = 1.62
 DEFAULT_SD_SOURCE = ("default: sqrt(2) x the engine's pooled seed sd (1.15 points) in "
                      + " and ".join(f.rsplit("/", 1)[1] for f in SEED_SPREAD_FILES))
-# The methodology's expected RQ1 effect (section 14.1: "average improvement +2-5% F1").
-EXPECTED_EFFECTS = (2.0, 5.0)
-MAX_SEEDS = 200   # "seeds needed" searched up to here
 # The methodology's cap on a token-controlled run (section 5.3: "num_epochs": 20), the
 # manifest's default for token_controlled_max_epochs.
 DEFAULT_TC_EPOCH_CAP = HYPERPARAMETERS["token_controlled_max_epochs"][1]
-POWER, ALPHA = 0.8, 0.05
-
-
-@dataclass
-class Comparison:
-    question: str            # "RQ1" (MT vs ST) | "RQ5" (MT vs TC)
-    model: str
-    task: str
-    systems: list[str]       # experiment names, multi-task first
-    seeds: list[int]         # the seeds every system has (the plan gives all the study's)
-    paired_test: bool
-    mde_points: float | None
-    mde_dz: float | None
-    sd_points: float
-    sd_source: str           # "default" | "measured (n seeds)"
-
-
-@dataclass
-class Family:
-    """The comparisons the analysis Holm-corrects together: one question, model and pair of
-    experiments, over its tasks (stats.core.analysis: RQ1 and RQ5 families)."""
-    question: str
-    model: str
-    systems: list[str]        # experiment names, multi-task first
-    tasks: list[str]
-    seeds: int                # matched seeds (the fewest of the family's comparisons)
-    sd_points: float
-    sd_source: str
-    mde_points: float | None          # unadjusted alpha, 80% power
-    mde_holm_points: float | None     # alpha / family size (Holm's first step)
-    seeds_needed: dict[str, int | None]   # effect in points -> seeds at Holm's first step
-    detects: dict[str, bool]              # effect in points -> MDE (Holm) <= effect
-
-
-@dataclass
-class Confound:
-    """Optimizer updates per training example of a multi-task system against its single-task
-    (or token-controlled) counterpart: unequal examples per step mean unequal updates for the
-    same data, a difference that is the recipe's, not transfer's."""
-    question: str
-    model: str
-    systems: list[str]
-    examples_per_step: list[int]      # batch_size x grad_accumulation, same order
-    updates_ratio: float              # multi-task's updates per example / the other's
-    alternative: str | None
-
-
-@dataclass
-class Warmup:
-    """A job whose explicit warm-up is 10% or more of its planned optimizer steps."""
-    experiment: str
-    model: str
-    tasks: list[str]
-    warmup_steps: int
-    planned_steps: int
-    jobs: int = 1             # jobs (seeds) alike
-
-
-@dataclass
-class TokenControlled:
-    job_id: str
-    experiment: str
-    model: str
-    task: str
-    seed: int
-    reference: str           # the multi-task system: experiment[task+set]
-    parity: str
-    target_tokens: int
-    target_source: str       # "projected" | "measured"
-    tokens_per_epoch: int
-    epochs_needed: float
-    epoch_cap: int | None    # None: a text control (no cap: it replays its multi-task job)
-    feasible: bool
-    control: str = "repeat"  # "repeat" (the methodology's) | "text" (runner.ml.mlm)
-    mlm_head: str | None = None   # text control: which masked-LM head (models.mlm_head_note)
-
-
-@dataclass
-class Truncation:
-    task: str
-    max_length: int
-    train_truncated: int
-    train_examples: int
-    test_truncated: int
-    test_examples: int
-    train_used: int          # examples a job trains on (max_train_examples), of train_examples
-    test_used: int           # ... and tests on (max_eval_examples), of test_examples
-
-
-@dataclass
-class DesignCheck:
-    comparisons: list[Comparison] = field(default_factory=list)
-    families: list[Family] = field(default_factory=list)
-    confounds: list[Confound] = field(default_factory=list)
-    warmups: list[Warmup] = field(default_factory=list)
-    token_controlled: list[TokenControlled] = field(default_factory=list)
-    truncation: list[Truncation] = field(default_factory=list)
-    total_training_tokens: int | None = None
-    lengths_source: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 # ------------------------------------------------------------------------- token arithmetic
 class Lengths:
     """Token counts of the prepared data at any truncation length, from the histograms."""
@@ -224,17 +131,17 @@ def _hashable(value):
 
 def _projected_tokens(job: Job, lengths: Lengths) -> dict[str, float]:
     cfg = job.settings
-    batch = int(cfg.batch_size)
+    batch = cfg.batch_size
     per_task = {t: lengths.epoch(job, t) for t in job.tasks}
     sizes = {t: n for t, (n, _) in per_task.items()}
     if cfg.max_steps:
-        micro = int(cfg.max_steps) * int(cfg.grad_accumulation)
+        micro = cfg.max_steps * cfg.grad_accumulation
     else:
-        micro = int(cfg.max_epochs) * sum(math.ceil(n / batch) for n in sizes.values())
+        micro = cfg.max_epochs * sum(math.ceil(n / batch) for n in sizes.values())
     probs = _probabilities(job, sizes) if len(job.tasks) > 1 else {job.tasks[0]: 1.0}
     # a task's batches hold its n examples in ceil(n / batch) batches per epoch: n / that
     # many examples each on average, never more than the task has (batch 65,536 over 1,000
-    # examples is one batch of 1,000, not 65,536: issue 25's "needs 8,753 epochs")
+    # examples is one batch of 1,000, not 65,536, which once projected "needs 8,753 epochs")
     per_batch = {t: n / max(1, math.ceil(n / batch)) for t, n in sizes.items()}
     return {t: micro * probs[t] * per_batch[t] * mean for t, (_, mean) in per_task.items()}
 
@@ -321,8 +228,8 @@ def comparisons(plan: Plan, results: Results, sd_points: float | None
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in plan.jobs:
         groups[(job.experiment, job.model, job.tasks)].append(job)
-    mt = {k: v for k, v in groups.items() if v[0].strategy == "multi_task"}
-    st = {k: v for k, v in groups.items() if v[0].strategy == "single_task"
+    mt = {k: v for k, v in groups.items() if STRATEGIES[v[0].strategy].samples_tasks}
+    st = {k: v for k, v in groups.items() if STRATEGIES[v[0].strategy].baseline
           and not v[0].settings.adapter}
     out = []
     for (mt_exp, model, tasks), mt_jobs in mt.items():
@@ -334,7 +241,7 @@ def comparisons(plan: Plan, results: Results, sd_points: float | None
                                        st_exp: _by_seed(st_jobs)}, results, sd_points))
     ids = plan.by_id()
     for (tc_exp, model, tasks), tc_jobs in groups.items():
-        if tc_jobs[0].strategy != "token_controlled":
+        if not STRATEGIES[tc_jobs[0].strategy].token_target:
             continue
         (task,) = tasks
         ref_jobs = [ids[j.depends_on[0]] for j in tc_jobs if j.depends_on]
@@ -388,7 +295,7 @@ def families(comps: list[Comparison]) -> list[Family]:
     the family's measured sd (pooled over its comparisons that measured one) or the default,
     and the seeds the expected effects need."""
     out = []
-    for (question, model, systems), group in _grouped(comps, _family_key):
+    for (question, model, systems), group in grouped(comps, _family_key):
         tasks = sorted({c.task for c in group})
         n = min(len(c.seeds) for c in group)
         measured = [c for c in group if c.sd_source.startswith("measured")]
@@ -412,7 +319,7 @@ def families(comps: list[Comparison]) -> list[Family]:
 
 
 def _examples_per_step(job: Job) -> int:
-    return int(job.settings.batch_size) * int(job.settings.grad_accumulation)
+    return job.settings.batch_size * job.settings.grad_accumulation
 
 
 def confounds(plan: Plan, comps: list[Comparison]) -> list[Confound]:
@@ -422,13 +329,13 @@ def confounds(plan: Plan, comps: list[Comparison]) -> list[Confound]:
     for job in plan.jobs:
         jobs.setdefault((job.experiment, job.model), job)
     out = []
-    for (question, model, systems), _ in _grouped(comps, _family_key):
+    for (question, model, systems), _ in grouped(comps, _family_key):
         mt, other = jobs[(systems[0], model)], jobs[(systems[1], model)]
         sizes = [_examples_per_step(mt), _examples_per_step(other)]
         alternative = None
         if sizes[0] != sizes[1]:
-            batch, accumulation = int(mt.settings.batch_size), sizes[1] // int(
-                mt.settings.batch_size)
+            batch = mt.settings.batch_size
+            accumulation = sizes[1] // batch
             if accumulation * batch == sizes[1]:
                 alternative = (f"grad_accumulation = {accumulation} in {systems[0]} (with its "
                                f"batch_size = {batch}: {sizes[1]} examples per step)")
@@ -446,12 +353,12 @@ def planned_job_steps(job: Job, lengths: Lengths, tc: dict[str, TokenControlled]
     cfg, tasks = job.settings, job.tasks
     if job.job_id in tc and tc[job.job_id].epoch_cap is None:
         # a text control replays its multi-task job's batches: that job's planned steps
-        tasks = tuple(job.config["control"]["tasks"])
+        tasks = tuple(cfg.control["tasks"])
     elif job.job_id in tc:
         t = tc[job.job_id]
         n, _ = lengths.epoch(job, t.task)
-        micro = math.ceil(min(t.epochs_needed, t.epoch_cap) * math.ceil(n / int(cfg.batch_size)))
-        return max(1, math.ceil(micro / int(cfg.grad_accumulation)))
+        micro = math.ceil(min(t.epochs_needed, t.epoch_cap) * math.ceil(n / cfg.batch_size))
+        return max(1, math.ceil(micro / cfg.grad_accumulation))
     if not cfg.max_steps and not all(lengths.has(t) for t in tasks):
         return None
     return planned_steps(cfg, False, tasks,
@@ -467,7 +374,7 @@ def explicit_warmups(plan: Plan, lengths: Lengths, tc: list[TokenControlled]) ->
         cfg = job.config
         if "warmup_cap" in cfg or "warmup_ratio" in cfg or "warmup_steps" not in cfg:
             continue
-        warmup = int(cfg["warmup_steps"])
+        warmup = job.settings.warmup_steps
         steps = planned_job_steps(job, lengths, by_id)
         if not warmup or steps is None or warmup < 0.1 * steps:
             continue
@@ -484,7 +391,7 @@ def token_controlled(plan: Plan, lengths: Lengths, results: Results
     ids = plan.by_id()
     out = []
     for job in plan.jobs:
-        if job.strategy != "token_controlled" or not job.depends_on:
+        if not STRATEGIES[job.strategy].token_target or not job.depends_on:
             continue
         (task,) = job.tasks
         ref = ids[job.depends_on[0]]
@@ -513,7 +420,7 @@ def token_controlled(plan: Plan, lengths: Lengths, results: Results
                                        int(per_epoch), round(epochs, 2), None, True, "text",
                                        _mlm_head(job.model_name)))
             continue
-        cap = int(job.settings.token_controlled_max_epochs)
+        cap = job.settings.token_controlled_max_epochs
         epochs = target / per_epoch if per_epoch else math.inf
         out.append(TokenControlled(job.job_id, job.experiment, job.model, task, job.seed,
                                    _label(ref), job.parity or "total", int(target), source, int(per_epoch),
@@ -522,8 +429,8 @@ def token_controlled(plan: Plan, lengths: Lengths, results: Results
 
 
 def is_text_control(job: Job) -> bool:
-    """A token-controlled job with the text-matched control (config.control, issue 26)."""
-    return (job.config.get("control") or {}).get("kind") == "text"
+    """A token-controlled job with the text-matched control (config.control)."""
+    return (job.settings.control or {}).get("kind") == "text"
 
 
 @functools.cache
@@ -579,152 +486,5 @@ def check(plan: Plan, results_dir: str | Path | None = None,
         out.truncation = truncation(plan, lengths)
         out.total_training_tokens = total_tokens(plan, lengths, out.token_controlled)
         out.warmups = explicit_warmups(plan, lengths, out.token_controlled)
-    out.warnings = _warnings(out) + out.warnings
+    out.warnings = warnings_of(out) + out.warnings
     return out
-
-
-def _warnings(c: DesignCheck) -> list[str]:
-    warn = []
-    testable = [x for x in c.comparisons if x.paired_test]
-    if not c.comparisons:
-        warn.append("THIS STUDY CANNOT TEST ANYTHING: it has no multi-task vs single-task or "
-                    "multi-task vs token-controlled comparison")
-    elif not testable:
-        warn.append("THIS STUDY CANNOT TEST ANYTHING: no comparison has the 2+ matched seeds a "
-                    "paired test needs (list more seeds in [study] seeds; 5 are usual)")
-    for f in c.families:
-        if f.mde_holm_points is None:
-            continue
-        missed = [e for e, ok in f.detects.items() if not ok]
-        if missed:
-            need = ", ".join(f"+{e} points needs {_seeds_text(f.seeds_needed[e])}"
-                             for e in missed)
-            warn.append(f"{f.question} {' vs '.join(f.systems)} ({f.model}, {len(f.tasks)} "
-                        f"task(s), {f.seeds} seeds) CANNOT DETECT the methodology's expected "
-                        f"+{' or +'.join(missed)} points: its MDE at Holm's first step is "
-                        f"{f.mde_holm_points:g} points (sd {f.sd_points:g}); {need}")
-    if c.warmups:
-        worst = max(c.warmups, key=lambda w: w.warmup_steps / w.planned_steps)
-        warn.append(f"{sum(w.jobs for w in c.warmups)} job(s) warm up for 10% or more of their planned "
-                    f"optimizer steps with an explicit warmup_steps (worst: {worst.experiment} "
-                    f"{worst.model}/{'+'.join(worst.tasks)}: {worst.warmup_steps} of "
-                    f"{worst.planned_steps} steps); leave warmup_steps out for the default "
-                    "(500, at most 10% of the planned steps) or give warmup_ratio")
-    bad = [t for t in c.token_controlled if not t.feasible]
-    if bad:
-        worst = max(bad, key=lambda t: t.epochs_needed)
-        warn.append(f"{len(bad)} token-controlled job(s) cannot reach parity within their epoch "
-                    f"cap (worst: {worst.experiment} {worst.model}/{worst.task} needs "
-                    f"{worst.epochs_needed:g} epochs, cap {worst.epoch_cap}); where the "
-                    "multi-task job's measured tokens confirm it, unreachable_parity = \"skip\" "
-                    "(the default) records them as not run, \"run\" stops them at the cap with "
-                    "the gap (either way their RQ5 verdict is 'not testable'); parity = "
-                    "\"per_task\" is no substitute: it matches only the tokens multi-task spent "
-                    "on each task and answers another question (is the gain more than the "
-                    "task's own extra data gives?), reported in its own table")
-    return warn
-
-
-# ------------------------------------------------------------------------------ rendering
-def _fmt_mde(x: Comparison) -> str:
-    if not x.paired_test:
-        return "no paired test (fewer than 2 matched seeds)"
-    return (f"MDE {x.mde_points:.2f} points (d_z {x.mde_dz:.2f}) at 80% power, "
-            f"sd {x.sd_points:g} points ({x.sd_source})")
-
-
-def _seeds_text(n: int | None) -> str:
-    return f"{n} seeds" if n is not None else f"more than {MAX_SEEDS} seeds"
-
-
-def _family_line(f: Family) -> str:
-    if f.mde_holm_points is None:
-        return (f"    {f.question} {' vs '.join(f.systems)} ({f.model}, {len(f.tasks)} task(s)): "
-                f"no paired test ({f.seeds} matched seed(s))")
-    needs = ", ".join(f"+{e} points: {_seeds_text(n)}" for e, n in f.seeds_needed.items())
-    verdict = "; ".join(("can detect" if ok else "CANNOT detect") + f" +{e}"
-                        for e, ok in f.detects.items())
-    return (f"    {f.question} {' vs '.join(f.systems)} ({f.model}, {len(f.tasks)} task(s), "
-            f"{f.seeds} seeds): MDE {f.mde_points:g} points unadjusted, {f.mde_holm_points:g} "
-            f"at Holm's first step (alpha {ALPHA:g}/{len(f.tasks)}); seeds needed at Holm's "
-            f"first step for {needs}; {verdict} -- sd {f.sd_points:g} points ({f.sd_source})")
-
-
-def _confound_line(x: Confound) -> str:
-    head = (f"    {x.question} {' vs '.join(x.systems)} ({x.model}): "
-            f"{x.examples_per_step[0]} vs {x.examples_per_step[1]} examples per optimizer step")
-    if x.alternative is None:
-        return head + ": equal updates per example"
-    return (head + f", so the multi-task side makes {x.updates_ratio:g}x the updates per "
-            f"training example: a CONFOUND of the comparison; to remove it: {x.alternative}")
-
-
-def _grouped(items, key):
-    groups: dict[Any, list] = defaultdict(list)
-    for item in items:
-        groups[key(item)].append(item)
-    return groups.items()
-
-
-def _subset(t: Truncation) -> str:
-    if (t.train_used, t.test_used) == (t.train_examples, t.test_examples):
-        return ""
-    def share(cut, used, n):
-        return f"{cut * used / n:.1f}"
-    return (f" in the prepared splits; the jobs' subsets of {t.train_used} / {t.test_used} "
-            f"hold about {share(t.train_truncated, t.train_used, t.train_examples)} / "
-            f"{share(t.test_truncated, t.test_used, t.test_examples)}")
-
-
-def render(c: DesignCheck) -> list[str]:
-    """The check as text: comparisons that come out alike (same systems, seeds and power) on
-    one line, token-controlled jobs one line per experiment, model and task (all seeds)."""
-    lines = ["design check"]
-    lines += [f"  WARNING: {w}" for w in c.warnings]
-    lines.append(f"  comparisons ({len(c.comparisons)}):")
-    for (q, systems, seeds, mde), group in _grouped(
-            c.comparisons, lambda x: (x.question, tuple(x.systems), tuple(x.seeds),
-                                      _fmt_mde(x))):
-        where = ", ".join(f"{x.model}/{x.task}" for x in group)
-        lines.append(f"    {q} {' vs '.join(systems)}: {len(seeds)} matched seed(s) "
-                     f"{list(seeds)}; {mde} -- {where}")
-    if c.families:
-        lines.append(f"  power per comparison family (80% power, two-sided paired t; Holm's "
-                     "first step tests the family's smallest p at alpha / its tasks):")
-        lines += [_family_line(f) for f in c.families]
-    if c.confounds:
-        lines.append("  updates per example, multi-task vs single-task (MT-vs-ST):")
-        lines += [_confound_line(x) for x in c.confounds]
-    if c.token_controlled:
-        ok = sum(t.feasible for t in c.token_controlled)
-        text = sum(t.control == "text" for t in c.token_controlled)
-        lines.append(f"  token-controlled jobs: {ok} of {len(c.token_controlled)} reach their "
-                     "target within the epoch cap" + (f" ({text} text-matched: by construction)"
-                                                      if text else "") +
-                     " (projected targets assume the multi-task job "
-                     "trains all its epochs; early stopping usually ends it sooner):")
-        for (exp, model, task, parity, ref), group in _grouped(
-                c.token_controlled, lambda t: (t.experiment, t.model, t.task, t.parity,
-                                               t.reference)):
-            need = sorted({t.epochs_needed for t in group})
-            span = f"{need[0]:g}" if len(need) == 1 else f"{need[0]:g}-{need[-1]:g}"
-            if group[0].control == "text":
-                lines.append(f"    {exp} {model}/{task} vs {ref}: TEXT-MATCHED control -- "
-                             f"replays the multi-task job ({task} {span} epochs, as there; the "
-                             f"other tasks as masked-LM text with {group[0].mlm_head}); "
-                             f"parity by construction, no epoch cap; costs what the "
-                             f"multi-task job costs ({group[0].target_source}): ok")
-                continue
-            bad = sum(not t.feasible for t in group)
-            mark = "ok" if not bad else f"INFEASIBLE ({bad} of {len(group)} jobs)"
-            lines.append(f"    {exp} {model}/{task} vs {ref} parity {parity}: {span} epochs "
-                         f"needed (cap {group[0].epoch_cap}; {group[0].target_source}): {mark}")
-    if c.truncation:
-        lines.append("  truncation at the effective max_length (train / test examples cut):")
-        lines += [f"    {t.task} @ {t.max_length}: {t.train_truncated} of {t.train_examples} / "
-                  f"{t.test_truncated} of {t.test_examples}" + _subset(t) for t in c.truncation]
-    if c.total_training_tokens is not None:
-        lines.append(f"  total training tokens (upper bound, all epochs): "
-                     f"{c.total_training_tokens:,}; counted with {c.lengths_source} "
-                     "(other vocabularies: an estimate)")
-    return lines
