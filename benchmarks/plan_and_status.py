@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from runner.fsutil import atomic_write_json
 from runner.orchestrate.ledger import Ledger, Worker
-from runner.orchestrate.local import format_plan, job_states, status
+from runner.orchestrate.report import format_plan, status
+from runner.orchestrate.states import job_states
 from runner.study import design
 from runner.study.manifest import load_manifest
 from runner.study.plan import build_plan

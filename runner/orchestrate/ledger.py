@@ -62,7 +62,7 @@ MAX_PREDICTIONS_BYTES = 1 << 30
 def result_problem(job_id: str, data: Any, job_dir: Path) -> str | None:
     """Why a parsed result.json does not prove its job done, or None when it does: it must
     be an object naming the job (``{}`` or another job's result is not), and every
-    predictions file it recorded a SHA256 for (``predictions_sha256``, issue 25) must still
+    predictions file it recorded a SHA256 for (``predictions_sha256``, stamped by the executor) must still
     have it -- a truncated or swapped parquet makes the job run again, not get scored."""
     if not isinstance(data, dict):
         return "not a JSON object"
@@ -380,7 +380,7 @@ class Ledger:
         return (self.claims / f"{claim.job_id}.{claim.gen + 1}.claim").exists()
 
     def owns(self, claim: Claim) -> bool:
-        """The fencing check (issue 25): the ledger still names ``claim`` as the job's owner
+        """The fencing check: the ledger still names ``claim`` as the job's owner
         -- its claim file is there with its token and no newer generation exists.  A
         deleted claim file lets another worker claim the same generation with another
         token; watching for a newer generation alone missed that."""
