@@ -217,7 +217,7 @@ class JobSize:
     label: str = ""          # e.g. "experiment model task seed"
     validation_tokens: float = 0.0  # the part of eval_tokens that is validation
     group: str = ""          # the cost driver it counts under: "experiment tasks"
-    skipped: str | None = None      # why it will not run (token_controlled, issue 28)
+    skipped: str | None = None      # why it will not run (a token-controlled target past its cap)
 
 
 @dataclass
