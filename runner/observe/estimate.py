@@ -217,7 +217,7 @@ class JobSize:
     label: str = ""          # e.g. "experiment model task seed"
     validation_tokens: float = 0.0  # the part of eval_tokens that is validation
     group: str = ""          # the cost driver it counts under: "experiment tasks"
-    skipped: str | None = None      # why it will not run (token_controlled, parity unreachable)
+    skipped: str | None = None      # why it will not run (a token-controlled target past its cap)
 
 
 @dataclass
@@ -469,7 +469,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
         hist = token_lengths.read(plan.data_dir)
         if hist is None:
             raise FileNotFoundError(f"no token counts in {plan.data_dir}: build them with "
-                                    f"`python -m runner.data.token_lengths {plan.data_dir}`")
+                                    f"`python -m runner token-lengths {plan.data_dir}`")
         lengths = design.Lengths(hist)
     targets = {t.job_id: t for t in design.token_controlled(plan, lengths,
                                                             design.Results(None))}

@@ -20,8 +20,9 @@ from typing import Any
 
 
 def fmt_duration(seconds: float | None) -> str:
-    """45 s, 12 min, 3 h 05 min, 2 d 4 h; "?" when unknown."""
-    if seconds is None or math.isnan(seconds) or seconds < 0:
+    """45 s, 12 min, 3 h 05 min, 2 d 4 h; "?" when unknown (None, nan, infinite, negative).
+    The one duration format of the `status` screen and the study ETA line."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "?"
     s = round(seconds)
     if s < 60:

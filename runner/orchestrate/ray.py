@@ -5,7 +5,7 @@ submitted yet as a Ray task requesting ``num_gpus`` (1 when the cluster has GPUs
 and ``num_cpus`` (``--cpus-per-job``, default 1), and lets Ray run as many at once as the
 cluster holds.  A task *claims its job through the same file ledger* when it starts (so a
 job runs once even beside plain workers or another driver on the same results folder),
-runs the same job function as ``run_plan`` (``runner.orchestrate.local.run_claimed``: heartbeat,
+runs the same job function as ``run_plan`` (``runner.orchestrate.attempt.run_claimed``: heartbeat,
 log.txt, result.json written atomically and last) and returns an outcome.  Dependencies are
 the ledger's: a token_controlled job is submitted only once its multi-task job's
 result.json exists.
@@ -37,22 +37,17 @@ from pathlib import Path
 
 import runner
 from runner.errors import InputError
+from runner.orchestrate.attempt import JobFn, run_claimed
 from runner.orchestrate.ledger import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S, Ledger, Worker
-from runner.orchestrate.local import (
-    JobFn,
-    _counts_line,
-    final_states,
-    job_states,
-    manifest_tracking,
-    run_claimed,
-    safety_margin_s,
-    set_aside_corrupt_results,
-)
+from runner.orchestrate.local import manifest_tracking, safety_margin_s, set_aside_corrupt_results
 from runner.orchestrate.states import (
     STATES,
     any_unfinished,
+    counts_line,
     exit_outcome,
+    final_states,
     is_runnable,
+    job_states,
     stop_signals_to,
 )
 from runner.study.plan import Job, Plan
@@ -65,7 +60,7 @@ def _stop_file(results_dir: Path, token: str) -> Path:
     return results_dir / "ledger" / "ray" / f"stop-{token}"
 
 
-def ray_job(job: Job, results_dir: str, data_dir: str, job_fn: JobFn | None,
+def ray_job(job: Job, results_dir: str, data_dir: str, job_fn: JobFn,
             stop_at_unix: float | None, deadline_unix: float | None, stop_token: str,
             lease_s: float, heartbeat_s: float, retry_failed: bool,
             num_cpus: float, tracking: tuple[str, ...] = ()) -> tuple[str, str]:
@@ -91,10 +86,6 @@ def ray_job(job: Job, results_dir: str, data_dir: str, job_fn: JobFn | None,
                              snap.claims.get(job.job_id))
     if claim is None:
         return job.job_id, "busy"
-    fn = job_fn
-    if fn is None:
-        from runner.orchestrate.local import _default_job_fn
-        fn = _default_job_fn()
     torch = __import__("sys").modules.get("torch")
     if torch is not None:
         # Ray sets OMP_NUM_THREADS only for new workers; a reused worker keeps its torch
@@ -114,7 +105,7 @@ def ray_job(job: Job, results_dir: str, data_dir: str, job_fn: JobFn | None,
             checked["at"], checked["stop"] = now, stop_file.exists()
         return checked["stop"]
 
-    outcome = run_claimed(job, claim, state, ledger, data_dir, job_fn=fn,
+    outcome = run_claimed(job, claim, state, ledger, data_dir, job_fn=job_fn,
                           should_stop=should_stop, deadline=deadline, heartbeat_s=heartbeat_s,
                           tracking=tracking)
     return job.job_id, outcome
@@ -127,7 +118,7 @@ def _pythonpath() -> str:
     return here + (os.pathsep + rest if rest else "")
 
 
-def run_ray(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None,
+def run_ray(plan: Plan, results_dir: str | Path, *, job_fn: JobFn,
             address: str | None = None, time_budget_s: float | None = None,
             retry_failed: bool = False, cpus_per_job: float | None = None,
             lease_s: float = DEFAULT_LEASE_S, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
@@ -136,7 +127,8 @@ def run_ray(plan: Plan, results_dir: str | Path, *, job_fn: JobFn | None = None,
     """Run every job of ``plan`` that is not done as Ray tasks; return 0, 1 or 3.
 
     Uses the Ray cluster this process is already connected to, else ``ray.init(address)``
-    (None: start a local one).  ``job_fn`` defaults to the training engine on each node.
+    (None: start a local one).  ``job_fn`` runs each job on its node (``python -m runner``
+    hands over the training engine, runner/cli/run.py).
     ``tracking``: experiment-tracking backends (None: the manifest's ``[study] tracking``).
 
     The driver loop is ``_Driver``; the summary and exit code are
@@ -337,7 +329,7 @@ class _Driver:
     def report(self, started: float) -> int:
         """Print the summary; return the exit code."""
         states, counts = final_states(self.plan, self.ledger)
-        summary = _counts_line("jobs", counts, STATES) + \
+        summary = counts_line("jobs", counts, STATES) + \
             f" ({time.monotonic() - started:.0f} s on Ray)"
         left = any_unfinished(states.values())
         message, code = exit_outcome(summary, counts, len(self.plan.jobs),

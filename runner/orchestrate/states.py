@@ -1,5 +1,17 @@
-"""A job's states, what a finished run's states mean as an exit code, and how a run takes
-SIGINT / SIGTERM, for the three executors (local, --workers N, Ray) alike."""
+"""A job's states, folded from one ledger snapshot; what a finished run's states mean as an
+exit code; and how a run takes SIGINT / SIGTERM -- for the three executors (local,
+--workers N, Ray) alike.
+
+Job states (``status`` and ``plan`` print them):
+    done         result.json exists
+    failed       a failure record exists (retried only with --retry-failed)
+    running      claimed by a live worker
+    stale        claimed by a worker that stopped heartbeating: will be taken over
+    interrupted  started earlier and stopped (checkpoint kept): will resume
+    blocked      a job it depends on failed
+    ready        its dependencies are done (or it has none)
+    pending      waits for a dependency that is not done yet
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from mtl_contract.schema import EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET
+from runner.orchestrate.ledger import Ledger, Snapshot
 
 STATES = ("pending", "ready", "blocked", "running", "stale", "interrupted", "done", "failed")
 RUNNABLE = ("ready", "stale", "interrupted")   # a claim starts or resumes these
@@ -56,3 +69,47 @@ def stop_signals_to(handler: Callable) -> Iterator[None]:
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)
+
+
+def job_states(jobs, snap: Snapshot) -> dict[str, str]:
+    """The state of every job (see the module docstring) from one ledger snapshot."""
+    base: dict[str, str] = {}
+    for job in jobs:
+        jid = job.job_id
+        claim = snap.claims.get(jid)
+        if jid in snap.done:
+            state = "done"
+        elif jid in snap.failed:
+            state = "failed"
+        elif claim is not None and claim.status == "running":
+            state = "running"
+        elif claim is not None and claim.status == "stale":
+            state = "stale"
+        elif claim is not None or jid in snap.started:
+            state = "interrupted"
+        else:
+            state = "ready"
+        base[jid] = state
+    out: dict[str, str] = {}
+    for job in jobs:
+        state = base[job.job_id]
+        if state == "ready" and job.depends_on:
+            deps = [base.get(d, "pending") for d in job.depends_on]
+            if any(d in ("failed", "blocked") for d in deps):
+                state = "blocked"
+            elif any(d != "done" for d in deps):
+                state = "pending"
+        out[job.job_id] = state
+    return out
+
+
+def counts_line(title: str, counts: Counter, order) -> str:
+    """``title: k n, ...`` for the non-zero counts, ``order``'s keys first."""
+    keys = [k for k in order if counts.get(k)] + sorted(k for k in counts if k not in order)
+    return f"{title}: " + ", ".join(f"{k} {counts[k]}" for k in keys)
+
+
+def final_states(plan, ledger: Ledger) -> tuple[dict[str, str], Counter]:
+    """Every job's state once a run is over, and how many jobs are in each."""
+    states = job_states(plan.jobs, ledger.snapshot([j.job_id for j in plan.jobs]))
+    return states, Counter(states.values())

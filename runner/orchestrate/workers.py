@@ -43,8 +43,14 @@ from pathlib import Path
 from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_TIME_BUDGET
 from runner.errors import InputError
 from runner.orchestrate.ledger import Ledger
-from runner.orchestrate.local import _counts_line, final_states
-from runner.orchestrate.states import RESUME_HINT, STATES, any_unfinished, stop_signals_to
+from runner.orchestrate.states import (
+    RESUME_HINT,
+    STATES,
+    any_unfinished,
+    counts_line,
+    final_states,
+    stop_signals_to,
+)
 from runner.study.plan import Plan
 
 LOG_SUBDIR = "ledger/workers"   # below the results folder: runner bookkeeping, not results
@@ -74,7 +80,7 @@ def check_workers(requested: int | None, allow_more: bool = False,
     """``--workers N`` is at most what this machine has: one worker per usable CPU core (or
     per visible GPU, if there are more); more only with ``--allow-more-workers``.  Each
     worker is a process that loads a model, so an unbounded N (``--workers 100000``)
-    started processes until the machine gave out (issue 25)."""
+    started processes until the machine gave out."""
     if requested is None or allow_more:
         return
     cores = usable_cores() if cores is None else cores
@@ -333,7 +339,7 @@ def _outcome(plan: Plan, ledger: Ledger, children: _Children, log_dir: Path,
     """Print the jobs' and the workers' ends; return the exit code (the module docstring)."""
     codes = children.exit_codes()
     states, counts = final_states(plan, ledger)
-    say(_counts_line("jobs", counts, STATES) + "; workers: " +
+    say(counts_line("jobs", counts, STATES) + "; workers: " +
         ", ".join(f"{w} exit {c}" for w, c in codes.items()))
     crashed = [w for w, c in codes.items() if c not in (EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT,
                                                          EXIT_TIME_BUDGET)]

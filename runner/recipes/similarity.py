@@ -23,7 +23,6 @@ results/README.md for the file):
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import re
@@ -279,53 +278,6 @@ def write(doc: dict, out: str | Path) -> None:
     atomic_write_json(out, doc)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """What :func:`run` reads: ``--tasks`` or ``--manifest``, the folders, the tokenizer and the
-    split, declared once for ``python -m runner similarity`` and :func:`main`."""
-    parser.description = (
-        "Task similarity (RQ4) from the prepared training data: label-schema Jaccard, word and "
-        "word-piece Jaccard, unigram Jensen-Shannon divergence (bits), written atomically to "
-        "task_similarity.json. --tasks: the named tasks into --out. --manifest: the manifest's "
-        "tasks into <results>/task_similarity.json (or --out), word pieces under the "
-        "manifest's model tokenizer when it has one model in a local folder (minilm), else "
-        "word-level only.")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
-                       help="task names (data/<task>/), comma- or space-separated: a,b or a b")
-    which.add_argument("--manifest", default=None, help="a study manifest: its tasks")
-    parser.add_argument("--data-dir", default="data", help="prepared data (default: data)")
-    parser.add_argument("--results-dir", default=None,
-                        help="with --manifest: the study's results folder (default: the "
-                             "manifest's)")
-    parser.add_argument("--out", default=None,
-                        help="output JSON file (needed with --tasks), e.g. "
-                             "results/<study>/task_similarity.json")
-    parser.add_argument("--tokenizer", default=None,
-                        help="model folder or tokenizer.json of a fast tokenizer, for the "
-                             "word-piece Jaccard (left out: with --manifest its model's as "
-                             "above, else that measure is not computed)")
-    parser.add_argument("--split", default="train", choices=("train", "validation", "test"),
-                        help="the split the tasks are compared on (default: train)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Compute and write the document from parsed arguments; the exit code (bad input: one
-    line on stderr, 2)."""
-    try:
-        if args.manifest is not None:
-            from runner.study.manifest import load_manifest
-            manifest = load_manifest(args.manifest)
-            return write_for_manifest(manifest, args.results_dir or manifest.study.results,
-                                      args.data_dir, args.out, args.tokenizer, args.split)
-        if args.out is None:
-            raise InputError(None, "--tasks needs --out FILE", where="--out")
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    tasks = [t.strip() for item in args.tasks for t in item.split(",") if t.strip()]
-    return write_tasks(tasks, args.data_dir, args.out, args.tokenizer, args.split)
-
-
 def write_for_manifest(manifest, results_dir, data_dir, out=None, tokenizer=None,
                        split: str = "train") -> int:
     """:func:`write_tasks` for the manifest's tasks, into ``out`` (default
@@ -372,14 +324,3 @@ def write_tasks(tasks: Sequence[str], data_dir, out, tokenizer=None,
         return EXIT_BAD_INPUT
     print(f"wrote {out} ({len(doc['tasks'])} tasks, measures: {', '.join(doc['measures'])})")
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m runner.recipes.similarity``: the same as ``python -m runner similarity``."""
-    parser = argparse.ArgumentParser(prog="python -m runner similarity")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

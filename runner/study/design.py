@@ -478,7 +478,7 @@ def check(plan: Plan, results_dir: str | Path | None = None,
     if hist is None:
         out.warnings.append(f"no {plan.data_dir / token_lengths.FILENAME}: token projections, "
                             "truncation counts and total tokens not estimated (build it with "
-                            f"`python -m runner.data.token_lengths {plan.data_dir}`)")
+                            f"`python -m runner token-lengths {plan.data_dir}`)")
     else:
         lengths = Lengths(hist)
         out.lengths_source = token_lengths.TOKENIZER

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from mtl_contract.files import sha256_file
 from mtl_contract.schema import CHECKSUMS_FILE, CONTAMINATION_FILE, CONTAMINATION_SCHEMA
-from runner.data import contamination as runner_side  # compute, write, contaminated_units
+from runner.data import contamination as runner_side  # compute, contaminated_units
+from runner.data import contamination_cards  # write: the file and its checksum line
 from runner.data.tasks import SPLITS
 from tests.contracts.readme_schema import children, documented_keys, jsonc_block
 from tests.runner.data.test_contamination import SIZES, synthetic_rows, write_data
@@ -46,7 +47,7 @@ def test_contamination_file_round_trips_to_stats(tmp_path):
 
     data = tmp_path / "data"
     sums = prepared(data)
-    path, doc = runner_side.write(data, list(TASKS))
+    path, doc = contamination_cards.write(data, list(TASKS))
     assert path == data / CONTAMINATION_FILE
 
     written = json.loads(path.read_text())
@@ -87,7 +88,7 @@ def test_a_file_computed_from_other_data_than_the_results_is_refused_by_stats(tm
 
     data = tmp_path / "data"
     prepared(data)
-    path, _ = runner_side.write(data, list(TASKS))
+    path, _ = contamination_cards.write(data, list(TASKS))
     job = a_job(tmp_path / "results" / "demo", {"bc2gm/test.parquet": "0" * 64})
     read = load_contamination(path, [job])
     assert read.status == REFUSED and "computed from other data than the results" in read.reason

@@ -17,7 +17,7 @@ import pytest
 
 from mtl_contract.files import atomic_write_json, sha256_file
 from mtl_contract.schema import MT, PREDICTION_COLUMNS, RESULT_FILE, STRATEGY_OF_TYPE
-from runner.orchestrate.local import stamp_result  # the executor's last step before writing
+from runner.orchestrate.attempt import stamp_result  # the executor's last step before writing
 from runner.recipes import train_job as engine_job  # builds result.json (run_job)
 from tests.contracts.readme_schema import (
     children,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.__main__ import main
+from runner.cli import main
 from runner.orchestrate.ledger import Ledger, Worker
 from runner.orchestrate.local import run_plan
 from runner.study.manifest import load_manifest
@@ -134,9 +135,11 @@ def test_status_shows_progress_and_the_run_command_is_the_default(tmp_path, caps
     out = capsys.readouterr().out
     assert "per state: pending 2, ready 2, running 1" in out
     line = next(ln for ln in out.splitlines() if plan.jobs[0].job_id in ln)
-    # 300 s at the heartbeat, counting down since (runner.observe.progress.status_eta)
+    # 300 s at the heartbeat, counting down since (runner.observe.progress.status_eta),
+    # written as every duration of the status screen is (runner.observe.progress.fmt_duration)
     assert "step 50/200" in line and "tokens 12345" in line and \
-        ("ETA 5m00s" in line or "ETA 4m59s" in line)
+        ("ETA 5 min," in line or "ETA 4 min," in line)
+    assert re.search(r"heartbeat \d+ s ago", line), line
     assert "worker gpu0" in line
     ledger.release(claim)
     assert run_plan(plan, res, job_fn=standin_job, out=lambda m: None, poll_s=0.05) == 0
@@ -278,7 +281,7 @@ def test_plan_shows_per_model_whether_it_resolves_here(tmp_path, capsys, monkeyp
 
 def test_plan_loads_no_model_library(tmp_path):
     """`runner plan` is benchmarked at 10,000 jobs: its model lines come from files only."""
-    code = ("import sys; from runner.__main__ import main; "
+    code = ("import sys; from runner.cli import main; "
             f"rc = main(['plan', {str(SMALL)!r}, '--data-dir', {str(DATA)!r}, "
             f"'--results-dir', {str(tmp_path / 'r')!r}]); "
             "assert rc == 0 and 'transformers' not in sys.modules, rc")
@@ -286,33 +289,6 @@ def test_plan_loads_no_model_library(tmp_path):
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "minilm  ok: local folder" in proc.stdout
-
-
-MODULE_COMMANDS = {   # subcommand: its module, which declares its options once for both CLIs
-    "prepare": "runner.data.prepare",
-    "contamination": "runner.data.contamination",
-    "similarity": "runner.recipes.similarity",
-}
-
-
-def _options(help_text: str) -> list[str]:
-    """The options section of a --help (the usage lines above it differ: a subparser's)."""
-    return help_text[help_text.index("options:"):].split()
-
-
-@pytest.mark.parametrize("command", sorted(MODULE_COMMANDS))
-def test_a_module_command_is_one_parser_for_runner_and_its_own_main(command, capsys):
-    import importlib
-
-    module = importlib.import_module(MODULE_COMMANDS[command])
-    with pytest.raises(SystemExit) as info:
-        main([command, "--help"])
-    assert info.value.code == 0
-    via_runner = capsys.readouterr().out
-    assert via_runner.startswith(f"usage: python -m runner {command} ")
-    with pytest.raises(SystemExit):
-        module.main(["--help"])
-    assert _options(capsys.readouterr().out) == _options(via_runner)
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -345,15 +321,15 @@ def test_similarity_takes_tasks_comma_or_space_separated(tmp_path, capsys):
 
 def test_a_command_loads_only_its_own_module():
     """`status` and `--help` do not wait for prepare's and contamination's numpy/pyarrow."""
-    code = ("import sys; from runner.__main__ import _parser; "
-            "args = _parser().parse_args(['status', 'm.toml']); "
+    code = ("import sys; from runner.cli import build_parser; "
+            "args = build_parser().parse_args(['status', 'm.toml']); "
             "print(args.handler.__name__, sorted(m for m in ('runner.data.prepare', "
-            "'runner.data.contamination', 'runner.recipes.similarity', 'pyarrow') "
-            "if m in sys.modules))")
+            "'runner.data.contamination', 'runner.recipes.similarity', 'runner.cli.data', "
+            "'runner.cli.run', 'pyarrow') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["_study", "[]"]
+    assert proc.stdout.split() == ["status_command", "[]"]
 
 
 def _one_line(argv: list[str], capsys, cwd: Path) -> str:

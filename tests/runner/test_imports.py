@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # validated manifest and its plan; data/ the tasks and files; the top-level modules (the
 # error type, the job seam) sit below them all.
 RANK = {
-    "runner.__main__": 8, "runner.cli": 8,
+    "runner.__main__": 9, "runner.cli": 8,
     "runner.recipes": 7,
     "runner.orchestrate": 6,
     "runner.ml": 5,
@@ -42,8 +42,6 @@ ALLOWED_UP = {
     # torch's "meta" device from its transformers config: torch-side, so the one planning
     # call into ml/ (lazily, only for a manifest with adapter_match)
     ("runner.study.plan", "runner.ml.lora"),
-    # the executor's default job function, until the CLI hands the executors their job
-    ("runner.orchestrate.local", "runner.recipes.train_job"),
 }
 
 

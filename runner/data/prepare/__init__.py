@@ -1,4 +1,5 @@
-"""``python -m runner prepare --source DIR --out data/``: raw corpora -> prepared, checksummed data.
+"""Raw corpora -> prepared, checksummed data (``python -m runner prepare --source DIR --out
+data/``, runner/cli/data.py).
 
 Reads whichever of ``DIR/biobert-ner/`` (CoNLL TSV), ``DIR/bigbio/`` (BigBIO Arrow streams) and
 ``DIR/seed-pickle/`` (the original study's pickles) exist -- or, with ``--source hf``, the Hugging
@@ -16,13 +17,11 @@ temporary folder and leave ``--out`` as it was: exit code 3, run the same comman
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from mtl_contract.files import atomic_write_text, folder_problem, fsync_dir, sha256_file
-from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_OK, EXIT_TIME_BUDGET
 from runner.data.prepare import readers, writers
 from runner.data.tasks import SPLITS, TASKS, Source, TaskSpec
 from runner.errors import InputError
@@ -203,7 +201,7 @@ def write_derived(out: Path, tokenizer, log=print) -> None:
     TOKEN_LENGTHS.json (the plan's design check; needs the demo tokenizer) and
     CONTAMINATION.json (overlap between tasks' training and evaluation units, also summarised in
     the data cards).  Each is written atomically; an interrupted run leaves the previous one."""
-    from runner.data import contamination
+    from runner.data import contamination_cards
     from runner.data import token_lengths as lengths  # the plan reads it; no torch
 
     if tokenizer is None:
@@ -211,7 +209,7 @@ def write_derived(out: Path, tokenizer, log=print) -> None:
             "is not installed")
     else:
         lengths.write(out, tokenizer)
-    path, _ = contamination.write(out, [t for t in TASKS if (out / t).is_dir()])
+    path, _ = contamination_cards.write(out, [t for t in TASKS if (out / t).is_dir()])
     log(f"prepare: wrote {out / lengths.FILENAME} and {path}")
 
 
@@ -255,7 +253,7 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _sigterm_interrupts():
+def sigterm_interrupts():
     """SIGTERM behaves like Ctrl-C for the duration (the default would kill us outright and
     leave the temporary folder behind); handlers can only be set from the main thread."""
     return _while_inside(threading.current_thread() is threading.main_thread(),
@@ -283,46 +281,3 @@ def _move_into_place(tmp: Path, out: Path, names: list[str]) -> None:
             if path.is_file():
                 sums[f"{name}/{split}.parquet"] = sha256_file(path)
     atomic_write_text(out / "SHA256SUMS", writers.sha256sums_text(sums))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``prepare``'s description and options, on ``python -m runner``'s subparser or
-    :func:`build_parser`'s."""
-    parser.description = ("Turn the raw corpora into the prepared, checksummed data/ the "
-                          "runner trains on. Deterministic: the same sources give the same "
-                          "bytes.")
-    parser.add_argument("--source", required=True,
-                        help="folder holding any of biobert-ner/, bigbio/, seed-pickle/; or "
-                             "'hf' to download the BigBIO configs with the optional "
-                             "`datasets` library")
-    parser.add_argument("--out", required=True, help="output folder, e.g. data/")
-    parser.add_argument("--tasks", default="",
-                        help="comma-separated task names (default: every task with a source)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runner prepare")
-    add_arguments(parser)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Prepare from parsed arguments; the exit code (bad input: one line on stderr, 2)."""
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
-    try:
-        with _sigterm_interrupts():
-            prepare(args.source, args.out, tasks, log=print)   # progress on stdout, errors on stderr
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt as err:
-        how = f" ({err.args[0]})" if err.args else ""
-        print(f"interrupted{how}: {args.out} left as it was; run the same command again",
-              file=sys.stderr)
-        return EXIT_TIME_BUDGET
-    return EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m runner.data.prepare``: the same as ``python -m runner prepare``."""
-    return run(build_parser().parse_args(argv))

@@ -17,7 +17,10 @@ import pytest
 
 from mtl_contract.files import sha256_file
 from mtl_contract.schema import CHECKSUMS_FILE
+from mtl_contract.schema import CONTAMINATION_FILE as FILE_NAME
+from runner.cli import main
 from runner.data import contamination as cont
+from runner.data import contamination_cards as cards
 from runner.data.checksums import checksums_text
 from runner.data.contamination import decontaminate_train
 from runner.data.prepare.writers import parquet_bytes
@@ -118,35 +121,35 @@ def test_the_command_writes_the_same_bytes_twice_lists_them_and_fills_the_cards(
         subprocess.run([sys.executable, "-m", "runner", "contamination", "--data-dir",
                         str(data), "--tasks", ",".join(TASKS)], check=True, cwd=ROOT, env=env,
                        capture_output=True)
-        return (data / cont.FILE_NAME).read_bytes()
+        return (data / FILE_NAME).read_bytes()
 
     first, second = run("1"), run("2")
     assert first == second and first.endswith(b"\n")
     assert json.loads(first) == cont.compute(data, TASKS)
     sums = (data / CHECKSUMS_FILE).read_text().splitlines()
-    assert f"{sha256_file(data / cont.FILE_NAME)}  {cont.FILE_NAME}" in sums
+    assert f"{sha256_file(data / FILE_NAME)}  {FILE_NAME}" in sums
     assert sums == sorted(sums, key=lambda line: line.split("  ")[1])
     card = (data / "bc2gm" / "README.md").read_text()
-    assert card.startswith("# bc2gm\n\nA card.\n") and card.count(cont.CARD_BEGIN) == 1
+    assert card.startswith("# bc2gm\n\nA card.\n") and card.count(cards.CARD_BEGIN) == 1
     assert "| gad | 1 | 1 | 1 (10.0%) | 0 | 0 | 0 (0.0%) |" in card
     assert "No overlap" in (data / "jnlpba" / "README.md").read_text()
     assert "units of gad that overlap a validation or test unit of any of these tasks (what " \
            "`decontaminate = true` drops when they are all the study's tasks): 1 of 30." \
            in (data / "gad" / "README.md").read_text().replace("\n", " ")
-    assert cont.load_contamination(data / cont.FILE_NAME, data)["tasks"] == list(TASKS)
+    assert cont.load_contamination(data / FILE_NAME, data)["tasks"] == list(TASKS)
 
 
 def test_the_committed_file_is_current_and_shown_in_the_cards():
     data = ROOT / "data"
-    doc = cont.load_contamination(data / cont.FILE_NAME, data)
+    doc = cont.load_contamination(data / FILE_NAME, data)
     assert doc["tasks"] == list(TASKS_ALL) and doc["n"] == cont.DEFAULT_N
     for task in TASKS_ALL:
-        assert cont.card_section(doc, task) in (data / task / "README.md").read_text()
+        assert cards.card_section(doc, task) in (data / task / "README.md").read_text()
 
 
 def test_a_stale_or_edited_file_is_refused_in_one_line(data):
-    out = data / cont.FILE_NAME
-    assert cont.main(["--data-dir", str(data), "--tasks", ",".join(TASKS)]) == 0
+    out = data / FILE_NAME
+    assert main(["contamination", "--data-dir", str(data), "--tasks", ",".join(TASKS)]) == 0
     # the data changes (and is re-listed, as prepare would): the file no longer describes it
     rows = planted_rows()
     rows["jnlpba", "test"].pop()
@@ -156,7 +159,7 @@ def test_a_stale_or_edited_file_is_refused_in_one_line(data):
     assert str(err.value).startswith(str(out)) and "jnlpba/test.parquet" in str(err.value)
     assert "\n" not in str(err.value)
     # recomputed, then edited by hand: SHA256SUMS says so
-    assert cont.main(["--data-dir", str(data), "--tasks", ",".join(TASKS)]) == 0
+    assert main(["contamination", "--data-dir", str(data), "--tasks", ",".join(TASKS)]) == 0
     cont.load_contamination(out, data)
     out.write_text(out.read_text().replace('"n": 13', '"n": 12'))
     with pytest.raises(InputError, match=f"^{out}: sha256 differs"):
@@ -169,13 +172,13 @@ def test_a_stale_or_edited_file_is_refused_in_one_line(data):
 def test_bad_input_exits_2_and_writes_nothing(data, capsys):
     out = data / "c.json"
     before = (data / CHECKSUMS_FILE).read_bytes()
-    assert cont.main(["--data-dir", str(data), "--tasks", "bc2gm,nope", "--out", str(out)]) == 2
+    assert main(["contamination", "--data-dir", str(data), "--tasks", "bc2gm,nope", "--out", str(out)]) == 2
     assert "error: --tasks: unknown task 'nope'" in capsys.readouterr().err
     (data / "gad" / "test.parquet").write_bytes(b"not the listed file")
-    assert cont.main(["--data-dir", str(data), "--tasks", "gad", "--out", str(out)]) == 2
+    assert main(["contamination", "--data-dir", str(data), "--tasks", "gad", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "gad/test.parquet" in err
-    assert cont.main(["--data-dir", str(data), "--n", "0", "--out", str(out)]) == 2
+    assert main(["contamination", "--data-dir", str(data), "--n", "0", "--out", str(out)]) == 2
     assert not out.exists() and (data / CHECKSUMS_FILE).read_bytes() == before
 
 

@@ -20,13 +20,19 @@ import pytest
 from pyarrow import ipc
 
 from mtl_contract.schema import EXIT_BAD_INPUT, EXIT_TIME_BUDGET
-from runner.data.prepare import main, readers
+from runner.cli import main as runner_main
+from runner.data.prepare import readers
 from runner.errors import InputError
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "assets" / "prepare" / "source"
 REAL_SOURCES = REPO.parent / "shared" / "data-sources"
 FIXTURE_TASKS = ("bc2gm", "chemprot", "ddi", "gad", "hoc", "pubmedqa", "biosses")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m runner prepare ARGV``."""
+    return runner_main(["prepare", *argv])
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:
@@ -312,7 +318,7 @@ def test_committed_data_is_what_prepare_makes_from_the_real_sources(tmp_path):
 
 
 def without_contamination(card: Path) -> str:
-    from runner.data.contamination import CARD_BEGIN, CARD_END
+    from runner.data.contamination_cards import CARD_BEGIN, CARD_END
 
     text = card.read_text(encoding="utf-8")
     return text[:text.index(CARD_BEGIN)] + text[text.index(CARD_END) + len(CARD_END):]
@@ -387,7 +393,8 @@ def test_shared_values_are_admitted_and_counted_as_often_as_they_appear():
 
 _SLOW_PREPARE = """\
 import pathlib, signal, sys, time
-from runner.data.prepare import main, readers
+from runner.cli import main
+from runner.data.prepare import readers
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if inherited
 marker = pathlib.Path(sys.argv[1])
 real = readers.read_seed_pickle
@@ -396,7 +403,7 @@ def slow(path):
     time.sleep(120)
     return real(path)
 readers.read_seed_pickle = slow
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(["prepare", *sys.argv[2:]]))
 """
 
 

@@ -148,7 +148,7 @@ def test_checksums_cannot_be_switched_off(data_copy, tmp_path, capsys, how, comm
     """Issue 11.3: tampered data with SHA256SUMS deleted (or gad's lines removed) once trained
     and exited 0 with ``data_checksums: {}``; a missing --data-dir failed every job one by one.
     Now: exit 2, one line naming the file (and entry), before any job is claimed."""
-    from runner.__main__ import main
+    from runner.cli import main
 
     _flip_a_byte(data_copy / "gad" / "train.parquet")
     sums = data_copy / "SHA256SUMS"

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-import runner.orchestrate.local
+import runner.orchestrate.attempt
 from mtl_contract.files import sha256_file
 from runner.jobapi import JobInterrupted
 from runner.ml import checkpoint as ckpt
+from runner.orchestrate.attempt import run_claimed
 from runner.orchestrate.ledger import Ledger, Worker
-from runner.orchestrate.local import run_claimed
 from runner.recipes import train_job as engine_job
 from tests.runner import jobs
 from tests.runner.jobs import make_job, stop_after
@@ -282,7 +282,7 @@ class KilledBeforeTheResult(Ledger):
 def test_a_kill_between_the_job_and_its_result_resumes_without_retraining(env, tmp_path,
                                                                          monkeypatch):
     model_path, data_dir, _ = env
-    monkeypatch.setattr(runner.orchestrate.local, "verify_job_data", lambda job, data_dir: None)
+    monkeypatch.setattr(runner.orchestrate.attempt, "verify_job_data", lambda job, data_dir: None)
     job = make_job(model_path, tasks=TASKS, max_epochs=2, eval_every=4, patience=100)
     ledger = KilledBeforeTheResult(tmp_path / "results")
     steps = []

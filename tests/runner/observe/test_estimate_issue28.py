@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.__main__ import main
+from runner.cli import main
 from runner.observe import estimate as est
 from runner.study import design
 from runner.study.manifest import load_manifest

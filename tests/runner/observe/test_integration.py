@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.__main__ import main
+from runner.cli import main
 from runner.observe.tracking import KNOWN_BACKENDS
-from runner.orchestrate import local
+from runner.orchestrate import local, report
 from runner.orchestrate.ledger import Ledger, Worker
 from runner.study.manifest import TRACKING_BACKENDS, load_manifest
 from runner.study.plan import build_plan
@@ -77,13 +77,13 @@ def test_status_shows_running_jobs_with_eta_and_the_study_eta(tmp_path, capsys):
         ledger.heartbeat(claim, {"phase": "train", "step": 10, "total_steps": 40,
                                  "tokens": 5000, "elapsed_s": 10.0, "rate": 1.0,
                                  "eta_s": 30.0})
-    text = local.status(plan, tmp_path)
+    text = report.status(plan, tmp_path)
     for job, worker in ((second, "w1"), (third, "w2")):
         line = next(li for li in text.splitlines() if job.job_id in li)
         assert f"worker {worker}" in line and "step 10/40" in line and "ETA" in line
         assert "ETA ?" not in line and "heartbeat" in line
     assert "rest of the study: ETA" in text and "rest of the study: ETA ?" not in text
-    data = json.loads(local.status(plan, tmp_path, as_json=True))
+    data = json.loads(report.status(plan, tmp_path, as_json=True))
     assert {r["worker"] for r in data["running"]} == {"w1", "w2"}
     assert all(0 < r["eta_s"] <= 30 and r["heartbeat_age_s"] >= 0 for r in data["running"])
     assert data["study_eta_s"] > 0 and data["counts"]["done"] == 1

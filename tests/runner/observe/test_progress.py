@@ -62,6 +62,7 @@ def test_study_line_and_durations():
         "job 3 of 80 (2 done, 1 running), study ETA 3 h 05 min"
     assert fmt_duration(None) == "?" and fmt_duration(45) == "45 s"
     assert fmt_duration(720) == "12 min" and fmt_duration(2 * 86400 + 4 * 3600) == "2 d 4 h"
+    assert fmt_duration(float("inf")) == "?" and fmt_duration(float("nan")) == "?"
 
 
 def test_bar_is_quiet_off_a_terminal_and_moves_on_one():

@@ -18,8 +18,10 @@ import pytest
 
 from runner.errors import InputError
 from runner.orchestrate import workers
+from runner.orchestrate.attempt import _space_hint, run_claimed
 from runner.orchestrate.ledger import Ledger, Worker
-from runner.orchestrate.local import _space_hint, run_claimed, run_plan, status
+from runner.orchestrate.local import run_plan
+from runner.orchestrate.report import status
 from runner.study.manifest import load_manifest
 from runner.study.plan import build_plan
 from tests.helpers import shared_tmp, unprivileged

@@ -18,15 +18,11 @@ import pytest
 from mtl_contract.files import sha256_file
 from runner.errors import InputError
 from runner.jobapi import JobInterrupted
+from runner.orchestrate.attempt import run_claimed
 from runner.orchestrate.ledger import Ledger, Worker
-from runner.orchestrate.local import (
-    job_states,
-    parse_time_budget,
-    run_claimed,
-    run_plan,
-    safety_margin_s,
-    status,
-)
+from runner.orchestrate.local import parse_time_budget, run_plan, safety_margin_s
+from runner.orchestrate.report import status
+from runner.orchestrate.states import job_states
 from runner.study.manifest import load_manifest
 from runner.study.plan import build_plan
 

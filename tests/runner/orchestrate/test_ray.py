@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from runner.cli.run import training_job
 from runner.orchestrate.ledger import Ledger
 from runner.orchestrate.local import run_plan
 from runner.study.manifest import load_manifest
@@ -175,5 +176,6 @@ def test_real_engine_through_ray_equals_one_worker(cluster, tmp_path, tmp_path_f
     ref = tiny_reference(tmp_path_factory)
     plan = build_plan(load_manifest(ref["manifest"]), DATA)
     lines: list[str] = []
-    assert run_ray(plan, tmp_path / "r", poll_s=0.2, out=lines.append) == 0, lines
+    assert run_ray(plan, tmp_path / "r", job_fn=training_job, poll_s=0.2,
+                   out=lines.append) == 0, lines
     assert_same_engine_results(ref["results"], tmp_path / "r", plan)

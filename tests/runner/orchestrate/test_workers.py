@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from runner.cli.run import training_job
 from runner.errors import InputError
 from runner.orchestrate.local import run_plan
 from runner.orchestrate.workers import (
@@ -151,7 +152,8 @@ def tiny_reference(tmp_path_factory) -> dict:
         torch.set_num_threads(1)
         plan = build_plan(load_manifest(manifest), DATA)
         t0 = time.monotonic()
-        assert run_plan(plan, folder / "reference", out=lambda m: None) == 0
+        assert run_plan(plan, folder / "reference", job_fn=training_job,
+                        out=lambda m: None) == 0
         _TINY.update(model=model, manifest=manifest, results=folder / "reference",
                      seconds=time.monotonic() - t0)
     return dict(_TINY)

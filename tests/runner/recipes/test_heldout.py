@@ -17,7 +17,7 @@ from runner.ml.model import MultiTaskModel
 from runner.outputs.heldout import heldout_dir
 from runner.recipes import train_job as engine_job
 from runner.study.heads import head_parameters
-from runner.study.manifest import load_manifest, parse_manifest
+from runner.study.manifest import parse_manifest
 from runner.study.plan import build_plan
 from tests.runner import jobs
 from tests.runner.jobs import SPECS, make_job

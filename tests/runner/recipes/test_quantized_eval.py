@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.__main__ import _after_run
-from runner.__main__ import main as runner_main
+from runner.cli import main as runner_main
+from runner.cli.run import training_job
+from runner.cli.similarity import similarity_step
 from runner.data.tasks import get_task
 from runner.errors import InputError
 from runner.recipes.quantized_eval import evaluate_manifest, parse_levels
@@ -105,7 +106,7 @@ def study(tmp_path_factory):
     manifest.write_text(manifest_text(model))
     results = root / "results"
     plan = build_plan(load_manifest(manifest), data)
-    assert executor.run_plan(plan, results) == 0
+    assert executor.run_plan(plan, results, job_fn=training_job) == 0
     return manifest, results, data, plan
 
 
@@ -433,13 +434,15 @@ adapter = {method = "lora", r = 2, alpha = 4, dropout = 0.0, target_modules = ["
 """)
     code = f"""
 import sys
+from runner.cli.run import training_job
 from runner.orchestrate import local as executor
 from runner.recipes.quantized_eval import evaluate_manifest
 from runner.study.manifest import load_manifest
 from runner.study.plan import build_plan
 plan = build_plan(load_manifest({str(manifest)!r}), {str(data)!r})
 assert len(plan.jobs) == 2
-rc = executor.run_plan(plan, {str(tmp_path / "res")!r}, out=lambda s: None)
+rc = executor.run_plan(plan, {str(tmp_path / "res")!r}, job_fn=training_job,
+                       out=lambda s: None)
 s = evaluate_manifest({str(manifest)!r}, results_dir={str(tmp_path / "res")!r},
                       data_dir={str(data)!r}, levels=("fp32", "int8"), say=lambda s: None)
 print("RESULT", rc, sorted({{w[2] for w in s.written}}), "bitsandbytes" in sys.modules)
@@ -558,13 +561,13 @@ def test_pairs_run_writes_task_similarity_once(study, tmp_path):
     assert has_pair_experiment(pairs) and not has_pair_experiment(one)
     res = tmp_path / "p"
     res.mkdir()
-    assert _after_run(pairs, res, data, 3) == 3                  # unfinished run: nothing
+    assert similarity_step(pairs, res, data, 3) == 3                  # unfinished run: nothing
     assert not (res / "task_similarity.json").exists()
-    assert _after_run(one, res, data, 0) == 0                    # no pairs: nothing
+    assert similarity_step(one, res, data, 0) == 0                    # no pairs: nothing
     assert not (res / "task_similarity.json").exists()
-    assert _after_run(pairs, res, data, 0) == 0
+    assert similarity_step(pairs, res, data, 0) == 0
     doc = json.loads((res / "task_similarity.json").read_text())
     assert doc["tasks"] == ["bc2gm", "gad", "hoc"]
     stamp = os.stat(res / "task_similarity.json").st_mtime_ns
-    assert _after_run(pairs, res, data, 0) == 0                  # present: left alone
+    assert similarity_step(pairs, res, data, 0) == 0                  # present: left alone
     assert os.stat(res / "task_similarity.json").st_mtime_ns == stamp

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runner.__main__ import main
+from runner.cli import main
 from runner.recipes import selfcheck
 from tests.fake_gpu import fake_cuda
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
+from runner.cli import main
 from runner.errors import InputError
 from runner.recipes import similarity as sim
 
@@ -122,8 +123,8 @@ def test_main_writes_document(tmp_path):
     tokdir.mkdir()
     tiny_wordpiece(tokdir)
     out = tmp_path / "res" / "task_similarity.json"
-    rc = sim.main(["--tasks", "ncbi_disease", "ddi", "biosses", "--data-dir",
-                   str(tmp_path / "data"), "--out", str(out), "--tokenizer", str(tokdir)])
+    rc = main(["similarity", "--tasks", "ncbi_disease", "ddi", "biosses", "--data-dir",
+               str(tmp_path / "data"), "--out", str(out), "--tokenizer", str(tokdir)])
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["schema"] == "task_similarity/1"
@@ -144,8 +145,8 @@ def test_real_minilm_tokenizer_loads():
 def test_bad_input(tmp_path, capsys):
     write_data(tmp_path / "data")
     out = tmp_path / "o.json"
-    rc = sim.main(["--tasks", "ddi", "missing", "--data-dir", str(tmp_path / "data"),
-                   "--out", str(out)])
+    rc = main(["similarity", "--tasks", "ddi", "missing", "--data-dir", str(tmp_path / "data"),
+               "--out", str(out)])
     assert rc == 2 and not out.exists()
     assert "missing/train.parquet" in capsys.readouterr().err
     (tmp_path / "data" / "bad").mkdir()

@@ -8,8 +8,8 @@ import pytest
 
 from runner.data.tasks import SPLITS
 from runner.errors import InputError
-from runner.study.manifest import load_manifest, parse_manifest
 from runner.study import design
+from runner.study.manifest import load_manifest, parse_manifest
 from runner.study.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[3]
