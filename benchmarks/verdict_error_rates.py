@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stats.core.analysis import Options, Study, analyse
-from stats.core.tests import EXPOSURE, GENUINE
+from stats.core.analysis import analyse
+from stats.core.significance import EXPOSURE, GENUINE
+from stats.core.study import Options, Study
 from stats.read.results import load_results
 from tests.stats.synthetic import seed_level_study, write_results
 

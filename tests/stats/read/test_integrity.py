@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stats.core.analysis import Options, Study
+from stats.core.study import Options, Study
 from stats.fileio import FileTooLarge, read_bounded
 from stats.read.results import RefusedResults, load_results
 from stats.report import build_paper
