@@ -133,7 +133,7 @@ DEVICES: dict[str, Device] = {
     "cpu": Device("CPU (2 cores)", None, "fp32", None, 3.0),
 }
 # Start-up per job: CPU 3 s = loading MiniLM's tokenizer and model (runner.recipes.train_job's
-# _load_tokenizer + runner.ml.model.build_model), measured at 2.9 s on the 2-core machine;
+# load_tokenizer + runner.ml.model.build_model), measured at 2.9 s on the 2-core machine;
 # the GPUs' 20 s is an assumption (a BERT-base download-free load plus moving it to the GPU
 # and the first CUDA kernels' start-up), not a measurement.
 # CPU, no datasheet peak: effective model FLOP/s of the engine on 2 cores (fp32) from a

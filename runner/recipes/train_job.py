@@ -93,7 +93,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(canonical_json(vocab).encode("utf-8")).hexdigest()[:12]
 
 
-def _load_tokenizer(model_name: str, needs_words: bool):
+def load_tokenizer(model_name: str, needs_words: bool):
     from transformers import AutoTokenizer
 
     try:
@@ -383,7 +383,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
 
     heldout_kinds = [get_task(t).kind for t in (cfg.heldout or {}).get("tasks", ())]
     stream_specs = {name: get_task(name) for name in stream_tasks(cfg, job)}
-    tokenizer = _load_tokenizer(job.model_name, any(
+    tokenizer = load_tokenizer(job.model_name, any(
         s.kind == "ner" for s in [*specs.values(), *stream_specs.values()])
         or "ner" in heldout_kinds)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -414,7 +414,7 @@ def _split_dotted(text: str) -> tuple[str, ...]:
     return tuple(p.strip().strip("\"'") for p in text.split("."))
 
 
-class _Lines:
+class TomlLines:
     """Where a key path sits in the TOML source (best effort: plain keys and headers)."""
 
     def __init__(self, text: str):
@@ -462,7 +462,7 @@ def _path_text(path: tuple) -> str:
 class _Parser:
     def __init__(self, file: str, text: str):
         self.file = file
-        self.lines = _Lines(text)
+        self.lines = TomlLines(text)
         self.tasks = known_tasks()
 
     def error(self, path: tuple, message: str) -> InputError:

@@ -54,7 +54,7 @@ from runner.data.checksums import CHECKSUMS, data_folder, job_checksums, read_ch
 from runner.errors import InputError
 from runner.fsutil import canonical_json
 from runner.study.config import TrainConfig
-from runner.study.manifest import Manifest, _Lines  # _Lines: the parser's key path -> line map
+from runner.study.manifest import Manifest, TomlLines  # the parser's key path -> line map
 from runner.study.models import how_to_get, model_key, model_problem, resolve_model, whereabouts
 from runner.study.strategies import STRATEGIES
 
@@ -371,7 +371,7 @@ def model_place(manifest: Manifest, alias: str) -> tuple[int | None, str]:
         text = Path(manifest.path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):   # parsed from a string: no file to point into
         return None, where
-    return _Lines(text.removeprefix("\ufeff")).line(path), where
+    return TomlLines(text.removeprefix("\ufeff")).line(path), where
 
 
 def check_models(manifest: Manifest, aliases) -> None:
