@@ -6,10 +6,13 @@ each resampled corpus and calls ``seqeval.metrics.f1_score`` on it, in the same 
 it is timed on a few resamples and extrapolated per resample. Both use the same drawn
 indices, and the fast path's F1 on those resamples must equal seqeval's.
 
-Goal (issue 5): under 2 s on one core, at least 500x the naive loop, point estimate equal
+Goal: under 2 s on one core, at least 500x the naive loop, point estimate equal
 to seqeval's.
 
-    python benchmarks/bootstrap.py [--resamples 10000] [--naive 20] [--data data]
+    python benchmarks/bootstrap.py [--resamples 10000] [--naive 20] [--data data] [--out FILE]
+
+The figures also go to one result document (``benchmark_record``: commit, host, device,
+versions), by default under the ignored ``benchmarks/out/``.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+import benchmark_record
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stats.core.bootstrap import Block, index_chunks, observed, resample_blocks
 
 BC2GM_TEST_SENTENCES = 5038
@@ -89,6 +91,8 @@ def main() -> None:
     ap.add_argument("--naive", type=int, default=20, help="naive resamples to time")
     ap.add_argument("--data", default="data", help="folder with bc2gm/test.parquet")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="the result document (default: benchmarks/out/bootstrap-<UTC>.json)")
     args = ap.parse_args()
     from seqeval.metrics import f1_score
 
@@ -128,10 +132,19 @@ def main() -> None:
           f"({1e6 * fast_s / args.resamples:.1f} us/resample), 95% CI [{lo:.4f}, {hi:.4f}]")
     print(f"naive seqeval loop: {naive_per * 1e3:.1f} ms/resample (timed {len(first)}), "
           f"extrapolated {naive_per * args.resamples:.1f} s for {args.resamples}")
-    print(f"speed-up: {naive_per * args.resamples / fast_s:.0f}x; first {len(first)} "
-          f"resamples identical to seqeval: {same}")
-    print(f"goal (< 2 s, >= 500x, equal point): "
-          f"{'met' if fast_s < 2 and naive_per * args.resamples / fast_s >= 500 and same and abs(point_fast - point_seqeval) < 1e-12 else 'NOT met'}")
+    speedup = naive_per * args.resamples / fast_s
+    equal = abs(point_fast - point_seqeval) < 1e-12
+    print(f"speed-up: {speedup:.0f}x; first {len(first)} resamples identical to seqeval: {same}")
+    met = bool(fast_s < 2 and speedup >= 500 and same and equal)
+    print(f"goal (< 2 s, >= 500x, equal point): {'met' if met else 'NOT met'}")
+    results = {"data": source, "resamples": args.resamples, "seed": args.seed,
+               "point_fast": point_fast, "point_seqeval": point_seqeval, "fast_s": fast_s,
+               "ci95": [float(lo), float(hi)], "naive_s_per_resample": naive_per,
+               "naive_resamples_timed": len(first), "speedup": speedup,
+               "first_resamples_identical": bool(same)}
+    doc = benchmark_record.document("bootstrap", results, package="stats", goal_met=met,
+                                    device=benchmark_record.cpu_device(threads=1))
+    print(f"result: {benchmark_record.write(doc, args.out)}")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,13 @@ n-gram tuples and one of exact keys per training task, each evaluated unit teste
 every task's sets (``runner.data.contamination.unit_grams`` / ``unit_key``).  Both must give the
 same unit ids for every pair; the script says so or exits 1.
 
-Goal (issue 13): ``python -m runner contamination`` over the 13 prepared tasks in under a
+Goal: ``python -m runner contamination`` over the 13 prepared tasks in under a
 minute on 2 cores, the hashing itself in seconds.
 
-    python benchmarks/contamination.py [--data data] [--tasks a,b,...] [--n 13]
+    python benchmarks/contamination.py [--data data] [--tasks a,b,...] [--n 13] [--out FILE]
+
+The figures also go to one result document (``benchmark_record``: commit, host, device,
+versions), by default under the ignored ``benchmarks/out/``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import benchmark_record
+
 from runner.data import contamination as cont
 from runner.data.tasks import TASKS, get_task
 
@@ -91,6 +95,8 @@ def main() -> int:
     ap.add_argument("--data", default="data")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--n", type=int, default=cont.DEFAULT_N)
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="the result document (default: benchmarks/out/contamination-<UTC>.json)")
     args = ap.parse_args()
     tasks, data = args.tasks.split(","), Path(args.data)
 
@@ -122,8 +128,17 @@ def main() -> int:
 
     t0 = time.perf_counter()
     cont.compute(data, tasks, args.n)
+    t_whole = time.perf_counter() - t0
     print(f"the whole command's work (checksums, reading, matching both ways): "
-          f"{time.perf_counter() - t0:.2f} s (goal: under 60 s on 2 cores)")
+          f"{t_whole:.2f} s (goal: under 60 s on 2 cores)")
+    results = {"tasks": tasks, "n": args.n, "units": n_units, "words": n_words,
+               "read_s": t_read, "tokenise_s": t_tok, "fast_s": t_fast, "baseline_s": t_naive,
+               "speedup": t_naive / t_fast, "same_unit_ids": same,
+               "overlapping_pairs": overlapping, "whole_command_s": t_whole}
+    doc = benchmark_record.document("contamination", results, package="runner",
+                                    goal_met=bool(same and t_whole < 60),
+                                    device=benchmark_record.cpu_device())
+    print(f"result: {benchmark_record.write(doc, args.out)}")
     return 0 if same else 1
 
 

@@ -1,4 +1,4 @@
-"""The compute estimate against a measured run (issue 28): ``plan --estimate --gpu cpu`` of a
+"""The compute estimate against a measured run: ``plan --estimate --gpu cpu`` of a
 small study (default manifests/demo.toml, 10 jobs: single-task, multi-task and
 token-controlled, MiniLM) next to the CPU time the study actually took, run here, in this
 process.

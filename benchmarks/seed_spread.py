@@ -1,4 +1,4 @@
-"""Seed-to-seed spread (issue 14): the engine vs a length-grouped Hugging Face ``Trainer``,
+"""Seed-to-seed spread: the engine vs a length-grouped Hugging Face ``Trainer``,
 paired by seed, same process, same data subsets and hyperparameters.
 
 For each task (default BC2GM, NER, and GAD, sequence classification) and each seed, two runs:
@@ -21,7 +21,7 @@ from 8 seeds, a paired BCa bootstrap over seeds (``scipy.stats.bootstrap``) as a
 does not assume normal scores; the median real (non-padding) training tokens/s of both and
 the median over seeds of the engine / Trainer ratio of each seed's back-to-back pair (the
 engine's without its validation passes, which the Trainer does not run; its checkpoint writes
-are counted), also per CPU-second of the process; and issue 14's acceptance criteria, met or not.
+are counted), also per CPU-second of the process; and the acceptance criteria (:data:`CRITERIA`), met or not.
 
 The raw per-seed numbers go to ``--out`` (JSON, rewritten atomically after every run);
 ``--resume`` skips the (task, system, seed) runs already in it, refusing a file written with
@@ -40,19 +40,10 @@ measurement can be stopped, resumed, or extended with more seeds (``--seeds 11-2
 A candidate cause is measured against the same Trainer runs: ``--engine-order hf --out
 cand.json --reuse-trainer base.json`` runs the engine only; ``--versus cand.json`` (on the
 baseline's command line, with ``--resume``) prints the two engines against each other, paired
-by seed: what the candidate changed, with the same intervals.  Issue 14's files: BC2GM
-``seed_spread_issue14.json`` (lr 3e-4) and GAD ``seed_spread_issue14_gad.json`` (lr 1e-4), the
-engine's order before issue 14 (``shuffled``); ``*_hf_order.json`` the engine fed the
-Trainer's order; ``*_hf_groups.json`` the engine's order since (``hf-groups``); a candidate
-file's Trainer runs are its base file's, so its speed is not compared: ``*_speed_bc2gm.json``
-and ``*_speed_gad.json`` time ``hf-groups`` and the Trainer back to back (seeds 21-25, 21-22).
-``seed_spread_issue14_gad_hf_groups_end.json`` tests the final weights (``--engine-eval end``)
-for seeds 1, 3 and 6: of the ten, only 3 and 6 chose other weights than their final ones.
-The files before ``*_uniform_mask.json`` ran torch's own dropout (``--engine-dropout torch``);
-``seed_spread_issue14_{bc2gm,gad}_uniform_mask.json`` the engine as it is (``hf-groups``, the
-uniform-mask dropout of runner.ml.model), both systems timed back to back on seeds 1-10; BC2GM's
-seeds 11-15 ran the engine only, against the (deterministic: the same numbers on seeds 1-10)
-Trainer runs of ``seed_spread_issue14_bc2gm_hf_groups.json``.
+by seed: what the candidate changed, with the same intervals.  A candidate file's Trainer
+runs are its base file's, so its speed is not compared.  The measured files are kept in
+``benchmarks/evidence/`` (``seed_spread_<task>_<what the engine ran>.json``); its README.md
+says what each shows.
 """
 
 from __future__ import annotations
@@ -74,9 +65,9 @@ import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-# train_throughput puts the repository on sys.path, sets HF_HUB_OFFLINE and, for --device cpu,
-# hides CUDA: imported before runner
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sibling script, when imported
+# train_throughput sets HF_HUB_OFFLINE and, for --device cpu, hides CUDA: imported before runner
+# (runner itself is the installed package, or the checkout on PYTHONPATH)
 import train_throughput as tt
 
 from mtl_contract.files import atomic_write_json
@@ -93,7 +84,7 @@ FORMAT = "seed_spread/1"
 SYSTEMS = ("engine", "trainer_grouped")
 # (training, test) examples per task by default; None = the whole split
 DEFAULT_SIZES = {"bc2gm": (2000, 1000), "gad": (2000, None), "chemprot": (2000, 1000)}
-# issue 14's "done when": mean within 1 point, its 95% interval inside +-1.5 points, sd ratio
+# the acceptance criteria: mean within 1 point, its 95% interval inside +-1.5 points, sd ratio
 # at most 1.25, and the engine at least as fast
 CRITERIA = {"mean_points": 1.0, "interval_points": 1.5, "sd_ratio": 1.25, "speed_ratio": 1.0}
 # settings added after the first files were written, and the value those files used
@@ -170,7 +161,7 @@ def criteria(summary: dict, speed_ratio: float | None) -> dict[str, bool | None]
         "sd_ratio": None if summary["sd_ratio"] is None
         else summary["sd_ratio"] <= CRITERIA["sd_ratio"],
         "speed": None if speed_ratio is None else speed_ratio >= CRITERIA["speed_ratio"],
-        # the issue's alternative, where the Trainer's recipe is the weaker one: a higher mean
+        # the other acceptable outcome, where the Trainer's recipe is the weaker one: a higher mean
         # and a smaller seed-to-seed sd than the Trainer's
         "ahead": None if summary["sd_ratio"] is None
         else summary["diff_mean"] > 0 and summary["sd_ratio"] < 1}
@@ -266,7 +257,7 @@ def summary_lines(sm: dict, metric: str) -> list[str]:
         speed = (f"training tokens/s (median over {over}): engine "
                  f"{sm['engine_tokens_per_s']:.0f}, trainer {sm['trainer_tokens_per_s']:.0f}; "
                  f"engine / trainer, median of the seeds' ratios {sm['speed_ratio']:.2f}x{cpu}")
-    verdicts = "issue 14 criteria: " + "; ".join(f"{n} {_verdict(ok)}" for n, ok in checks) \
+    verdicts = "acceptance criteria: " + "; ".join(f"{n} {_verdict(ok)}" for n, ok in checks) \
         + f"; or the engine ahead on both (higher mean, smaller sd) " \
           f"{_verdict(sm['criteria']['ahead'])}"
     return [diff, spread, speed, verdicts]
@@ -401,8 +392,8 @@ def hf_order_batches(lengths: np.ndarray, batch_size: int,
 
 
 # --engine-order NAME: what the engine's epoch plan is built by -- one of its own orders
-# (runner.ml.batching.BATCH_ORDERS: "hf-groups" its order since issue 14, "shuffled" the
-# order before, "groups-of-50") or a candidate's function
+# (runner.ml.batching.BATCH_ORDERS: "hf-groups" its order now, "shuffled" the
+# order before it, "groups-of-50") or a candidate's function
 ENGINE_ORDERS = {"hf-groups": "hf-groups", "shuffled": "groups-of-50", "hf": hf_order_batches}
 
 
@@ -555,7 +546,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--engine-order", choices=tuple(ENGINE_ORDERS), default="hf-groups",
                     help="hf-groups: the engine as it is (length groups of Hugging Face's size, "
                          "batches shuffled across the epoch, the longest first); shuffled: its "
-                         "order before issue 14 (50-batch groups, no batch moved); hf: a "
+                         "former order (50-batch groups, no batch moved); hf: a "
                          "candidate, the engine fed in the length-grouped Trainer's order "
                          "(hf_order_batches)")
     ap.add_argument("--engine-dropout", choices=engine_model.DROPOUTS,

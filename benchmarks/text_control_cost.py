@@ -1,4 +1,4 @@
-"""What a text-matched control job costs (issue 26) against its named baseline, the
+"""What a text-matched control job costs against its named baseline, the
 multi-task job it replays, in the same process -- and against the repeat control's jobs.
 
 The jobs are the first seed's of ``manifests/demo_text_controlled.toml`` (MiniLM, the prepared
@@ -12,20 +12,20 @@ the claim: a text job's real tokens per task equal the multi-task job's.
 
     HF_HUB_OFFLINE=1 python benchmarks/text_control_cost.py [--scale 0.25] [--repeats 1]
         [--eval-examples 32] [--threads 2] [--out FILE.json]
+
+The figures also go to one result document (``benchmark_record``: commit, host, device,
+versions), by default under the ignored ``benchmarks/out/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+import benchmark_record
 import torch
 
 from runner.jobapi import JobContext
@@ -33,6 +33,7 @@ from runner.recipes import train_job as engine_job
 from runner.study.manifest import parse_manifest
 from runner.study.plan import build_plan
 
+ROOT = Path(__file__).resolve().parents[1]   # the manifest and data/ it runs on
 MANIFEST = ROOT / "manifests" / "demo_text_controlled.toml"
 
 
@@ -63,7 +64,8 @@ def main() -> None:
     ap.add_argument("--eval-examples", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="the result document (default: "
+                    "benchmarks/out/text_control_cost-<UTC>.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     plans = {c: build_plan(parse_manifest(scaled_manifest(c, args.scale, args.eval_examples),
@@ -104,8 +106,9 @@ def main() -> None:
            "repeats": args.repeats, "baseline": "multi_task", "rows": rows,
            "text_tokens_equal_multi_task": same}
     print(json.dumps(doc))
-    if args.out:
-        args.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    record = benchmark_record.document("text_control_cost", doc, package="runner",
+                                       device=benchmark_record.cpu_device(args.threads))
+    print(f"result: {benchmark_record.write(record, args.out)}")
 
 
 if __name__ == "__main__":

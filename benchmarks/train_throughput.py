@@ -30,14 +30,16 @@ attention term), counting only real tokens (padding is not useful work).  ``peak
 peak measured here in the precision the run uses (float32 on CPU; bf16/fp16 on a GPU) and, on a
 GPU whose name is in DATASHEET_PEAK, also the vendor's dense tensor-core figure (both printed).
 Finally the time from restarting an interrupted engine job (same process: imports excluded) to
-its first resumed optimizer step.
+its first resumed optimizer step.  The figures go to one result document (``benchmark_record``:
+commit, host, device, versions; the last line printed), written to ``--out`` or by default under
+the ignored ``benchmarks/out/``; ``python -m runner plan M --estimate --throughput FILE`` reads it.
 
     python benchmarks/train_throughput.py [--models minilm] [--device auto|cpu|cuda]
         [--precision auto|fp32|bf16|fp16] [--compile] [--batch-size 16] [--max-length 128]
         [--train-examples 800] [--test-examples 500] [--repeats 2] [--threads 2]
         [--f1-seeds 2,3,4,5]   # test F1 over several seeds: is the engine's F1 the Trainer's?
 
-    # the GPU figures of issue 7 (the device and its name are printed beside every figure):
+    # the GPU figures (the device and its name are printed beside every figure):
     python benchmarks/train_throughput.py --models minilm,bert-base --device cuda \
         --batch-size 32 --train-examples 4000 --test-examples 1000 --repeats 2
 
@@ -57,12 +59,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchmark_record
 import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]   # for the default --data-dir only
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if "--device" in sys.argv[:-1] and sys.argv[sys.argv.index("--device") + 1] == "cpu":
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything initialises CUDA
@@ -419,7 +421,8 @@ def main() -> None:
     ap.add_argument("--peak-seconds", type=float, default=3.0,
                     help="seconds spent measuring the matmul peak")
     ap.add_argument("--out", default=None, metavar="FILE",
-                    help="also write the JSON (the last line printed) to FILE: "
+                    help="the result document (the last line printed; default: "
+                         "benchmarks/out/train_throughput-<UTC>.json): "
                          "`python -m runner plan M --estimate --throughput FILE` reads it")
     ap.add_argument("--goal", type=float, default=1.3,
                     help="engine / default Trainer speed-up the run is judged against")
@@ -498,9 +501,11 @@ def main() -> None:
             print(f"engine / default Trainer: {speedup:.2f}x on {where} (goal {args.goal}x: "
                   f"{'met' if speedup >= args.goal else 'NOT met'}); restart -> first resumed "
                   f"step: {res['restart_to_first_step_s']:.2f} s (in process; imports excluded)")
-    print(json.dumps(out))
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    speedups = [m["speedup_vs_trainer"] for m in out["models"].values()]
+    doc = benchmark_record.document("train_throughput", out, package="runner", device=where,
+                                    goal_met=bool(speedups) and min(speedups) >= args.goal)
+    print(json.dumps(doc))
+    print(f"result: {benchmark_record.write(doc, args.out)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Model selection on a validation subset against the full validation set (issue 28).
+"""Model selection on a validation subset against the full validation set.
 
 ``max_validation_examples`` (runner.data.splits.validation_subset_positions: a fixed,
 stratified, seed-independent draw; the test sets are untouched) makes early stopping and the
@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")   # a CPU measurement (issue 28)
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")   # a CPU measurement
 
 import torch  # noqa: E402
 

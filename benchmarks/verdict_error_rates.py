@@ -1,4 +1,4 @@
-"""How often the RQ5 verdicts are wrong, on simulated studies whose truth is set (issue 24).
+"""How often the RQ5 verdicts are wrong, on simulated studies whose truth is set.
 
 Each study is a folder of result.json files written per ``results/README.md`` by the
 synthetic generator (``tests/stats/synthetic.seed_level_study``: score = base + shared seed
@@ -10,11 +10,11 @@ parity holding. Scenarios (the gain is on bc2gm; the other tasks have none):
 * ``null``: MT = ST = TC in truth. Wrong: any GENUINE TRANSFER (per study and per row).
 * ``mt_tc_plus3``: MT − TC = +3 points and MT − ST = +3 (TC = ST: the gain is transfer).
   Wrong: DATA EXPOSURE on bc2gm.
-* the issue's case: 3 seeds, MT − TC = +2 points, MT − ST = +5. Wrong: DATA EXPOSURE.
+* the reported case: 3 seeds, MT − TC = +2 points, MT − ST = +5. Wrong: DATA EXPOSURE.
 * ``mt_equals_tc`` (the power side, not an error rate): MT = TC = ST + 3 points. Right:
   DATA EXPOSURE on bc2gm; how often the test shows it.
 
-Baseline, from the same rows in the same process: the rule before issue 24 (exposure
+Baseline, from the same rows in the same process: the rule before the equivalence test (exposure
 whenever MT > ST is significant and MT > TC is not), computed from each row's Holm p-values.
 Goal: both error rates of the current rule at most 5%.
 
@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stats.core.analysis import Options, Study, analyse
-from stats.core.tests import EXPOSURE, GENUINE
+from stats.core.analysis import analyse
+from stats.core.significance import EXPOSURE, GENUINE
+from stats.core.study import Options, Study
 from stats.read.results import load_results
 from tests.stats.synthetic import seed_level_study, write_results
 
@@ -43,7 +44,7 @@ TASKS = ("bc2gm", "chemprot", "biosses")
 
 
 def old_rule(row: dict, alpha: float) -> str | None:
-    """The pre-issue-24 verdict of a compared row: significant MT > ST and MT > TC is
+    """The verdict of a compared row before the equivalence test: significant MT > ST and MT > TC is
     genuine; significant MT > ST alone is exposure; None otherwise."""
     st = row.get("mt_minus_st") or {}
     if not row["parity_summary"]["holds"]:

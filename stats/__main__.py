@@ -13,7 +13,7 @@ from stats.fileio import StatsInputError
 
 # the most bootstrap resamples accepted: each interval keeps one float64 per resample and
 # metric and draws resamples x test units indices (in chunks); 100x the default of 10,000
-# still fits memory, 10^11 died with MemoryError (issue 25)
+# still fits memory, 10^11 died with MemoryError (measured)
 MAX_RESAMPLES = 1_000_000
 
 
@@ -74,7 +74,7 @@ def _contamination_path(given: str | None) -> Path | None:
 def _equivalence_margin(given: float | None, manifest: str | None) -> float:
     """The RQ5 equivalence margin in points: the command line's, else the manifest's
     ``[stats] equivalence_margin``, else the default (1 point)."""
-    from stats.core.tests import EQUIVALENCE_MARGIN
+    from stats.core.significance import EQUIVALENCE_MARGIN
     from stats.read.manifest import stats_options
 
     if given is not None:
@@ -110,7 +110,7 @@ def _check_inputs(results: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from stats.core.analysis import Options
+    from stats.core.study import Options
     from stats.report import build_paper
 
     try:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from mtl_contract.files import atomic_write_json, atomic_write_text, json_safe
-from stats.core.analysis import Options, Study, analyse
+from stats.core.analysis import analyse
 from stats.core.clean_units import attach_clean
-from stats.core.tests import NOT_TESTABLE
+from stats.core.significance import NOT_TESTABLE
+from stats.core.study import Options, Study
 from stats.fileio import StatsInputError, atomic_savefig
 from stats.questions import contamination, rq1, rq2, rq3, rq4, rq5, study
 from stats.questions.answers import answers
@@ -50,14 +51,14 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
                 contamination: str | Path | None = None) -> dict[str, Any]:
     """Read ``results``, run every section, write every output into ``out``.
 
-    ``contamination``: the contamination file (issue 13); a usable one adds every
+    ``contamination``: the contamination file; a usable one adds every
     comparison's clean-unit result; one that fails its checks is refused (the paper is built
     from the full test sets and says why); None: not measured.
 
     Returns {"written": [paths], "jobs": n, "skipped": [...], "contamination": {...}}. Raises
     :class:`stats.fileio.StatsInputError` when a results folder does not exist or OUT is
     not a folder, and :class:`stats.read.results.RefusedResults` (one line per result) when
-    a result must not be published (issue 25): nothing is written then.
+    a result must not be published: nothing is written then.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -66,7 +67,7 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
     sections = SECTIONS if sections is None else sections
     loaded = load_results(list(results))
     the_study = Study(loaded.jobs, loaded.skipped, options, not_run=loaded.not_run)
-    # nothing wrong is published (issue 25): a result stats cannot vouch for stops the
+    # nothing wrong is published: a result stats cannot vouch for stops the
     # whole paper before anything is written
     refused = loaded.refused + the_study.verify()
     if refused:
@@ -87,7 +88,7 @@ def build_paper(out: str | Path, results: list[str | Path], options: Options | N
         statistics.update(o.statistics)
         written += _write_section(out, o)
     blocks = [b for o in outputs for b in o.summary] + _uncovered(sections)
-    # the Answers block opens SUMMARY.txt: read from the sections' statistics (issue 27)
+    # the Answers block opens SUMMARY.txt: read from the sections' statistics
     first, statistics["answers"] = answers(
         statistics, sorted({t for j in the_study.jobs for t in j.tasks}), options.alpha)
     text = summary_text(ctx.env, "Multi-task transfer study: summary",

@@ -18,7 +18,7 @@ written before the order had a name resumes in ``"groups-of-50"``.
 Issue 14 measured the order against the length-grouped ``Trainer``'s (each mega-batch consumed
 longest to shortest, no shuffle between batches) and the engine's first (``"groups-of-50"``),
 MiniLM, 2,000 training examples, paired by seed (``benchmarks/seed_spread.py``, files
-``benchmarks/seed_spread_issue14*.json``).  The shuffle between batches is what keeps GAD
+``benchmarks/evidence/seed_spread_*.json``, indexed in its README.md).  The shuffle between batches is what keeps GAD
 steady: fed the Trainer's order, the engine's GAD score fell 1.9 points and its seed-to-seed
 sd grew 2.7x, to the Trainer's own (10 seeds).  On BC2GM the 50-batch groups had 1.46x the
 Trainer's sd (20 seeds, 95% interval 0.92-2.32); ``"hf-groups"`` has 1.19x (0.75-1.90) and a

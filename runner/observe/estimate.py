@@ -133,7 +133,7 @@ DEVICES: dict[str, Device] = {
     "cpu": Device("CPU (2 cores)", None, "fp32", None, 3.0),
 }
 # Start-up per job: CPU 3 s = loading MiniLM's tokenizer and model (runner.recipes.train_job's
-# _load_tokenizer + runner.ml.model.build_model), measured at 2.9 s on the 2-core machine;
+# load_tokenizer + runner.ml.model.build_model), measured at 2.9 s on the 2-core machine;
 # the GPUs' 20 s is an assumption (a BERT-base download-free load plus moving it to the GPU
 # and the first CUDA kernels' start-up), not a measurement.
 # CPU, no datasheet peak: effective model FLOP/s of the engine on 2 cores (fp32) from a
@@ -156,17 +156,29 @@ class Throughput:
     source: str
 
 
+# the result documents of benchmarks/benchmark_record.py
+BENCHMARK_SCHEMA = "mtl-benchmark/1"
+
+
 def read_benchmark(path: str | Path) -> dict:
     """The JSON of benchmarks/train_throughput.py: the file as a whole, or its last JSON line
-    (the script prints the JSON last; redirect its output to a file)."""
+    (the script prints the JSON last; redirect its output to a file).  A benchmark result
+    document (``"schema": "mtl-benchmark/1"``, benchmarks/benchmark_record.py) gives its
+    ``results``; a flat file (``benchmarks/estimate_vs_measured.py --throughput-out``, and
+    train_throughput.py before the result documents) is read as it is."""
     text = Path(path).read_text()
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except ValueError:
-        for line in reversed(text.strip().splitlines()):
-            if line.startswith("{"):
-                return json.loads(line)
-    raise ValueError(f"{path}: no JSON from benchmarks/train_throughput.py found")
+        doc = next((json.loads(line) for line in reversed(text.strip().splitlines())
+                    if line.startswith("{")), None)
+        if doc is None:
+            raise ValueError(f"{path}: no JSON from benchmarks/train_throughput.py found") \
+                from None
+    if isinstance(doc, dict) and doc.get("schema") == BENCHMARK_SCHEMA:
+        return {"source": f"benchmarks/{doc.get('benchmark')}.py at {doc.get('commit')}",
+                **doc.get("results", {})}
+    return doc
 
 
 def throughput(kind: str, bench: Mapping[str, Any] | None = None) -> Throughput:

@@ -161,7 +161,7 @@ def load_job(job, job_dir: Path, data_dir: Path, max_test_examples: int | None,
     # the engine's own loader (imported here: it imports torch), so evaluation
     # tokenizes exactly as training did
     from runner.jobapi import JobFailed
-    from runner.recipes.train_job import _load_tokenizer as load_tokenizer
+    from runner.recipes.train_job import load_tokenizer
 
     try:
         tokenizer = load_tokenizer(job.model_name, any(s.kind == "ner" for s in specs.values()))

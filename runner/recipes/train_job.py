@@ -91,7 +91,7 @@ def evaluate(spec, split_df, preds):
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _load_tokenizer(model_name: str, needs_words: bool):
+def load_tokenizer(model_name: str, needs_words: bool):
     from transformers import AutoTokenizer
 
     try:
@@ -307,7 +307,7 @@ def _run_job(job, ctx, tracking: JobTracking) -> dict:
 
     heldout_kinds = [get_task(t).kind for t in (cfg.heldout.tasks if cfg.heldout else ())]
     stream_specs = {name: get_task(name) for name in stream_tasks(cfg, job)}
-    tokenizer = _load_tokenizer(job.model_name, any(
+    tokenizer = load_tokenizer(job.model_name, any(
         s.kind == "ner" for s in [*specs.values(), *stream_specs.values()])
         or "ner" in heldout_kinds)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -63,8 +63,8 @@ from stats.core.power import mde_dz  # scipy.special only: plan stays fast
 # uniform-mask dropout) in the committed seed-spread runs below -- BC2GM 15 seeds (sd 0.93)
 # and GAD 10 seeds (sd 1.43), pooled 1.15 points (default_sd_from_spread, which
 # tests/runner/study/test_design.py recomputes from the files).
-SEED_SPREAD_FILES = ("benchmarks/seed_spread_issue14_bc2gm_uniform_mask.json",
-                     "benchmarks/seed_spread_issue14_gad_uniform_mask.json")
+SEED_SPREAD_FILES = ("benchmarks/evidence/seed_spread_bc2gm_uniform_mask.json",
+                     "benchmarks/evidence/seed_spread_gad_uniform_mask.json")
 DEFAULT_SD_POINTS = 1.62
 DEFAULT_SD_SOURCE = ("default: sqrt(2) x the engine's pooled seed sd (1.15 points) in "
                      + " and ".join(f.rsplit("/", 1)[1] for f in SEED_SPREAD_FILES))

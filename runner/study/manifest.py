@@ -103,7 +103,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-_Lines = TomlLines   # the name runner.study.plan imports
 
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column \d+\)")
 

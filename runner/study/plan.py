@@ -56,7 +56,7 @@ from runner.data.checksums import data_folder, job_checksums, read_checksums
 from runner.errors import InputError
 from runner.study.config import TrainConfig
 from runner.study.heads import head_parameters
-from runner.study.manifest import Manifest, _Lines  # _Lines: the parser's key path -> line map
+from runner.study.manifest import Manifest, TomlLines  # the parser's key path -> line map
 from runner.study.models import (
     Loader,
     how_to_get,
@@ -369,7 +369,7 @@ def model_place(manifest: Manifest, alias: str) -> tuple[int | None, str]:
         text = Path(manifest.path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):   # parsed from a string: no file to point into
         return None, where
-    return _Lines(text.removeprefix("\ufeff")).line(path), where
+    return TomlLines(text.removeprefix("\ufeff")).line(path), where
 
 
 def check_models(manifest: Manifest, aliases, load: Loader) -> None:

@@ -1,4 +1,4 @@
-"""Clean units (issue 13; the rule in words: ``stats.questions.contamination.RULE``), :data:`RULE`): a comparison's clean test units of task B are those
+"""Clean units (the rule in words: ``stats.questions.contamination.RULE``): a comparison's clean test units of task B are those
 that overlap no training unit of any task its multi-task job trained on -- B itself
 included -- and both systems are scored on the same clean units so they stay paired.  The
 predictions' per-unit sufficient statistics make this a filter: each job's metric is
@@ -14,14 +14,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mtl_contract.schema import MT, ST, TC
-from stats.core.analysis import (
-    Analysis,
-    Study,
-    multitask_comparisons,
-    rq5_groups,
-    system_summary,
-)
+from stats.core.analysis import Analysis
 from stats.core.metrics import metric_names, point_metrics
+from stats.core.multitask import multitask_comparisons
+from stats.core.study import Study
+from stats.core.systems import system_summary
+from stats.core.token_controlled import rq5_groups
 from stats.read.contamination import SPLIT, Contamination
 from stats.read.results import JobResult
 

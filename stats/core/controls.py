@@ -1,4 +1,4 @@
-"""RQ5's two controls (issue 26), kept apart: which control a token-controlled job ran, the
+"""RQ5's two controls (repeated data, text-matched), kept apart: which control a token-controlled job ran, the
 question each answers, its verdict words, and the sentence that reconciles the two where one
 multi-task system and task has both.
 
@@ -10,7 +10,7 @@ multi-task system and task has both.
   labels.  MT above it: the other tasks' labels transfer ("cross-task supervision"); not
   above: the gain is "text exposure".
 
-The verdict rule itself (stats.core.tests.rq5_verdict) is one; only its words differ.  A
+The verdict rule itself (stats.core.significance.rq5_verdict) is one; only its words differ.  A
 comparison is always of one control: rows, verdicts, tables and SUMMARY blocks are never
 pooled across them.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stats.core import tests
+from stats.core import significance
 
 REPEAT, TEXT = "repeat", "text"
 CONTROLS = (REPEAT, TEXT)
@@ -34,7 +34,7 @@ QUESTION = {
           "unlabelled masked-LM input, no cross-task labels): cross-task supervision vs text "
           "exposure",
 }
-_WORDS = {TEXT: {tests.GENUINE: SUPERVISION, tests.EXPOSURE: TEXT_EXPOSURE}}
+_WORDS = {TEXT: {significance.GENUINE: SUPERVISION, significance.EXPOSURE: TEXT_EXPOSURE}}
 
 
 def control_of(config: dict[str, Any] | None) -> str:
@@ -59,17 +59,17 @@ def rule_text(control: str, rule: str) -> str:
 
 def reconcile(repeat: str | None, text: str | None) -> str:
     """One sentence on a task that both controls compared (their verdicts as worded)."""
-    if repeat == tests.GENUINE and text == SUPERVISION:
+    if repeat == significance.GENUINE and text == SUPERVISION:
         return ("both controls agree: MT beats its own data repeated and the other tasks' "
                 "text without labels, so the other tasks' supervision transfers")
-    if repeat == tests.GENUINE and text == TEXT_EXPOSURE:
+    if repeat == significance.GENUINE and text == TEXT_EXPOSURE:
         return ("MT beats its own data repeated but not the other tasks' text without labels: "
                 "the gain is explained by in-domain text exposure, not cross-task labels")
-    if repeat == tests.EXPOSURE and text == SUPERVISION:
+    if repeat == significance.EXPOSURE and text == SUPERVISION:
         return ("MT beats the other tasks' text without labels but not its own data repeated: "
                 "the labels add over their text, yet no more than more passes over the task's "
                 "own data")
-    if repeat == tests.EXPOSURE and text == TEXT_EXPOSURE:
+    if repeat == significance.EXPOSURE and text == TEXT_EXPOSURE:
         return ("neither control is beaten: the gain is explained by exposure, to the task's "
                 "own data repeated and to the other tasks' text alike")
     return (f"the repeat control says {repeat or 'n/a'!r} and the text-matched control "

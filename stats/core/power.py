@@ -1,6 +1,6 @@
 """Power of the two-sided paired t-test, and the smallest effect it detects.
 
-Kept apart from stats/core/tests.py so the runner's design check (``runner plan``) can ask for a
+Kept apart from stats/core/significance.py so the runner's design check (``runner plan``) can ask for a
 minimum detectable effect without importing scipy.stats and statsmodels (seconds on a busy
 machine): this needs only ``scipy.special``.  The definitions are statsmodels' ``TTestPower``
 (both tails of the noncentral t count), which tests/stats/test_power.py checks against.

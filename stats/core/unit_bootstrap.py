@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from stats.core import tests
+from stats.core import significance
 from stats.core.bootstrap import Block, observed, resample_blocks
 from stats.core.metrics import metric_names, sufficient_matrix
 from stats.read.results import PredictionsUnavailable, TaskResult, read_predictions
@@ -67,7 +67,7 @@ def paired_unit_bootstrap(a: Sequence[TaskResult], b: Sequence[TaskResult], resa
     res = resample_blocks(blocks, resamples, seed)
     dist = res[:, :k].mean(axis=1) - res[:, k:].mean(axis=1)
     dist = dist[np.isfinite(dist)]
-    ci = tests.percentile_interval(dist, level)
+    ci = significance.percentile_interval(dist, level)
     if ci is None or not math.isfinite(delta):
         return {**base, "delta": delta if math.isfinite(delta) else None,
                 "reason": "metric undefined on every resample"}

@@ -1,4 +1,4 @@
-"""SUMMARY.txt's opening "Answers" block and statistics.json's ``answers`` entry (issue 27).
+"""SUMMARY.txt's opening "Answers" block and statistics.json's ``answers`` entry.
 
 A co-author reads this in a minute: per research question with results, the key numbers
 with their intervals (RQ5 first, the primary question, then RQ1, RQ2-RQ4), each of the
@@ -21,7 +21,7 @@ from typing import Any
 
 from stats.core import controls
 from stats.core.power import mde_dz, seeds_needed
-from stats.core.tests import GENUINE
+from stats.core.significance import GENUINE
 from stats.questions.context import SummaryBlock
 from stats.render.names import Names
 from stats.render.numbers import interval, num, p_value, points
@@ -345,7 +345,7 @@ def answers(statistics: dict[str, Any], tasks: list[str], alpha: float) -> tuple
     """The Answers block and statistics.json's ``answers`` entry, from the sections'
     statistics (a section that did not run is simply absent)."""
     every5, rq1 = statistics.get("rq5") or [], statistics.get("rq1") or []
-    # the verdicts are the repeat control's; the text-matched control (issue 26) is counted
+    # the verdicts are the repeat control's; the text-matched control is counted
     # on a line of its own, never pooled with them
     rq5 = [f for f in every5 if f.get("control") != controls.TEXT]
     text5 = [f for f in every5 if f.get("control") == controls.TEXT]

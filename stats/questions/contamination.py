@@ -1,4 +1,4 @@
-"""Contamination (issue 13): the overlap table and figure, the clean-unit table, and in
+"""Contamination (train/test overlap between tasks): the overlap table and figure, the clean-unit table, and in
 SUMMARY.txt the largest overlaps, what pretraining contamination leaves open, and every
 comparison whose finding changes on the clean units (the clean-unit results themselves are
 computed by :mod:`stats.core.clean_units` and RQ2, and printed under each RQ's rows)."""
@@ -167,7 +167,7 @@ def _contamination_lines(ctx: Context, cont: Contamination, rows: list[dict[str,
 
 
 def section(ctx: Context) -> SectionOutput:
-    """Issue 13: the overlap table and figure, the clean-unit table, and in SUMMARY.txt the
+    """Contamination: the overlap table and figure, the clean-unit table, and in SUMMARY.txt the
     largest overlaps, what pretraining contamination leaves open, and every comparison whose
     finding changes on the clean units (the per-row results sit under each RQ's rows)."""
     cont = ctx.contamination or load_contamination(None, [])

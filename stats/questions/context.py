@@ -14,7 +14,8 @@ from typing import Any
 
 import jinja2
 
-from stats.core.analysis import Analysis, Options, Study
+from stats.core.analysis import Analysis
+from stats.core.study import Options, Study
 from stats.read.contamination import Contamination
 
 
@@ -39,7 +40,7 @@ class Context:
     env: jinja2.Environment
     options: Options
     source: str  # the results folders, for table headers
-    # the contamination file, verified or why not (issue 13); None: not looked for
+    # the contamination file, verified or why not; None: not looked for
     contamination: Contamination | None = None
     shared: dict[str, Any] = field(default_factory=dict)  # what a section leaves for a later one
 

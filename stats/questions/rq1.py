@@ -1,5 +1,5 @@
 """RQ1: multi-task versus single-task fine-tuning, per task (paired over seeds; the
-statistics are :func:`stats.core.analysis.multitask_comparisons`): Table 2 and SUMMARY.txt."""
+statistics are :func:`stats.core.multitask.multitask_comparisons`): Table 2 and SUMMARY.txt."""
 
 from __future__ import annotations
 

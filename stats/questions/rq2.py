@@ -7,7 +7,7 @@ system* is (model, strategy, experiment, source tasks) of jobs trained with an a
 experiment with a single-task one of the same model:
 
 * matched units are (source seed, held-out seed) present on both sides;
-* the test is over source seeds (issue 24), the replicates of the encoder training: per
+* the test is over source seeds, the replicates of the encoder training: per
   source seed, each side's primary metric averaged over its matched held-out seeds (the
   head seeds are nested in it), then Δ = mean over source seeds of MT − ST, its paired
   t-interval and the two-sided paired t-test; Holm across every RQ2 comparison (all models,
@@ -32,7 +32,7 @@ from dataclasses import asdict
 import numpy as np
 
 from mtl_contract.schema import MT, ST
-from stats.core import tests
+from stats.core import significance
 from stats.core.metrics import metric_names, point_metrics
 from stats.core.unit_bootstrap import paired_unit_bootstrap
 from stats.questions.context import Context, SectionOutput, output
@@ -119,13 +119,13 @@ def seed_level(units: Sequence[Sequence[int]], va: Sequence[float], vb: Sequence
     b = [float(np.mean([y for _, y in by_seed[s]])) for s in seeds]
     diffs = [x - y for x, y in zip(a, b)]
     return {"source_seeds": seeds, "seed_values_a": a, "seed_values_b": b,
-            "mean_diff": float(np.mean(diffs)), "paired_t": tests.paired_t(a, b),
-            "diff_interval": tests.seed_interval(diffs, level)}
+            "mean_diff": float(np.mean(diffs)), "paired_t": significance.paired_t(a, b),
+            "diff_interval": significance.seed_interval(diffs, level)}
 
 
 def _holm(rows: list[dict], alpha: float) -> None:
     """Holm across the rows' seed-level paired t p-values (the whole RQ2 family)."""
-    adjusted = tests.holm([(r.get("paired_t") or {}).get("p") for r in rows], alpha)
+    adjusted = significance.holm([(r.get("paired_t") or {}).get("p") for r in rows], alpha)
     for r, p in zip(rows, adjusted):
         r["p_holm"] = p
         r["significant"] = None if p is None else bool(p < alpha)

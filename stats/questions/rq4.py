@@ -18,7 +18,7 @@
 * **Similarity vs gain:** for every measure of ``task_similarity.json`` (runner similarity),
   the points are the ordered pairs (sim(t, s), mean gain(t, s)); Spearman's ρ (ties
   averaged) and an OLS line gain = a + b·sim for the plot.  Its p is a **permutation test
-  over task labels** (issue 24): each task is in many pairs, so the pairs are not
+  over task labels**: each task is in many pairs, so the pairs are not
   independent and scipy's p (kept as ``p_pairs``, not printed as the test) is too small.
   The task labels of the similarity matrix are permuted (every permutation when there are
   at most ``resamples`` of them, else ``resamples`` random ones, fixed seed), ρ recomputed
@@ -40,7 +40,7 @@ import numpy as np
 from scipy import stats as sps
 
 from mtl_contract.schema import MT, SIMILARITY_FILE, ST
-from stats.core import tests
+from stats.core import significance
 from stats.core.unit_bootstrap import paired_unit_bootstrap
 from stats.questions.context import Context, SectionOutput, output
 from stats.read.results import JobResult
@@ -113,13 +113,13 @@ def _gain_row(model: str, exp: str, target: str, partner: str, runs: dict[int, J
     mt_vals = [_primary(runs[k], target) for k in seeds]
     st_vals = [_primary(options[st_exp][k], target) for k in seeds]
     g = [a - b for a, b in zip(mt_vals, st_vals)]
-    t = tests.paired_t(mt_vals, st_vals)
+    t = significance.paired_t(mt_vals, st_vals)
     row.update(st_experiment=st_exp, n=len(seeds), seeds=seeds,
                primary_metric=runs[seeds[0]].per_task[target].primary_metric
                if seeds else None,
                mt_values=mt_vals, st_values=st_vals, gains=g,
                mean_gain=float(np.mean(g)) if g else None,
-               seed_interval=tests.seed_interval(g, level) if g else None,
+               seed_interval=significance.seed_interval(g, level) if g else None,
                paired_t=t,
                unit_bootstrap=paired_unit_bootstrap(
                    [runs[k].per_task[target] for k in seeds],
@@ -132,7 +132,7 @@ def _gain_row(model: str, exp: str, target: str, partner: str, runs: dict[int, J
 
 def _holm(fam: list[dict], alpha: float) -> None:
     """Holm across one (model, experiment) family's seed-level p; flag the transfer."""
-    adjusted = tests.holm([(r.get("paired_t") or {}).get("p") for r in fam], alpha)
+    adjusted = significance.holm([(r.get("paired_t") or {}).get("p") for r in fam], alpha)
     for r, p in zip(fam, adjusted):
         r["p_holm"] = p
         r["holm_family_size"] = sum(q is not None for q in adjusted)

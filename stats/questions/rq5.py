@@ -1,5 +1,5 @@
 """RQ5: is a multi-task gain transfer or data exposure? Multi-task against token-controlled
-single-task systems (the statistics and verdicts are :func:`stats.core.analysis.rq5_groups`):
+single-task systems (the statistics and verdicts are :func:`stats.core.token_controlled.rq5_groups`):
 Table 3 and SUMMARY.txt."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 from mtl_contract.schema import TC
 from stats.core import controls
-from stats.core.tests import verdict_rule
+from stats.core.significance import verdict_rule
 from stats.questions.context import Context, SectionOutput, SummaryBlock
 from stats.render import tables
 from stats.render.numbers import interval, num, p_value, points, tokens
@@ -165,7 +165,7 @@ def _control_lines(ctx: Context, families: list[dict[str, Any]], control: str) -
 
 
 def by_control(families: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The RQ5 families per control (issue 26), never pooled: the text-matched control's
+    """The RQ5 families per control, never pooled: the text-matched control's
     comparisons apart; the repeat control's with everything else (multi-task systems without
     a token-controlled one, orphans), as before the text control existed."""
     out: dict[str, list[dict[str, Any]]] = {controls.REPEAT: [], controls.TEXT: []}

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from mtl_contract.schema import MT, ST
-from stats.core.analysis import Study, seed_list
+from stats.core.study import Study, seed_list
 from stats.questions.context import Context, SectionOutput, SummaryBlock
 from stats.render import figures, tables
 from stats.render.numbers import interval, num, points, tokens
@@ -92,7 +92,7 @@ def figures_section(ctx: Context) -> SectionOutput:
     })
 
 
-# ---------------------------------------------------------------- BLURB-comparable (issue 27)
+# ---------------------------------------------------------------- BLURB-comparable
 def blurb_metric(primary: str | None, recorded: set[str]) -> str | None:
     """The metric BLURB-era papers report for a task of this primary metric: NER's lenient
     (seqeval default) F1, relation extraction's micro-F1 over the positive classes, else the

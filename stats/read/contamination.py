@@ -1,4 +1,4 @@
-"""Train/test overlap (issue 13, RQ1): read and verify the contamination file, and count
+"""Train/test overlap (RQ1): read and verify the contamination file, and count
 its overlaps (the clean-unit recomputation is :mod:`stats.core.clean_units`).
 
 The file (schema ``contamination/1``, ``data/CONTAMINATION.json``, written by ``python -m
@@ -10,7 +10,7 @@ the reader and its checks live here; they check what
 
 * the schema and the shape of every entry stats reads;
 * where ``SHA256SUMS`` beside the file lists it, the file's own SHA256; a ``SHA256SUMS``
-  there that does not list it refuses it (issue 25: its line removed, the file edited);
+  there that does not list it refuses it (its line removed: the file was edited);
 * a training task counted in ``train_units_overlapping_evaluated`` appears in an overlap list;
 * every data file in its header (``data_checksums``) that lies beside it has that SHA256;
   one that is not there is compared with its ``SHA256SUMS`` line, if any;
@@ -50,7 +50,7 @@ class Contamination:
     reason: str | None = None  # one line when not USED
     doc: dict[str, Any] | None = None
     checked: list[str] = field(default_factory=list)  # what the file was verified against
-    # task -> why the results' test units are not the file's (issue 24): no clean units there
+    # task -> why the results' test units are not the file's: no clean units there
     untied: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -193,7 +193,7 @@ def verify(path: Path, doc: dict[str, Any], jobs: list[JobResult]) -> list[str]:
     own = sums.get(path.name)
     if own is None and sums:
         # the runner lists the file in the SHA256SUMS of the data folder it writes it into;
-        # a SHA256SUMS without its line cannot tell an edited file (issue 25: the line
+        # a SHA256SUMS without its line cannot tell an edited file (the line
         # removed and the overlap lists emptied read as "used, 0 overlap")
         raise StatsInputError(path, f"not listed in {data_dir / CHECKSUMS_FILE} beside it, so it "
                               "cannot be checked for edits; run `python -m runner "
@@ -252,7 +252,7 @@ def _check_jobs(path: Path, doc: dict[str, Any], jobs: list[JobResult]) -> int:
 
 def untied_tasks(doc: dict[str, Any], jobs: list[JobResult],
                  unit_ids: Callable[[JobResult, str], Any]) -> dict[str, str]:
-    """Tasks of the file whose results do not describe its test set, and why (issue 24): a
+    """Tasks of the file whose results do not describe its test set, and why: a
     job's ``n_test`` differs from the file's test-unit count, or unit ids the file lists as
     overlapping do not occur in a job's predictions (``unit_ids(job, task)``: the ids, or
     None when its predictions are unusable). Without this a mismatch reads as "0 dropped"."""

@@ -53,10 +53,10 @@ class TaskResult:
     n_test: int | None
     stat_spec: dict[str, Any] | None
     predictions_path: Path | None
-    # token-controlled jobs (issue 12): the metrics of the best-validation weights beside
+    # token-controlled jobs: the metrics of the best-validation weights beside
     # the final weights' ``metrics``; None when not recorded
     best_weights: dict[str, float] | None = None
-    # issue 25: the SHA256 result.json records of the predictions file (None: a result
+    # the SHA256 result.json records of the predictions file (None: a result
     # written before digests; its predictions are read unverified), and the best-validation
     # weights' predictions with their digest
     predictions_sha256: str | None = None
@@ -85,18 +85,18 @@ class JobResult:
     validation_history: list[dict[str, Any]]
     parity: dict[str, Any] | None
     path: Path
-    # training tokens when the best-validation checkpoint was taken (issue 12); None / {}
-    # when not recorded
+    # training tokens when the best-validation checkpoint was taken; None / {}
+    # when not recorded (results written before these fields)
     tokens_at_best: int | None = None
     tokens_per_task_at_best: dict[str, int] = field(default_factory=dict)
-    # provenance.data_checksums: SHA256 of every data file the job read (issue 13: a
+    # provenance.data_checksums: SHA256 of every data file the job read (a
     # contamination file must describe the same data); {} when not recorded
     data_checksums: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class NotRun:
-    """A job the runner recorded as not run (result.json ``skipped``, issue 28): a
+    """A job the runner recorded as not run (result.json ``skipped``): a
     token-controlled job whose parity target was out of reach of its epoch cap.  Not missing
     data: its comparison is "not testable: parity unreachable"."""
 
@@ -118,7 +118,7 @@ class Loaded:
     jobs: list[JobResult] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     not_run: list[NotRun] = field(default_factory=list)
-    # results that must not be published (issue 25): one line each, FILE: what is wrong;
+    # results that must not be published: one line each, FILE: what is wrong;
     # any makes ``python -m stats`` exit 2 with nothing written
     refused: list[str] = field(default_factory=list)
 
@@ -141,7 +141,7 @@ class _Bad(Exception):
 
 
 class _Refused(Exception):
-    """One result.json must not be used (issue 25): it is in the wrong place or points
+    """One result.json must not be used: it is in the wrong place or points
     outside its folder (message says which)."""
 
 
@@ -314,7 +314,7 @@ def _checksums(provenance: Any) -> dict[str, str]:
 def result_files(root: Path, problems: list[str] | None = None):
     """Every job's ``result.json`` below ``root``, lazily (a checkpoint's copy is not a job).
 
-    Symbolic links are not followed (a results folder holds its own files, issue 25): a
+    Symbolic links are not followed (a results folder holds its own files): a
     linked folder or result.json, and a folder that cannot be read, are added to
     ``problems`` (one line each) when it is given, and never read."""
     def unreadable(err: OSError) -> None:
@@ -359,7 +359,7 @@ def _read_result(path: Path) -> Any:
 
 def load_results(dirs: list[str | Path]) -> Loaded:
     """Every ``result.json`` below ``dirs``; malformed ones go to ``Loaded.skipped``, those
-    that must not be used (issue 25) to ``Loaded.refused``: a result whose
+    that must not be used to ``Loaded.refused``: a result whose
     ``experiment_id`` is not its folder's name (a copied or misplaced job), two results
     for one job id, a symbolic link, a file or folder that cannot be read, predictions
     named outside the job's folder.
@@ -376,7 +376,7 @@ def load_results(dirs: list[str | Path]) -> Loaded:
         for path in sorted(result_files(root, loaded.refused)):
             try:
                 data = _read_result(path)
-                if isinstance(data, dict) and "skipped" in data:   # not run (issue 28)
+                if isinstance(data, dict) and "skipped" in data:   # not run: parity out of reach
                     nr = parse_not_run(data, path)
                     if path.parent.name != nr.job_id:
                         loaded.refused.append(f"{path}: experiment_id {nr.job_id!r} is not "
@@ -496,7 +496,8 @@ TIDY_COLUMNS = [
 
 
 def examples_per_step(train_results: dict) -> int | None:
-    """Training examples per optimizer step: recorded since issue 23, else batch_size x
+    """Training examples per optimizer step: ``examples_per_step`` where the
+    result records it (older results do not), else batch_size x
     grad_accumulation (which every result.json has recorded)."""
     if train_results.get("examples_per_step") is not None:
         return int(train_results["examples_per_step"])
@@ -568,7 +569,7 @@ def raw_result(job: JobResult) -> dict:
 
 def trainable_params(job: JobResult, key: str = "trainable") -> int | None:
     """``model_params[key]`` of the job's result.json: "trainable" (heads included) or
-    "encoder_trainable" (the encoder's alone, recorded since issue 23); None if absent."""
+    "encoder_trainable" (the encoder's alone; older results lack it); None if absent."""
     mp = raw_result(job).get("model_params")
     v = mp.get(key) if isinstance(mp, dict) else None
     return v if isinstance(v, int) and not isinstance(v, bool) else None

@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 
 from mtl_contract.schema import MT, ST, TC
 from stats.core import controls
-from stats.core.analysis import Analysis, Study
+from stats.core.analysis import Analysis
+from stats.core.study import Study
 from stats.render.names import Names
 
 STRATEGY_COLOURS = {ST: "#4c72b0", MT: "#dd8452", TC: "#55a868"}
@@ -244,7 +245,7 @@ def rq5_bars(analysis: Analysis) -> Figure:
     three ran) with seed-level 95% t-intervals; one panel per model and parity mode, each
     on the model's largest multi-task set (the all-8 set where there is one); * over a task
     whose verdict is genuine transfer."""
-    from stats.core.tests import GENUINE, seed_interval
+    from stats.core.significance import GENUINE, seed_interval
 
     panels: dict[tuple[str, str], dict[str, Any]] = {}
     for fam in analysis.rq5:

@@ -1,7 +1,7 @@
-"""Short names for long system labels, with the key that spells them out (issue 27).
+"""Short names for long system labels, with the key that spells them out.
 
 A multi-task experiment with several task sets names its systems ``<experiment>[a+b+...]``
-(:class:`stats.core.analysis.Study`); with the methodology's all-8 set that is 60+
+(:class:`stats.core.study.Study`); with the methodology's all-8 set that is 60+
 characters, too long for a table row, a legend or a 100-character SUMMARY line. The set of
 every task of the study is written ``[all N]``; a label still longer than :data:`LONGEST`
 keeps its experiment and the set's size (``mt[5 tasks #2]``, numbered where two would read

@@ -8,9 +8,9 @@ from typing import Any
 
 import jinja2
 
-from stats.core.analysis import seed_list
 from stats.core.power import seeds_needed
-from stats.core.tests import effect_band
+from stats.core.significance import effect_band
+from stats.core.study import seed_list
 from stats.render.numbers import coefficient, num, p_value, points
 
 
@@ -22,7 +22,7 @@ def metric_range(metric: str | None) -> float:
 def mde_text(row: dict[str, Any], alpha: float = 0.05) -> str:
     """The row's minimum detectable effect at 80% power, "d_z 1.68 = 2.35 points"; one larger
     than the metric's whole range is no number at all: "not detectable with 2 seeds; >= 31
-    seeds needed for 2 points" (issue 27)."""
+    seeds needed for 2 points"."""
     mde = row["mde"]
     raw = mde.get("raw")
     if raw is not None and 100 * raw > metric_range(row.get("primary_metric")):
@@ -86,7 +86,7 @@ def units_text(clean: dict[str, Any]) -> str:
     return f"{clean['units']['clean']} clean test units ({dropped_text(clean)})"
 
 
-# ---------------------------------------------------------------- clean units (issue 13)
+# ---------------------------------------------------------------- clean units
 def clean_units_text(c: dict[str, Any]) -> str:
     u = c.get("units")
     if not u:

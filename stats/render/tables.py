@@ -17,14 +17,14 @@ import jinja2
 
 from mtl_contract.schema import ST
 from stats.core import controls
-from stats.core.analysis import seed_list
-from stats.core.tests import (
+from stats.core.significance import (
     EQUIVALENCE_MARGIN,
     INCONCLUSIVE,
     NOT_TESTABLE,
     effect_band,
     verdict_rule,
 )
+from stats.core.study import seed_list
 from stats.render.latex import Footnotes, latex_escape, render, table_context
 from stats.render.names import Names
 from stats.render.numbers import coefficient, count, ok, p_cell, pts, share, stars
@@ -88,7 +88,7 @@ def single_task_table(env: jinja2.Environment, systems: list[dict[str, Any]],
 
 def _delta_ci(row: dict[str, Any], fn: Footnotes, boot_key: str = "paired_bootstrap") -> str:
     """Δ over matched seeds with its seed-level paired t-interval (the interval of the
-    printed paired-t p: it excludes 0 exactly when p < 1 − level, issue 24). Without one (a
+    printed paired-t p: it excludes 0 exactly when p < 1 − level). Without one (a
     single seed) the test-set resampling interval is shown, labelled as such."""
     if not ok(row.get("mean_diff")):
         return fn.na(row.get("reason") or "no matched pair")
@@ -314,7 +314,7 @@ def _rq5_floats(families: list[dict[str, Any]]) -> list[tuple[str, str | None, l
 
 
 # what each parity mode's table is about (Table 3 is total parity; per-task parity has its
-# own table, caption and label, issue 24)
+# own table, caption and label)
 RQ5_TABLES = {
     "total": (("Token-controlled transfer analysis (RQ5): total parity, the token-controlled "
               "single-task job trained on as many tokens as the whole multi-task job."),
@@ -341,7 +341,7 @@ def rq5_modes(families: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return out
 
 
-# the paper's note on the text-matched control (issue 26): one paragraph a reviewer can check
+# the paper's note on the text-matched control: one paragraph a reviewer can check
 TEXT_CONTROL_NOTE = (
     r"Text-matched control: TC fine-tunes on the task alone, but replays its MT job's batches "
     r"(same sampler, seed, batch plans, learning-rate schedule and subsets): the task's own "
@@ -356,13 +356,13 @@ TEXT_CONTROL_NOTE = (
 def rq5_table(env: jinja2.Environment, families: list[dict[str, Any]], alpha: float,
               threshold: float, source: str = "results", margin: float = EQUIVALENCE_MARGIN,
               mode: str = "total", control: str = "repeat") -> str:
-    """Table 3 (``mode`` "total") or the per-task parity table (issue 24: its own caption and
+    """Table 3 (``mode`` "total") or the per-task parity table (its own caption and
     label, never pooled with total parity): per comparison (MT system vs one token-controlled
     system) and task: ST / MT / TC over the seeds all three ran, parity gap, MT − TC with its
     seed-level CI, p and Holm p, Cohen's d, verdict; one float per model, one block per
     multi-task set (the all-8 set first). Training tokens, d_z and each row's seeds are in
     SUMMARY.txt and statistics.json. ``control`` "text": the text-matched control's own
-    table (issue 26; the two controls are never pooled)."""
+    table (the two controls are never pooled)."""
     names = _names(families)
     floats = []
     split = _rq5_floats(families)
@@ -445,7 +445,7 @@ def dataset_table(env: jinja2.Environment, datasets: list[dict[str, Any]],
 def contamination_table(env: jinja2.Environment, rows: list[dict[str, Any]], n: int | None,
                         empty_reason: str | None, source: str = "results",
                         why: str | None = None) -> str:
-    """Train/test overlap (issue 13): per test task, each training task whose training units
+    """Train/test overlap: per test task, each training task whose training units
     its test units overlap (exact, n-gram, either, share of the test units), then the units
     overlapping any of the study's training tasks. ``rows``: stats.read.contamination.overlap_rows;
     ``why``: a long reason for an empty table, as a (wrapping) note."""

@@ -3,7 +3,6 @@ its docstring promises; the datasheet lookup picks the right GPU.  No timing is 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,15 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.benchmarks import load_script as load_benchmark
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "train_throughput.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(SCRIPT)
 
 
 def test_datasheet_peak_matches_the_most_specific_name():
@@ -54,10 +52,18 @@ def test_cpu_run_of_the_tiny_model_reports_every_configuration(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--models", "tiny", "--device", "cpu", "--threads", "1",
          "--train-examples", "48", "--test-examples", "16", "--repeats", "1",
-         "--peak-seconds", "0.2", "--batch-size", "4", "--f1-seeds", "2,3"],
+         "--peak-seconds", "0.2", "--batch-size", "4", "--f1-seeds", "2,3",
+         "--out", str(tmp_path / "tt.json")],
         check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    # one result document: printed last and written to --out
+    assert doc == json.loads((tmp_path / "tt.json").read_text())
+    assert doc["schema"] == "mtl-benchmark/1" and doc["benchmark"] == "train_throughput"
+    assert doc["device"].startswith("CPU") and doc["versions"]["torch"] == torch.__version__
+    assert {"commit", "dirty", "host", "command", "when"} <= set(doc)
+    assert doc["goal_met"] in (True, False)
+    out = doc["results"]
     assert out["device"].startswith("CPU") and out["precision"] == "float32"
     assert out["peak_flops_measured"] > 0 and out["peak_flops_datasheet"] is None
     res = out["models"]["tiny"]

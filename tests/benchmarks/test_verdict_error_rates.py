@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stats.core.tests import EXPOSURE, GENUINE
+from stats.core.significance import EXPOSURE, GENUINE
 from tests.benchmarks import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "verdict_error_rates.py"

@@ -86,7 +86,7 @@ def degenerate_study(root: Path) -> None:
 @pytest.fixture(scope="session")
 def degenerate_paper(tmp_path_factory):
     """paper/ built in-process from :func:`degenerate_study`."""
-    from stats.core.analysis import Options
+    from stats.core.study import Options
     from stats.report import build_paper
 
     root = tmp_path_factory.mktemp("degenerate")
@@ -101,7 +101,7 @@ def full_scale_paper(tmp_path_factory):
     token-controlled experiments, 3 seeds; tests/stats/synthetic.full_study_design) turned
     into paper/ in-process, with few resamples: the layout at full scale (issue 27)."""
     import stats.report
-    from stats.core.analysis import Options
+    from stats.core.study import Options
     from stats.report import build_paper
     from tests.stats.figtext import texts_outside
     from tests.stats.synthetic import full_study_design

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stats.core.analysis import Options
+from stats.core.study import Options
 from stats.report import SECTIONS, build_paper
 
 OWN = ("all_results.csv", "statistics.json", "SUMMARY.txt")

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from stats.core.analysis import Options
 from stats.core.power import mde_dz, seeds_needed
+from stats.core.study import Options
 from stats.render.summary import fold, mde_text
 from stats.report import build_paper
 from tests.stats.synthetic import Design, write_study

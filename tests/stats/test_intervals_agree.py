@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from stats.core.analysis import Options
+from stats.core.study import Options
 from stats.render.numbers import p_cell, pts
 from stats.report import build_paper
 from tests.stats.synthetic import Design, TCVariant, write_study

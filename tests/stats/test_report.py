@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from stats.core.analysis import Options
+from stats.core.study import Options
 from stats.report import SECTIONS, build_paper
 from tests.stats.conftest import flat
 

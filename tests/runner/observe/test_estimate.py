@@ -87,6 +87,25 @@ def test_measured_throughput_from_the_benchmark(tmp_path):
     assert throughput("cpu", cpu_bench).flops_per_s == 80e9
 
 
+def test_a_benchmark_result_document_is_read_by_its_results(tmp_path):
+    """train_throughput.py's result document (benchmarks/benchmark_record.py) wraps the
+    figures in ``results``; the estimate reads the same numbers as from the flat file."""
+    doc = {"schema": est.BENCHMARK_SCHEMA, "benchmark": "train_throughput", "commit": "abc123",
+           "device": BENCH["device"], "results": BENCH}
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc, indent=2))
+    bench = est.read_benchmark(path)
+    assert bench["models"] == BENCH["models"] and bench["device"] == BENCH["device"]
+    got = throughput("t4", bench)
+    assert got.flops_per_s == 5e12 and "train_throughput.py at abc123" in got.source
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps(BENCH))
+    assert est.read_benchmark(flat) == BENCH
+    (tmp_path / "none.txt").write_text("no json here\n")
+    with pytest.raises(ValueError, match="no JSON"):
+        est.read_benchmark(tmp_path / "none.txt")
+
+
 def test_unknown_model_is_reported_not_guessed():
     e = estimate([JobSize("j1", "mystery-model", 1e6), JobSize("j2", "minilm", 1e6)], "cpu")
     assert e.unknown_models == ["mystery-model"]

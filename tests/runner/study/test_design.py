@@ -221,7 +221,7 @@ def test_runner_plan_prints_the_check_and_json_gives_it_to_scripts(tmp_path):
     # issue 23: per family the MDE unadjusted and at Holm's first step, from a named sd, the
     # seeds the expected effects need, and the MT-vs-ST updates-per-example line
     assert "RQ1 multi_task vs single_task (pubmedbert, 8 task(s), 3 seeds): MDE " in text
-    assert "at Holm's first step (alpha 0.05/8)" in text and "seed_spread_issue14" in text
+    assert "at Holm's first step (alpha 0.05/8)" in text and "seed_spread_bc2gm_uniform_mask.json" in text
     assert "+2 points: " in text and "+5 points: " in text and "CANNOT DETECT" in text
     assert "MT-vs-ST" in text and "grad_accumulation = 2 in multi_task" in text
     doc = json.loads(plan("--json", "--sd-points", "2"))

@@ -6,8 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from stats.core.analysis import Options, Study, analyse
-from stats.core.tests import EXPOSURE, GENUINE, NO_GAIN, NOT_TESTABLE
+from stats.core.analysis import analyse
+from stats.core.significance import EXPOSURE, GENUINE, NO_GAIN, NOT_TESTABLE
+from stats.core.study import Options, Study
 from stats.read.results import load_results
 from tests.stats.synthetic import Design, write_study
 
@@ -149,20 +150,20 @@ def test_identical_scores_are_not_applicable(tmp_path):
 
 def test_task_level_resample_cache_gives_the_same_numbers(tmp_path):
     """Resampling a whole task at once (shared draws) equals resampling each system alone."""
-    from stats.core import analysis
+    from stats.core import study_bootstrap
 
     write_study(tmp_path, Design(tasks=("bc2gm", "chemprot"), seeds=(1, 2),
                                  mt_gain={"bc2gm": 0.03}, n_units=SMALL))
     loaded = load_results([tmp_path])
     cached = analyse(Study(loaded.jobs, [], Options(resamples=200)))
     plain_study = Study(loaded.jobs, [], Options(resamples=200))
-    plain_study._task_resamples.update({"bc2gm": None, "chemprot": None})  # force per-call
+    plain_study.resample_cache.update({"bc2gm": None, "chemprot": None})  # force per-call
     plain = analyse(plain_study)
     assert cached.systems == plain.systems
     for a, b in zip(rows(cached.rq5, "chemprot") + rows(cached.multitask, "bc2gm"),
                     rows(plain.rq5, "chemprot") + rows(plain.multitask, "bc2gm")):
         assert a["paired_bootstrap"] == b["paired_bootstrap"]
-    assert analysis._task_resamples(plain_study, "bc2gm") is None
+    assert study_bootstrap.task_resamples(plain_study, "bc2gm") is None
 
 
 def test_one_multi_task_experiment_with_overlapping_task_sets_is_several_systems(tmp_path):

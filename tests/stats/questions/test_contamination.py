@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stats.core.analysis import Options
+from stats.core.study import Options
 from stats.questions import rq2
 from stats.read.contamination import USED, Contamination, load_contamination
 from stats.read.heldout import load_heldout

@@ -2,7 +2,7 @@
 
 import json
 
-from stats.core.analysis import Options
+from stats.core.study import Options
 from stats.report import SECTIONS, build_paper
 from tests.stats.synthetic import Design, write_study
 

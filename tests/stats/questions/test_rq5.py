@@ -7,9 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from stats.core import tests as T
-from stats.core.analysis import Options, Study, analyse
-from stats.core.tests import EXPOSURE, GENUINE, NO_GAIN, NOT_TESTABLE
+from stats.core import significance as T
+from stats.core.analysis import analyse
+from stats.core.significance import EXPOSURE, GENUINE, NO_GAIN, NOT_TESTABLE
+from stats.core.study import Options, Study
 from stats.read.results import load_results
 from stats.report import build_paper
 from tests.stats.conftest import flat

@@ -6,8 +6,9 @@ written here from results/README.md, not from the stats code."""
 import json
 import shutil
 
-from stats.core.analysis import Options, Study, analyse
-from stats.core.tests import NOT_TESTABLE
+from stats.core.analysis import analyse
+from stats.core.significance import NOT_TESTABLE
+from stats.core.study import Options, Study
 from stats.read.results import load_results
 from stats.report import build_paper
 from tests.stats.synthetic import Design, write_study

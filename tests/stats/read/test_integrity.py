@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mtl_contract.files import FileTooLarge, read_bounded
-from stats.core.analysis import Options, Study
+from stats.core.study import Options, Study
 from stats.read.results import RefusedResults, load_results
 from stats.report import build_paper
 from tests.helpers import shared_tmp, unprivileged

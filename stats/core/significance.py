@@ -21,7 +21,7 @@ from scipy import stats as sps
 # the methodology's bands (section 7.2): |d| < 0.5 small, < 0.8 medium, >= 0.8 large
 EFFECT_BANDS = ((0.5, "small"), (0.8, "medium"), (math.inf, "large"))
 HEDGES_BELOW_N = 20  # Hedges' small-sample correction is applied when n < 20
-# RQ5's verdict vocabulary (issue 24), written once: :func:`verdict_rule` says what each means
+# RQ5's verdict vocabulary, written once: :func:`verdict_rule` says what each means
 GENUINE = "genuine transfer"  # total parity: MT − TC significantly positive
 EXPOSURE = "data exposure"  # total parity: MT − TC equivalent to 0 within ±margin (TOST)
 # per-task parity answers another question (a gain beyond the tokens spent on the task
@@ -300,7 +300,7 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.2f} points"
 
 
-def _decides(mean: float, sd: float, n: int, margin: float, alpha: float) -> bool:
+def seeds_decide(mean: float, sd: float, n: int, margin: float, alpha: float) -> bool:
     """Whether n seeds at this mean and sd of MT − TC would decide: TOST inside ±margin, or
     the two-sided paired t rejects 0 (unadjusted)."""
     se = sd / math.sqrt(n)
@@ -314,11 +314,11 @@ def seeds_to_decide(mean: float, sd: float, n: int, margin: float, alpha: float)
     if sd <= _TOL:
         return None
     lo, hi = n + 1, SEEDS_CAP
-    if not _decides(mean, sd, hi, margin, alpha):
+    if not seeds_decide(mean, sd, hi, margin, alpha):
         return None
     while lo < hi:  # the t quantiles fall and se shrinks with n: the condition is monotone
         mid = (lo + hi) // 2
-        if _decides(mean, sd, mid, margin, alpha):
+        if seeds_decide(mean, sd, mid, margin, alpha):
             hi = mid
         else:
             lo = mid + 1
@@ -392,8 +392,8 @@ def rq5_verdict(parity_holds: bool | None, parity_detail: str, mt_tc_diff: float
     A gain beyond exposure needs parity, MT − ST > 0 significant and MT − TC > 0 significant.
     Exposure needs evidence of equivalence (``equivalent``: :func:`equivalence` of the
     row's MT − TC differences), not a failure to reject: otherwise INCONCLUSIVE. Without a
-    significant multi-task gain there is nothing for exposure to explain (issue 12: ST = MT
-    = 0.70, TC = 0.64 is "no multi-task gain"). ``mode``: the parity mode, which picks the
+    significant multi-task gain there is nothing for exposure to explain (ST = MT
+    = 0.70, TC = 0.64 is "no multi-task gain", not "data exposure"). ``mode``: the parity mode, which picks the
     words (per-task parity has its own).
     """
     beyond, exposure = MODE_VERDICTS.get(mode or "total", MODE_VERDICTS["total"])

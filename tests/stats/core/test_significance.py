@@ -1,4 +1,4 @@
-"""stats.core.tests against scipy / statsmodels on known data, and the degenerate cases."""
+"""stats.core.significance against scipy / statsmodels on known data, and the degenerate cases."""
 
 import math
 import warnings
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from stats.core import tests as T
+from stats.core import significance as T
 
 A = [0.83, 0.84, 0.82, 0.85, 0.83]
 B = [0.80, 0.82, 0.80, 0.81, 0.805]
@@ -191,7 +191,8 @@ def test_equivalence_is_two_one_sided_t_tests_over_seeds():
     assert wide["equivalent"] is False and wide["seeds_needed"] > 3
     m = wide["seeds_needed"]
     sd = float(np.std([0.005, 0.035, 0.02], ddof=1))
-    assert T._decides(0.02, sd, m, 0.01, 0.05) and not T._decides(0.02, sd, m - 1, 0.01, 0.05)
+    assert T.seeds_decide(0.02, sd, m, 0.01, 0.05)
+    assert not T.seeds_decide(0.02, sd, m - 1, 0.01, 0.05)
     assert "2 matched seed" in T.equivalence([0.01])["reason"] or \
         "at least 2" in T.equivalence([0.01])["reason"]
     assert T.equivalence([0.01, 0.01])["equivalent"] is None
