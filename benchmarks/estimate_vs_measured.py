@@ -14,6 +14,10 @@ Two measurements, back to back, in one process, both in CPU-seconds of this proc
 2. the study: every job of the manifest run by the executor (``run_plan``, the real job
    function) into a fresh results folder.
 
+The baseline is measured again after the study and the estimate uses the mean of the two
+(a shared machine's load drifts: CPU-seconds inflate under contention too); both figures and
+their drift are printed, so a run whose load changed under it shows it.
+
 Printed: the estimate (with the measured throughput) and the measured CPU-seconds per job
 group and in total, their ratio, and whether it is within ``--tolerance`` (15 %).  The
 per-job start-up is the estimate's own (``runner.observe.estimate.DEVICES["cpu"]``, a
@@ -27,7 +31,6 @@ measured model load), not fitted to this run.  A GPU's file comes from ``benchma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -47,6 +50,7 @@ import torch  # noqa: E402
 import train_throughput as tt  # noqa: E402
 
 from mtl_contract.files import atomic_write_json  # noqa: E402
+from runner.data import token_lengths  # noqa: E402
 from runner.observe import estimate as est  # noqa: E402
 from runner.orchestrate.local import run_plan  # noqa: E402
 from runner.study.manifest import load_manifest  # noqa: E402
@@ -72,12 +76,27 @@ def measure_throughput(steps: int, batch: int, max_length: int) -> dict:
     seq = result["token_count"] / max(1, examples * result["train_results"]["epochs_trained"])
     shape = est.model_shape("minilm")
     flops = est.train_flops_per_token(shape, seq) * tokens_per_cpu_s
+    # processed over real tokens of these batches, as the estimate counts a job's
+    padding = est.Padding(token_lengths.read(REPO / "data")).ratio("bc2gm", max_length,
+                                                                  steps * batch, batch)
     return {"device": f"CPU ({torch.get_num_threads()} threads, per CPU-second)",
             "source": "benchmarks/estimate_vs_measured.py",
             "models": {"minilm": {"best": {"engine": {
                 "model_flops_per_s": flops, "tokens_per_s": tokens_per_cpu_s,
                 "flops_per_token": est.train_flops_per_token(shape, seq),
-                "mean_tokens_per_example": seq, "steps": steps}}}}}
+                "mean_tokens_per_example": seq, "steps": steps, "padding": padding}}}}}
+
+
+def bracketed(before: dict, after: dict) -> dict:
+    """One throughput document from the measurements before and after the study: the mean
+    of their tokens and model FLOPs per CPU-second (same model, batch and length)."""
+    a = before["models"]["minilm"]["best"]["engine"]
+    b = after["models"]["minilm"]["best"]["engine"]
+    row = {**a, "tokens_per_s": (a["tokens_per_s"] + b["tokens_per_s"]) / 2,  # same padding
+           "model_flops_per_s": (a["model_flops_per_s"] + b["model_flops_per_s"]) / 2,
+           "steps": a["steps"] + b["steps"],
+           "bracket_tokens_per_s": [a["tokens_per_s"], b["tokens_per_s"]]}
+    return {**before, "models": {"minilm": {"best": {"engine": row}}}}
 
 
 def run_study(manifest: Path, results: Path) -> tuple[object, dict[str, float], float]:
@@ -122,13 +141,21 @@ def main(argv=None) -> int:
           f"MiniLM training tokens per CPU-second ({torch.get_num_threads()} threads), "
           f"start-up {startup:g} s a job (the estimate's) ({time.process_time() - c0:.0f} CPU-s, "
           f"{time.perf_counter() - w0:.0f} s wall)", flush=True)
-    if args.throughput_out:
-        atomic_write_json(args.throughput_out, bench)
     with tempfile.TemporaryDirectory(prefix="est_study_") as tmp:
         results = args.results or Path(tmp) / "results"
         w1 = time.perf_counter()
         plan, per_job, total = run_study(args.manifest, results)
         wall = time.perf_counter() - w1
+    after = measure_throughput(args.throughput_steps, int(defaults.get("batch_size", 16)),
+                               int(defaults.get("max_length", 128)))
+    before_tp = bench["models"]["minilm"]["best"]["engine"]["tokens_per_s"]
+    after_tp = after["models"]["minilm"]["best"]["engine"]["tokens_per_s"]
+    bench = bracketed(bench, after)
+    print(f"baseline after the study: {after_tp:.0f} tokens per CPU-second (before: "
+          f"{before_tp:.0f}, drift {after_tp / before_tp - 1:+.1%}); the estimate uses their "
+          f"mean", flush=True)
+    if args.throughput_out:
+        atomic_write_json(args.throughput_out, bench)
     sizes = est.job_sizes(plan)
     e = est.estimate(sizes, "cpu", bench, startup_s=startup)
     by_id = {j.job_id: j for j in e.jobs}
@@ -155,6 +182,7 @@ def main(argv=None) -> int:
     if args.out:
         atomic_write_json(args.out, {
             "manifest": str(args.manifest), "threads": args.threads, "baseline": bench,
+            "baseline_drift": after_tp / before_tp - 1,
             "startup_cpu_s": startup, "estimate_s": estimated, "measured_cpu_s": measured,
             "ratio": ratio, "within_tolerance": ok, "tolerance": args.tolerance,
             "study_wall_s": wall, "per_job_cpu_s": per_job,

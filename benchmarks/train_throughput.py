@@ -362,6 +362,8 @@ def bench_model(name: str, args, device: torch.device, dtype, data_dir: Path, tm
     for row in rows.values():
         row["flops_per_token"] = flops_per_real_token(config, row["mean_padded_len"])
         row["model_flops_per_s"] = row["flops_per_token"] * row["tokens_per_s"]
+        if "padding_share" in row:   # processed over real tokens: the estimate's basis
+            row["padding"] = 1 / (1 - row["padding_share"])
 
     # restart -> first resumed step: interrupt an engine job at step 20 (half-way through a
     # shorter run, which would otherwise finish uninterrupted), run it again

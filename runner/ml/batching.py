@@ -15,7 +15,7 @@ epoch is a pure function of (seed, task, epoch, order), which is what lets a res
 to its position; a checkpoint names its order (``TrainingProgress.batch_order``), and one
 written before the order had a name resumes in ``"groups-of-50"``.
 
-Issue 14 measured the order against the length-grouped ``Trainer``'s (each mega-batch consumed
+The order was measured against the length-grouped ``Trainer``'s (each mega-batch consumed
 longest to shortest, no shuffle between batches) and the engine's first (``"groups-of-50"``),
 MiniLM, 2,000 training examples, paired by seed (``benchmarks/seed_spread.py``, files
 ``benchmarks/evidence/seed_spread_*.json``, indexed in its README.md).  The shuffle between batches is what keeps GAD
@@ -35,11 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from runner.study.batch_groups import BATCH_ORDER, group_size
 from runner.study.compat import LEGACY_BATCH_ORDER  # noqa: F401  (checkpoints' default)
 from runner.study.config import TrainConfig
 
 IGNORE_INDEX = -100  # label of sub-tokens that are not a word's first one, and of special tokens
-MEGABATCH_FACTOR = 50  # at most 50 batches' examples sorted together (as Hugging Face's)
 
 
 @dataclass
@@ -189,8 +189,6 @@ def collate(split: EncodedSplit, indices, pad_id: int) -> Batch:
     return Batch(split.task, tensors, int(mask.sum()), b)
 
 
-BATCH_ORDERS = ("hf-groups", "groups-of-50")
-BATCH_ORDER = "hf-groups"      # new jobs
 # LEGACY_BATCH_ORDER (runner.study.compat): what checkpoints that record no order used
 
 
@@ -201,14 +199,9 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
     ``order`` (:data:`BATCH_ORDERS`): ``"hf-groups"``, mega-batches of Hugging Face's size and
     the longest batch first; ``"groups-of-50"``, mega-batches of ``MEGABATCH_FACTOR`` batches
     and no batch moved (the order of checkpoints written before the order was recorded)."""
-    if order not in BATCH_ORDERS:
-        raise ValueError(f"unknown batch order {order!r} (known: {', '.join(BATCH_ORDERS)})")
     n = len(lengths)
+    mega = group_size(n, batch_size, order)   # checks the order
     perm = rng.permutation(n)
-    if order == "groups-of-50":
-        mega = max(batch_size * MEGABATCH_FACTOR, batch_size)
-    else:
-        mega = batch_size * max(1, min(MEGABATCH_FACTOR, n // (4 * batch_size)))
     batches: list[np.ndarray] = []
     for start in range(0, n, mega):
         chunk = perm[start:start + mega]

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from mtl_contract.files import atomic_write_json, fsync_dir, sha256_file
-from runner.ml.batching import BATCH_ORDERS
 from runner.ml.model import DROPOUTS
+from runner.study.batch_groups import BATCH_ORDERS
 from runner.study.compat import LEGACY_BATCH_ORDER, LEGACY_DROPOUT
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

@@ -18,6 +18,11 @@ An ESTIMATE, and what it assumes:
       training   6 P + 12 L H S      (forward + backward, weights and attention scores)
       evaluation 2 P +  4 L H S      (forward only)
 
+* training FLOPs are counted on the tokens the engine processes: the real ones plus the
+  padding of its length-grouped batches (each example padded to its batch's longest), from
+  the token counts and the batching rule (runner.study.batch_groups) -- a few percent on a
+  whole task, up to ~40% on a subset of a few hundred examples; evaluation batches are
+  sorted by length, their padding is not counted;
 * time = FLOPs / (peak x MFU) + a fixed start-up per job (loading the model and data,
   checkpoints), where peak is the datasheet's dense tensor-core figure for the GPU and the
   MFU (model FLOPs utilisation) either the default below or measured: given the JSON that
@@ -144,8 +149,13 @@ DEVICES: dict[str, Device] = {
 # --out file as --throughput for your machine).  By the training formula below that is
 # 1,176 x (6 x 10,616,832 + 12 x 6 x 384 x 38) = 1,176 x 64.75 MFLOP = ~76 GFLOP/s; other models
 # scale by their FLOPs per token (BERT-base, 515 MFLOP/token: ~150 tokens/s).
+# Jobs are charged per processed token (real + the padding of the engine's length-grouped
+# batches), so the default counts that measurement's own padding too: 1.066 processed tokens
+# per real one (Padding.ratio("bc2gm", 128, 2000, 16) on data/TOKEN_LENGTHS.json).
 CPU_MEASURED_TOKENS_PER_S = 1176.0
-CPU_DEFAULT_FLOPS = CPU_MEASURED_TOKENS_PER_S * (6 * 10_616_832 + 12 * 6 * 384 * 38)
+CPU_MEASURED_PADDING = 1.066
+CPU_DEFAULT_FLOPS = (CPU_MEASURED_TOKENS_PER_S * CPU_MEASURED_PADDING
+                     * (6 * 10_616_832 + 12 * 6 * 384 * 38))
 
 
 @dataclass
@@ -198,7 +208,11 @@ def throughput(kind: str, bench: Mapping[str, Any] | None = None) -> Throughput:
             same = not on_cpu and "H100" in where.upper()
         if rows and same:
             # the slowest model's figure: small models reach lower MFU, so this is cautious
-            flops = min(float(r["model_flops_per_s"]) for r in rows)
+            # per processed token (real + padding), the basis jobs are charged on: a row's
+            # ``padding`` is its own batches' processed / real tokens (a row without one is
+            # taken as unpadded, which overstates the jobs' time by its padding)
+            flops = min(float(r["model_flops_per_s"]) * float(r.get("padding", 1.0))
+                        for r in rows)
             return Throughput(dev, flops, f"measured on {where} "
                               f"({bench.get('source', 'benchmarks/train_throughput.py')})")
         mfus = [r.get("mfu_datasheet") for r in rows if r.get("mfu_datasheet")]
@@ -230,6 +244,9 @@ class JobSize:
     validation_tokens: float = 0.0  # the part of eval_tokens that is validation
     group: str = ""          # the cost driver it counts under: "experiment tasks"
     skipped: str | None = None      # why it will not run (a token-controlled target past its cap)
+    # tokens the engine processes in training (each example padded to its batch's longest)
+    # over the real ones: from the token counts and runner.study.batch_groups' rule
+    train_padding: float = 1.0
 
 
 @dataclass
@@ -335,6 +352,7 @@ def estimate(jobs: Iterable[JobSize], gpu: str = "t4", bench: Mapping[str, Any] 
             shape = model_shape(j.model)
             if shape is not None:
                 out.skipped_hours += ((train_flops_per_token(shape, j.seq_len) * j.train_tokens
+                                       * j.train_padding
                                        + eval_flops_per_token(shape, j.seq_len) * j.eval_tokens)
                                       / tp.flops_per_s + start) / 3600
             continue
@@ -345,7 +363,7 @@ def estimate(jobs: Iterable[JobSize], gpu: str = "t4", bench: Mapping[str, Any] 
             out.jobs.append(JobEstimate(j.job_id, j.label, j.model, None, int(j.train_tokens),
                                         int(j.eval_tokens), math.nan, math.nan, None))
             continue
-        tf = train_flops_per_token(shape, j.seq_len) * j.train_tokens
+        tf = train_flops_per_token(shape, j.seq_len) * j.train_tokens * j.train_padding
         ef = eval_flops_per_token(shape, j.seq_len) * j.eval_tokens
         hours = ((tf + ef) / tp.flops_per_s + start) / 3600
         out.jobs.append(JobEstimate(j.job_id, j.label, j.model, shape.params,
@@ -376,7 +394,8 @@ ASSUMES = (  # one string
     "max_validation_examples where a task has one; token counts from data/TOKEN_LENGTHS.json (the "
     "demo encoder's tokenizer); FLOPs per real token 6P + 12LHS for training and 2P + 4LHS "
     "for evaluation (P non-embedding parameters, L layers, H hidden, S mean tokens per "
-    "example); the throughput stated above; a fixed start-up per job; one job per device at "
+    "example), training counted on real tokens plus the padding of the engine's "
+    "length-grouped batches; the throughput stated above; a fixed start-up per job; one job per device at "
     "a time, a session's devices kept busy together (quota hours = device-hours / devices "
     "per session); no retries, no time lost to preemption or queueing.")
 
@@ -486,6 +505,7 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
     targets = {t.job_id: t for t in design.token_controlled(plan, lengths,
                                                             design.Results(None))}
     out, ids = [], plan.by_id()
+    pads = Padding(lengths.hist)
     for job in plan.jobs:
         if not all(lengths.has(t) for t in job.tasks):
             continue
@@ -506,6 +526,8 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
         else:
             per_task = design.projected_tokens(job, lengths)
         mean = {t: lengths.epoch(job, t)[1] for t in per_task}
+        padding = {t: pads.ratio(t, cfg.max_length_for(t), lengths.epoch(job, t)[0],
+                                 cfg.batch_size) for t in per_task}
         examples = sum(per_task[t] / mean[t] for t in per_task if mean[t])
         steps = examples / cfg.batch_size / cfg.grad_accumulation
         cap = cfg.max_eval_examples
@@ -535,8 +557,38 @@ def job_sizes(plan, lengths=None) -> list[JobSize]:
                            + (" (text control: costs what its multi-task job does)"
                               if text else ""),
                            validation_tokens=evals * val, skipped=skipped,
-                           group=_group(job, ids)))
+                           group=_group(job, ids),
+                           train_padding=(sum(per_task[t] * padding[t] for t in per_task)
+                                          / train if train else 1.0)))
     return out
+
+
+class Padding:
+    """Training padding ratios per (task, max_length, examples used, batch size), from the
+    token-count histograms: the lengths of ``examples`` drawn without replacement (a fixed
+    generator; the engine's own draw is another, of the same distribution), batched by
+    runner.study.batch_groups' rule."""
+
+    def __init__(self, hist: Mapping[str, Mapping[str, Mapping[int, int]]]):
+        self.hist = hist
+        self._cache: dict[tuple, float] = {}
+
+    def ratio(self, task: str, max_length: int, examples: int, batch_size: int) -> float:
+        key = (task, max_length, examples, batch_size)
+        if key not in self._cache:
+            import numpy as np
+
+            from runner.study.batch_groups import padding_ratio
+
+            h = self.hist[task]["train"]
+            lengths = np.minimum(np.repeat(np.fromiter((int(n) for n in h), np.int64),
+                                           np.fromiter((int(c) for c in h.values()), np.int64)),
+                                 max_length)
+            if 0 < examples < len(lengths):
+                rng = np.random.default_rng(0)
+                lengths = lengths[rng.choice(len(lengths), examples, replace=False)]
+            self._cache[key] = padding_ratio(lengths, batch_size)
+        return self._cache[key]
 
 
 def _group(job, ids: dict) -> str:

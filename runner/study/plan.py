@@ -18,7 +18,7 @@ Adapter jobs (RQ2) carry ``config.adapter``; a single_task experiment with ``ada
 gets, per model and task, the LoRA rank whose encoder-side trainable parameters (its LoRA: what
 reaches the held-out evaluation, which throws the heads away) are closest to the matched
 multi-task job's shared LoRA, computed here from the encoder's config
-(``runner.ml.lora.match_rank``), and records it as ``config.adapter.matched_to`` with both
+(``runner.study.lora_shapes.match_rank``), and records it as ``config.adapter.matched_to`` with both
 counts, encoder side and with the heads (so the matched multi-task job id is part of the
 identity).
 
@@ -56,6 +56,7 @@ from runner.data.checksums import data_folder, job_checksums, read_checksums
 from runner.errors import InputError
 from runner.study.config import TrainConfig
 from runner.study.heads import head_parameters
+from runner.study.lora_shapes import encoder_config, lora_trainable, match_rank
 from runner.study.manifest import Manifest, TomlLines  # the parser's key path -> line map
 from runner.study.models import (
     Loader,
@@ -316,9 +317,7 @@ class _Builder:
 
     def matched_adapter(self, exp, alias: str, task: str, seed: int) -> dict[str, Any]:
         """exp's adapter with r matched to the multi-task job of this model and seed."""
-        # the one torch-side call of planning: LoRA parameter counts need the encoder
-        from runner.ml.lora import encoder_config, lora_trainable, match_rank
-
+        # LoRA parameter counts need the encoder's shape (built on torch's meta device)
         manifest = self.manifest
         ref_exp = manifest.experiment(exp.adapter_match)
         (ref_set,) = ref_exp.task_sets

@@ -326,7 +326,7 @@ def table(rows: Sequence[dict], alpha: float = 0.05) -> str:
                "that reaches the held-out task; the single-task ranks are matched on these) "
                "and |ST − MT| / MT.")]
         + ([("h: counts with the task heads: a source job recorded no encoder-side count "
-             "(results from before issue 23).")]
+             "(results written before encoder-side counts were recorded).")]
            if any(r.get("param_basis") == "with heads" for r in rows) else [])
         + ([("† The fresh heads of the two sides trained on different numbers of examples "
             "(results from before [heldout] batch_size): not a like-for-like comparison.")]

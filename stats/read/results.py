@@ -166,8 +166,9 @@ def _finite(value: Any, where: str) -> float:
 
 
 def _numbers(raw: Any, kind: type = float) -> dict[str, Any]:
-    """The finite numeric entries of an optional dict (issue-12 fields: tolerant, since a
-    result written before them simply lacks them)."""
+    """The finite numeric entries of an optional dict (tokens at the best
+    validation, the best-weights metrics: tolerant, since a result written before they were
+    recorded simply lacks them)."""
     if not isinstance(raw, dict):
         return {}
     return {str(k): kind(v) for k, v in raw.items() if isinstance(v, (int, float))

@@ -483,8 +483,8 @@ def _finding_cell(full: str | None, clean: str | None) -> str:
 def clean_units_table(env: jinja2.Environment, entries: list[dict[str, Any]], alpha: float,
                       empty_reason: str | None, source: str = "results",
                       why: str | None = None) -> str:
-    """Every RQ1 / RQ5 / RQ2 comparison on the full test set and on its clean units (issue
-    13). ``entries``: {"rq", "model", "comparison", "task", "full", "clean", "findings",
+    """Every RQ1 / RQ5 / RQ2 comparison on the full test set and on its clean units (the
+    test units no training text overlaps). ``entries``: {"rq", "model", "comparison", "task", "full", "clean", "findings",
     "boot_key"}, built by stats.report."""
     fn = Footnotes()
     groups: dict[str, list[list[str]]] = {}

@@ -37,12 +37,7 @@ RANK = {
 }
 # imports that still run up, each with why it is there; the test fails on any other, and on
 # an entry here that no longer exists (so the list only shrinks)
-ALLOWED_UP = {
-    # LoRA rank matching counts the parameters of the encoder's Linear layers, built on
-    # torch's "meta" device from its transformers config: torch-side, so the one planning
-    # call into ml/ (lazily, only for a manifest with adapter_match)
-    ("runner.study.plan", "runner.ml.lora"),
-}
+ALLOWED_UP: set[tuple[str, str]] = set()
 
 
 def layer(module: str) -> str:

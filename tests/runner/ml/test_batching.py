@@ -7,6 +7,7 @@ import pytest
 
 from runner.ml import batching
 from runner.ml.train import trim_to_target
+from runner.study import batch_groups
 from runner.study.config import TrainConfig
 from tests.runner import jobs
 from tests.runner.jobs import (
@@ -55,7 +56,7 @@ def test_the_epoch_opens_with_its_longest_batch_and_small_epochs_have_four_group
     def one_sorted_group(plan):
         return all(small[b].max() - small[b].min() == len(b) - 1 for b in plan)
     plans = {order: batching.epoch_plan(small, 8, seed=3, task="t", epoch=0, order=order)
-             for order in batching.BATCH_ORDERS}
+             for order in batch_groups.BATCH_ORDERS}
     for plan in plans.values():
         assert sorted(np.concatenate(plan).tolist()) == list(range(200))
     assert one_sorted_group(plans["groups-of-50"]) and not one_sorted_group(plans["hf-groups"])

@@ -12,11 +12,11 @@ import pytest
 from runner.errors import InputError
 from runner.jobapi import JobInterrupted
 from runner.ml import checkpoint as ckpt
-from runner.ml.lora import lora_trainable
 from runner.ml.model import MultiTaskModel
 from runner.outputs.heldout import heldout_dir
 from runner.recipes import train_job as engine_job
 from runner.study.heads import head_parameters
+from runner.study.lora_shapes import lora_trainable
 from runner.study.manifest import parse_manifest
 from runner.study.plan import build_plan
 from tests.runner import jobs
