@@ -336,7 +336,7 @@ def test_tiny_cpu_run_prints_a_table_per_task_and_resumes(tmp_path):
         assert table[7].endswith("paired BCa bootstrap over seeds n/a (from 8 seeds)")
         assert table[8].startswith("training tokens/s (median over seeds): engine ")
         assert "median of the seeds' ratios" in table[8] and "per CPU-second" in table[8]
-        assert table[9].startswith("issue 14 criteria: |mean diff| <= 1.0 pt ")
+        assert table[9].startswith("acceptance criteria: |mean diff| <= 1.0 pt ")
         assert "or the engine ahead on both (higher mean, smaller sd) " in table[9]
         # a tiny random model may score the same on both seeds: an interval is then n/a
         score = {s: [stored["runs"][task][s][k]["score"] for k in ("1", "2")]

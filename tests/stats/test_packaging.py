@@ -22,7 +22,7 @@ def test_the_wheel_carries_every_template(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         src.mkdir(exist_ok=True)
         shutil.copy(REPO / name, src / name)
-    for name in ("runner", "stats", "templates"):
+    for name in ("mtl_contract", "runner", "stats", "templates"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -34,6 +34,9 @@ def test_the_wheel_carries_every_template(tmp_path):
     shipped = {n.rpartition("/")[2] for n in names if n.startswith("stats/templates/")}
     assert shipped == {p.name for p in (REPO / "templates").glob("*.j2")}
     assert "runner/__main__.py" in names and "stats/report.py" in names
+    # the shared contract and the command line: every module of both
+    for pkg in ("mtl_contract", "runner/cli"):
+        assert {p.relative_to(REPO).as_posix() for p in (REPO / pkg).glob("*.py")} <= names, pkg
     # every stats subpackage (pyproject's explicit package list) is in the wheel
     for sub in ("read", "core", "questions", "render"):
         assert {p.relative_to(REPO).as_posix() for p in (REPO / "stats" / sub).glob("*.py")} \
