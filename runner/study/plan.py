@@ -147,9 +147,16 @@ def _fast_id(config: str, data_checksums: str, model: str, parity: str, referenc
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def _copy(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Each job its own config (nested: max_train_examples, adapter, heldout)."""
-    return copy.deepcopy(cfg)
+def _copy(cfg: Any) -> Any:
+    """Each job its own config (nested: max_train_examples, adapter, heldout).  A config is
+    JSON-like (it is hashed as canonical JSON): dicts and lists are copied, the rest (str,
+    numbers, bool, None) is immutable -- 10,000 jobs' configs in a fraction of deepcopy's
+    time."""
+    if type(cfg) is dict:
+        return {k: _copy(v) for k, v in cfg.items()}
+    if type(cfg) is list:
+        return [_copy(v) for v in cfg]
+    return cfg
 
 
 def text_control_config(cfg: dict[str, Any], reference: Job) -> dict[str, Any]:

@@ -29,11 +29,23 @@ def _power_by_quadrature(df: int, nc: float, crit: float, bins: int = 20000) -> 
     """T' = (Z + nc) / sqrt(V / df), V ~ chi2(df): P(|T'| > crit) averaged over V at the
     midpoints of ``bins`` equal-probability bins of its distribution."""
     import numpy as np
-    from scipy.special import chdtri, ndtr
+    from scipy.special import ndtr
+
+    c = crit * _chi2_scale(df, bins)
+    return float(np.mean(ndtr(-c - nc) + ndtr(nc - c)))
+
+
+@functools.lru_cache(maxsize=16)
+def _chi2_scale(df: int, bins: int):
+    """sqrt(V / df) at the chi-square(df) quantiles of the bins' midpoints: the same for every
+    effect a bisection tries, so computed once per df."""
+    import numpy as np
+    from scipy.special import chdtri
 
     v = chdtri(df, 1.0 - (np.arange(bins) + 0.5) / bins)
-    c = crit * np.sqrt(v / df)
-    return float(np.mean(ndtr(-c - nc) + ndtr(nc - c)))
+    scale = np.sqrt(v / df)
+    scale.setflags(write=False)   # shared by every call that hits the cache
+    return scale
 
 
 @functools.lru_cache(maxsize=256)
