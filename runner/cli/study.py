@@ -33,9 +33,10 @@ def open_study(args: argparse.Namespace, *, write: bool):
 def study_plan(manifest, data_dir):
     """The plan; the data folder and its SHA256SUMS are bad input here, before any job is
     claimed."""
+    from runner.ml.lora import encoder_lora_shape  # torch only for an adapter_match
     from runner.study.plan import build_plan
 
-    return build_plan(manifest, data_dir, require_data=True)
+    return build_plan(manifest, data_dir, require_data=True, encoder_shape=encoder_lora_shape)
 
 
 def results_dir(args: argparse.Namespace, manifest, *, write: bool) -> Path:

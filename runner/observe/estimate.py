@@ -395,8 +395,8 @@ ASSUMES = (  # one string
     "demo encoder's tokenizer); FLOPs per real token 6P + 12LHS for training and 2P + 4LHS "
     "for evaluation (P non-embedding parameters, L layers, H hidden, S mean tokens per "
     "example), training counted on real tokens plus the padding of the engine's "
-    "length-grouped batches; the throughput stated above; a fixed start-up per job; one job per device at "
-    "a time, a session's devices kept busy together (quota hours = device-hours / devices "
+    "length-grouped batches; the throughput stated above; a fixed start-up per job; one "
+    "job per device at a time, a session's devices kept busy together (quota hours = device-hours / devices "
     "per session); no retries, no time lost to preemption or queueing.")
 
 

@@ -55,6 +55,7 @@ from mtl_contract.files import read_json_bounded
 from mtl_contract.schema import LEVELS, RESULT_FILE
 from runner.errors import InputError
 from runner.ml.calibration import calibration_report, flatten_token_logits
+from runner.ml.lora import encoder_lora_shape
 from runner.outputs.evaluation import (
     evaluation_document,
     evaluation_path,
@@ -443,7 +444,7 @@ def _jobs_to_evaluate(manifest_path, results_dir, data_dir, batch_size: int,
         if name not in names:
             raise InputError(str(manifest_path), f"no experiment named {name!r}; expected "
                              f"some of {', '.join(names)}", where="--experiments")
-    plan = build_plan(manifest, data_dir)
+    plan = build_plan(manifest, data_dir, encoder_shape=encoder_lora_shape)
     return results_dir, [j for j in plan.jobs if experiments is None or j.experiment in experiments]
 
 

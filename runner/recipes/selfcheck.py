@@ -44,6 +44,7 @@ from pathlib import Path
 from mtl_contract.schema import RESULT_FILE
 from runner.errors import InputError
 from runner.jobapi import JobContext
+from runner.ml.lora import encoder_lora_shape
 from runner.ml.model import save_random_encoder
 from runner.ml.runtime import (
     compile_problem,
@@ -316,7 +317,8 @@ def _results(folder: Path, plan) -> dict[str, dict]:
 def _jobs_and_resume(sc: SelfCheck, model_dir: str) -> None:
     manifest = sc.out / "selfcheck.toml"
     manifest.write_text(_manifest_text(sc, model_dir))
-    plan = build_plan(load_manifest(manifest), sc.data_dir, require_data=True)
+    plan = build_plan(load_manifest(manifest), sc.data_dir, require_data=True,
+                      encoder_shape=encoder_lora_shape)
     gpus = sc.environment["gpus"].get("count", 0)
 
     # --workers auto: one worker per visible GPU (CUDA_VISIBLE_DEVICES per child)
@@ -475,7 +477,8 @@ def _throughput(sc: SelfCheck, device, model_dirs: dict[str, str]) -> None:
         manifest = folder / f"{name}.toml"
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(_throughput_manifest(sc, name, model_dirs[name]))
-        (job,) = build_plan(load_manifest(manifest), sc.data_dir, require_data=True).jobs
+        (job,) = build_plan(load_manifest(manifest), sc.data_dir, require_data=True,
+                            encoder_shape=encoder_lora_shape).jobs
         clock = _StepClock(device)
         job_dir = folder / name
         job_dir.mkdir(parents=True, exist_ok=True)

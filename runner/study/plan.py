@@ -18,7 +18,7 @@ Adapter jobs (RQ2) carry ``config.adapter``; a single_task experiment with ``ada
 gets, per model and task, the LoRA rank whose encoder-side trainable parameters (its LoRA: what
 reaches the held-out evaluation, which throws the heads away) are closest to the matched
 multi-task job's shared LoRA, computed here from the encoder's config
-(``runner.study.lora_shapes.match_rank``), and records it as ``config.adapter.matched_to`` with both
+(``runner.study.lora_shapes.rank_for``), and records it as ``config.adapter.matched_to`` with both
 counts, encoder side and with the heads (so the matched multi-task job id is part of the
 identity).
 
@@ -56,7 +56,7 @@ from runner.data.checksums import data_folder, job_checksums, read_checksums
 from runner.errors import InputError
 from runner.study.config import TrainConfig
 from runner.study.heads import head_parameters
-from runner.study.lora_shapes import encoder_config, lora_trainable, match_rank
+from runner.study.lora_shapes import EncoderShape, rank_for
 from runner.study.manifest import Manifest, TomlLines  # the parser's key path -> line map
 from runner.study.models import (
     Loader,
@@ -195,7 +195,7 @@ def planned_steps(cfg: TrainConfig, token_target: bool, tasks, rows,
 
 
 def build_plan(manifest: Manifest, data_dir: str | Path = "data", *,
-               require_data: bool = False) -> Plan:
+               require_data: bool = False, encoder_shape: EncoderShape | None = None) -> Plan:
     """Expand every experiment x seed x model into jobs (each strategy's ``expand``,
     runner.study.strategies), in manifest order.
 
@@ -203,9 +203,13 @@ def build_plan(manifest: Manifest, data_dir: str | Path = "data", *,
     of them is an InputError.  ``require_data`` (``python -m runner run|plan|status``): the
     folder and its SHA256SUMS must exist too.  Without it, a folder with no SHA256SUMS gives
     a plan without data -- jobs with no checksums, so other ids -- for callers whose jobs
-    read no data (stand-in job functions in tests, benchmarks).
+    read no data (stand-in job functions in tests, benchmarks).  ``encoder_shape``
+    (runner.ml.lora.encoder_lora_shape, handed over by the CLI and the recipes) is what an
+    ``adapter_match`` experiment's rank matching needs; a manifest with one and no
+    ``encoder_shape`` is an InputError.
     """
-    builder = _Builder(manifest, Path(data_dir), plan_checksums(data_dir, require_data))
+    builder = _Builder(manifest, Path(data_dir), plan_checksums(data_dir, require_data),
+                       encoder_shape)
     # jobs that refer to others (token_controlled, adapter_match) are built after them, then
     # every job is emitted in manifest order
     ordered = sorted(manifest.experiments, key=lambda e: STRATEGIES[e.strategy].needs_reference
@@ -233,8 +237,10 @@ class _Builder:
     its id from the cached canonical JSON of its parts) and ``reference`` (a job already
     built).  Caches per experiment and task set, so 10,000 jobs encode little JSON."""
 
-    def __init__(self, manifest: Manifest, data_dir: Path, sums: dict[str, str] | None):
+    def __init__(self, manifest: Manifest, data_dir: Path, sums: dict[str, str] | None,
+                 encoder_shape: EncoderShape | None = None):
         self.manifest, self.data_dir, self.sums = manifest, data_dir, sums
+        self.encoder_shape = encoder_shape
         self.built: dict[tuple, Job] = {}   # (experiment, seed, model alias, tasks) -> job
         self._data: dict[tuple, tuple[dict, str]] = {}
         self._configs: dict[tuple, tuple[dict, str, str]] = {}
@@ -324,7 +330,6 @@ class _Builder:
 
     def matched_adapter(self, exp, alias: str, task: str, seed: int) -> dict[str, Any]:
         """exp's adapter with r matched to the multi-task job of this model and seed."""
-        # LoRA parameter counts need the encoder's shape (built on torch's meta device)
         manifest = self.manifest
         ref_exp = manifest.experiment(exp.adapter_match)
         (ref_set,) = ref_exp.task_sets
@@ -333,14 +338,20 @@ class _Builder:
         key = (exp.name, alias, task)
         if key not in self._matches:
             settings = ref_exp.adapter
-            conf = encoder_config(resolve_model(alias, manifest.models),
-                                  model_key(alias, manifest.models), manifest.path, where)
-            hidden = int(conf.hidden_size)
+            if self.encoder_shape is None:
+                raise InputError(manifest.path, "adapter_match needs the encoder's LoRA shape "
+                                 "at plan time: build_plan(..., encoder_shape="
+                                 "runner.ml.lora.encoder_lora_shape)", where=where)
+            # LoRA parameter counts need the encoder's shape (built on torch's meta device
+            # by the function the CLI hands over)
+            hidden, per_rank = self.encoder_shape(
+                resolve_model(alias, manifest.models), model_key(alias, manifest.models),
+                manifest.path, where, tuple(settings.target_modules))
             # matched on what reaches the held-out task: the encoder's LoRA (the heads are
             # thrown away there; counting them gave 11-13x larger single-task adapters)
-            target = lora_trainable(conf, settings.target_modules, settings.r)
+            target = settings.r * per_rank
             try:
-                m = match_rank(target, conf, settings.target_modules, 0)
+                m = rank_for(target, per_rank, 0)
             except InputError as err:
                 raise InputError(manifest.path, err.message, where=where) from None
             heads = (sum(head_parameters(t, hidden) for t in ref_set),

@@ -7,9 +7,15 @@ pytest.importorskip("peft")
 from transformers import AutoModel, BertConfig
 
 from runner.errors import InputError
-from runner.ml.lora import apply_lora, count_parameters, to_peft_config
+from runner.ml.lora import (
+    apply_lora,
+    count_parameters,
+    lora_params_per_rank,
+    lora_trainable,
+    match_rank,
+    to_peft_config,
+)
 from runner.study.adapter import LoraSettings, settings_from_table
-from runner.study.lora_shapes import lora_params_per_rank, lora_trainable, match_rank
 
 torch.set_num_threads(1)
 H, L, FF = 32, 2, 37  # hidden, layers, intermediate (37 so in != out is visible)

@@ -12,11 +12,11 @@ import pytest
 from runner.errors import InputError
 from runner.jobapi import JobInterrupted
 from runner.ml import checkpoint as ckpt
+from runner.ml.lora import encoder_lora_shape, lora_trainable
 from runner.ml.model import MultiTaskModel
 from runner.outputs.heldout import heldout_dir
 from runner.recipes import train_job as engine_job
 from runner.study.heads import head_parameters
-from runner.study.lora_shapes import lora_trainable
 from runner.study.manifest import parse_manifest
 from runner.study.plan import build_plan
 from tests.runner import jobs
@@ -199,7 +199,8 @@ def test_plan_matches_single_task_ranks_to_the_multi_task_job(tmp_path):
 
     from runner.study.models import resolve_model
 
-    plan = build_plan(parse_manifest(RQ2_TEXT, "rq2.toml"), tmp_path)
+    plan = build_plan(parse_manifest(RQ2_TEXT, "rq2.toml"), tmp_path,
+                      encoder_shape=encoder_lora_shape)
     conf = AutoConfig.from_pretrained(resolve_model("minilm"))  # MiniLM-L6: hidden 384
     hidden = conf.hidden_size
     mt = {j.seed: j for j in plan.jobs if j.experiment == "mt"}
@@ -230,7 +231,8 @@ def test_plan_matches_single_task_ranks_to_the_multi_task_job(tmp_path):
     plain = [j for j in plan.jobs if j.experiment == "plain"]
     assert "heldout" not in plain[0].config and plain[0].config["adapter"]["r"] == 4
     without = RQ2_TEXT.replace("heldout = true\n", "", 1)
-    other = build_plan(parse_manifest(without, "rq2.toml"), tmp_path)
+    other = build_plan(parse_manifest(without, "rq2.toml"), tmp_path,
+                       encoder_shape=encoder_lora_shape)
     assert {j.job_id for j in other.jobs if j.experiment == "mt"}.isdisjoint(
         j.job_id for j in mt.values())
 
@@ -270,7 +272,7 @@ def test_unloadable_model_config_fails_the_plan_naming_the_model(tmp_path):
     text = RQ2_TEXT.replace('[heldout]', '[models]\nmine = "/nonexistent/my-encoder"\n\n'
                             '[heldout]').replace('models = ["minilm"]', 'models = ["mine"]')
     with pytest.raises(InputError, match="my-encoder.*cannot be loaded offline"):
-        build_plan(parse_manifest(text, "rq2.toml"), tmp_path)
+        build_plan(parse_manifest(text, "rq2.toml"), tmp_path, encoder_shape=encoder_lora_shape)
 
 
 # Job ids of manifests written before adapters existed (computed at the commit before them,
@@ -293,10 +295,11 @@ def test_existing_job_ids_are_unchanged(path):
         # issue 23: the default warm-up is now capped at 10% of a job's planned steps; these
         # 5-step jobs computed a 500-step warm-up then, which the explicit key still says
         # (and without it they are other computations, so other ids)
-        changed = build_plan(parse_manifest(text, path), ROOT / "data")
+        changed = build_plan(parse_manifest(text, path), ROOT / "data",
+                             encoder_shape=encoder_lora_shape)
         assert not set(j.job_id for j in changed.jobs) & set(OLD_IDS[path])
         text = text.replace("[defaults]\n", "[defaults]\nwarmup_steps = 500\n", 1)
-    plan = build_plan(parse_manifest(text, path), ROOT / "data")
+    plan = build_plan(parse_manifest(text, path), ROOT / "data", encoder_shape=encoder_lora_shape)
     assert [j.job_id for j in plan.jobs] == OLD_IDS[path]
     assert all(j.config["adapter"] is None and "heldout" not in j.config for j in plan.jobs)
 
@@ -306,8 +309,10 @@ def test_compile_is_not_in_job_ids_and_a_no_op_on_cpu(env, tmp_path):
 
     model_path, _data_dir, ctx = env
     text = RQ2_TEXT.replace("max_steps = 5\n", "max_steps = 5\ncompile = true\n", 1)
-    with_compile = build_plan(parse_manifest(text, "rq2.toml"), tmp_path)
-    plain = build_plan(parse_manifest(RQ2_TEXT, "rq2.toml"), tmp_path)
+    with_compile = build_plan(parse_manifest(text, "rq2.toml"), tmp_path,
+                              encoder_shape=encoder_lora_shape)
+    plain = build_plan(parse_manifest(RQ2_TEXT, "rq2.toml"), tmp_path,
+                       encoder_shape=encoder_lora_shape)
     assert [j.job_id for j in with_compile.jobs] == [j.job_id for j in plain.jobs]
     assert with_compile.jobs[0].config["compile"] is True
     a = engine_job.run_job(make_job(model_path, max_steps=3, eval_every=3, compile=True),
@@ -333,3 +338,12 @@ def test_heldout_budget_is_the_tables_not_the_jobs_batch_size(env):
     assert budgets[0] == {**budgets[1], "tokens": budgets[0]["tokens"]}
     # 3 steps of the table's 6 (the 20-example epoch is 6 + 6 + 6 + 2, length-grouped)
     assert budgets[0]["batch_size"] == 6 and 3 * 2 < budgets[0]["examples"] <= 3 * 6
+
+
+def test_adapter_match_without_the_encoder_shape_is_bad_input(tmp_path):
+    """Planning imports no torch: the rank matching's encoder shape is handed over (the CLI
+    hands runner.ml.lora.encoder_lora_shape); without it an adapter_match is refused, naming
+    the experiment, not guessed."""
+    with pytest.raises(InputError, match="adapter_match needs the encoder's LoRA shape") as err:
+        build_plan(parse_manifest(RQ2_TEXT, "rq2.toml"), tmp_path)
+    assert "adapter_match" in err.value.where

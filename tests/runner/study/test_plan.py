@@ -8,6 +8,7 @@ import pytest
 
 from runner.data.tasks import SPLITS
 from runner.errors import InputError
+from runner.ml.lora import encoder_lora_shape
 from runner.study import design
 from runner.study.manifest import load_manifest, parse_manifest
 from runner.study.plan import build_plan
@@ -200,13 +201,13 @@ def test_the_same_job_twice_is_an_input_error(tmp_path):
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_manifest_loads_and_plans(path, tmp_path):
-    plan = build_plan(load_manifest(path), tmp_path)
+    plan = build_plan(load_manifest(path), tmp_path, encoder_shape=encoder_lora_shape)
     assert plan.jobs
     known = {j.job_id for j in plan.jobs}
     assert all(d in known for j in plan.jobs for d in j.depends_on)
     # also with the real prepared data, where it exists
     if (ROOT / "data" / "SHA256SUMS").exists():
-        real = build_plan(load_manifest(path), ROOT / "data")
+        real = build_plan(load_manifest(path), ROOT / "data", encoder_shape=encoder_lora_shape)
         assert len(real.jobs) == len(plan.jobs)
         # the design check `plan` prints runs on every shipped manifest (a text control's
         # planned steps are its multi-task job's: it has no epoch cap)
