@@ -210,7 +210,7 @@ def measure_one(args, task: str, seed: int, work: Path) -> dict:
     for sel in chosen.values():
         step = history[sel["selected"]]["step"]
         if step not in tested:
-            model.load_state_dict(torch.load(work / f"weights_{step}.pt"))
+            model.load_state_dict(torch.load(work / f"weights_{step}.pt", weights_only=True))
             preds, _ = predict(model, spec, encoded, captured["pad_id"], torch.device("cpu"),
                                None, 64)
             m, _ = evaluate(spec, test_df, preds)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from runner.study.batch_groups import BATCH_ORDER, group_size
+from runner.study.batch_groups import BATCH_ORDER, length_grouped_batches
 from runner.study.compat import LEGACY_BATCH_ORDER  # noqa: F401  (checkpoints' default)
 from runner.study.config import TrainConfig
 
@@ -190,29 +190,6 @@ def collate(split: EncodedSplit, indices, pad_id: int) -> Batch:
 
 
 # LEGACY_BATCH_ORDER (runner.study.compat): what checkpoints that record no order used
-
-
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                           order: str = BATCH_ORDER) -> list[np.ndarray]:
-    """One epoch's batches: similar lengths together, random order between batches.
-
-    ``order`` (:data:`BATCH_ORDERS`): ``"hf-groups"``, mega-batches of Hugging Face's size and
-    the longest batch first; ``"groups-of-50"``, mega-batches of ``MEGABATCH_FACTOR`` batches
-    and no batch moved (the order of checkpoints written before the order was recorded)."""
-    n = len(lengths)
-    mega = group_size(n, batch_size, order)   # checks the order
-    perm = rng.permutation(n)
-    batches: list[np.ndarray] = []
-    for start in range(0, n, mega):
-        chunk = perm[start:start + mega]
-        # longest first inside the group; stable so ties keep the permutation's order
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-    if order == "hf-groups" and batches:
-        longest = int(np.argmax([lengths[b].max() for b in batches]))
-        batches.insert(0, batches.pop(longest))
-    return batches
 
 
 def epoch_plan(lengths: np.ndarray, batch_size: int, seed: int, task: str,

@@ -81,3 +81,14 @@ def test_small_subsets_pad_more_than_whole_tasks():
     plan = build_plan(load_manifest(ROOT / "manifests" / "demo.toml"), ROOT / "data")
     sizes = est.job_sizes(plan)
     assert all(s.train_padding > 1.1 for s in sizes)            # 200-400 example subsets
+
+
+def test_the_cpu_default_s_padding_is_its_measurement_s():
+    """CPU_MEASURED_PADDING is the padding of the measurement behind the CPU default (BC2GM,
+    2,000 examples, batch 16, 128 tokens), recomputed here so the constant cannot drift."""
+    if not (ROOT / "data" / "TOKEN_LENGTHS.json").exists():
+        pytest.skip("no prepared data")
+    from runner.data import token_lengths
+
+    pads = est.Padding(token_lengths.read(ROOT / "data"))
+    assert pads.ratio("bc2gm", 128, 2000, 16) == pytest.approx(est.CPU_MEASURED_PADDING, abs=5e-4)
